@@ -1,0 +1,45 @@
+# gradserve: `make serve` runs the service, `make test` runs every test.
+# Both install missing Debian packages first (tools/install-deps.sh).
+
+BUILD_DIR ?= build
+ADDRESS ?= 0.0.0.0:50051
+PYTHON := /usr/bin/python3
+
+.PHONY: all deps configure build serve test test-cpp test-python bench format check-format clean
+
+all: build
+
+deps:
+	@tools/install-deps.sh
+
+configure: deps
+	@if [ ! -f $(BUILD_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release; \
+	fi
+
+build: configure
+	cmake --build $(BUILD_DIR)
+
+serve: build
+	$(BUILD_DIR)/server/gradserve --address=$(ADDRESS) $(ARGS)
+
+test: build
+	$(MAKE) --no-print-directory test-cpp test-python
+
+test-cpp:
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$$(nproc)
+
+test-python:
+	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q tests/python
+
+bench: build
+	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)
+
+format:
+	git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+check-format:
+	git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
+
+clean:
+	rm -rf $(BUILD_DIR)

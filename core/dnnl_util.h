@@ -1,0 +1,74 @@
+// oneDNN glue: the engine, plain memory descriptors over Tensors, user-mode
+// scratchpads, and the one place dnnl::error becomes an absl::Status.
+#ifndef GRADSERVE_CORE_DNNL_UTIL_H_
+#define GRADSERVE_CORE_DNNL_UTIL_H_
+
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "core/tensor.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace gradserve {
+
+dnnl::engine& CpuEngine();
+
+// "2.6.3", and the ISA oneDNN dispatches to, e.g. "avx512_core".
+std::string DnnlVersion();
+std::string DnnlCpuIsa();
+
+dnnl::memory::data_type DnnlType(DType dtype);
+dnnl::memory::dims DnnlDims(const Shape& shape);
+// Row-major ("abcd...") descriptor of a float32/int64 shape; a scalar is [1].
+dnnl::memory::desc PlainDesc(const Shape& shape, DType dtype = DType::kFloat32);
+// A memory object over a tensor's storage (oneDNN reads const inputs only).
+dnnl::memory WrapTensor(const dnnl::memory::desc& desc, const Tensor& t);
+
+// Attributes every primitive is created with: a user-provided scratchpad,
+// so that primitives may run on any thread and concurrently.
+dnnl::primitive_attr DefaultAttr();
+
+// A primitive together with the scratchpad size it needs.
+struct DnnlPrimitive {
+  dnnl::primitive primitive;
+  dnnl::memory::desc scratchpad;
+};
+
+// DnnlPrimitive of primitive class P (e.g. dnnl::inner_product_forward).
+template <typename P>
+DnnlPrimitive MakePrimitive(const typename P::primitive_desc& pd) {
+  return {P(pd), pd.scratchpad_desc()};
+}
+
+// Executes primitives on a stream of the calling thread, with a scratchpad
+// buffer reused across primitives. One per executing thread.
+class DnnlRunner {
+ public:
+  DnnlRunner();
+  void Execute(const DnnlPrimitive& p,
+               std::unordered_map<int, dnnl::memory> args);
+
+ private:
+  dnnl::stream stream_;
+  Tensor scratch_;  // grown on demand, as bytes
+};
+
+// Runs `f`, turning a dnnl::error into a status that names `node`:
+// UNIMPLEMENTED for configurations oneDNN cannot run, INTERNAL otherwise.
+absl::Status DnnlErrorToStatus(const dnnl::error& e, absl::string_view node);
+
+template <typename F>
+absl::Status CatchDnnl(absl::string_view node, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const dnnl::error& e) {
+    return DnnlErrorToStatus(e, node);
+  }
+}
+
+}  // namespace gradserve
+
+#endif  // GRADSERVE_CORE_DNNL_UTIL_H_

@@ -1,0 +1,243 @@
+// Linear: y = x · weightᵀ + bias, x [..., in], weight [out, in], bias [out].
+// float32 runs oneDNN inner product (forward, backward data, backward
+// weights); float64 runs the reference loops.
+#include <optional>
+
+#include "core/dnnl_util.h"
+#include "core/op_registry.h"
+#include "core/ops/op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+using dnnl::inner_product_backward_data;
+using dnnl::inner_product_backward_weights;
+using dnnl::inner_product_forward;
+using dnnl::prop_kind;
+
+class LinearOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
+    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(c.ExpectFloat(1));
+    if (c.shape(0).empty()) {
+      return c.Error(c.Describe(0), " must have rank >= 1 ([..., in]), got ",
+                     ShapeToString(c.shape(0)));
+    }
+    RETURN_IF_ERROR(c.ExpectRank(1, 2));
+    const int64_t in = c.shape(0).back();
+    const int64_t out = c.shape(1)[0];
+    if (c.shape(1)[1] != in) {
+      return c.Error(c.Describe(1), " must be [out, ", in,
+                     "] to match x's last dim, got ",
+                     ShapeToString(c.shape(1)));
+    }
+    if (c.has_input(2)) {
+      RETURN_IF_ERROR(c.ExpectFloat(2));
+      RETURN_IF_ERROR(c.ExpectShape(2, {out}));
+    }
+    auto op = std::make_unique<LinearOp>();
+    op->batch_ = ElementCount(
+        absl::MakeConstSpan(c.shape(0)).first(c.shape(0).size() - 1));
+    op->in_ = in;
+    op->out_ = out;
+    op->has_bias_ = c.has_input(2);
+    Shape y = c.shape(0);
+    y.back() = out;
+    op->outputs_ = {{c.float_dtype(), y}};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override {
+    return MulSat(MulSat(2 * batch_, in_), out_);
+  }
+
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    SavedValues s;
+    if (needs_grad[1]) s.inputs.push_back(0);  // dW = dYᵀ · x
+    if (needs_grad[0]) s.inputs.push_back(1);  // dx = dY · W
+    return s;
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    if (outputs_[0].dtype != DType::kFloat32 || batch_ == 0 || in_ == 0 ||
+        out_ == 0) {
+      return absl::OkStatus();  // reference loops
+    }
+    return CatchDnnl("Linear", [&] {
+      auto& eng = CpuEngine();
+      auto src = PlainDesc({batch_, in_});
+      auto wei = PlainDesc({out_, in_});
+      auto bia = PlainDesc({out_});
+      auto dst = PlainDesc({batch_, out_});
+      auto kind = info.backward_will_run ? prop_kind::forward_training
+                                         : prop_kind::forward_inference;
+      auto fwd_desc =
+          has_bias_ ? inner_product_forward::desc(kind, src, wei, bia, dst)
+                    : inner_product_forward::desc(kind, src, wei, dst);
+      inner_product_forward::primitive_desc fwd_pd(fwd_desc, DefaultAttr(),
+                                                   eng);
+      forward_ = MakePrimitive<inner_product_forward>(fwd_pd);
+      if (info.backward_will_run && info.needs_grad[0]) {
+        inner_product_backward_data::primitive_desc pd(
+            inner_product_backward_data::desc(src, wei, dst), DefaultAttr(),
+            eng, fwd_pd);
+        backward_data_ = MakePrimitive<inner_product_backward_data>(pd);
+      }
+      bool weights = info.needs_grad[1] || (has_bias_ && info.needs_grad[2]);
+      if (info.backward_will_run && weights) {
+        auto desc =
+            has_bias_ ? inner_product_backward_weights::desc(src, wei, bia, dst)
+                      : inner_product_backward_weights::desc(src, wei, dst);
+        inner_product_backward_weights::primitive_desc pd(desc, DefaultAttr(),
+                                                          eng, fwd_pd);
+        backward_weights_ = MakePrimitive<inner_product_backward_weights>(pd);
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    Tensor& y = ctx.AllocateOutput(0);
+    const Tensor& x = ctx.input(0);
+    const Tensor& w = ctx.input(1);
+    if (forward_) {
+      std::unordered_map<int, dnnl::memory> args = {
+          {DNNL_ARG_SRC, WrapTensor(PlainDesc({batch_, in_}), x)},
+          {DNNL_ARG_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), w)},
+          {DNNL_ARG_DST, WrapTensor(PlainDesc({batch_, out_}), y)}};
+      if (has_bias_) {
+        args[DNNL_ARG_BIAS] = WrapTensor(PlainDesc({out_}), ctx.input(2));
+      }
+      return CatchDnnl("Linear", [&] {
+        ctx.dnnl().Execute(*forward_, std::move(args));
+        return absl::OkStatus();
+      });
+    }
+    DispatchFloat(y.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* xp = x.data<T>();
+      const T* wp = w.data<T>();
+      const T* bp = has_bias_ ? ctx.input(2).data<T>() : nullptr;
+      T* yp = y.data<T>();
+      for (int64_t n = 0; n < batch_; ++n) {
+        for (int64_t o = 0; o < out_; ++o) {
+          T sum = bp ? bp[o] : T(0);
+          for (int64_t i = 0; i < in_; ++i)
+            sum += xp[n * in_ + i] * wp[o * in_ + i];
+          yp[n * out_ + o] = sum;
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    const Tensor& dy = ctx.grad_output(0);
+    const bool need_dx = ctx.needs_grad(0);
+    const bool need_dw = ctx.needs_grad(1);
+    const bool need_db = has_bias_ && ctx.needs_grad(2);
+    const DType dtype = outputs_[0].dtype;
+    Tensor dx = need_dx ? Tensor::Empty(dtype, InputShape()) : Tensor();
+    // oneDNN's backward-weights primitive writes dW and db together.
+    Tensor dw = need_dw || (need_db && backward_weights_)
+                    ? Tensor::Empty(dtype, {out_, in_})
+                    : Tensor();
+    Tensor db = need_db || (need_dw && has_bias_ && backward_weights_)
+                    ? Tensor::Empty(dtype, {out_})
+                    : Tensor();
+    if (forward_) {
+      RETURN_IF_ERROR(CatchDnnl("Linear", [&] {
+        auto dy_mem = WrapTensor(PlainDesc({batch_, out_}), dy);
+        if (need_dx) {
+          ctx.dnnl().Execute(
+              *backward_data_,
+              {{DNNL_ARG_DIFF_DST, dy_mem},
+               {DNNL_ARG_WEIGHTS,
+                WrapTensor(PlainDesc({out_, in_}), ctx.input(1))},
+               {DNNL_ARG_DIFF_SRC, WrapTensor(PlainDesc({batch_, in_}), dx)}});
+        }
+        if (dw.defined()) {
+          std::unordered_map<int, dnnl::memory> args = {
+              {DNNL_ARG_DIFF_DST, dy_mem},
+              {DNNL_ARG_SRC,
+               WrapTensor(PlainDesc({batch_, in_}), ctx.input(0))},
+              {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), dw)}};
+          if (has_bias_) {
+            args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({out_}), db);
+          }
+          ctx.dnnl().Execute(*backward_weights_, std::move(args));
+        }
+        return absl::OkStatus();
+      }));
+    } else {
+      DispatchFloat(dtype, [&](auto zero) {
+        using T = decltype(zero);
+        const T* g = dy.data<T>();
+        if (need_dx) {
+          const T* w = ctx.input(1).data<T>();
+          T* p = dx.data<T>();
+          for (int64_t n = 0; n < batch_; ++n) {
+            for (int64_t i = 0; i < in_; ++i) {
+              T sum = 0;
+              for (int64_t o = 0; o < out_; ++o)
+                sum += g[n * out_ + o] * w[o * in_ + i];
+              p[n * in_ + i] = sum;
+            }
+          }
+        }
+        if (dw.defined()) {
+          const T* x = ctx.input(0).data<T>();
+          T* p = dw.data<T>();
+          for (int64_t o = 0; o < out_; ++o) {
+            for (int64_t i = 0; i < in_; ++i) {
+              T sum = 0;
+              for (int64_t n = 0; n < batch_; ++n)
+                sum += g[n * out_ + o] * x[n * in_ + i];
+              p[o * in_ + i] = sum;
+            }
+          }
+        }
+        if (db.defined()) {
+          T* p = db.data<T>();
+          for (int64_t o = 0; o < out_; ++o) {
+            T sum = 0;
+            for (int64_t n = 0; n < batch_; ++n) sum += g[n * out_ + o];
+            p[o] = sum;
+          }
+        }
+      });
+    }
+    if (need_dx) ctx.SetGradInput(0, std::move(dx));
+    if (need_dw) ctx.SetGradInput(1, std::move(dw));
+    if (need_db) ctx.SetGradInput(2, std::move(db));
+    return absl::OkStatus();
+  }
+
+ private:
+  Shape InputShape() const {
+    Shape s = outputs_[0].shape;
+    s.back() = in_;
+    return s;
+  }
+
+  int64_t batch_ = 0, in_ = 0, out_ = 0;
+  bool has_bias_ = false;
+  std::optional<DnnlPrimitive> forward_, backward_data_, backward_weights_;
+};
+
+OpSchema LinearSchema() {
+  OpSchema s;
+  s.name = "Linear";
+  s.description =
+      "y = x · weightᵀ + bias; x [..., in], weight [out, in], bias [out]";
+  s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
+  s.create = LinearOp::Create;
+  return s;
+}
+
+REGISTER_OP(LinearSchema());
+
+}  // namespace
+}  // namespace gradserve

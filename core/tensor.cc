@@ -1,0 +1,131 @@
+#include "core/tensor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace gradserve {
+namespace {
+
+constexpr std::align_val_t kAlignment{64};
+
+std::shared_ptr<uint8_t> Allocate(size_t bytes) {
+  // At least one byte, so that an empty tensor still has storage.
+  auto* p = static_cast<uint8_t*>(
+      ::operator new(std::max<size_t>(bytes, 1), kAlignment));
+  return std::shared_ptr<uint8_t>(
+      p, [](uint8_t* q) { ::operator delete(q, kAlignment); });
+}
+
+}  // namespace
+
+size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+    case DType::kInt64:
+      return 8;
+  }
+  return 0;
+}
+
+absl::string_view DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt64:
+      return "int64";
+  }
+  return "unknown";
+}
+
+std::string ShapeToString(absl::Span<const int64_t> shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::StatusOr<int64_t> CheckedElementCount(absl::Span<const int64_t> shape,
+                                            int64_t limit,
+                                            absl::string_view what) {
+  int64_t count = 1;
+  bool over = false;
+  for (int64_t d : shape) {
+    if (d < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": dimensions must be >= 0, got shape ", ShapeToString(shape)));
+    }
+    // Keep multiplying only while the product stays within the limit; a zero
+    // dim later still makes the tensor empty.
+    if (d == 0) return 0;
+    if (over || count > limit / d) {
+      over = true;
+      continue;
+    }
+    count *= d;
+  }
+  if (over) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what, ": shape ", ShapeToString(shape),
+                     " has more elements than the limit of ", limit));
+  }
+  return count;
+}
+
+int64_t ElementCount(absl::Span<const int64_t> shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  return count;
+}
+
+std::string TensorMeta::ToString() const {
+  return absl::StrCat(DTypeName(dtype), " ", ShapeToString(shape));
+}
+
+Tensor Tensor::Empty(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = ElementCount(shape);
+  t.shape_ = std::move(shape);
+  t.storage_ = Allocate(t.num_bytes());
+  return t;
+}
+
+Tensor Tensor::Zeros(DType dtype, Shape shape) {
+  Tensor t = Empty(dtype, std::move(shape));
+  std::memset(t.raw_data(), 0, t.num_bytes());
+  return t;
+}
+
+Tensor Tensor::Reshaped(Shape shape) const {
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::Clone() const {
+  Tensor t = Empty(dtype_, shape_);
+  std::memcpy(t.raw_data(), raw_data(), num_bytes());
+  return t;
+}
+
+Tensor Tensor::CastFloat(DType dtype) const {
+  if (dtype == dtype_ || !IsFloating(dtype_) || !IsFloating(dtype)) {
+    return *this;
+  }
+  Tensor t = Empty(dtype, shape_);
+  if (dtype == DType::kFloat64) {
+    std::copy_n(data<float>(), numel_, t.data<double>());
+  } else {
+    std::transform(data<double>(), data<double>() + numel_, t.data<float>(),
+                   [](double v) { return static_cast<float>(v); });
+  }
+  return t;
+}
+
+}  // namespace gradserve

@@ -1,0 +1,146 @@
+// Dense row-major tensors with shared, 64-byte-aligned storage.
+#ifndef GRADSERVE_CORE_TENSOR_H_
+#define GRADSERVE_CORE_TENSOR_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace gradserve {
+
+// Element types. kFloat64 exists for the double-precision reference path
+// (gradient checks); the wire carries float32, int64 and bfloat16.
+enum class DType : uint8_t { kFloat32, kFloat64, kInt64 };
+
+size_t DTypeSize(DType dtype);
+absl::string_view DTypeName(DType dtype);
+inline bool IsFloating(DType dtype) { return dtype != DType::kInt64; }
+
+template <typename T>
+constexpr DType DTypeOf();
+template <>
+constexpr DType DTypeOf<float>() {
+  return DType::kFloat32;
+}
+template <>
+constexpr DType DTypeOf<double>() {
+  return DType::kFloat64;
+}
+template <>
+constexpr DType DTypeOf<int64_t>() {
+  return DType::kInt64;
+}
+
+using Shape = std::vector<int64_t>;
+
+// "[2, 3]"; a scalar is "[]".
+std::string ShapeToString(absl::Span<const int64_t> shape);
+
+// The product of the dims, or an error when a dim is negative or the product
+// exceeds `limit` (checked before it can overflow). `what` names the tensor.
+absl::StatusOr<int64_t> CheckedElementCount(absl::Span<const int64_t> shape,
+                                            int64_t limit,
+                                            absl::string_view what);
+
+// The product of the dims of a shape already known to be valid.
+int64_t ElementCount(absl::Span<const int64_t> shape);
+
+// Dtype and shape of a value, known before it is computed.
+struct TensorMeta {
+  DType dtype = DType::kFloat32;
+  Shape shape;
+
+  int64_t num_elements() const { return ElementCount(shape); }
+  int64_t num_bytes() const {
+    return num_elements() * static_cast<int64_t>(DTypeSize(dtype));
+  }
+  std::string ToString() const;  // "float32 [2, 3]"
+  bool operator==(const TensorMeta& o) const {
+    return dtype == o.dtype && shape == o.shape;
+  }
+  bool operator!=(const TensorMeta& o) const { return !(*this == o); }
+};
+
+// A tensor. Copies share storage; ops write only into tensors they allocate.
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Uninitialised storage for `shape`; the caller has checked its size.
+  static Tensor Empty(DType dtype, Shape shape);
+  static Tensor Zeros(DType dtype, Shape shape);
+  static Tensor Empty(const TensorMeta& meta) {
+    return Empty(meta.dtype, meta.shape);
+  }
+  static Tensor Zeros(const TensorMeta& meta) {
+    return Zeros(meta.dtype, meta.shape);
+  }
+  template <typename T>
+  static Tensor FromValues(Shape shape, absl::Span<const T> values);
+  template <typename T>
+  static Tensor Scalar(T value) {
+    return FromValues<T>({}, absl::MakeConstSpan(&value, 1));
+  }
+
+  bool defined() const { return storage_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t dim(int i) const { return shape_[i]; }
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t num_elements() const { return numel_; }
+  size_t num_bytes() const {
+    return static_cast<size_t>(numel_) * DTypeSize(dtype_);
+  }
+  TensorMeta meta() const { return {dtype_, shape_}; }
+
+  void* raw_data() { return storage_.get(); }
+  const void* raw_data() const { return storage_.get(); }
+  template <typename T>
+  T* data() {
+    return static_cast<T*>(raw_data());
+  }
+  template <typename T>
+  const T* data() const {
+    return static_cast<const T*>(raw_data());
+  }
+  template <typename T>
+  absl::Span<const T> values() const {
+    return absl::MakeConstSpan(data<T>(), static_cast<size_t>(numel_));
+  }
+  template <typename T>
+  absl::Span<T> mutable_values() {
+    return absl::MakeSpan(data<T>(), static_cast<size_t>(numel_));
+  }
+
+  // The same storage seen with another shape of equal element count.
+  Tensor Reshaped(Shape shape) const;
+  // A copy with its own storage.
+  Tensor Clone() const;
+  // Float tensors converted to `dtype` (float32 <-> float64); others shared.
+  Tensor CastFloat(DType dtype) const;
+  // True when no other Tensor shares this storage, so it may be written.
+  bool unique() const { return storage_.use_count() == 1; }
+
+ private:
+  DType dtype_ = DType::kFloat32;
+  Shape shape_;
+  int64_t numel_ = 0;
+  std::shared_ptr<uint8_t> storage_;
+};
+
+template <typename T>
+Tensor Tensor::FromValues(Shape shape, absl::Span<const T> values) {
+  Tensor t = Empty(DTypeOf<T>(), std::move(shape));
+  std::copy(values.begin(), values.end(), t.data<T>());
+  return t;
+}
+
+}  // namespace gradserve
+
+#endif  // GRADSERVE_CORE_TENSOR_H_

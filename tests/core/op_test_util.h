@@ -1,0 +1,84 @@
+// Test harness for ops: builds a one-node graph, checks its gradients by
+// finite differences in float64, and checks the float32 (oneDNN) path against
+// the float64 reference.
+#ifndef GRADSERVE_TESTS_CORE_OP_TEST_UTIL_H_
+#define GRADSERVE_TESTS_CORE_OP_TEST_UTIL_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/compute.h"
+#include "core/graph.h"
+
+namespace gradserve::testing {
+
+// How an input's values are drawn.
+enum class Init {
+  kUniform,        // uniform in [lo, hi)
+  kAwayFromZero,   // uniform in [lo, hi) with a random sign: avoids kinks at 0
+  kLabels,         // int64 class labels in [0, classes)
+  kProbabilities,  // rows (last dim) that sum to 1
+  kBernoulli,      // 0 or 1 with probability 1/2
+};
+
+struct TestInput {
+  std::string name;  // "" = an optional input left out
+  Shape shape;
+  Init init = Init::kUniform;
+  double lo = -1.0;
+  double hi = 1.0;
+  int64_t classes = 0;         // kLabels
+  bool differentiable = true;  // include in wrt (float inputs only)
+};
+
+struct OpCase {
+  OpCase(std::string op, std::vector<TestInput> inputs, AttrMap attrs = {})
+      : op(std::move(op)), attrs(std::move(attrs)), inputs(std::move(inputs)) {}
+
+  std::string op;
+  AttrMap attrs;
+  std::vector<TestInput> inputs;
+  int num_outputs = 1;
+  // Outputs to seed with random dL/dy; empty = all float outputs.
+  std::vector<int> seeded_outputs;
+  Mode mode = Mode::kTrain;
+  uint64_t seed = 7;
+  // float32 path against float64 reference: |a - b| <= tol * (1 + |b|).
+  double float32_tolerance = 1e-4;
+  // Finite-difference check in float64.
+  double fd_tolerance = 1e-6;
+  double fd_epsilon = 1e-6;
+};
+
+// Deterministic random tensors (float32 unless kLabels).
+Tensor MakeInput(const TestInput& in, uint64_t seed);
+
+// The one-node graph of a case: graph inputs "in0".., outputs "out0"...
+GraphDef SingleOpGraph(const OpCase& c);
+
+// Runs the case forward and backward in float32 or float64, with the inputs
+// drawn from the case's seed.
+absl::StatusOr<RunResult> RunCase(const OpCase& c, DType float_dtype);
+
+// Asserts (with gtest) that the gradients pass a finite-difference check in
+// float64, and that float32 outputs and gradients match float64 ones.
+void ExpectGradientsCorrect(const OpCase& c);
+
+// Asserts that planning or running the case fails with `code` and a message
+// containing every one of `parts`.
+void ExpectError(const OpCase& c, absl::StatusCode code,
+                 const std::vector<std::string>& parts);
+
+// Builds a tensor from values (float32 / int64).
+Tensor F32(Shape shape, std::vector<float> values);
+Tensor I64(Shape shape, std::vector<int64_t> values);
+
+// Asserts two float tensors agree: |a - b| <= tol * (1 + |b|).
+void ExpectClose(const Tensor& actual, const Tensor& expected, double tol,
+                 const std::string& what);
+
+}  // namespace gradserve::testing
+
+#endif  // GRADSERVE_TESTS_CORE_OP_TEST_UTIL_H_
