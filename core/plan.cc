@@ -382,6 +382,7 @@ absl::Status Plan::InferNodes(const PlanRequest& request,
       input_names.push_back(schema.inputs[i].name);
       node.inputs.push_back(-1);
     }
+    node.needs_grad.assign(node.inputs.size(), false);
     OpConfig config(def.name, def.op, node.attrs, std::move(input_names),
                     def.inputs, std::move(metas),
                     static_cast<int>(def.outputs.size()), mode_, float_dtype_);
@@ -477,7 +478,6 @@ absl::Status Plan::AnalyseGradients(const PlanRequest& request) {
   }
   auto needs = [&](int id) { return id >= 0 && reaches[id] && from_wrt[id]; };
   for (PlannedNode& node : nodes_) {
-    node.needs_grad.assign(node.inputs.size(), false);
     bool any_input = false;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       node.needs_grad[i] = needs(node.inputs[i]);
