@@ -1,0 +1,30 @@
+// Shape helpers for ops that work along one axis (Softmax, Concat).
+#ifndef GRADSERVE_CORE_OPS_AXIS_UTIL_H_
+#define GRADSERVE_CORE_OPS_AXIS_UTIL_H_
+
+#include <cstdint>
+
+#include "absl/types/span.h"
+#include "core/tensor.h"
+
+namespace gradserve {
+
+// A row-major shape seen as [outer, dim, inner] around one axis: element
+// (o, k, i) lies at (o * dim + k) * inner + i.
+struct AxisSplit {
+  int64_t outer = 1;
+  int64_t dim = 1;
+  int64_t inner = 1;
+};
+
+// The split of `shape` around `axis`; a scalar is [1, 1, 1].
+inline AxisSplit SplitAtAxis(const Shape& shape, int axis) {
+  if (shape.empty()) return AxisSplit{};
+  absl::Span<const int64_t> dims(shape);
+  return AxisSplit{ElementCount(dims.first(axis)), shape[axis],
+                   ElementCount(dims.subspan(axis + 1))};
+}
+
+}  // namespace gradserve
+
+#endif  // GRADSERVE_CORE_OPS_AXIS_UTIL_H_
