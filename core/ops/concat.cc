@@ -9,8 +9,8 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
-#include "core/ops/axis_util.h"
 #include "core/ops/op_util.h"
+#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -72,10 +72,7 @@ class ConcatOp : public Op {
   SavedValues Saves(const std::vector<bool>&) const override { return {}; }
 
   absl::Status Prepare(const PrepareInfo& info) override {
-    if (outputs_[0].dtype != DType::kFloat32 ||
-        outputs_[0].num_elements() == 0) {
-      return absl::OkStatus();  // block copies
-    }
+    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();  // block copies
     return CatchDnnl(node_, [&] {
       auto& eng = CpuEngine();
       std::vector<dnnl::memory::desc> srcs;
@@ -107,10 +104,7 @@ class ConcatOp : public Op {
         args[DNNL_ARG_MULTIPLE_SRC + k++] =
             WrapTensor(Desc(sizes_[i]), ctx.input(i));
       }
-      return CatchDnnl(node_, [&] {
-        ctx.dnnl().Execute(*forward_, std::move(args));
-        return absl::OkStatus();
-      });
+      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args));
     }
     for (size_t i = 0; i < sizes_.size(); ++i) {
       const size_t block = BlockBytes(sizes_[i]);
@@ -128,12 +122,10 @@ class ConcatOp : public Op {
       if (!ctx.needs_grad(i)) continue;
       Tensor dx = Tensor::Empty(dy.dtype(), InputShape(i));
       if (i < slices_.size() && slices_[i]) {
-        RETURN_IF_ERROR(CatchDnnl(node_, [&] {
-          ctx.dnnl().Execute(*slices_[i],
-                             {{DNNL_ARG_FROM, WrapTensor(SliceDesc(i), dy)},
-                              {DNNL_ARG_TO, WrapTensor(Desc(sizes_[i]), dx)}});
-          return absl::OkStatus();
-        }));
+        RETURN_IF_ERROR(
+            ExecuteDnnl(ctx.dnnl(), node_, *slices_[i],
+                        {{DNNL_ARG_FROM, WrapTensor(SliceDesc(i), dy)},
+                         {DNNL_ARG_TO, WrapTensor(Desc(sizes_[i]), dx)}}));
       } else {
         const size_t block = BlockBytes(sizes_[i]);
         CopyBlocks(split_.outer, block,

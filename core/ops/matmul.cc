@@ -10,6 +10,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -60,13 +61,10 @@ class Product {
   absl::Status Run(absl::string_view node, DnnlRunner& dnnl, const Tensor& lhs,
                    const Tensor& rhs, Tensor& out) const {
     if (primitive_) {
-      return CatchDnnl(node, [&] {
-        dnnl.Execute(*primitive_,
-                     {{DNNL_ARG_SRC, WrapTensor(lhs_.Desc(), lhs)},
-                      {DNNL_ARG_WEIGHTS, WrapTensor(rhs_.Desc(), rhs)},
-                      {DNNL_ARG_DST, WrapTensor(out_.Desc(), out)}});
-        return absl::OkStatus();
-      });
+      return ExecuteDnnl(dnnl, node, *primitive_,
+                         {{DNNL_ARG_SRC, WrapTensor(lhs_.Desc(), lhs)},
+                          {DNNL_ARG_WEIGHTS, WrapTensor(rhs_.Desc(), rhs)},
+                          {DNNL_ARG_DST, WrapTensor(out_.Desc(), out)}});
     }
     DispatchFloat(out.dtype(), [&](auto zero) {
       using T = decltype(zero);

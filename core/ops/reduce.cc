@@ -12,6 +12,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -69,8 +70,8 @@ class ReduceOp : public Op {
   SavedValues Saves(const std::vector<bool>&) const override { return {}; }
 
   absl::Status Prepare(const PrepareInfo&) override {
-    if (outputs_[0].dtype != DType::kFloat32 || count_ <= 1 ||
-        ElementCount(x_shape_) == 0 || groups_.size() > DNNL_MAX_NDIMS) {
+    if (!RunsOnDnnl({outputs_[0].dtype, x_shape_}) || count_ <= 1 ||
+        groups_.size() > DNNL_MAX_NDIMS) {
       return absl::OkStatus();  // a view, or the loop
     }
     return CatchDnnl(node_, [&] {
@@ -93,13 +94,10 @@ class ReduceOp : public Op {
     }
     Tensor& y = ctx.AllocateOutput(0);
     if (forward_) {
-      return CatchDnnl(node_, [&] {
-        ctx.dnnl().Execute(
-            *forward_,
-            {{DNNL_ARG_SRC, WrapTensor(PlainDesc(groups_), x)},
-             {DNNL_ARG_DST, WrapTensor(PlainDesc(ReducedGroups()), y)}});
-        return absl::OkStatus();
-      });
+      return ExecuteDnnl(
+          ctx.dnnl(), node_, *forward_,
+          {{DNNL_ARG_SRC, WrapTensor(PlainDesc(groups_), x)},
+           {DNNL_ARG_DST, WrapTensor(PlainDesc(ReducedGroups()), y)}});
     }
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);

@@ -11,8 +11,8 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
-#include "core/ops/axis_util.h"
 #include "core/ops/op_util.h"
+#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -53,10 +53,7 @@ class SoftmaxOp : public Op {
   }
 
   absl::Status Prepare(const PrepareInfo& info) override {
-    if (outputs_[0].dtype != DType::kFloat32 ||
-        outputs_[0].num_elements() == 0) {
-      return absl::OkStatus();  // reference loops
-    }
+    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
     return CatchDnnl(node_, [&] {
       auto& eng = CpuEngine();
       const auto data = Desc();
@@ -83,11 +80,9 @@ class SoftmaxOp : public Op {
     const Tensor& x = ctx.input(0);
     Tensor& y = ctx.AllocateOutput(0);
     if (forward_) {
-      return CatchDnnl(node_, [&] {
-        ctx.dnnl().Execute(*forward_, {{DNNL_ARG_SRC, WrapTensor(Desc(), x)},
-                                       {DNNL_ARG_DST, WrapTensor(Desc(), y)}});
-        return absl::OkStatus();
-      });
+      return ExecuteDnnl(ctx.dnnl(), node_, *forward_,
+                         {{DNNL_ARG_SRC, WrapTensor(Desc(), x)},
+                          {DNNL_ARG_DST, WrapTensor(Desc(), y)}});
     }
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
@@ -120,13 +115,11 @@ class SoftmaxOp : public Op {
     const Tensor& dy = ctx.grad_output(0);
     Tensor dx = Tensor::Empty(outputs_[0]);
     if (backward_) {
-      RETURN_IF_ERROR(CatchDnnl(node_, [&] {
-        ctx.dnnl().Execute(*backward_,
-                           {{DNNL_ARG_DST, WrapTensor(Desc(), y)},
-                            {DNNL_ARG_DIFF_DST, WrapTensor(Desc(), dy)},
-                            {DNNL_ARG_DIFF_SRC, WrapTensor(Desc(), dx)}});
-        return absl::OkStatus();
-      }));
+      RETURN_IF_ERROR(
+          ExecuteDnnl(ctx.dnnl(), node_, *backward_,
+                      {{DNNL_ARG_DST, WrapTensor(Desc(), y)},
+                       {DNNL_ARG_DIFF_DST, WrapTensor(Desc(), dy)},
+                       {DNNL_ARG_DIFF_SRC, WrapTensor(Desc(), dx)}}));
     } else {
       DispatchFloat(dx.dtype(), [&](auto zero) {
         using T = decltype(zero);

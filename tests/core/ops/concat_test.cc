@@ -1,6 +1,6 @@
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
-#include "tests/core/ops/known_values.h"
+#include "tests/core/ops/tensor_op_test_util.h"
 
 namespace gradserve::testing {
 namespace {

@@ -1,6 +1,6 @@
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
-#include "tests/core/ops/known_values.h"
+#include "tests/core/ops/tensor_op_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -137,11 +137,8 @@ TEST(MatMul, RejectsLowRanks) {
 }
 
 TEST(MatMul, RejectsIntegerInput) {
-  OpCase c("MatMul", {{"a", {2, 3}}, {"b", {3}, Init::kLabels}});
-  c.inputs[1].classes = 3;
-  c.inputs[1].shape = {3, 2};
-  ExpectError(c, absl::StatusCode::kInvalidArgument,
-              {"node 'node' (MatMul)", "input 'b'", "int64"});
+  ExpectRejectsInt64Input(OpCase("MatMul", {{"a", {2, 3}}, {"b", {3, 2}}}), 1,
+                          "b");
 }
 
 }  // namespace

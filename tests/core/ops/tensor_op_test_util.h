@@ -1,7 +1,7 @@
-// Runs a one-node case on hand-written values, for tests that check known
-// results (worked out with PyTorch) rather than random ones.
-#ifndef GRADSERVE_TESTS_CORE_OPS_KNOWN_VALUES_H_
-#define GRADSERVE_TESTS_CORE_OPS_KNOWN_VALUES_H_
+// Helpers shared by the tensor op tests (MatMul, Softmax, Sum/Mean,
+// Flatten/Reshape, Concat).
+#ifndef GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
+#define GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
 
 #include <string>
 #include <utility>
@@ -11,6 +11,8 @@
 
 namespace gradserve::testing {
 
+// Runs a one-node case on hand-written values, for tests that check known
+// results (worked out with PyTorch) rather than random ones.
 // Feeds `values` (in the order of c.inputs) to the case's graph in float32;
 // when `seed` is defined it is dL/d(out0) and every float input is in wrt.
 inline absl::StatusOr<RunResult> RunOnValues(const OpCase& c,
@@ -30,6 +32,17 @@ inline absl::StatusOr<RunResult> RunOnValues(const OpCase& c,
   return Compute(graph, args, Limits{});
 }
 
+// Expects the case to be rejected once its input `i` (schema name
+// `input_name`) holds int64 labels instead of floats.
+inline void ExpectRejectsInt64Input(OpCase c, size_t i,
+                                    const std::string& input_name) {
+  c.inputs[i].init = Init::kLabels;
+  c.inputs[i].classes = 3;
+  ExpectError(c, absl::StatusCode::kInvalidArgument,
+              {"node 'node' (" + c.op + ")", "input '" + input_name + "'",
+               "must be float32", "int64"});
+}
+
 }  // namespace gradserve::testing
 
-#endif  // GRADSERVE_TESTS_CORE_OPS_KNOWN_VALUES_H_
+#endif  // GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
