@@ -1,0 +1,48 @@
+// Helpers shared by the tensor op tests (MatMul, Softmax, Sum/Mean,
+// Flatten/Reshape, Concat).
+#ifndef GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
+#define GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/core/op_test_util.h"
+
+namespace gradserve::testing {
+
+// Runs a one-node case on hand-written values, for tests that check known
+// results (worked out with PyTorch) rather than random ones.
+// Feeds `values` (in the order of c.inputs) to the case's graph in float32;
+// when `seed` is defined it is dL/d(out0) and every float input is in wrt.
+inline absl::StatusOr<RunResult> RunOnValues(const OpCase& c,
+                                             std::vector<Tensor> values,
+                                             Tensor seed = Tensor()) {
+  GraphDef graph = SingleOpGraph(c);
+  ComputeArgs args;
+  for (size_t i = 0; i < c.inputs.size() && i < values.size(); ++i) {
+    const std::string& name = c.inputs[i].name;
+    if (name.empty()) continue;
+    if (seed.defined() && IsFloating(values[i].dtype())) {
+      args.wrt.push_back(name);
+    }
+    args.feeds[name] = std::move(values[i]);
+  }
+  if (seed.defined()) args.output_gradients["out0"] = std::move(seed);
+  return Compute(graph, args, Limits{});
+}
+
+// Expects the case to be rejected once its input `i` (schema name
+// `input_name`) holds int64 labels instead of floats.
+inline void ExpectRejectsInt64Input(OpCase c, size_t i,
+                                    const std::string& input_name) {
+  c.inputs[i].init = Init::kLabels;
+  c.inputs[i].classes = 3;
+  ExpectError(c, absl::StatusCode::kInvalidArgument,
+              {"node 'node' (" + c.op + ")", "input '" + input_name + "'",
+               "must be float32", "int64"});
+}
+
+}  // namespace gradserve::testing
+
+#endif  // GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
