@@ -41,6 +41,14 @@ TEST(BCELoss, KnownValuesMatchTorch) {
                               -100})}});
 }
 
+// The target's gradient alone: Backward then has only the probabilities.
+TEST(BCELoss, TargetGradientAlone) {
+  ExpectLoss("BCELoss", "sum",
+             {{"p", F32({2}, {0.25, 0.5})}, {"t", F32({2}, {1, 0})}},
+             DType::kFloat64, 1e-15, 2.0794415416798357,
+             {{"t", F64({2}, {1.0986122886681096, 0})}});
+}
+
 // torch's ε in max(p·(1 − p), ε) is the float 1e-12f, in float64 too.
 TEST(BCELoss, GradientEpsilonIsTorchs) {
   ExpectLoss("BCELoss", "sum",

@@ -43,6 +43,14 @@ TEST(BCEWithLogitsLoss, KnownValuesMatchTorch) {
   }
 }
 
+// The target's gradient alone: Backward then has only the logits.
+TEST(BCEWithLogitsLoss, TargetGradientAlone) {
+  ExpectLoss("BCEWithLogitsLoss", "mean",
+             {{"x", F32({2}, {0.5, -2})}, {"t", F32({2}, {1, 0.25})}},
+             DType::kFloat64, 1e-15, 0.5505024976115396,
+             {{"t", F64({2}, {-0.25, 1})}});
+}
+
 TEST(BCEWithLogitsLoss, ExtremeLogitsStayFinite) {
   ExpectLoss("BCEWithLogitsLoss", "sum",
              {{"x", F32({2}, {1e30f, -1e30f})}, {"t", F32({2}, {1, 0})}},

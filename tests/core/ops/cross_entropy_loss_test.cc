@@ -86,6 +86,16 @@ TEST(CrossEntropyLoss, KnownValuesProbabilitiesMatchTorch) {
                           1.5329419518787146, 0.03294195187871456})}});
 }
 
+// The target's gradient alone: Backward then has only the logits and lse.
+TEST(CrossEntropyLoss, TargetGradientAlone) {
+  ExpectLoss(
+      "CrossEntropyLoss", "sum",
+      {{"x", F32({1, 3}, {1, 2, 0.5})}, {"t", F32({1, 3}, {0.5, 0.25, 0.25})}},
+      DType::kFloat64, 1e-15, 1.339368784107945,
+      {{"t", F64({1, 3},
+                 {1.464368784107945, 0.4643687841079449, 1.964368784107945})}});
+}
+
 // Rows of the target need not sum to 1: torch's gradient is then
 // softmax·Σ_c t_c − t, not softmax − t.
 TEST(CrossEntropyLoss, UnnormalisedProbabilitiesMatchTorch) {
