@@ -492,7 +492,11 @@ absl::Status Plan::AnalyseGradients(const PlanRequest& request) {
 }
 
 absl::Status Plan::CheckMemory(const Limits& limits) {
+  // The request's own tensors, then everything the run may allocate.
   int64_t bytes = 0;
+  for (int id : sources_) {
+    bytes = SaturatingAdd(bytes, values_[id].meta.num_bytes());
+  }
   for (const PlannedNode& node : nodes_) {
     for (int out : node.outputs) {
       bytes = SaturatingAdd(bytes, values_[out].meta.num_bytes());
@@ -509,7 +513,7 @@ absl::Status Plan::CheckMemory(const Limits& limits) {
   if (bytes > limits.max_request_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("the request would allocate up to ", bytes,
-                     " bytes for outputs and gradients, over the limit of ",
+                     " bytes for its inputs, outputs and gradients, over the limit of ",
                      limits.max_request_bytes));
   }
   return absl::OkStatus();

@@ -1,0 +1,62 @@
+// The threads that run compute, apart from gRPC's threads.
+//
+// W workers each run one request at a time, and each worker's oneDNN
+// primitives use T OpenMP threads: every worker thread sets its own OpenMP
+// thread count once (OpenMP's nthreads-var is per thread, and libgomp gives
+// each non-OpenMP thread its own team), so W concurrent requests use at most
+// W·T cores and never oversubscribe them. Requests beyond the W in flight
+// wait in a bounded FIFO queue; a full queue refuses work.
+#ifndef GRADSERVE_SERVER_COMPUTE_POOL_H_
+#define GRADSERVE_SERVER_COMPUTE_POOL_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace gradserve::server {
+
+struct PoolShape {
+  int workers = 1;
+  int threads_per_worker = 1;
+};
+
+// CPUs this process may run on (its affinity mask, which container CPU sets
+// narrow).
+int AvailableCpus();
+
+// Defaults for `cpus` CPUs: T = min(cpus, 4), W = max(1, cpus / T) — one
+// worker of 2 threads on 2 CPUs, 4 workers of 4 on 16. Zeros in `requested`
+// are filled in; a T given alone gets W = max(1, cpus / T).
+PoolShape ChoosePoolShape(PoolShape requested, int cpus);
+
+class ComputePool {
+ public:
+  ComputePool(PoolShape shape, int max_queue);
+  ~ComputePool();  // runs what is queued, then joins
+  ComputePool(const ComputePool&) = delete;
+  ComputePool& operator=(const ComputePool&) = delete;
+
+  // Queues `task`; false when `max_queue` tasks already wait behind busy
+  // workers, or the pool is stopping.
+  bool Submit(std::function<void()> task);
+  const PoolShape& shape() const { return shape_; }
+
+ private:
+  void WorkerLoop();
+
+  const PoolShape shape_;
+  const size_t max_queue_;
+  std::mutex mu_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> queue_;
+  size_t running_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace gradserve::server
+
+#endif  // GRADSERVE_SERVER_COMPUTE_POOL_H_

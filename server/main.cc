@@ -1,0 +1,118 @@
+// gradserve: flags, signals, and the server's lifetime.
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "core/dnnl_util.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, address, "0.0.0.0:50051",
+          "HOST:PORT to listen on (port 0 picks a free port)");
+ABSL_FLAG(int32_t, workers, 0,
+          "requests computed at once; 0 = CPUs / threads_per_worker");
+ABSL_FLAG(int32_t, threads_per_worker, 0,
+          "OpenMP threads each request's oneDNN primitives use; 0 = min(CPUs, "
+          "4), or CPUs / workers when --workers is set");
+ABSL_FLAG(int32_t, max_queue, 256,
+          "requests that may wait for a worker; beyond that, "
+          "RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
+          "largest request or response message, in bytes");
+ABSL_FLAG(int64_t, max_tensor_elements, gradserve::Limits{}.max_tensor_elements,
+          "most elements in any one tensor, input or computed");
+ABSL_FLAG(int64_t, max_graph_nodes, gradserve::Limits{}.max_graph_nodes,
+          "most nodes in a graph");
+ABSL_FLAG(int64_t, max_request_bytes, gradserve::Limits{}.max_request_bytes,
+          "most memory one request's tensors may take: inputs, outputs and "
+          "gradients, checked before computing");
+ABSL_FLAG(double, shutdown_grace_seconds, 20,
+          "on SIGTERM/SIGINT, how long calls in flight may take to finish");
+
+namespace {
+
+bool IsMainFile(absl::string_view file) {
+  return absl::EndsWith(file, "server/main.cc");
+}
+
+// Source paths may be relative to a build directory ("../server/main.cc").
+std::string NormalizeFilename(absl::string_view file) {
+  while (absl::ConsumePrefix(&file, "../")) {
+  }
+  return std::string(file);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Signals are taken by sigwait below, never by a handler: block them
+  // before any thread starts so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = IsMainFile;
+  usage.contains_helpshort_flags = IsMainFile;
+  usage.normalize_filename = NormalizeFilename;
+  usage.version_string = [] {
+    return std::string("gradserve " GRADSERVE_VERSION "\n");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "forward and backward passes of neural-network graphs over "
+      "gRPC (gradserve.v1.GradientService), on oneDNN.\n"
+      "Usage: gradserve [--address=HOST:PORT] [flags]");
+  absl::ParseCommandLine(argc, argv);
+
+  gradserve::server::ServerOptions options;
+  options.address = absl::GetFlag(FLAGS_address);
+  options.pool.workers = absl::GetFlag(FLAGS_workers);
+  options.pool.threads_per_worker = absl::GetFlag(FLAGS_threads_per_worker);
+  options.max_queue = absl::GetFlag(FLAGS_max_queue);
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.limits.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
+  options.limits.max_graph_nodes = absl::GetFlag(FLAGS_max_graph_nodes);
+  options.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+
+  auto server = gradserve::server::GradientServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "gradserve: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  const auto& shape = (*server)->pool_shape();
+  std::fprintf(stderr,
+               "gradserve %s listening on %s (port %d): %d worker(s) x %d "
+               "thread(s), oneDNN %s on %s\n",
+               GRADSERVE_VERSION, options.address.c_str(), (*server)->port(),
+               shape.workers, shape.threads_per_worker,
+               gradserve::DnnlVersion().c_str(),
+               gradserve::DnnlCpuIsa().c_str());
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr,
+               "gradserve: %s, shutting down (calls in flight get %.0f s)\n",
+               signal == SIGTERM ? "SIGTERM" : "SIGINT", grace);
+  // A second signal during the grace period stops at once.
+  std::thread([&signals] {
+    int again = 0;
+    sigwait(&signals, &again);
+    std::fprintf(stderr, "gradserve: second signal, exiting now\n");
+    std::_Exit(1);
+  }).detach();
+  (*server)->Shutdown(absl::Seconds(grace));
+  std::fprintf(stderr, "gradserve: stopped\n");
+  return 0;
+}

@@ -1,0 +1,65 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace gradserve::server {
+
+absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
+    const ServerOptions& options) {
+  if (options.max_message_bytes <= 0 || options.max_queue < 0 ||
+      options.pool.workers < 0 || options.pool.threads_per_worker < 0) {
+    return absl::InvalidArgumentError(
+        "max_message_bytes must be > 0; max_queue, workers and "
+        "threads_per_worker must be >= 0");
+  }
+  auto server = std::unique_ptr<GradientServer>(new GradientServer());
+  server->pool_ = std::make_unique<ComputePool>(
+      ChoosePoolShape(options.pool, AvailableCpus()), options.max_queue);
+  // gRPC takes message sizes as int.
+  const int max_message =
+      static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT_MAX));
+  server->service_ = std::make_unique<GradientServiceImpl>(
+      server->pool_.get(), options.limits, max_message);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.address,
+                     " (address in use, or not an address of this host?)"));
+  }
+  grpc::HealthCheckServiceInterface* health =
+      server->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus("gradserve.v1.GradientService", true);
+  return server;
+}
+
+GradientServer::~GradientServer() { Shutdown(absl::ZeroDuration()); }
+
+void GradientServer::Shutdown(absl::Duration grace) {
+  std::call_once(shutdown_once_, [&] {
+    if (server_ != nullptr) {
+      server_->GetHealthCheckService()->Shutdown();
+      server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+      server_->Wait();
+    }
+    pool_.reset();  // runs what is left (cancelled calls end at once), joins
+  });
+}
+
+}  // namespace gradserve::server

@@ -1,0 +1,56 @@
+// A running gradserve: the gRPC server, its compute pool, health and
+// reflection. main.cc parses flags into ServerOptions; tests start one
+// in-process on port 0.
+#ifndef GRADSERVE_SERVER_SERVER_H_
+#define GRADSERVE_SERVER_SERVER_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/graph.h"
+#include "grpcpp/server.h"
+#include "server/compute_pool.h"
+#include "server/gradient_service.h"
+
+namespace gradserve::server {
+
+struct ServerOptions {
+  std::string address = "0.0.0.0:50051";
+  PoolShape pool = {0, 0};  // zeros: chosen from the available CPUs
+  int max_queue = 256;
+  int64_t max_message_bytes = int64_t{1} << 30;
+  Limits limits;
+};
+
+class GradientServer {
+ public:
+  // Binds and starts serving; health reports SERVING once this returns.
+  static absl::StatusOr<std::unique_ptr<GradientServer>> Start(
+      const ServerOptions& options);
+  ~GradientServer();
+
+  // The bound port (the chosen one when the address asked for port 0).
+  int port() const { return port_; }
+  const PoolShape& pool_shape() const { return pool_->shape(); }
+
+  // Health turns NOT_SERVING and new calls are refused; calls in flight get
+  // `grace` to finish before they are cancelled. Returns when all are done.
+  // Safe to call more than once.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  GradientServer() = default;
+
+  std::unique_ptr<ComputePool> pool_;
+  std::unique_ptr<GradientServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::once_flag shutdown_once_;
+};
+
+}  // namespace gradserve::server
+
+#endif  // GRADSERVE_SERVER_SERVER_H_
