@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "core/dnnl_util.h"
+#include "server/allocator.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
@@ -33,6 +34,9 @@ ABSL_FLAG(int64_t, max_graph_nodes, gradserve::Limits{}.max_graph_nodes,
 ABSL_FLAG(int64_t, max_request_bytes, gradserve::Limits{}.max_request_bytes,
           "most memory one request's tensors may take: inputs, outputs and "
           "gradients, checked before computing");
+ABSL_FLAG(int64_t, malloc_retain_mb, 512,
+          "freed memory (MiB) kept for reuse rather than returned to the OS: "
+          "large tensors then reuse warm pages; 0 = the C library's default");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -74,6 +78,7 @@ int main(int argc, char** argv) {
       "Usage: gradserve [--address=HOST:PORT] [flags]");
   absl::ParseCommandLine(argc, argv);
 
+  gradserve::server::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mb));
   gradserve::server::ServerOptions options;
   options.address = absl::GetFlag(FLAGS_address);
   options.pool.workers = absl::GetFlag(FLAGS_workers);

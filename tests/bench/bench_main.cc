@@ -1,0 +1,261 @@
+// gradserve_bench: forward+backward timings in-process (core::Compute) and
+// over gRPC against an in-process server, next to an empty gRPC call
+// (grpc.health.v1.Health/Check) on the same server. Prints medians and the
+// ratios between them; every number comes from this one run.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <future>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "core/compute.h"
+#include "core/dnnl_util.h"
+#include "gradserve/v1/gradient_service.grpc.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "server/allocator.h"
+#include "server/convert.h"
+#include "server/server.h"
+
+ABSL_FLAG(int32_t, reps, 30, "timed repetitions per measurement");
+ABSL_FLAG(int32_t, warmup, 5, "untimed repetitions first");
+ABSL_FLAG(int64_t, malloc_retain_mb, 512,
+          "as gradserve's flag of the same name");
+ABSL_FLAG(int32_t, threads, 0,
+          "OpenMP threads per computation (server and in-process); 0 = the "
+          "server's default");
+
+namespace gradserve::bench {
+namespace {
+
+namespace pb = ::gradserve::v1;
+using Clock = std::chrono::steady_clock;
+
+struct Stats {
+  double median_ms = 0;
+  double p10_ms = 0;
+  double p90_ms = 0;
+};
+
+Stats Measure(const std::function<void()>& f) {
+  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) f();
+  std::vector<double> ms;
+  for (int i = 0; i < absl::GetFlag(FLAGS_reps); ++i) {
+    auto start = Clock::now();
+    f();
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start)
+                     .count());
+  }
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) {
+    return ms[static_cast<size_t>(q * (ms.size() - 1))];
+  };
+  return {at(0.5), at(0.1), at(0.9)};
+}
+
+void Check(const absl::Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "gradserve_bench: %s: %s\n", what,
+                 std::string(s.message()).c_str());
+    std::exit(1);
+  }
+}
+
+pb::Tensor Random(std::vector<int64_t> shape, std::mt19937* rng,
+                  float scale = 0.1f) {
+  std::normal_distribution<float> normal(0.f, scale);
+  pb::Tensor t;
+  t.set_dtype(pb::DATA_TYPE_FLOAT32);
+  t.mutable_shape()->Assign(shape.begin(), shape.end());
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(*rng);
+  t.set_data(v.data(), v.size() * sizeof(float));
+  return t;
+}
+
+pb::Tensor Labels(int64_t n, int64_t classes, std::mt19937* rng) {
+  std::uniform_int_distribution<int64_t> label(0, classes - 1);
+  pb::Tensor t;
+  t.set_dtype(pb::DATA_TYPE_INT64);
+  t.add_shape(n);
+  for (int64_t i = 0; i < n; ++i) t.add_int64_values(label(*rng));
+  return t;
+}
+
+void AddNode(pb::Graph* g, const std::string& name, const std::string& op,
+             std::vector<std::string> inputs, std::string output) {
+  pb::Node* n = g->add_nodes();
+  n->set_name(name);
+  n->set_op(op);
+  for (auto& in : inputs) n->add_inputs(in);
+  n->add_outputs(output);
+}
+
+struct Case {
+  std::string name;
+  pb::ComputeRequest request;
+};
+
+// y = x·Wᵀ + b, x [256, 1024], W [1024, 1024]; backward from a seed dY.
+Case LinearCase(std::mt19937* rng) {
+  Case c{"Linear 256x1024->1024", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  (*g->mutable_parameters())["W"] = Random({1024, 1024}, rng);
+  (*g->mutable_parameters())["b"] = Random({1024}, rng);
+  AddNode(g, "fc", "Linear", {"x", "W", "b"}, "y");
+  (*c.request.mutable_feeds())["x"] = Random({256, 1024}, rng, 1.0f);
+  (*c.request.mutable_output_gradients())["y"] = Random({256, 1024}, rng, 1.0f);
+  c.request.add_wrt("W");
+  c.request.add_wrt("b");
+  c.request.add_wrt("x");
+  return c;
+}
+
+// 6 MB in, the same 6 MB out, no arithmetic: what transport costs.
+Case MoveCase(std::mt19937* rng) {
+  Case c{"Reshape, 6 MB in and out", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  AddNode(g, "r", "Reshape", {"x"}, "y");
+  pb::Attribute a;
+  a.mutable_ints()->add_values(-1);
+  (*g->mutable_nodes(0)->mutable_attributes())["shape"] = a;
+  (*c.request.mutable_feeds())["x"] = Random({1536, 1024}, rng, 1.0f);
+  c.request.add_fetch("y");
+  return c;
+}
+
+// Linear 784->256, ReLU, Linear 256->10, cross-entropy; batch 64.
+Case MlpCase(std::mt19937* rng) {
+  Case c{"MLP 784-256-10, batch 64", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  g->add_inputs("labels");
+  (*g->mutable_parameters())["W1"] = Random({256, 784}, rng);
+  (*g->mutable_parameters())["b1"] = Random({256}, rng);
+  (*g->mutable_parameters())["W2"] = Random({10, 256}, rng);
+  (*g->mutable_parameters())["b2"] = Random({10}, rng);
+  AddNode(g, "fc1", "Linear", {"x", "W1", "b1"}, "h");
+  AddNode(g, "relu", "ReLU", {"h"}, "a");
+  AddNode(g, "fc2", "Linear", {"a", "W2", "b2"}, "logits");
+  AddNode(g, "loss", "CrossEntropyLoss", {"logits", "labels"}, "L");
+  (*c.request.mutable_feeds())["x"] = Random({64, 784}, rng, 1.0f);
+  (*c.request.mutable_feeds())["labels"] = Labels(64, 10, rng);
+  c.request.set_loss("L");
+  return c;
+}
+
+// Three tiny layers: 4 -> 8 -> 8 -> 2, tanh, relu, MSE; batch 4.
+Case TinyCase(std::mt19937* rng) {
+  Case c{"tiny 3-layer 4-8-8-2, batch 4", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  g->add_inputs("t");
+  (*g->mutable_parameters())["W1"] = Random({8, 4}, rng);
+  (*g->mutable_parameters())["W2"] = Random({8, 8}, rng);
+  (*g->mutable_parameters())["W3"] = Random({2, 8}, rng);
+  AddNode(g, "fc1", "Linear", {"x", "W1"}, "h1");
+  AddNode(g, "act1", "Tanh", {"h1"}, "a1");
+  AddNode(g, "fc2", "Linear", {"a1", "W2"}, "h2");
+  AddNode(g, "act2", "ReLU", {"h2"}, "a2");
+  AddNode(g, "fc3", "Linear", {"a2", "W3"}, "y");
+  AddNode(g, "loss", "MSELoss", {"y", "t"}, "L");
+  (*c.request.mutable_feeds())["x"] = Random({4, 4}, rng, 1.0f);
+  (*c.request.mutable_feeds())["t"] = Random({4, 2}, rng, 1.0f);
+  c.request.set_loss("L");
+  return c;
+}
+
+int Main() {
+  server::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mb));
+  server::ServerOptions options;
+  options.address = "127.0.0.1:0";
+  options.pool.threads_per_worker = absl::GetFlag(FLAGS_threads);
+  auto started = server::GradientServer::Start(options);
+  Check(started.status(), "starting the server");
+  std::unique_ptr<server::GradientServer> srv = std::move(*started);
+  const int threads = srv->pool_shape().threads_per_worker;
+  omp_set_num_threads(threads);  // in-process runs use the same team size
+
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(1 << 30);
+  channel_args.SetMaxSendMessageSize(1 << 30);
+  auto channel = grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(srv->port()),
+      grpc::InsecureChannelCredentials(), channel_args);
+  auto stub = pb::GradientService::NewStub(channel);
+  grpc::GenericStub generic(channel);
+
+  auto empty_call = [&] {
+    grpc::ClientContext ctx;
+    grpc::Slice nothing;  // the serialized empty HealthCheckRequest
+    grpc::ByteBuffer request(&nothing, 1), response;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", {}, &request,
+                      &response, [&](grpc::Status s) { done.set_value(s); });
+    grpc::Status s = done.get_future().get();
+    if (!s.ok()) Check(absl::UnavailableError(s.error_message()), "empty call");
+  };
+  const Stats empty = Measure(empty_call);
+
+  std::printf(
+      "gradserve_bench: oneDNN %s on %s, %d OpenMP thread(s) per computation, "
+      "%d reps (median, p10-p90)\n",
+      DnnlVersion().c_str(), DnnlCpuIsa().c_str(), threads,
+      absl::GetFlag(FLAGS_reps));
+  std::printf("empty gRPC call (Health/Check): %.3f ms (%.3f-%.3f)\n\n",
+              empty.median_ms, empty.p10_ms, empty.p90_ms);
+  std::printf("%-32s %18s %18s %9s %16s\n", "fwd+bwd", "in-process ms",
+              "gRPC ms", "gRPC/in", "(gRPC-in)/empty");
+
+  std::mt19937 rng(42);
+  for (Case c :
+       {MoveCase(&rng), LinearCase(&rng), MlpCase(&rng), TinyCase(&rng)}) {
+    Limits limits;
+    GraphDef graph;
+    auto args = server::ComputeArgsFromProto(c.request, limits, &graph);
+    Check(args.status(), c.name.c_str());
+    const Stats local = Measure([&] {
+      Check(gradserve::Compute(graph, *args, limits).status(), c.name.c_str());
+    });
+    const Stats remote = Measure([&] {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(60));
+      pb::ComputeResponse response;
+      grpc::Status s = stub->Compute(&ctx, c.request, &response);
+      if (!s.ok())
+        Check(absl::InternalError(s.error_message()), c.name.c_str());
+    });
+    std::printf("%-32s %7.3f (%.2f-%.2f) %7.3f (%.2f-%.2f) %8.2fx %15.1fx\n",
+                c.name.c_str(), local.median_ms, local.p10_ms, local.p90_ms,
+                remote.median_ms, remote.p10_ms, remote.p90_ms,
+                remote.median_ms / local.median_ms,
+                (remote.median_ms - local.median_ms) / empty.median_ms);
+  }
+  srv->Shutdown(absl::Seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace gradserve::bench
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Times fwd+bwd in-process and over gRPC, next to an empty gRPC call.\n"
+      "Usage: gradserve_bench [--reps=N] [--warmup=N] [--threads=T]");
+  absl::ParseCommandLine(argc, argv);
+  return gradserve::bench::Main();
+}
