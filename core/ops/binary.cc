@@ -1,0 +1,270 @@
+// Add, Sub, Mul, Div with NumPy broadcasting.
+//
+// float32 forward runs oneDNN's binary primitive, which broadcasts only its
+// second source against a first source of the output's shape: Add and Mul
+// swap their operands when `a` is the one broadcast; Sub and Div with a
+// broadcast `a`, and both operands broadcast, run the loop. Backward sums
+// each input's gradient over the dims it was broadcast along (a Reduction):
+//   Add: dA = Σ dY            Sub: dB = -Σ dY
+//   Mul: dA = Σ dY·B          dB = Σ dY·A
+//   Div: dA = Σ dY/B          dB = -Σ (dY/B)·Y   (= -Σ dY·A/B²)
+// where the products with a broadcast operand are oneDNN binaries too.
+#include <optional>
+
+#include "core/dnnl_util.h"
+#include "core/op_registry.h"
+#include "core/ops/broadcast.h"
+#include "core/ops/op_util.h"
+#include "core/ops/reduction.h"
+#include "core/ops/tensor_op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+enum class Kind { kAdd, kSub, kMul, kDiv };
+
+dnnl::algorithm BinaryAlg(Kind kind) {
+  switch (kind) {
+    case Kind::kAdd:
+      return dnnl::algorithm::binary_add;
+    case Kind::kSub:
+      return dnnl::algorithm::binary_sub;
+    case Kind::kMul:
+      return dnnl::algorithm::binary_mul;
+    case Kind::kDiv:
+      return dnnl::algorithm::binary_div;
+  }
+  return dnnl::algorithm::undef;
+}
+
+template <typename T>
+T Apply(Kind kind, T x, T y) {
+  switch (kind) {
+    case Kind::kAdd:
+      return x + y;
+    case Kind::kSub:
+      return x - y;
+    case Kind::kMul:
+      return x * y;
+    case Kind::kDiv:
+      return x / y;
+  }
+  return T(0);
+}
+
+// A oneDNN binary primitive whose first source and destination have the
+// output's shape and whose second source broadcasts.
+struct Binary {
+  DnnlPrimitive primitive;
+  Shape src1;
+
+  static Binary Make(dnnl::algorithm alg, const Shape& out, const Shape& src1) {
+    dnnl::binary::primitive_desc pd(
+        dnnl::binary::desc(alg, PlainDesc(out), PlainDesc(src1),
+                           PlainDesc(out)),
+        DefaultAttr(), CpuEngine());
+    return {MakePrimitive<dnnl::binary>(pd), src1};
+  }
+
+  absl::Status Run(absl::string_view node, DnnlRunner& dnnl, const Tensor& x,
+                   const Tensor& y, Tensor& out) const {
+    return ExecuteDnnl(
+        dnnl, node, primitive,
+        {{DNNL_ARG_SRC_0, WrapTensor(PlainDesc(out.shape()), x)},
+         {DNNL_ARG_SRC_1, WrapTensor(PlainDesc(src1), y)},
+         {DNNL_ARG_DST, WrapTensor(PlainDesc(out.shape()), out)}});
+  }
+};
+
+class BinaryOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
+                                                    Kind kind) {
+    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(c.ExpectFloat(1));
+    std::optional<Shape> out = BroadcastShape(c.shape(0), c.shape(1));
+    if (!out) {
+      return c.Error(c.Describe(0), " ", ShapeToString(c.shape(0)), " and ",
+                     c.Describe(1), " ", ShapeToString(c.shape(1)),
+                     " do not broadcast");
+    }
+    auto op = std::make_unique<BinaryOp>();
+    op->node_ = std::string(c.node());
+    op->kind_ = kind;
+    op->a_ = c.shape(0);
+    op->b_ = c.shape(1);
+    op->out_ = *out;
+    op->a_padded_ = PadToRank(op->a_, out->size());
+    op->b_padded_ = PadToRank(op->b_, out->size());
+    op->outputs_ = {{c.float_dtype(), *out}};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override { return ElementCount(out_); }
+
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    SavedValues s;
+    if (kind_ == Kind::kMul) {
+      if (needs_grad[1]) s.inputs.push_back(0);
+      if (needs_grad[0]) s.inputs.push_back(1);
+    } else if (kind_ == Kind::kDiv) {
+      s.inputs.push_back(1);
+      if (needs_grad[1]) s.outputs.push_back(0);
+    }
+    return s;
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    const DType dtype = outputs_[0].dtype;
+    const bool dnnl =
+        RunsOnDnnl({dtype, out_}) && out_.size() <= DNNL_MAX_NDIMS;
+    RETURN_IF_ERROR(
+        sum_a_.emplace(out_, BroadcastDims(a_, out_)).Prepare(node_, dtype, 1));
+    RETURN_IF_ERROR(sum_b_.emplace(out_, BroadcastDims(b_, out_))
+                        .Prepare(node_, dtype, NegatesB() ? -1 : 1));
+    if (!dnnl) return absl::OkStatus();
+    return CatchDnnl(node_, [&] {
+      const dnnl::algorithm alg = BinaryAlg(kind_);
+      const bool commutes = kind_ == Kind::kAdd || kind_ == Kind::kMul;
+      if (a_padded_ == out_) {
+        forward_ = Binary::Make(alg, out_, b_padded_);
+      } else if (b_padded_ == out_ && commutes) {
+        forward_ = Binary::Make(alg, out_, a_padded_);
+        swapped_ = true;
+      }
+      if (!info.backward_will_run) return absl::OkStatus();
+      using dnnl::algorithm;
+      if (kind_ == Kind::kMul) {
+        times_b_ = Binary::Make(algorithm::binary_mul, out_, b_padded_);
+        times_a_ = Binary::Make(algorithm::binary_mul, out_, a_padded_);
+      } else if (kind_ == Kind::kDiv) {
+        over_b_ = Binary::Make(algorithm::binary_div, out_, b_padded_);
+        times_y_ = Binary::Make(algorithm::binary_mul, out_, out_);
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    const Tensor& a = ctx.input(0);
+    const Tensor& b = ctx.input(1);
+    Tensor& y = ctx.AllocateOutput(0);
+    if (forward_) {
+      return swapped_ ? forward_->Run(node_, ctx.dnnl(), b, a, y)
+                      : forward_->Run(node_, ctx.dnnl(), a, b, y);
+    }
+    DispatchFloat(y.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* ap = a.data<T>();
+      const T* bp = b.data<T>();
+      T* yp = y.data<T>();
+      ForEachBroadcast(out_, a_, b_, [&](int64_t o, int64_t i, int64_t j) {
+        yp[o] = Apply(kind_, ap[i], bp[j]);
+      });
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    const Tensor& dy = ctx.grad_output(0);
+    // The full-shape gradient of each input, before summing it down.
+    Tensor full_a = dy, full_b = dy;
+    switch (kind_) {
+      case Kind::kAdd:
+      case Kind::kSub:
+        break;
+      case Kind::kMul:
+        if (ctx.needs_grad(0)) {
+          ASSIGN_OR_RETURN(full_a,
+                           Product(ctx, times_b_, dy, ctx.input(1), b_, false));
+        }
+        if (ctx.needs_grad(1)) {
+          ASSIGN_OR_RETURN(full_b,
+                           Product(ctx, times_a_, dy, ctx.input(0), a_, false));
+        }
+        break;
+      case Kind::kDiv: {
+        ASSIGN_OR_RETURN(full_a,
+                         Product(ctx, over_b_, dy, ctx.input(1), b_, true));
+        if (ctx.needs_grad(1)) {
+          ASSIGN_OR_RETURN(full_b, Product(ctx, times_y_, full_a, ctx.output(0),
+                                           out_, false));
+        }
+        break;
+      }
+    }
+    if (ctx.needs_grad(0)) {
+      ASSIGN_OR_RETURN(Tensor da, SumTo(ctx, *sum_a_, full_a, a_, false));
+      ctx.SetGradInput(0, std::move(da));
+    }
+    if (ctx.needs_grad(1)) {
+      ASSIGN_OR_RETURN(Tensor db, SumTo(ctx, *sum_b_, full_b, b_, NegatesB()));
+      ctx.SetGradInput(1, std::move(db));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // dB carries a minus sign for Sub and Div.
+  bool NegatesB() const { return kind_ == Kind::kSub || kind_ == Kind::kDiv; }
+
+  // g·x (or g/x) at the output's shape, x of `x_shape` broadcasting.
+  absl::StatusOr<Tensor> Product(BackwardContext& ctx,
+                                 const std::optional<Binary>& primitive,
+                                 const Tensor& g, const Tensor& x,
+                                 const Shape& x_shape, bool divide) const {
+    Tensor out = Tensor::Empty(g.dtype(), out_);
+    if (primitive) {
+      RETURN_IF_ERROR(primitive->Run(node_, ctx.dnnl(), g, x, out));
+      return out;
+    }
+    DispatchFloat(g.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* gp = g.data<T>();
+      const T* xp = x.data<T>();
+      T* op = out.data<T>();
+      ForEachBroadcast(out_, out_, x_shape, [&](int64_t o, int64_t, int64_t j) {
+        op[o] = divide ? gp[o] / xp[j] : gp[o] * xp[j];
+      });
+    });
+    return out;
+  }
+
+  // Sums a full-shape gradient down to an input's shape (`negated`: the
+  // reduction was prepared with scale -1); a view when nothing was
+  // broadcast and no sign changes.
+  absl::StatusOr<Tensor> SumTo(BackwardContext& ctx, const Reduction& sum,
+                               const Tensor& full, const Shape& shape,
+                               bool negated) const {
+    if (sum.count() == 1 && !negated) return full.Reshaped(shape);
+    Tensor out = Tensor::Empty(full.dtype(), shape);
+    RETURN_IF_ERROR(sum.Run(node_, ctx.dnnl(), full, out));
+    return out;
+  }
+
+  std::string node_;
+  Kind kind_ = Kind::kAdd;
+  Shape a_, b_, out_, a_padded_, b_padded_;
+  bool swapped_ = false;
+  std::optional<Binary> forward_, times_a_, times_b_, over_b_, times_y_;
+  std::optional<Reduction> sum_a_, sum_b_;
+};
+
+OpSchema BinarySchema(const std::string& name, Kind kind,
+                      const std::string& formula) {
+  OpSchema s;
+  s.name = name;
+  s.description = formula + ", with NumPy broadcasting";
+  s.inputs = {{"a"}, {"b"}};
+  s.create = [kind](const OpConfig& c) { return BinaryOp::Create(c, kind); };
+  return s;
+}
+
+REGISTER_OP(BinarySchema("Add", Kind::kAdd, "y = a + b"));
+REGISTER_OP(BinarySchema("Sub", Kind::kSub, "y = a - b"));
+REGISTER_OP(BinarySchema("Mul", Kind::kMul, "y = a · b"));
+REGISTER_OP(BinarySchema("Div", Kind::kDiv, "y = a / b"));
+
+}  // namespace
+}  // namespace gradserve

@@ -1,0 +1,248 @@
+// Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log,
+// Scale. One table below holds each op's formula, its derivative and the
+// oneDNN algorithm that computes both; one EltwiseOp serves them all.
+//
+// float32 runs oneDNN's eltwise primitives. Where oneDNN can differentiate
+// from the output (a *_use_dst_for_bwd algorithm) the op saves y rather than
+// x, as PyTorch does for these functions; Scale's backward is Scale itself
+// and saves nothing. float64 runs the same formulas in a loop.
+#include <cmath>
+#include <optional>
+
+#include "core/dnnl_util.h"
+#include "core/op_registry.h"
+#include "core/ops/op_util.h"
+#include "core/ops/tensor_op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+using dnnl::algorithm;
+
+struct EltwiseSpec {
+  const char* name;
+  const char* description;
+  // The attribute that sets oneDNN's alpha, its default and meaning; none
+  // if null.
+  const char* alpha_attr;
+  double alpha_default;
+  const char* alpha_description;
+  algorithm alg;      // forward, and backward from x
+  algorithm dst_alg;  // backward from y, or undef
+  // dst_alg is valid only for alpha >= 0 (ReLU and ELU slopes).
+  bool dst_needs_nonnegative_alpha;
+  double (*f)(double x, double alpha);
+  double (*dfdx)(double x, double alpha);  // dy/dx from x
+  double (*dfdy)(double y, double alpha);  // dy/dx from y, when dst_alg
+};
+
+constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+constexpr EltwiseSpec kSpecs[] = {
+    {"ReLU", "y = max(x, 0)", nullptr, 0, nullptr, algorithm::eltwise_relu,
+     algorithm::eltwise_relu_use_dst_for_bwd, false,
+     [](double x, double) { return x > 0 ? x : 0.0; },
+     [](double x, double) { return x > 0 ? 1.0 : 0.0; },
+     [](double y, double) { return y > 0 ? 1.0 : 0.0; }},
+    {"LeakyReLU", "y = x for x > 0, alpha·x otherwise", "alpha", 0.01,
+     "slope for x <= 0", algorithm::eltwise_relu,
+     algorithm::eltwise_relu_use_dst_for_bwd, true,
+     [](double x, double a) { return x > 0 ? x : a * x; },
+     [](double x, double a) { return x > 0 ? 1.0 : a; },
+     [](double y, double a) { return y > 0 ? 1.0 : a; }},
+    {"ELU", "y = x for x > 0, alpha·(exp(x) - 1) otherwise", "alpha", 1.0,
+     "value approached as x -> -inf is -alpha", algorithm::eltwise_elu,
+     algorithm::eltwise_elu_use_dst_for_bwd, true,
+     [](double x, double a) { return x > 0 ? x : a * std::expm1(x); },
+     [](double x, double a) { return x > 0 ? 1.0 : a * std::exp(x); },
+     [](double y, double a) { return y > 0 ? 1.0 : y + a; }},
+    {"GELU", "y = x·Φ(x) = 0.5·x·(1 + erf(x/√2))", nullptr, 0, nullptr,
+     algorithm::eltwise_gelu_erf, algorithm::undef, false,
+     [](double x, double) { return 0.5 * x * (1 + std::erf(x * kSqrtHalf)); },
+     [](double x, double) {
+       return 0.5 * (1 + std::erf(x * kSqrtHalf)) +
+              x * kInvSqrt2Pi * std::exp(-0.5 * x * x);
+     },
+     nullptr},
+    {"Tanh", "y = tanh(x)", nullptr, 0, nullptr, algorithm::eltwise_tanh,
+     algorithm::eltwise_tanh_use_dst_for_bwd, false,
+     [](double x, double) { return std::tanh(x); }, nullptr,
+     [](double y, double) { return 1 - y * y; }},
+    {"Sigmoid", "y = 1 / (1 + exp(-x))", nullptr, 0, nullptr,
+     algorithm::eltwise_logistic, algorithm::eltwise_logistic_use_dst_for_bwd,
+     false, [](double x, double) { return 1 / (1 + std::exp(-x)); }, nullptr,
+     [](double y, double) { return y * (1 - y); }},
+    {"Exp", "y = exp(x)", nullptr, 0, nullptr, algorithm::eltwise_exp,
+     algorithm::eltwise_exp_use_dst_for_bwd, false,
+     [](double x, double) { return std::exp(x); }, nullptr,
+     [](double y, double) { return y; }},
+    {"Log", "y = ln(x) (NaN for x < 0, as in PyTorch)", nullptr, 0, nullptr,
+     algorithm::eltwise_log, algorithm::undef, false,
+     [](double x, double) { return std::log(x); },
+     [](double x, double) { return 1 / x; }, nullptr},
+    {"Scale", "y = factor·x", "factor", 1.0, "the factor",
+     algorithm::eltwise_linear, algorithm::undef, false,
+     [](double x, double a) { return a * x; },
+     [](double, double a) { return a; }, nullptr},
+};
+
+// What backward reads.
+enum class From { kInput, kOutput, kNothing };
+
+class EltwiseOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
+                                                    const EltwiseSpec& spec) {
+    RETURN_IF_ERROR(c.ExpectFloat(0));
+    auto op = std::make_unique<EltwiseOp>();
+    op->node_ = std::string(c.node());
+    op->spec_ = &spec;
+    op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr) : 0;
+    if (spec.alg == algorithm::eltwise_linear) {
+      op->from_ = From::kNothing;
+    } else if (spec.dst_alg != algorithm::undef &&
+               !(spec.dst_needs_nonnegative_alpha && op->alpha_ < 0)) {
+      op->from_ = From::kOutput;
+    } else {
+      op->from_ = From::kInput;
+    }
+    op->outputs_ = {c.input(0)};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+
+  SavedValues Saves(const std::vector<bool>&) const override {
+    switch (from_) {
+      case From::kInput:
+        return {{0}, {}};
+      case From::kOutput:
+        return {{}, {0}};
+      case From::kNothing:
+        break;
+    }
+    return {};
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
+    return CatchDnnl(node_, [&] {
+      const auto data = FlatDesc();
+      const algorithm alg =
+          from_ == From::kOutput ? spec_->dst_alg : spec_->alg;
+      const auto kind = info.backward_will_run
+                            ? dnnl::prop_kind::forward_training
+                            : dnnl::prop_kind::forward_inference;
+      dnnl::eltwise_forward::primitive_desc forward_pd(
+          dnnl::eltwise_forward::desc(kind, alg, data, Alpha(), 0.f),
+          DefaultAttr(), CpuEngine());
+      forward_ = MakePrimitive<dnnl::eltwise_forward>(forward_pd);
+      if (info.backward_will_run && from_ != From::kNothing) {
+        dnnl::eltwise_backward::primitive_desc pd(
+            dnnl::eltwise_backward::desc(alg, data, data, Alpha(), 0.f),
+            DefaultAttr(), CpuEngine(), forward_pd);
+        backward_ = MakePrimitive<dnnl::eltwise_backward>(pd);
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    const Tensor& x = ctx.input(0);
+    Tensor& y = ctx.AllocateOutput(0);
+    if (forward_) return Apply(ctx.dnnl(), x, y);
+    DispatchFloat(y.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* xp = x.data<T>();
+      T* yp = y.data<T>();
+      for (int64_t i = 0; i < y.num_elements(); ++i) {
+        yp[i] = static_cast<T>(spec_->f(xp[i], alpha_));
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    const Tensor& dy = ctx.grad_output(0);
+    Tensor dx = Tensor::Empty(dy.meta());
+    if (forward_ && from_ == From::kNothing) {
+      // d(factor·x) = factor·dx: the forward primitive applied to dY.
+      RETURN_IF_ERROR(Apply(ctx.dnnl(), dy, dx));
+    } else if (backward_) {
+      const bool from_output = from_ == From::kOutput;
+      RETURN_IF_ERROR(ExecuteDnnl(
+          ctx.dnnl(), node_, *backward_,
+          {{from_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
+            WrapTensor(FlatDesc(), from_output ? ctx.output(0) : ctx.input(0))},
+           {DNNL_ARG_DIFF_DST, WrapTensor(FlatDesc(), dy)},
+           {DNNL_ARG_DIFF_SRC, WrapTensor(FlatDesc(), dx)}}));
+    } else {
+      DispatchFloat(dx.dtype(), [&](auto zero) {
+        using T = decltype(zero);
+        const T* gp = dy.data<T>();
+        T* dp = dx.data<T>();
+        const int64_t n = dx.num_elements();
+        if (from_ == From::kOutput) {
+          const T* yp = ctx.output(0).data<T>();
+          for (int64_t i = 0; i < n; ++i) {
+            dp[i] = gp[i] * static_cast<T>(spec_->dfdy(yp[i], alpha_));
+          }
+        } else {
+          // From::kNothing has a constant derivative: x is not read.
+          const T* xp =
+              from_ == From::kInput ? ctx.input(0).data<T>() : nullptr;
+          for (int64_t i = 0; i < n; ++i) {
+            dp[i] = gp[i] * static_cast<T>(spec_->dfdx(xp ? xp[i] : 0, alpha_));
+          }
+        }
+      });
+    }
+    ctx.SetGradInput(0, std::move(dx));
+    return absl::OkStatus();
+  }
+
+ private:
+  // Elementwise: the shape does not matter to oneDNN, only the count.
+  dnnl::memory::desc FlatDesc() const {
+    return PlainDesc({outputs_[0].num_elements()});
+  }
+  float Alpha() const { return static_cast<float>(alpha_); }
+
+  absl::Status Apply(DnnlRunner& dnnl, const Tensor& in, Tensor& out) const {
+    return ExecuteDnnl(dnnl, node_, *forward_,
+                       {{DNNL_ARG_SRC, WrapTensor(FlatDesc(), in)},
+                        {DNNL_ARG_DST, WrapTensor(FlatDesc(), out)}});
+  }
+
+  std::string node_;
+  const EltwiseSpec* spec_ = nullptr;
+  double alpha_ = 0;
+  From from_ = From::kInput;
+  std::optional<DnnlPrimitive> forward_, backward_;
+};
+
+OpSchema EltwiseSchema(const EltwiseSpec& spec) {
+  OpSchema s;
+  s.name = spec.name;
+  s.description = spec.description;
+  s.inputs = {{"x"}};
+  if (spec.alpha_attr != nullptr) {
+    s.attrs = {{spec.alpha_attr, AttrType::kFloat,
+                AttrValue(spec.alpha_default), spec.alpha_description}};
+  }
+  s.create = [&spec](const OpConfig& c) { return EltwiseOp::Create(c, spec); };
+  return s;
+}
+
+// One registration per row of the table.
+const bool kRegistered = [] {
+  for (const EltwiseSpec& spec : kSpecs) {
+    OpRegistry::Global().Register(EltwiseSchema(spec));
+  }
+  return true;
+}();
+
+}  // namespace
+}  // namespace gradserve

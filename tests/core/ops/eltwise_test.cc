@@ -1,0 +1,186 @@
+// ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log, Scale.
+#include <cmath>
+
+#include "gtest/gtest.h"
+#include "tests/core/ops/tensor_op_test_util.h"
+
+namespace gradserve::testing {
+namespace {
+
+struct EltwiseCase {
+  std::string name;
+  std::string op;
+  AttrMap attrs;
+  Init init;
+  double lo, hi;
+  // y and dL/dx (for dL/dy = 1) at kPoints, from torch 1.13 in float64.
+  std::vector<float> y, dx;
+};
+
+const Shape kPointsShape = {5};
+const std::vector<float> kPoints = {-2.0, -0.5, 0.0, 0.5, 2.0};
+
+std::vector<EltwiseCase> Cases() {
+  return {
+      {"ReLU",
+       "ReLU",
+       {},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {0, 0, 0, 0.5, 2},
+       {0, 0, 0, 1, 1}},
+      {"LeakyReLU",
+       "LeakyReLU",
+       {{"alpha", 0.1}},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {-0.2, -0.05, 0, 0.5, 2},
+       {0.1, 0.1, 0.1, 1, 1}},
+      // A negative slope differentiates from x (y no longer tells x's sign).
+      {"LeakyReLUNegativeSlope",
+       "LeakyReLU",
+       {{"alpha", -0.5}},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {1, 0.25, 0, 0.5, 2},
+       {-0.5, -0.5, -0.5, 1, 1}},
+      {"ELU",
+       "ELU",
+       {},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {-0.8646647, -0.3934693, 0, 0.5, 2},
+       {0.1353353, 0.6065307, 1, 1, 1}},
+      {"ELUAlpha",
+       "ELU",
+       {{"alpha", 0.5}},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {-0.4323324, -0.1967347, 0, 0.5, 2},
+       {0.0676676, 0.3032653, 0.5, 1, 1}},
+      {"GELU",
+       "GELU",
+       {},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.0455003, -0.1542688, 0, 0.3457312, 1.9544997},
+       {-0.0852318, 0.1325049, 0.5, 0.8674951, 1.0852318}},
+      {"Tanh",
+       "Tanh",
+       {},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.9640276, -0.4621172, 0, 0.4621172, 0.9640276},
+       {0.0706508, 0.7864477, 1, 0.7864477, 0.0706508}},
+      {"Sigmoid",
+       "Sigmoid",
+       {},
+       Init::kUniform,
+       -4,
+       4,
+       {0.1192029, 0.3775407, 0.5, 0.6224593, 0.8807971},
+       {0.1049936, 0.2350037, 0.25, 0.2350037, 0.1049936}},
+      {"Exp",
+       "Exp",
+       {},
+       Init::kUniform,
+       -2,
+       2,
+       {0.1353353, 0.6065307, 1, 1.6487213, 7.3890561},
+       {0.1353353, 0.6065307, 1, 1.6487213, 7.3890561}},
+      {"Scale",
+       "Scale",
+       {{"factor", -2.5}},
+       Init::kUniform,
+       -1,
+       1,
+       {5, 1.25, 0, -1.25, -5},
+       {-2.5, -2.5, -2.5, -2.5, -2.5}},
+      {"ScaleIntFactor",
+       "Scale",
+       {{"factor", int64_t{3}}},
+       Init::kUniform,
+       -1,
+       1,
+       {-6, -1.5, 0, 1.5, 6},
+       {3, 3, 3, 3, 3}},
+  };
+}
+
+class Eltwise : public ::testing::TestWithParam<EltwiseCase> {
+ protected:
+  OpCase Case(Shape shape) const {
+    const EltwiseCase& e = GetParam();
+    TestInput x{"x", std::move(shape), e.init, e.lo, e.hi};
+    return OpCase(e.op, {x}, e.attrs);
+  }
+};
+
+TEST_P(Eltwise, GradientsOverShapes) {
+  for (Shape shape :
+       {Shape{4, 6}, Shape{1, 3}, Shape{7}, Shape{2, 3, 4, 5}, Shape{}}) {
+    SCOPED_TRACE(ShapeToString(shape));
+    ExpectGradientsCorrect(Case(shape));
+  }
+}
+
+TEST_P(Eltwise, KnownValues) {
+  const EltwiseCase& e = GetParam();
+  auto r = RunOnValues(Case(kPointsShape), {F32(kPointsShape, kPoints)},
+                       F32(kPointsShape, std::vector<float>(5, 1.f)));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32(kPointsShape, e.y), 1e-6, "y");
+  ExpectClose(r->gradients.at("x"), F32(kPointsShape, e.dx), 1e-6, "dx");
+}
+
+TEST_P(Eltwise, EmptyInput) {
+  auto r = RunOnValues(Case({0, 3}), {Tensor::Empty(DType::kFloat32, {0, 3})},
+                       Tensor::Empty(DType::kFloat32, {0, 3}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outputs.at("out0").shape(), (Shape{0, 3}));
+  EXPECT_EQ(r->gradients.at("x").shape(), (Shape{0, 3}));
+}
+
+TEST_P(Eltwise, RejectsInt64) { ExpectRejectsInt64Input(Case({3}), 0, "x"); }
+
+INSTANTIATE_TEST_SUITE_P(Ops, Eltwise, ::testing::ValuesIn(Cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(Log, ValuesAndDomain) {
+  OpCase c("Log", {{"x", {5}}});
+  auto r =
+      RunOnValues(c, {F32({5}, {0.5, 1, 2, 4, -1})}, F32({5}, {1, 1, 1, 1, 1}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Tensor& y = r->outputs.at("out0");
+  // oneDNN's vectorised float32 log is within ~2e-6 relative of the exact
+  // value (here 1.4e-6 absolute), not within 1 ulp as libm's.
+  EXPECT_NEAR(y.data<float>()[0], -0.6931472f, 3e-6);
+  EXPECT_NEAR(y.data<float>()[3], 1.3862944f, 3e-6);
+  EXPECT_TRUE(std::isnan(y.data<float>()[4]));  // as torch.log(-1)
+  EXPECT_NEAR(r->gradients.at("x").data<float>()[2], 0.5f, 1e-7);
+}
+
+TEST(Log, Gradients) {
+  ExpectGradientsCorrect(
+      OpCase("Log", {{"x", {3, 4}, Init::kUniform, 0.5, 3}}));
+}
+
+TEST(Eltwise, RejectsBadAttributes) {
+  ExpectError(OpCase("ReLU", {{"x", {2}}}, {{"alpha", 0.1}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "unknown attribute 'alpha'"});
+  ExpectError(
+      OpCase("LeakyReLU", {{"x", {2}}}, {{"alpha", std::string("big")}}),
+      absl::StatusCode::kInvalidArgument,
+      {"node 'node'", "'alpha' must be float", "string"});
+}
+
+}  // namespace
+}  // namespace gradserve::testing
