@@ -1,0 +1,193 @@
+"""Malformed requests over gRPC: each must get the right status code and a
+message naming the culprit, and the server must go on answering."""
+
+import grpc
+import numpy as np
+import pytest
+
+import gs
+from gradserve.v1 import gradient_service_pb2 as pb
+from gradserve.v1 import graph_pb2
+from gradserve.v1 import tensor_pb2
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+X = np.arange(6, dtype=np.float32).reshape(2, 3)
+W = np.ones((4, 3), dtype=np.float32)
+
+
+def good_request():
+    """fc: y = x Wᵀ + b, then MSE against t; valid as is."""
+    g = gs.graph(
+        [gs.node("fc", "Linear", ["x", "W", "b"], ["y"]),
+         gs.node("mse", "MSELoss", ["y", "t"], ["L"])],
+        inputs=["x", "t"], parameters={"W": W, "b": np.zeros(4, np.float32)},
+        outputs=["y"])
+    return gs.compute_request(g, feeds={"x": X, "t": np.zeros((2, 4), np.float32)}, loss="L")
+
+
+def single(op, inputs, feeds, outputs=("y",), fetch=("y",), **attrs):
+    g = gs.graph([gs.node("n1", op, inputs, outputs, **attrs)], inputs=list(feeds))
+    return gs.compute_request(g, feeds=feeds, fetch=fetch)
+
+
+def mutate(fn):
+    def make():
+        request = good_request()
+        fn(request)
+        return request
+    return make
+
+
+def set_feed(name, **fields):
+    def fn(request):
+        t = request.feeds[name]
+        for key, value in fields.items():
+            if key in ("shape", "float_values", "int64_values"):
+                t.ClearField(key)
+                getattr(t, key).extend(value)
+            else:
+                setattr(t, key, value)
+    return fn
+
+
+def add_node(*args, **attrs):
+    return lambda r: r.graph.nodes.append(gs.node(*args, **attrs))
+
+
+def set_node(index, **fields):
+    def fn(request):
+        n = request.graph.nodes[index]
+        for key, value in fields.items():
+            if isinstance(value, list):
+                n.ClearField(key)
+                getattr(n, key).extend(value)
+            else:
+                setattr(n, key, value)
+    return fn
+
+
+CASES = {
+    "data byte count": (mutate(set_feed("x", data=b"\0" * 20)), INVALID, ["'x'", "20"]),
+    "float_values count": (mutate(lambda r: (r.feeds["x"].ClearField("data"),
+                                             r.feeds["x"].float_values.extend([1.0] * 5))),
+                           INVALID, ["'x'", "5"]),
+    "negative dim": (mutate(set_feed("x", shape=[2, -3])), INVALID, ["'x'", "-3"]),
+    "dims overflow int64": (mutate(set_feed("x", shape=[1 << 40, 1 << 40, 1 << 40])),
+                            EXHAUSTED, ["'x'"]),
+    "unspecified dtype": (mutate(set_feed("x", dtype=tensor_pb2.DATA_TYPE_UNSPECIFIED)),
+                          INVALID, ["'x'"]),
+    "two value fields": (mutate(lambda r: r.feeds["x"].float_values.extend([0.0] * 6)),
+                         INVALID, ["'x'"]),
+    "int64_values on float32": (mutate(lambda r: (r.feeds["x"].ClearField("data"),
+                                                  r.feeds["x"].int64_values.extend([1] * 6))),
+                                INVALID, ["'x'"]),
+    "parameter byte count": (mutate(lambda r: setattr(r.graph.parameters["W"], "data", b"1")),
+                             INVALID, ["'W'"]),
+    "attribute without value": (mutate(lambda r: r.graph.nodes[0].attributes["alpha"]
+                                       .CopyFrom(graph_pb2.Attribute())),
+                                INVALID, ["'fc'", "alpha"]),
+    "unknown op": (mutate(set_node(0, op="Convolution3000")), UNIMPLEMENTED,
+                   ["'fc'", "Convolution3000"]),
+    "duplicate node name": (mutate(set_node(1, name="fc")), INVALID, ["'fc'"]),
+    "dangling input": (mutate(set_node(0, inputs=["x", "W_missing", "b"])), INVALID,
+                       ["'fc'", "W_missing"]),
+    "cycle": (mutate(lambda r: (set_node(0, inputs=["y2", "W", "b"])(r),
+                                add_node("relu", "ReLU", ["y"], ["y2"])(r))),
+              INVALID, ["cycle", "'fc'", "'relu'"]),
+    "value defined twice": (mutate(add_node("again", "ReLU", ["x"], ["y"])), INVALID,
+                            ["'y'", "'again'"]),
+    "feed for unknown name": (mutate(lambda r: r.feeds["nope"].CopyFrom(gs.tensor(X))),
+                              INVALID, ["'nope'"]),
+    "missing feed": (mutate(lambda r: r.feeds.pop("t")), INVALID, ["'t'"]),
+    "weight shape mismatch": (mutate(lambda r: r.graph.parameters["W"].CopyFrom(
+        gs.tensor(np.ones((4, 5), np.float32)))), INVALID, ["'fc'", "weight", "[4, 5]"]),
+    "loss not scalar": (mutate(lambda r: setattr(r, "loss", "y")), INVALID,
+                        ["'y'", "scalar"]),
+    "wrt unknown": (mutate(lambda r: r.wrt.append("ghost")), INVALID, ["'ghost'"]),
+    "wrt independent value": (mutate(lambda r: (add_node("side", "ReLU", ["x"], ["s"])(r),
+                                                r.wrt.append("s"))),
+                              INVALID, ["'s'"]),
+    "output_gradients shape": (mutate(lambda r: r.output_gradients["y"].CopyFrom(
+        gs.tensor(np.ones((3, 3), np.float32)))), INVALID, ["'y'", "[2, 4]"]),
+    "fetch unknown": (mutate(lambda r: r.fetch.append("zzz")), INVALID, ["'zzz'"]),
+    "unknown attribute": (mutate(lambda r: r.graph.nodes[0].attributes["gain"]
+                                 .CopyFrom(graph_pb2.Attribute(f=2.0))),
+                          INVALID, ["'fc'", "gain"]),
+    "no model": (lambda: pb.ComputeRequest(fetch=["y"]), INVALID, ["graph"]),
+    "onnx model": (lambda: pb.ComputeRequest(onnx_model=b"\x08\x01", fetch=["y"]),
+                   UNIMPLEMENTED, ["ONNX"]),
+    "unknown session": (lambda: pb.ComputeRequest(session_id="abc", fetch=["y"]),
+                        UNIMPLEMENTED, ["session"]),
+    "wrt int64 labels": (
+        lambda: gs.compute_request(
+            gs.graph([gs.node("ce", "CrossEntropyLoss", ["z", "t"], ["L"])], inputs=["z", "t"]),
+            feeds={"z": X, "t": np.array([0, 1], np.int64)}, loss="L", wrt=["t"]),
+        INVALID, ["'t'", "int64"]),
+    "class label out of range": (
+        lambda: gs.compute_request(
+            gs.graph([gs.node("ce", "CrossEntropyLoss", ["z", "t"], ["L"])], inputs=["z", "t"]),
+            feeds={"z": X, "t": np.array([0, 7], np.int64)}, loss="L"),
+        INVALID, ["'ce'", "7"]),
+    "labels of wrong dtype": (
+        lambda: gs.compute_request(
+            gs.graph([gs.node("ce", "CrossEntropyLoss", ["z", "t"], ["L"])], inputs=["z", "t"]),
+            feeds={"z": X, "t": np.array([0, 1], np.float32)}, loss="L"),
+        INVALID, ["'ce'", "target"]),
+    "probability above one": (
+        lambda: gs.compute_request(
+            gs.graph([gs.node("bce", "BCELoss", ["p", "t"], ["L"])], inputs=["p", "t"]),
+            feeds={"p": np.array([0.5, 1.5], np.float32),
+                   "t": np.array([0.0, 1.0], np.float32)}, loss="L"),
+        INVALID, ["'bce'"]),
+    "attribute of wrong type": (lambda: single("Softmax", ["x"], {"x": X}, axis="last"),
+                                INVALID, ["'n1'", "axis"]),
+    "axis out of range": (lambda: single("Softmax", ["x"], {"x": X}, axis=5), INVALID,
+                          ["'n1'", "axis"]),
+    "reshape element count": (lambda: single("Reshape", ["x"], {"x": X}, shape=[4, 2]),
+                              INVALID, ["'n1'", "[4, 2]"]),
+    "two -1 in reshape": (lambda: single("Reshape", ["x"], {"x": X}, shape=[-1, -1]),
+                          INVALID, ["'n1'", "-1"]),
+    "broadcast mismatch": (lambda: single("Add", ["a", "b"], {"a": X, "b": W}), INVALID,
+                           ["'n1'", "[2, 3]", "[4, 3]"]),
+    "concat mismatch": (lambda: single("Concat", ["a", "b"], {"a": X, "b": W}, axis=1),
+                        INVALID, ["'n1'", "[4, 3]"]),
+    "unknown reduction": (
+        lambda: gs.compute_request(
+            gs.graph([gs.node("mse", "MSELoss", ["p", "t"], ["L"], reduction="average")],
+                     inputs=["p", "t"]),
+            feeds={"p": X, "t": X}, loss="L"),
+        INVALID, ["'mse'", "average"]),
+    "small request, huge output": (
+        lambda: single("Add", ["a", "b"], {"a": np.ones((100000, 1), np.float32),
+                                           "b": np.ones((1, 100000), np.float32)}),
+        EXHAUSTED, ["'n1'"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_rejected_with_named_culprit(server, name):
+    make, code, parts = CASES[name]
+    with pytest.raises(grpc.RpcError) as error:
+        server.stub.Compute(make(), timeout=30)
+    assert error.value.code() == code, error.value.details()
+    for part in parts:
+        assert part in error.value.details(), (part, error.value.details())
+    # The server is still there and still right.
+    result = server.compute(good_request())
+    np.testing.assert_allclose(result.outputs["y"], X @ W.T)
+
+
+def test_at_least_25_malformed_requests():
+    assert len(CASES) >= 25
+
+
+def test_describe_rejects_missing_input_shape(server):
+    request = pb.DescribeRequest(graph=good_request().graph)
+    request.input_shapes["x"].dims.extend([2, 3])
+    with pytest.raises(grpc.RpcError) as error:
+        server.stub.Describe(request, timeout=30)
+    assert error.value.code() == INVALID
+    assert "'t'" in error.value.details()
