@@ -511,10 +511,10 @@ absl::Status Plan::CheckMemory(const Limits& limits) {
     bytes = SaturatingAdd(bytes, values_[id].meta.num_bytes());
   peak_bytes_bound_ = bytes;
   if (bytes > limits.max_request_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the request would allocate up to ", bytes,
-                     " bytes for its inputs, outputs and gradients, over the limit of ",
-                     limits.max_request_bytes));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request would allocate up to ", bytes,
+        " bytes for its inputs, outputs and gradients, over the limit of ",
+        limits.max_request_bytes));
   }
   return absl::OkStatus();
 }
