@@ -69,6 +69,22 @@ absl::Status CatchDnnl(absl::string_view node, F&& f) {
   }
 }
 
+// Whether a value of this meta runs on oneDNN: float32 and not empty (the
+// reference loops serve float64 and empty shapes).
+inline bool RunsOnDnnl(const TensorMeta& meta) {
+  return meta.dtype == DType::kFloat32 && meta.num_elements() > 0;
+}
+
+// Executes `p` on the runner; a dnnl::error becomes a status naming `node`.
+inline absl::Status ExecuteDnnl(DnnlRunner& runner, absl::string_view node,
+                                const DnnlPrimitive& p,
+                                std::unordered_map<int, dnnl::memory> args) {
+  return CatchDnnl(node, [&] {
+    runner.Execute(p, std::move(args));
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace gradserve
 
 #endif  // GRADSERVE_CORE_DNNL_UTIL_H_

@@ -179,6 +179,9 @@ class Op {
   virtual ~Op() = default;
 
   const std::vector<TensorMeta>& outputs() const { return outputs_; }
+  // The node this op computes, for messages; set by the planner.
+  const std::string& node() const { return node_; }
+  void set_node(std::string node) { node_ = std::move(node); }
 
   virtual int64_t ForwardFlops() const { return 0; }
   virtual int64_t BackwardFlops() const { return 2 * ForwardFlops(); }
@@ -197,6 +200,7 @@ class Op {
 
  protected:
   std::vector<TensorMeta> outputs_;
+  std::string node_;
 };
 
 using OpFactory =

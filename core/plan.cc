@@ -387,6 +387,7 @@ absl::Status Plan::InferNodes(const PlanRequest& request,
                     def.inputs, std::move(metas),
                     static_cast<int>(def.outputs.size()), mode_, float_dtype_);
     ASSIGN_OR_RETURN(node.op, schema.create(config));
+    node.op->set_node(def.name);
     const std::vector<TensorMeta>& out_metas = node.op->outputs();
     if (out_metas.size() < def.outputs.size()) {
       return absl::InternalError(

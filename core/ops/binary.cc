@@ -16,7 +16,6 @@
 #include "core/ops/broadcast.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduction.h"
-#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -90,7 +89,6 @@ class BinaryOp : public Op {
                      " do not broadcast");
     }
     auto op = std::make_unique<BinaryOp>();
-    op->node_ = std::string(c.node());
     op->kind_ = kind;
     op->a_ = c.shape(0);
     op->b_ = c.shape(1);
@@ -243,7 +241,6 @@ class BinaryOp : public Op {
     return out;
   }
 
-  std::string node_;
   Kind kind_ = Kind::kAdd;
   Shape a_, b_, out_, a_padded_, b_padded_;
   bool swapped_ = false;

@@ -41,7 +41,6 @@ class ConcatOp : public Op {
     ASSIGN_OR_RETURN(int axis,
                      c.NormalizeAxis("axis", c.attrs().GetInt("axis"), rank));
     auto op = std::make_unique<ConcatOp>();
-    op->node_ = std::string(c.node());
     Shape y = s0;
     y[axis] = 0;
     for (int i = 0; i < c.num_inputs(); ++i) {
@@ -167,7 +166,6 @@ class ConcatOp : public Op {
     return shape;
   }
 
-  std::string node_;
   int axis_ = 0;
   std::vector<int64_t> sizes_;  // each input's dim along the axis
   AxisSplit split_;             // of the output

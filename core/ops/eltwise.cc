@@ -12,7 +12,6 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
-#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -97,7 +96,6 @@ class EltwiseOp : public Op {
                                                     const EltwiseSpec& spec) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     auto op = std::make_unique<EltwiseOp>();
-    op->node_ = std::string(c.node());
     op->spec_ = &spec;
     op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr) : 0;
     if (spec.alg == algorithm::eltwise_linear) {
@@ -216,7 +214,6 @@ class EltwiseOp : public Op {
                         {DNNL_ARG_DST, WrapTensor(FlatDesc(), out)}});
   }
 
-  std::string node_;
   const EltwiseSpec* spec_ = nullptr;
   double alpha_ = 0;
   From from_ = From::kInput;

@@ -65,7 +65,7 @@ class LinearOp : public Op {
         out_ == 0) {
       return absl::OkStatus();  // reference loops
     }
-    return CatchDnnl("Linear", [&] {
+    return CatchDnnl(node_, [&] {
       auto& eng = CpuEngine();
       auto src = PlainDesc({batch_, in_});
       auto wei = PlainDesc({out_, in_});
@@ -110,10 +110,7 @@ class LinearOp : public Op {
       if (has_bias_) {
         args[DNNL_ARG_BIAS] = WrapTensor(PlainDesc({out_}), ctx.input(2));
       }
-      return CatchDnnl("Linear", [&] {
-        ctx.dnnl().Execute(*forward_, std::move(args));
-        return absl::OkStatus();
-      });
+      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args));
     }
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
@@ -148,7 +145,7 @@ class LinearOp : public Op {
                     ? Tensor::Empty(dtype, {out_})
                     : Tensor();
     if (forward_) {
-      RETURN_IF_ERROR(CatchDnnl("Linear", [&] {
+      RETURN_IF_ERROR(CatchDnnl(node_, [&] {
         auto dy_mem = WrapTensor(PlainDesc({batch_, out_}), dy);
         if (need_dx) {
           ctx.dnnl().Execute(

@@ -10,7 +10,6 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
-#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -119,9 +118,8 @@ class MatMulOp : public Op {
     const int64_t n = a[a.size() - 2];
     const int64_t batch = ElementCount(batch_dims);
     // A shared b multiplies all of a's rows at once: a is [1, batch * N, K].
-    auto op = batched_b
-                  ? std::make_unique<MatMulOp>(c.node(), a, b, batch, n)
-                  : std::make_unique<MatMulOp>(c.node(), a, b, 1, batch * n);
+    auto op = batched_b ? std::make_unique<MatMulOp>(a, b, batch, n)
+                        : std::make_unique<MatMulOp>(a, b, 1, batch * n);
     Shape y = a;
     y.back() = b.back();
     op->outputs_ = {{c.float_dtype(), y}};
@@ -129,10 +127,8 @@ class MatMulOp : public Op {
   }
 
   // a [batch, rows, K] · b [batch, K, M] once a and b are seen as 3-d.
-  MatMulOp(absl::string_view node, Shape a_shape, Shape b_shape, int64_t batch,
-           int64_t rows)
-      : node_(node),
-        a_shape_(std::move(a_shape)),
+  MatMulOp(Shape a_shape, Shape b_shape, int64_t batch, int64_t rows)
+      : a_shape_(std::move(a_shape)),
         b_shape_(std::move(b_shape)),
         a_(MatrixView::RowMajor(batch, rows, a_shape_.back())),
         b_(MatrixView::RowMajor(batch, a_shape_.back(), b_shape_.back())),
@@ -184,7 +180,6 @@ class MatMulOp : public Op {
   }
 
  private:
-  std::string node_;
   Shape a_shape_, b_shape_;
   MatrixView a_, b_, dy_;
   Product forward_, grad_a_, grad_b_;

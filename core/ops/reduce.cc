@@ -9,7 +9,6 @@
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduction.h"
-#include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -38,7 +37,6 @@ class ReduceOp : public Op {
       reduced[axis] = true;
     }
     auto op = std::make_unique<ReduceOp>();
-    op->node_ = std::string(c.node());
     op->mean_ = mean;
     op->x_shape_ = x;
     op->reduction_ = Reduction(x, reduced);
@@ -98,7 +96,6 @@ class ReduceOp : public Op {
     return mean_ ? 1.0 / static_cast<double>(reduction_.count()) : 1.0;
   }
 
-  std::string node_;
   bool mean_ = false;
   Shape x_shape_;
   Reduction reduction_;

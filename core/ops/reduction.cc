@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "core/ops/op_util.h"
-#include "core/ops/tensor_op_util.h"
 
 namespace gradserve {
 

@@ -33,7 +33,6 @@ class SoftmaxOp : public Op {
     ASSIGN_OR_RETURN(int axis,
                      c.NormalizeAxis("axis", c.attrs().GetInt("axis"), rank));
     auto op = std::make_unique<SoftmaxOp>();
-    op->node_ = std::string(c.node());
     op->log_ = log;
     op->split_ = SplitAtAxis(x, axis);
     op->outputs_ = {{c.float_dtype(), x}};
@@ -161,7 +160,6 @@ class SoftmaxOp : public Op {
     }
   }
 
-  std::string node_;
   bool log_ = false;
   AxisSplit split_;
   std::optional<DnnlPrimitive> forward_, backward_;
