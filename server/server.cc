@@ -35,6 +35,9 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
                            &server->port_);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
+  // gRPC's default SO_REUSEPORT would let a second server share a busy port
+  // silently; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {

@@ -1,0 +1,7 @@
+#include <iostream>
+
+#include "client/gradctl.h"
+
+int main(int argc, char** argv) {
+  return gradserve::client::RunGradctl(argc, argv, std::cout, std::cerr);
+}

@@ -1,0 +1,166 @@
+#include "client/npy.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace gradserve::client {
+namespace {
+
+namespace pb = ::gradserve::v1;
+
+pb::Tensor Floats(std::vector<int64_t> shape, std::vector<float> v) {
+  pb::Tensor t;
+  t.set_dtype(pb::DATA_TYPE_FLOAT32);
+  t.mutable_shape()->Assign(shape.begin(), shape.end());
+  t.set_data(v.data(), v.size() * sizeof(float));
+  return t;
+}
+
+std::vector<float> FloatData(const pb::Tensor& t) {
+  std::vector<float> v(t.data().size() / sizeof(float));
+  std::memcpy(v.data(), t.data().data(), t.data().size());
+  return v;
+}
+
+std::vector<int64_t> IntData(const pb::Tensor& t) {
+  std::vector<int64_t> v(t.data().size() / sizeof(int64_t));
+  std::memcpy(v.data(), t.data().data(), t.data().size());
+  return v;
+}
+
+void ExpectError(const absl::Status& s, const std::string& part) {
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(part), std::string::npos)
+      << "'" << part << "' missing from " << s;
+}
+
+class NumpyFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gradserve_npy_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Runs a snippet of Debian's Python with numpy as np, in dir_.
+  void Python(const std::string& code) {
+    const std::string command = "cd '" + dir_.string() +
+                                "' && /usr/bin/python3 -c \"import numpy as "
+                                "np; " +
+                                code + "\"";
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  }
+  std::string Path(const std::string& name) const {
+    return (dir_ / name).string();
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST(Npy, RoundTripFloat32AndInt64) {
+  pb::Tensor f = Floats({2, 3}, {1, -2, 3.5, 0, 5e-9f, 6});
+  auto bytes = SerializeNpy(f);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(bytes->size() % 64, 24u);  // 64-byte header + 24 data bytes
+  auto back = ParseNpy(*bytes, "mem");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->dtype(), pb::DATA_TYPE_FLOAT32);
+  EXPECT_EQ(std::vector<int64_t>(back->shape().begin(), back->shape().end()),
+            (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(FloatData(*back), FloatData(f));
+
+  pb::Tensor i;
+  i.set_dtype(pb::DATA_TYPE_INT64);
+  i.add_shape(3);
+  for (int64_t v : std::vector<int64_t>{7, -1, int64_t{1} << 40}) {
+    i.add_int64_values(v);
+  }
+  auto ib = ParseNpy(*SerializeNpy(i), "mem");
+  ASSERT_TRUE(ib.ok()) << ib.status();
+  EXPECT_EQ(IntData(*ib), (std::vector<int64_t>{7, -1, int64_t{1} << 40}));
+}
+
+TEST(Npy, ScalarAndEmpty) {
+  auto scalar = ParseNpy(*SerializeNpy(Floats({}, {2.5})), "mem");
+  ASSERT_TRUE(scalar.ok()) << scalar.status();
+  EXPECT_EQ(scalar->shape_size(), 0);
+  EXPECT_EQ(FloatData(*scalar), std::vector<float>{2.5});
+  auto empty = ParseNpy(*SerializeNpy(Floats({0, 4}, {})), "mem");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->shape(1), 4);
+  EXPECT_TRUE(empty->data().empty());
+}
+
+TEST(Npy, RejectsMalformedImages) {
+  std::string good = *SerializeNpy(Floats({2}, {1, 2}));
+  ExpectError(ParseNpy("PK\x03\x04 zip", "a.npy").status(),
+              "a.npy: not a .npy");
+  ExpectError(ParseNpy(good.substr(0, 20), "t.npy").status(), "truncated");
+  ExpectError(ParseNpy(good.substr(0, good.size() - 1), "s.npy").status(),
+              "7 bytes of data, expected 8");
+  ExpectError(ParseNpy(good + "xxxx", "l.npy").status(), "expected 8");
+  std::string bad_dtype = good;
+  bad_dtype.replace(bad_dtype.find("<f4"), 3, "<c8");
+  ExpectError(ParseNpy(bad_dtype, "c.npy").status(), "'<c8' is not supported");
+  ExpectError(ReadNpy("/nonexistent/x.npy").status(), "/nonexistent/x.npy");
+}
+
+TEST_F(NumpyFiles, ReadsWhatNumpyWrites) {
+  Python(
+      "np.save('f4.npy', np.arange(6, dtype=np.float32).reshape(2, 3)); "
+      "np.save('f8.npy', np.array([0.5, -1.25])); "
+      "np.save('i8.npy', np.array([3, -4], dtype=np.int64)); "
+      "np.save('i4.npy', np.array([[1], [2]], dtype=np.int32)); "
+      "np.save('b1.npy', np.array([True, False, True])); "
+      "np.save('u1.npy', np.array([0, 1], dtype=np.uint8)); "
+      "np.save('scalar.npy', np.float32(4.0)); "
+      "np.lib.format.write_array(open('v2.npy', 'wb'), "
+      "np.ones((2, 2), np.float32), version=(2, 0))");
+  auto f4 = ReadNpy(Path("f4.npy"));
+  ASSERT_TRUE(f4.ok()) << f4.status();
+  EXPECT_EQ(FloatData(*f4), (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(FloatData(*ReadNpy(Path("f8.npy"))),
+            (std::vector<float>{0.5, -1.25}));
+  EXPECT_EQ(IntData(*ReadNpy(Path("i8.npy"))), (std::vector<int64_t>{3, -4}));
+  auto i4 = ReadNpy(Path("i4.npy"));
+  ASSERT_TRUE(i4.ok()) << i4.status();
+  EXPECT_EQ(i4->dtype(), pb::DATA_TYPE_INT64);
+  EXPECT_EQ(i4->shape(0), 2);
+  EXPECT_EQ(IntData(*i4), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(FloatData(*ReadNpy(Path("b1.npy"))), (std::vector<float>{1, 0, 1}));
+  EXPECT_EQ(FloatData(*ReadNpy(Path("u1.npy"))), (std::vector<float>{0, 1}));
+  auto scalar = ReadNpy(Path("scalar.npy"));
+  ASSERT_TRUE(scalar.ok()) << scalar.status();
+  EXPECT_EQ(scalar->shape_size(), 0);
+  EXPECT_EQ(FloatData(*ReadNpy(Path("v2.npy"))), std::vector<float>(4, 1));
+}
+
+TEST_F(NumpyFiles, RefusesLayoutsItCannotRead) {
+  Python(
+      "np.save('fortran.npy', np.asfortranarray(np.ones((2, 3), np.float32))); "
+      "np.save('big.npy', np.ones(3, dtype='>f4'))");
+  ExpectError(ReadNpy(Path("fortran.npy")).status(), "Fortran-ordered");
+  ExpectError(ReadNpy(Path("big.npy")).status(), "big-endian");
+}
+
+TEST_F(NumpyFiles, NumpyReadsWhatWeWrite) {
+  ASSERT_TRUE(WriteNpy(Path("ours.npy"), Floats({2, 2}, {1, 2, 3, 4})).ok());
+  pb::Tensor s;
+  s.set_dtype(pb::DATA_TYPE_INT64);
+  s.add_int64_values(9);
+  ASSERT_TRUE(WriteNpy(Path("scalar.npy"), s).ok());
+  Python(
+      "a = np.load('ours.npy'); assert a.dtype == np.float32 and a.shape == "
+      "(2, 2) and a[1, 0] == 3, a; s = np.load('scalar.npy'); assert s.shape "
+      "== () and s.dtype == np.int64 and s == 9, s");
+}
+
+}  // namespace
+}  // namespace gradserve::client
