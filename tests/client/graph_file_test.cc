@@ -2,20 +2,12 @@
 
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "tests/status_testing.h"
 
 namespace gradserve::client {
 namespace {
 
 const std::string kExamples = GRADSERVE_SOURCE_DIR "/examples/";
-
-void ExpectError(const absl::Status& s, absl::StatusCode code,
-                 const std::vector<std::string>& parts) {
-  EXPECT_EQ(s.code(), code) << s;
-  for (const std::string& part : parts) {
-    EXPECT_NE(s.message().find(part), std::string::npos)
-        << "'" << part << "' missing from " << s;
-  }
-}
 
 TEST(GraphFile, ExamplesParseToTheSameGraph) {
   auto json = ReadGraph(kExamples + "mlp.json");
@@ -29,28 +21,29 @@ TEST(GraphFile, ExamplesParseToTheSameGraph) {
 }
 
 TEST(GraphFile, TextFormatErrorsCarryTheLine) {
-  ExpectError(
+  testing::ExpectStatus(
       ParseGraph("nodes {\n  name: \"a\"\n  opp: \"ReLU\"\n}\n", "bad.pbtxt")
           .status(),
       absl::StatusCode::kInvalidArgument, {"bad.pbtxt", "line 3", "opp"});
 }
 
 TEST(GraphFile, JsonErrorsNameTheFile) {
-  ExpectError(
+  testing::ExpectStatus(
       ParseGraph("{\"nodes\": [{\"nmae\": \"a\"}]}", "bad.json").status(),
       absl::StatusCode::kInvalidArgument, {"bad.json", "nmae"});
-  ExpectError(ParseGraph("{", "cut.json").status(),
-              absl::StatusCode::kInvalidArgument, {"cut.json"});
+  testing::ExpectStatus(ParseGraph("{", "cut.json").status(),
+                        absl::StatusCode::kInvalidArgument, {"cut.json"});
 }
 
 TEST(GraphFile, OtherFormats) {
-  ExpectError(ParseGraph("", "model.onnx").status(),
-              absl::StatusCode::kUnimplemented, {"model.onnx", "ONNX"});
-  ExpectError(ParseGraph("", "graph.yaml").status(),
-              absl::StatusCode::kInvalidArgument,
-              {"graph.yaml", ".json", ".pbtxt"});
-  ExpectError(ReadGraph("/nonexistent/g.json").status(),
-              absl::StatusCode::kNotFound, {"/nonexistent/g.json"});
+  testing::ExpectStatus(ParseGraph("", "model.onnx").status(),
+                        absl::StatusCode::kUnimplemented,
+                        {"model.onnx", "ONNX"});
+  testing::ExpectStatus(ParseGraph("", "graph.yaml").status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"graph.yaml", ".json", ".pbtxt"});
+  testing::ExpectStatus(ReadGraph("/nonexistent/g.json").status(),
+                        absl::StatusCode::kNotFound, {"/nonexistent/g.json"});
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/status_testing.h"
 
 namespace gradserve::client {
 namespace {
@@ -32,12 +33,6 @@ std::vector<int64_t> IntData(const pb::Tensor& t) {
   std::vector<int64_t> v(t.data().size() / sizeof(int64_t));
   std::memcpy(v.data(), t.data().data(), t.data().size());
   return v;
-}
-
-void ExpectError(const absl::Status& s, const std::string& part) {
-  EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.message().find(part), std::string::npos)
-      << "'" << part << "' missing from " << s;
 }
 
 class NumpyFiles : public ::testing::Test {
@@ -100,16 +95,23 @@ TEST(Npy, ScalarAndEmpty) {
 
 TEST(Npy, RejectsMalformedImages) {
   std::string good = *SerializeNpy(Floats({2}, {1, 2}));
-  ExpectError(ParseNpy("PK\x03\x04 zip", "a.npy").status(),
-              "a.npy: not a .npy");
-  ExpectError(ParseNpy(good.substr(0, 20), "t.npy").status(), "truncated");
-  ExpectError(ParseNpy(good.substr(0, good.size() - 1), "s.npy").status(),
-              "7 bytes of data, expected 8");
-  ExpectError(ParseNpy(good + "xxxx", "l.npy").status(), "expected 8");
+  testing::ExpectStatus(ParseNpy("PK\x03\x04 zip", "a.npy").status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"a.npy: not a .npy"});
+  testing::ExpectStatus(ParseNpy(good.substr(0, 20), "t.npy").status(),
+                        absl::StatusCode::kInvalidArgument, {"truncated"});
+  testing::ExpectStatus(
+      ParseNpy(good.substr(0, good.size() - 1), "s.npy").status(),
+      absl::StatusCode::kInvalidArgument, {"7 bytes of data, expected 8"});
+  testing::ExpectStatus(ParseNpy(good + "xxxx", "l.npy").status(),
+                        absl::StatusCode::kInvalidArgument, {"expected 8"});
   std::string bad_dtype = good;
   bad_dtype.replace(bad_dtype.find("<f4"), 3, "<c8");
-  ExpectError(ParseNpy(bad_dtype, "c.npy").status(), "'<c8' is not supported");
-  ExpectError(ReadNpy("/nonexistent/x.npy").status(), "/nonexistent/x.npy");
+  testing::ExpectStatus(ParseNpy(bad_dtype, "c.npy").status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"'<c8' is not supported"});
+  testing::ExpectStatus(ReadNpy("/nonexistent/x.npy").status(),
+                        absl::StatusCode::kNotFound, {"/nonexistent/x.npy"});
 }
 
 TEST_F(NumpyFiles, ReadsWhatNumpyWrites) {
@@ -146,8 +148,11 @@ TEST_F(NumpyFiles, RefusesLayoutsItCannotRead) {
   Python(
       "np.save('fortran.npy', np.asfortranarray(np.ones((2, 3), np.float32))); "
       "np.save('big.npy', np.ones(3, dtype='>f4'))");
-  ExpectError(ReadNpy(Path("fortran.npy")).status(), "Fortran-ordered");
-  ExpectError(ReadNpy(Path("big.npy")).status(), "big-endian");
+  testing::ExpectStatus(ReadNpy(Path("fortran.npy")).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"Fortran-ordered"});
+  testing::ExpectStatus(ReadNpy(Path("big.npy")).status(),
+                        absl::StatusCode::kInvalidArgument, {"big-endian"});
 }
 
 TEST_F(NumpyFiles, NumpyReadsWhatWeWrite) {

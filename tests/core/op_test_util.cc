@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/gradcheck.h"
 #include "gtest/gtest.h"
+#include "tests/status_testing.h"
 
 namespace gradserve::testing {
 namespace {
@@ -158,11 +159,7 @@ void ExpectError(const OpCase& c, absl::StatusCode code,
                  const std::vector<std::string>& parts) {
   auto result = RunCase(c, DType::kFloat32);
   ASSERT_FALSE(result.ok()) << "op " << c.op << " accepted a bad case";
-  EXPECT_EQ(result.status().code(), code) << result.status();
-  for (const std::string& part : parts) {
-    EXPECT_NE(result.status().message().find(part), std::string::npos)
-        << "message lacks '" << part << "': " << result.status();
-  }
+  ExpectStatus(result.status(), code, parts);
 }
 
 Tensor F32(Shape shape, std::vector<float> values) {

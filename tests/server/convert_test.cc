@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "gtest/gtest.h"
+#include "tests/status_testing.h"
 
 namespace gradserve::server {
 namespace {
@@ -13,15 +14,6 @@ pb::Tensor FloatTensor(std::vector<int64_t> shape, std::vector<float> values) {
   t.mutable_shape()->Assign(shape.begin(), shape.end());
   t.set_data(values.data(), values.size() * sizeof(float));
   return t;
-}
-
-void ExpectError(const absl::Status& s, absl::StatusCode code,
-                 const std::vector<std::string>& parts) {
-  EXPECT_EQ(s.code(), code) << s;
-  for (const std::string& part : parts) {
-    EXPECT_NE(s.message().find(part), std::string::npos)
-        << "'" << part << "' missing from " << s;
-  }
 }
 
 TEST(Convert, FloatDataRoundTrip) {
@@ -84,41 +76,44 @@ TEST(Convert, RejectsMalformedTensors) {
   Limits limits;
   limits.max_tensor_elements = 1000;
   pb::Tensor t = FloatTensor({2, 3}, {1, 2, 3, 4, 5});
-  ExpectError(CheckTensor(t, "feeds['x']", limits).status(),
-              absl::StatusCode::kInvalidArgument,
-              {"feeds['x']", "20 bytes", "expected 24"});
+  testing::ExpectStatus(CheckTensor(t, "feeds['x']", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"feeds['x']", "20 bytes", "expected 24"});
 
   t = FloatTensor({2, -3}, {});
-  ExpectError(CheckTensor(t, "feeds['x']", limits).status(),
-              absl::StatusCode::kInvalidArgument, {"feeds['x']", "-3"});
+  testing::ExpectStatus(CheckTensor(t, "feeds['x']", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"feeds['x']", "-3"});
 
   t = FloatTensor({int64_t{1} << 40, int64_t{1} << 40, int64_t{1} << 40}, {});
-  ExpectError(CheckTensor(t, "feeds['x']", limits).status(),
-              absl::StatusCode::kResourceExhausted,
-              {"feeds['x']", "limit of 1000"});
+  testing::ExpectStatus(CheckTensor(t, "feeds['x']", limits).status(),
+                        absl::StatusCode::kResourceExhausted,
+                        {"feeds['x']", "limit of 1000"});
 
   t = FloatTensor({2}, {1, 2});
   t.set_dtype(pb::DATA_TYPE_UNSPECIFIED);
-  ExpectError(CheckTensor(t, "w", limits).status(),
-              absl::StatusCode::kInvalidArgument, {"w", "dtype"});
+  testing::ExpectStatus(CheckTensor(t, "w", limits).status(),
+                        absl::StatusCode::kInvalidArgument, {"w", "dtype"});
 
   t = FloatTensor({2}, {1, 2});
   t.add_float_values(1);
   t.add_float_values(2);
-  ExpectError(CheckTensor(t, "w", limits).status(),
-              absl::StatusCode::kInvalidArgument, {"w", "exactly one"});
+  testing::ExpectStatus(CheckTensor(t, "w", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"w", "exactly one"});
 
   t = FloatTensor({2}, {});
   t.add_int64_values(1);
   t.add_int64_values(2);
-  ExpectError(CheckTensor(t, "w", limits).status(),
-              absl::StatusCode::kInvalidArgument, {"w", "int64_values"});
+  testing::ExpectStatus(CheckTensor(t, "w", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"w", "int64_values"});
 
   t = FloatTensor({3}, {});
   t.add_float_values(1);
-  ExpectError(CheckTensor(t, "w", limits).status(),
-              absl::StatusCode::kInvalidArgument,
-              {"w", "1 values", "expected 3"});
+  testing::ExpectStatus(CheckTensor(t, "w", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"w", "1 values", "expected 3"});
 }
 
 TEST(Convert, GraphAttributes) {
@@ -140,8 +135,9 @@ TEST(Convert, GraphAttributes) {
   EXPECT_EQ(std::get<std::string>(a.at("reduction")), "sum");
 
   (*n->mutable_attributes())["empty"];  // no member of the oneof set
-  ExpectError(GraphFromProto(g, Limits{}).status(),
-              absl::StatusCode::kInvalidArgument, {"node 'sm'", "'empty'"});
+  testing::ExpectStatus(GraphFromProto(g, Limits{}).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"node 'sm'", "'empty'"});
 }
 
 TEST(Convert, RequestTotalBytesAreBoundedBeforeConversion) {
@@ -152,22 +148,22 @@ TEST(Convert, RequestTotalBytesAreBoundedBeforeConversion) {
   Limits limits;
   limits.max_request_bytes = 600;
   GraphDef graph;
-  ExpectError(ComputeArgsFromProto(r, limits, &graph).status(),
-              absl::StatusCode::kResourceExhausted,
-              {"800 bytes", "limit of 600"});
+  testing::ExpectStatus(ComputeArgsFromProto(r, limits, &graph).status(),
+                        absl::StatusCode::kResourceExhausted,
+                        {"800 bytes", "limit of 600"});
 }
 
 TEST(Convert, ModelMustBeAGraph) {
   GraphDef graph;
   pb::ComputeRequest r;
-  ExpectError(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-              absl::StatusCode::kInvalidArgument, {"graph"});
+  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
+                        absl::StatusCode::kInvalidArgument, {"graph"});
   r.set_onnx_model("\x08\x01");
-  ExpectError(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-              absl::StatusCode::kUnimplemented, {"ONNX"});
+  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
+                        absl::StatusCode::kUnimplemented, {"ONNX"});
   r.set_session_id("s1");
-  ExpectError(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-              absl::StatusCode::kUnimplemented, {"session"});
+  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
+                        absl::StatusCode::kUnimplemented, {"session"});
 }
 
 TEST(Convert, StatusCodesCarryOver) {
