@@ -15,7 +15,7 @@ Client::Client(const ClientOptions& options) : timeout_(options.timeout) {
   args.SetMaxSendMessageSize(options.max_message_bytes);
   channel_ = grpc::CreateCustomChannel(
       options.target, grpc::InsecureChannelCredentials(), args);
-  stub_ = pb::GradientService::NewStub(channel_);
+  service_ = pb::GradientService::NewStub(channel_);
   health_ = health::Health::NewStub(channel_);
 }
 
@@ -35,7 +35,7 @@ absl::StatusOr<Response> Client::Unary(const Request& request, Call call) {
 absl::StatusOr<pb::GetServerInfoResponse> Client::Info() {
   return Unary<pb::GetServerInfoRequest, pb::GetServerInfoResponse>(
       pb::GetServerInfoRequest(), [&](auto* c, const auto& req, auto* resp) {
-        return stub_->GetServerInfo(c, req, resp);
+        return service_->GetServerInfo(c, req, resp);
       });
 }
 
@@ -56,7 +56,7 @@ absl::StatusOr<pb::DescribeResponse> Client::Describe(
     const pb::DescribeRequest& request) {
   return Unary<pb::DescribeRequest, pb::DescribeResponse>(
       request, [&](auto* c, const auto& req, auto* resp) {
-        return stub_->Describe(c, req, resp);
+        return service_->Describe(c, req, resp);
       });
 }
 
@@ -64,7 +64,7 @@ absl::StatusOr<pb::ComputeResponse> Client::Compute(
     const pb::ComputeRequest& request) {
   return Unary<pb::ComputeRequest, pb::ComputeResponse>(
       request, [&](auto* c, const auto& req, auto* resp) {
-        return stub_->Compute(c, req, resp);
+        return service_->Compute(c, req, resp);
       });
 }
 

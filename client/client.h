@@ -39,7 +39,7 @@ class Client {
 
   const absl::Duration timeout_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<gradserve::v1::GradientService::Stub> stub_;
+  std::unique_ptr<gradserve::v1::GradientService::Stub> service_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 

@@ -195,7 +195,7 @@ int Main() {
   auto channel = grpc::CreateCustomChannel(
       "127.0.0.1:" + std::to_string(srv->port()),
       grpc::InsecureChannelCredentials(), channel_args);
-  auto stub = pb::GradientService::NewStub(channel);
+  auto service = pb::GradientService::NewStub(channel);
   grpc::GenericStub generic(channel);
 
   auto empty_call = [&] {
@@ -235,7 +235,7 @@ int Main() {
       ctx.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::seconds(60));
       pb::ComputeResponse response;
-      grpc::Status s = stub->Compute(&ctx, c.request, &response);
+      grpc::Status s = service->Compute(&ctx, c.request, &response);
       if (!s.ok())
         Check(absl::InternalError(s.error_message()), c.name.c_str());
     });

@@ -115,10 +115,10 @@ class Server:
         except grpc.FutureTimeoutError:
             self.close()
             raise RuntimeError(f"gradserve did not start: {self.output()}")
-        self.stub = pb_grpc.GradientServiceStub(self.channel)
+        self.rpc = pb_grpc.GradientServiceStub(self.channel)
 
     def compute(self, request, timeout=120):
-        return Result(self.stub.Compute(request, timeout=timeout))
+        return Result(self.rpc.Compute(request, timeout=timeout))
 
     def alive(self):
         return self.process.poll() is None

@@ -171,7 +171,7 @@ CASES = {
 def test_rejected_with_named_culprit(server, name):
     make, code, parts = CASES[name]
     with pytest.raises(grpc.RpcError) as error:
-        server.stub.Compute(make(), timeout=30)
+        server.rpc.Compute(make(), timeout=30)
     assert error.value.code() == code, error.value.details()
     for part in parts:
         assert part in error.value.details(), (part, error.value.details())
@@ -188,6 +188,6 @@ def test_describe_rejects_missing_input_shape(server):
     request = pb.DescribeRequest(graph=good_request().graph)
     request.input_shapes["x"].dims.extend([2, 3])
     with pytest.raises(grpc.RpcError) as error:
-        server.stub.Describe(request, timeout=30)
+        server.rpc.Describe(request, timeout=30)
     assert error.value.code() == INVALID
     assert "'t'" in error.value.details()

@@ -144,6 +144,6 @@ def test_deadline_is_reported(server):
                  outputs=[f"h{depth-1}"])
     request = gs.compute_request(g, feeds={"x": np.ones((256, width), np.float32)})
     with pytest.raises(grpc.RpcError) as error:
-        server.stub.Compute(request, timeout=0.05)
+        server.rpc.Compute(request, timeout=0.05)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert gradctl(server, "health").stdout == "SERVING\n"

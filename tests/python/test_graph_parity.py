@@ -208,7 +208,7 @@ def test_parameter_count_in_describe(server):
     request.input_shapes["x"].dims.extend([64, 784])
     request.input_shapes["labels"].dims.extend([64])
     request.input_shapes["labels"].dtype = tensor_pb2.DATA_TYPE_INT64
-    response = server.stub.Describe(request, timeout=30)
+    response = server.rpc.Describe(request, timeout=30)
     torch_count = sum(t.numel() for t in (torch.nn.Linear(784, 256).parameters())) + \
         sum(t.numel() for t in torch.nn.Linear(256, 10).parameters())
     assert response.total_parameters == torch_count == 203530

@@ -172,7 +172,7 @@ def test_matches_torch(server, case):
 
 def test_every_api_op_is_covered(server):
     from gradserve.v1 import gradient_service_pb2 as pb
-    info = server.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+    info = server.rpc.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
     served = {op.name for op in info.ops}
     covered = {case.op for case in CASES}
     api_ops = {"Linear", "MatMul", "Add", "Sub", "Mul", "Div", "Scale", "Sum", "Mean",

@@ -1,4 +1,4 @@
-// The server in-process on a loopback port, through the generated stub.
+// The server in-process on a loopback port, through the generated service.
 #include "server/server.h"
 
 #include <atomic>
@@ -57,7 +57,7 @@ class ServerTest : public ::testing::Test {
     channel_ =
         grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
                             grpc::InsecureChannelCredentials());
-    stub_ = pb::GradientService::NewStub(channel_);
+    service_ = pb::GradientService::NewStub(channel_);
   }
 
   grpc::Status Compute(
@@ -65,12 +65,12 @@ class ServerTest : public ::testing::Test {
       std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-    return stub_->Compute(&ctx, r, out);
+    return service_->Compute(&ctx, r, out);
   }
 
   std::unique_ptr<GradientServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<pb::GradientService::Stub> stub_;
+  std::unique_ptr<pb::GradientService::Stub> service_;
 };
 
 TEST(PoolShape, DefaultsFitTheCpus) {
@@ -119,7 +119,7 @@ TEST_F(ServerTest, ComputesAndReportsHealthAndInfo) {
 
   grpc::ClientContext ctx;
   pb::GetServerInfoResponse info;
-  ASSERT_TRUE(stub_->GetServerInfo(&ctx, {}, &info).ok());
+  ASSERT_TRUE(service_->GetServerInfo(&ctx, {}, &info).ok());
   EXPECT_FALSE(info.version().empty());
   EXPECT_FALSE(info.onednn_version().empty());
   EXPECT_GE(info.workers(), 1);
@@ -140,7 +140,7 @@ TEST_F(ServerTest, ComputesAndReportsHealthAndInfo) {
   (*d.mutable_input_shapes())["x"].add_dims(5);
   (*d.mutable_input_shapes())["x"].add_dims(8);
   pb::DescribeResponse summary;
-  ASSERT_TRUE(stub_->Describe(&dctx, d, &summary).ok());
+  ASSERT_TRUE(service_->Describe(&dctx, d, &summary).ok());
   ASSERT_EQ(summary.nodes_size(), 3);
   EXPECT_EQ(summary.total_parameters(), 64);
   EXPECT_EQ(summary.forward_flops(), 3 * 2 * 5 * 8 * 8);
