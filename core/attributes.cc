@@ -45,9 +45,11 @@ std::string AttrValueToString(const AttrValue& value) {
 }
 
 absl::StatusOr<Attributes> Attributes::Create(
-    absl::string_view node, AttrMap given, const std::vector<AttrSpec>& specs) {
+    absl::string_view node, absl::string_view op, AttrMap given,
+    const std::vector<AttrSpec>& specs) {
   Attributes attrs;
-  attrs.node_ = std::string(node);
+  attrs.label_ = absl::StrCat("node '", node, "' (", op, ")");
+  const std::string& label = attrs.label_;
   for (auto& [name, value] : given) {
     const AttrSpec* spec = nullptr;
     for (const AttrSpec& s : specs) {
@@ -57,7 +59,7 @@ absl::StatusOr<Attributes> Attributes::Create(
       std::vector<std::string> known;
       for (const AttrSpec& s : specs) known.push_back(s.name);
       return absl::InvalidArgumentError(absl::StrCat(
-          "node '", node, "': unknown attribute '", name, "' (expected ",
+          label, ": unknown attribute '", name, "' (expected ",
           known.empty() ? "none" : absl::StrJoin(known, ", "), ")"));
     }
     AttrType type = TypeOf(value);
@@ -68,10 +70,9 @@ absl::StatusOr<Attributes> Attributes::Create(
                  (type == AttrType::kInts || type == AttrType::kFloat ||
                   type == AttrType::kInt));
     if (!fits) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("node '", node, "': attribute '", name, "' must be ",
-                       AttrTypeName(spec->type), ", got ", AttrTypeName(type),
-                       " ", AttrValueToString(value)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          label, ": attribute '", name, "' must be ", AttrTypeName(spec->type),
+          ", got ", AttrTypeName(type), " ", AttrValueToString(value)));
     }
     // Normalise to the declared type.
     if (spec->type == AttrType::kFloat && type == AttrType::kInt) {
@@ -93,7 +94,7 @@ absl::StatusOr<Attributes> Attributes::Create(
     if (attrs.values_.contains(s.name)) continue;
     if (!s.default_value.has_value()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("node '", node, "': attribute '", s.name, "' (",
+          absl::StrCat(label, ": attribute '", s.name, "' (",
                        AttrTypeName(s.type), ") is required"));
     }
     attrs.values_[s.name] = *s.default_value;
@@ -135,7 +136,7 @@ absl::Status Attributes::Invalid(absl::string_view name,
                                  absl::string_view expected) const {
   auto it = values_.find(name);
   return absl::InvalidArgumentError(absl::StrCat(
-      "node '", node_, "': attribute '", name, "' must be ", expected, ", got ",
+      label_, ": attribute '", name, "' must be ", expected, ", got ",
       it == values_.end() ? "nothing" : AttrValueToString(it->second)));
 }
 

@@ -38,8 +38,9 @@ using AttrMap = absl::flat_hash_map<std::string, AttrValue>;
 // ints, where it is repeated to the length the op asks for).
 class Attributes {
  public:
+  // `node` and `op` name the node in messages.
   static absl::StatusOr<Attributes> Create(absl::string_view node,
-                                           AttrMap given,
+                                           absl::string_view op, AttrMap given,
                                            const std::vector<AttrSpec>& specs);
 
   int64_t GetInt(absl::string_view name) const;
@@ -57,8 +58,8 @@ class Attributes {
                        absl::string_view expected) const;
 
  private:
-  std::string node_;
-  AttrMap values_;  // given values, with defaults filled in
+  std::string label_;  // "node 'fc1' (Linear)"
+  AttrMap values_;     // given values, with defaults filled in
 };
 
 }  // namespace gradserve

@@ -96,6 +96,59 @@ void DnnlRunner::Execute(const DnnlPrimitive& p,
   stream_.wait();
 }
 
+namespace {
+
+// Whether `desc` is dense row-major for its own dims: the bytes of a plain
+// tensor, whatever dims it views them with (grouped weights add one).
+bool IsPlainLayout(const dnnl::memory::desc& desc) {
+  const dnnl::memory::dims dims = desc.dims();
+  return desc == PlainDesc(Shape(dims.begin(), dims.end()),
+                           desc.data_type() == dnnl::memory::data_type::f32
+                               ? DType::kFloat32
+                               : DType::kInt64);
+}
+
+std::shared_ptr<const Layout> LayoutOf(const dnnl::memory::desc& desc) {
+  return IsPlainLayout(desc) ? nullptr : std::make_shared<Layout>(Layout{desc});
+}
+
+}  // namespace
+
+dnnl::memory::desc DescOf(const Tensor& t) {
+  return t.is_plain() ? PlainDesc(t.shape(), t.dtype()) : t.layout()->desc;
+}
+
+Tensor EmptyIn(const TensorMeta& meta, const dnnl::memory::desc& desc) {
+  std::shared_ptr<const Layout> layout = LayoutOf(desc);
+  if (layout == nullptr) return Tensor::Empty(meta);
+  return Tensor::EmptyWithLayout(meta, std::move(layout), desc.get_size());
+}
+
+Tensor Reordered(const Tensor& t, const dnnl::memory::desc& desc,
+                 DnnlRunner& runner) {
+  return Reordered(t, DescOf(t), desc, runner);
+}
+
+Tensor Reordered(const Tensor& t, const dnnl::memory::desc& from,
+                 const dnnl::memory::desc& to, DnnlRunner& runner) {
+  if (from == to || t.num_elements() == 0) {
+    // The same bytes; only the description may change.
+    return t.is_plain() == IsPlainLayout(to) ? t : t.WithLayout(LayoutOf(to));
+  }
+  Tensor out = EmptyIn(t.meta(), to);
+  dnnl::reorder::primitive_desc pd(CpuEngine(), from, CpuEngine(), to,
+                                   DefaultAttr());
+  runner.Execute(MakePrimitive<dnnl::reorder>(pd),
+                 {{DNNL_ARG_FROM, WrapTensor(from, t)},
+                  {DNNL_ARG_TO, WrapTensor(to, out)}});
+  return out;
+}
+
+Tensor Plain(const Tensor& t, DnnlRunner& runner) {
+  if (t.is_plain()) return t;
+  return Reordered(t, PlainDesc(t.shape(), t.dtype()), runner);
+}
+
 absl::Status DnnlErrorToStatus(const dnnl::error& e, absl::string_view node) {
   std::string message = absl::StrCat("node '", node, "': oneDNN: ", e.what());
   if (e.status == dnnl_unimplemented) {

@@ -69,6 +69,24 @@ absl::Status CatchDnnl(absl::string_view node, F&& f) {
   }
 }
 
+struct Layout {
+  dnnl::memory::desc desc;
+};
+
+// The descriptor of a tensor's storage: its layout, or plain row-major.
+dnnl::memory::desc DescOf(const Tensor& t);
+// A tensor for `meta` stored as `desc` (plain when desc is the plain one).
+Tensor EmptyIn(const TensorMeta& meta, const dnnl::memory::desc& desc);
+// `t` stored as `desc`: t itself when it already is, else a reordered copy.
+Tensor Reordered(const Tensor& t, const dnnl::memory::desc& desc,
+                 DnnlRunner& runner);
+// The same, with t's storage described by `from` (e.g. plain weights seen
+// with oneDNN's grouped dims).
+Tensor Reordered(const Tensor& t, const dnnl::memory::desc& from,
+                 const dnnl::memory::desc& to, DnnlRunner& runner);
+// `t` in plain row-major layout.
+Tensor Plain(const Tensor& t, DnnlRunner& runner);
+
 // Whether a value of this meta runs on oneDNN: float32 and not empty (the
 // reference loops serve float64 and empty shapes).
 inline bool RunsOnDnnl(const TensorMeta& meta) {

@@ -11,17 +11,19 @@
 
 namespace gradserve {
 
-// What one node sees of a run, shared by its two pass contexts.
+// What one node sees of a run, shared by its two pass contexts. Tensors are
+// as the op takes them: plain unless it handles layouts.
 struct NodeRunState {
   const Plan& plan;
   const PlannedNode& node;
-  std::vector<Tensor>& values;
+  std::vector<Tensor>& values;  // the run's values, where outputs go
   std::vector<Tensor>& saved;
   uint64_t seed;
+  std::vector<Tensor> inputs;   // undefined where left out (or not saved)
+  std::vector<Tensor> outputs;  // backward: the saved outputs
+  std::vector<Tensor> grads;    // backward: dL/d(output j), or undefined
   // Forward: state updates per input. Backward: gradients per input.
   std::vector<Tensor> per_input;
-  // Backward: the gradients of the node's outputs.
-  const std::vector<Tensor>* grads = nullptr;
 };
 
 namespace {
@@ -49,11 +51,6 @@ void AddLoop(T* acc, const T* g, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] += g[i];
 }
 
-template <typename T>
-void SumLoop(T* out, const T* a, const T* b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 absl::Status CheckMeta(const PlannedNode& node, absl::string_view what,
                        const std::string& value, const Tensor& t,
                        const TensorMeta& expected) {
@@ -71,13 +68,14 @@ class Run {
         args_(args),
         values_(plan.values().size()),
         grads_(plan.values().size()),
-        saved_(plan.nodes().size()) {}
+        saved_(plan.nodes().size()),
+        plain_(plan.values().size()) {}
 
   absl::StatusOr<RunResult> Go() {
     RETURN_IF_ERROR(BindSources());
     RETURN_IF_ERROR(Forward());
     for (int id : plan_.fetch_values()) {
-      result_.outputs[plan_.values()[id].name] = values_[id];
+      result_.outputs[plan_.values()[id].name] = Plain(values_[id], dnnl_);
     }
     if (plan_.has_backward()) RETURN_IF_ERROR(Backward());
     return std::move(result_);
@@ -137,7 +135,6 @@ class Run {
     std::vector<bool> keep(infos.size(), false);
     for (int id : plan_.fetch_values()) keep[id] = true;
 
-    DnnlRunner& dnnl = ThreadRunner();
     for (size_t n = 0; n < nodes.size(); ++n) {
       RETURN_IF_ERROR(CheckCancelled());
       const PlannedNode& node = nodes[n];
@@ -146,16 +143,18 @@ class Run {
                          values_,
                          saved_[n],
                          SplitMix64(args_.seed ^ Fnv1a(node.def->name)),
-                         std::vector<Tensor>(node.inputs.size()),
-                         nullptr};
-      ForwardContext ctx(state, dnnl);
+                         Present(node, node.inputs),
+                         {},
+                         {},
+                         std::vector<Tensor>(node.inputs.size())};
+      ForwardContext ctx(state, dnnl_);
       RETURN_IF_ERROR(node.op->Forward(ctx));
       for (size_t j = 0; j < node.outputs.size(); ++j) {
         int out = node.outputs[j];
         RETURN_IF_ERROR(CheckMeta(node, "output", infos[out].name, values_[out],
                                   infos[out].meta));
         if (readers[out] == 0 && !keep[out] && backward_readers_[out] == 0) {
-          values_[out] = Tensor();
+          Release(out);
         }
       }
       for (size_t i = 0; i < node.inputs.size(); ++i) {
@@ -165,10 +164,10 @@ class Run {
         if (update.defined() && infos[in].kind == ValueKind::kBuffer) {
           RETURN_IF_ERROR(CheckMeta(node, "state update of", infos[in].name,
                                     update, infos[in].meta));
-          result_.buffers[infos[in].name] = update;
+          result_.buffers[infos[in].name] = Plain(update, dnnl_);
         }
         if (--readers[in] == 0 && !keep[in] && backward_readers_[in] == 0) {
-          values_[in] = Tensor();
+          Release(in);
         }
       }
     }
@@ -195,7 +194,7 @@ class Run {
             "output_gradients '", name, "' must be ", v.meta.ToString(),
             " like the value it seeds, got ", seed.meta().ToString()));
       }
-      AccumulateInto(grads_[id], g);
+      Accumulate(grads_[id], g);
     }
     return absl::OkStatus();
   }
@@ -207,23 +206,32 @@ class Run {
     std::vector<bool> is_wrt(infos.size(), false);
     for (int id : plan_.wrt_values()) is_wrt[id] = true;
 
-    DnnlRunner& dnnl = ThreadRunner();
     for (int n = static_cast<int>(nodes.size()) - 1; n >= 0; --n) {
       const PlannedNode& node = nodes[n];
       if (!node.runs_backward) continue;
       RETURN_IF_ERROR(CheckCancelled());
-      std::vector<Tensor> out_grads;
+      std::vector<int> grad_ids;
       bool any = false;
       for (int out : node.outputs) {
-        out_grads.push_back(grads_[out]);
+        grad_ids.push_back(out);
         any = any || grads_[out].defined();
       }
       if (any) {
-        NodeRunState state{plan_,     node,
-                           values_,   saved_[n],
-                           0,         std::vector<Tensor>(node.inputs.size()),
-                           &out_grads};
-        BackwardContext ctx(state, dnnl);
+        // Only what the op declared saved is still there to present.
+        std::vector<int> saved_inputs(node.inputs.size(), -1);
+        for (int i : node.saves.inputs) saved_inputs[i] = node.inputs[i];
+        std::vector<int> saved_outputs(node.outputs.size(), -1);
+        for (int j : node.saves.outputs) saved_outputs[j] = node.outputs[j];
+        NodeRunState state{plan_,
+                           node,
+                           values_,
+                           saved_[n],
+                           0,
+                           Present(node, saved_inputs),
+                           Present(node, saved_outputs),
+                           Present(node, grad_ids, grads_),
+                           std::vector<Tensor>(node.inputs.size())};
+        BackwardContext ctx(state, dnnl_);
         RETURN_IF_ERROR(node.op->Backward(ctx));
         for (size_t i = 0; i < node.inputs.size(); ++i) {
           const Tensor& g = state.per_input[i];
@@ -236,26 +244,25 @@ class Run {
           }
           RETURN_IF_ERROR(CheckMeta(node, "the gradient of", infos[in].name, g,
                                     infos[in].meta));
-          AccumulateInto(grads_[in], g);
+          Accumulate(grads_[in], g);
         }
       }
       // Every consumer of this node's outputs ran before it: their
       // gradients are complete, and the node's saved state is spent.
-      out_grads.clear();
       for (int out : node.outputs) {
         if (!is_wrt[out]) grads_[out] = Tensor();
       }
       saved_[n].clear();
       auto release = [&](int id) {
-        if (id >= 0 && --backward_readers_[id] == 0) values_[id] = Tensor();
+        if (id >= 0 && --backward_readers_[id] == 0) Release(id);
       };
       for (int i : node.saves.inputs) release(node.inputs[i]);
       for (int j : node.saves.outputs) release(node.outputs[j]);
     }
     for (int id : plan_.wrt_values()) {
-      Tensor g = grads_[id];
-      if (!g.defined()) g = Tensor::Zeros(infos[id].meta);
-      result_.gradients[infos[id].name] = std::move(g);
+      const Tensor& g = grads_[id];
+      result_.gradients[infos[id].name] =
+          g.defined() ? Plain(g, dnnl_) : Tensor::Zeros(infos[id].meta);
     }
     return absl::OkStatus();
   }
@@ -265,39 +272,81 @@ class Run {
     return runner;
   }
 
+  // values_[id] in plain layout, reordered once and kept while the value is.
+  const Tensor& PlainValue(int id) {
+    if (values_[id].is_plain()) return values_[id];
+    if (!plain_[id].defined()) plain_[id] = Plain(values_[id], dnnl_);
+    return plain_[id];
+  }
+
+  // The tensors of `ids` (-1: none) as `node`'s op takes them, from
+  // `from` (the values by default).
+  std::vector<Tensor> Present(const PlannedNode& node,
+                              const std::vector<int>& ids,
+                              const std::vector<Tensor>* from = nullptr) {
+    std::vector<Tensor> out(ids.size());
+    const bool layouts = node.op->HandlesLayouts();
+    for (size_t k = 0; k < ids.size(); ++k) {
+      if (ids[k] < 0) continue;
+      if (from != nullptr) {
+        const Tensor& t = (*from)[ids[k]];
+        out[k] = layouts || !t.defined() ? t : Plain(t, dnnl_);
+      } else {
+        out[k] = layouts ? values_[ids[k]] : PlainValue(ids[k]);
+      }
+    }
+    return out;
+  }
+  std::vector<Tensor> Present(const PlannedNode& node,
+                              const std::vector<int>& ids,
+                              const std::vector<Tensor>& from) {
+    return Present(node, ids, &from);
+  }
+
+  void Release(int id) {
+    values_[id] = Tensor();
+    plain_[id] = Tensor();
+  }
+
+  // acc += g, in place when acc owns its storage. Tensors of different
+  // layouts are added in plain layout.
+  void Accumulate(Tensor& acc, const Tensor& g) {
+    if (!acc.defined()) {
+      acc = g;
+      return;
+    }
+    Tensor addend = g;
+    if ((!acc.is_plain() || !g.is_plain()) && DescOf(acc) != DescOf(g)) {
+      acc = Plain(acc, dnnl_);
+      addend = Plain(g, dnnl_);
+    }
+    // Same layout: element-for-element over the whole storage (padding
+    // included, which stays zero).
+    const int64_t n =
+        static_cast<int64_t>(acc.storage_bytes() / DTypeSize(acc.dtype()));
+    if (!acc.unique()) {
+      Tensor sum = acc.Clone();
+      acc = std::move(sum);
+    }
+    if (acc.dtype() == DType::kFloat32) {
+      AddLoop(acc.data<float>(), addend.data<float>(), n);
+    } else {
+      AddLoop(acc.data<double>(), addend.data<double>(), n);
+    }
+  }
+
   const Plan& plan_;
   const RunArgs& args_;
   std::vector<Tensor> values_;
   std::vector<Tensor> grads_;
   std::vector<std::vector<Tensor>> saved_;
+  std::vector<Tensor> plain_;  // plain copies of blocked values
   std::vector<int> backward_readers_;
+  DnnlRunner& dnnl_ = ThreadRunner();
   RunResult result_;
 };
 
 }  // namespace
-
-void AccumulateInto(Tensor& acc, const Tensor& g) {
-  if (!acc.defined()) {
-    acc = g;
-    return;
-  }
-  const int64_t n = acc.num_elements();
-  if (acc.unique()) {
-    if (acc.dtype() == DType::kFloat32) {
-      AddLoop(acc.data<float>(), g.data<float>(), n);
-    } else {
-      AddLoop(acc.data<double>(), g.data<double>(), n);
-    }
-    return;
-  }
-  Tensor sum = Tensor::Empty(acc.meta());
-  if (acc.dtype() == DType::kFloat32) {
-    SumLoop(sum.data<float>(), acc.data<float>(), g.data<float>(), n);
-  } else {
-    SumLoop(sum.data<double>(), acc.data<double>(), g.data<double>(), n);
-  }
-  acc = std::move(sum);
-}
 
 absl::StatusOr<RunResult> Execute(const Plan& plan, const RunArgs& args) {
   try {
@@ -319,7 +368,7 @@ bool ForwardContext::has_input(int i) const {
   return i < num_inputs() && state_.node.inputs[i] >= 0;
 }
 const Tensor& ForwardContext::input(int i) const {
-  return has_input(i) ? state_.values[state_.node.inputs[i]] : Undefined();
+  return i < num_inputs() ? state_.inputs[i] : Undefined();
 }
 int ForwardContext::num_outputs() const {
   return static_cast<int>(state_.node.outputs.size());
@@ -352,19 +401,17 @@ bool BackwardContext::has_input(int i) const {
   return i < num_inputs() && state_.node.inputs[i] >= 0;
 }
 const Tensor& BackwardContext::input(int i) const {
-  return has_input(i) ? state_.values[state_.node.inputs[i]] : Undefined();
+  return i < num_inputs() ? state_.inputs[i] : Undefined();
 }
-const Tensor& BackwardContext::output(int j) const {
-  return state_.values[state_.node.outputs[j]];
-}
+const Tensor& BackwardContext::output(int j) const { return state_.outputs[j]; }
 const std::vector<Tensor>& BackwardContext::saved() const {
   return state_.saved;
 }
 const Tensor& BackwardContext::grad_output(int j) const {
-  return (*state_.grads)[j];
+  return state_.grads[j];
 }
 bool BackwardContext::has_grad_output(int j) const {
-  return (*state_.grads)[j].defined();
+  return state_.grads[j].defined();
 }
 bool BackwardContext::needs_grad(int i) const {
   return i < num_inputs() && state_.node.needs_grad[i];

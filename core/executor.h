@@ -34,9 +34,6 @@ struct RunResult {
 
 absl::StatusOr<RunResult> Execute(const Plan& plan, const RunArgs& args);
 
-// acc += g; allocates when acc shares its storage with another tensor.
-void AccumulateInto(Tensor& acc, const Tensor& g);
-
 }  // namespace gradserve
 
 #endif  // GRADSERVE_CORE_EXECUTOR_H_

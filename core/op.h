@@ -172,6 +172,10 @@ class BackwardContext {
 struct PrepareInfo {
   bool backward_will_run = false;
   std::vector<bool> needs_grad;  // per input
+  // The layout each input will arrive in (null: plain row-major), as its
+  // producer announced with OutputLayout(). Only ops that handle layouts
+  // see anything but plain.
+  std::vector<std::shared_ptr<const Layout>> input_layouts;
 };
 
 class Op {
@@ -195,6 +199,15 @@ class Op {
     return absl::OkStatus();
   }
   virtual SavedValues Saves(const std::vector<bool>& needs_grad) const = 0;
+  // Whether the op takes tensors in oneDNN's blocked layouts (inputs, saved
+  // values, output gradients) and may produce them. Other ops see only
+  // plain row-major tensors: the executor reorders for them.
+  virtual bool HandlesLayouts() const { return false; }
+  // The layout output j will have (null: plain); known after Prepare. An
+  // op must produce what it announces.
+  virtual std::shared_ptr<const Layout> OutputLayout(int j) const {
+    return nullptr;
+  }
   virtual absl::Status Forward(ForwardContext& ctx) const = 0;
   virtual absl::Status Backward(BackwardContext& ctx) const = 0;
 

@@ -49,9 +49,20 @@ absl::StatusOr<std::unique_ptr<Plan>> Plan::Build(const GraphDef& graph,
   if (request.describe_only) return plan;
   RETURN_IF_ERROR(plan->AnalyseGradients(request));
   RETURN_IF_ERROR(plan->CheckMemory(limits));
+  // In execution order, so that each op knows its inputs' layouts.
   for (PlannedNode& node : plan->nodes_) {
-    RETURN_IF_ERROR(
-        node.op->Prepare(PrepareInfo{node.runs_backward, node.needs_grad}));
+    PrepareInfo info{node.runs_backward, node.needs_grad, {}};
+    for (int in : node.inputs) {
+      const int producer = in >= 0 ? plan->values_[in].producer : -1;
+      std::shared_ptr<const Layout> layout;
+      if (producer >= 0 && node.op->HandlesLayouts()) {
+        const PlannedNode& p = plan->nodes_[producer];
+        const auto slot = std::find(p.outputs.begin(), p.outputs.end(), in);
+        layout = p.op->OutputLayout(static_cast<int>(slot - p.outputs.begin()));
+      }
+      info.input_layouts.push_back(std::move(layout));
+    }
+    RETURN_IF_ERROR(node.op->Prepare(info));
   }
   return plan;
 }
@@ -357,7 +368,8 @@ absl::Status Plan::InferNodes(const PlanRequest& request,
     const NodeDef& def = *node.def;
     const OpSchema& schema = *node.schema;
     ASSIGN_OR_RETURN(
-        node.attrs, Attributes::Create(def.name, def.attributes, schema.attrs));
+        node.attrs,
+        Attributes::Create(def.name, def.op, def.attributes, schema.attrs));
     std::vector<std::string> input_names;
     std::vector<std::optional<TensorMeta>> metas;
     for (size_t i = 0; i < def.inputs.size(); ++i) {

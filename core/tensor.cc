@@ -92,7 +92,21 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   t.dtype_ = dtype;
   t.numel_ = ElementCount(shape);
   t.shape_ = std::move(shape);
-  t.storage_ = Allocate(t.num_bytes());
+  t.storage_bytes_ = t.num_bytes();
+  t.storage_ = Allocate(t.storage_bytes_);
+  return t;
+}
+
+Tensor Tensor::EmptyWithLayout(const TensorMeta& meta,
+                               std::shared_ptr<const Layout> layout,
+                               size_t bytes) {
+  Tensor t;
+  t.dtype_ = meta.dtype;
+  t.shape_ = meta.shape;
+  t.numel_ = ElementCount(meta.shape);
+  t.storage_bytes_ = std::max(bytes, t.num_bytes());
+  t.storage_ = Allocate(t.storage_bytes_);
+  t.layout_ = std::move(layout);
   return t;
 }
 
@@ -109,8 +123,14 @@ Tensor Tensor::Reshaped(Shape shape) const {
 }
 
 Tensor Tensor::Clone() const {
-  Tensor t = Empty(dtype_, shape_);
-  std::memcpy(t.raw_data(), raw_data(), num_bytes());
+  Tensor t = EmptyWithLayout(meta(), layout_, storage_bytes_);
+  std::memcpy(t.raw_data(), raw_data(), storage_bytes_);
+  return t;
+}
+
+Tensor Tensor::WithLayout(std::shared_ptr<const Layout> layout) const {
+  Tensor t = *this;
+  t.layout_ = std::move(layout);
   return t;
 }
 

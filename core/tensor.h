@@ -67,7 +67,15 @@ struct TensorMeta {
   bool operator!=(const TensorMeta& o) const { return !(*this == o); }
 };
 
+// The physical layout of a tensor that is not plain row-major: a oneDNN
+// memory descriptor (blocked formats such as nChw16c). Defined in
+// core/dnnl_util.h; most code only sees plain tensors.
+struct Layout;
+
 // A tensor. Copies share storage; ops write only into tensors they allocate.
+// Its shape is always the logical one; a tensor with a layout() keeps its
+// elements in that layout (ops that declare Op::HandlesLayouts() see such
+// tensors; the executor gives every other op plain ones).
 class Tensor {
  public:
   Tensor() = default;
@@ -81,6 +89,11 @@ class Tensor {
   static Tensor Zeros(const TensorMeta& meta) {
     return Zeros(meta.dtype, meta.shape);
   }
+  // Uninitialised storage of `bytes` (at least the plain size) for `meta`
+  // in `layout`.
+  static Tensor EmptyWithLayout(const TensorMeta& meta,
+                                std::shared_ptr<const Layout> layout,
+                                size_t bytes);
   template <typename T>
   static Tensor FromValues(Shape shape, absl::Span<const T> values);
   template <typename T>
@@ -97,6 +110,10 @@ class Tensor {
   size_t num_bytes() const {
     return static_cast<size_t>(numel_) * DTypeSize(dtype_);
   }
+  // The bytes the storage holds: num_bytes(), or more for a padded layout.
+  size_t storage_bytes() const { return storage_bytes_; }
+  const std::shared_ptr<const Layout>& layout() const { return layout_; }
+  bool is_plain() const { return layout_ == nullptr; }
   TensorMeta meta() const { return {dtype_, shape_}; }
 
   void* raw_data() { return storage_.get(); }
@@ -118,10 +135,13 @@ class Tensor {
     return absl::MakeSpan(data<T>(), static_cast<size_t>(numel_));
   }
 
-  // The same storage seen with another shape of equal element count.
+  // The same storage seen with another shape of equal element count (plain
+  // tensors only).
   Tensor Reshaped(Shape shape) const;
   // A copy with its own storage.
   Tensor Clone() const;
+  // The same storage described by another layout (null: plain).
+  Tensor WithLayout(std::shared_ptr<const Layout> layout) const;
   // Float tensors converted to `dtype` (float32 <-> float64); others shared.
   Tensor CastFloat(DType dtype) const;
   // True when no other Tensor shares this storage, so it may be written.
@@ -131,7 +151,9 @@ class Tensor {
   DType dtype_ = DType::kFloat32;
   Shape shape_;
   int64_t numel_ = 0;
+  size_t storage_bytes_ = 0;
   std::shared_ptr<uint8_t> storage_;
+  std::shared_ptr<const Layout> layout_;
 };
 
 template <typename T>

@@ -13,13 +13,17 @@ namespace gradserve::testing {
 
 // Runs a one-node case on hand-written values, for tests that check known
 // results (worked out with PyTorch) rather than random ones.
-// Feeds `values` (in the order of c.inputs) to the case's graph in float32;
-// when `seed` is defined it is dL/d(out0) and every float input is in wrt.
-inline absl::StatusOr<RunResult> RunOnValues(const OpCase& c,
-                                             std::vector<Tensor> values,
-                                             Tensor seed = Tensor()) {
+// Feeds `values` (in the order of c.inputs) to the case's graph, run in
+// `float_dtype`; when `seed` is defined it is dL/d(out0) and every float
+// input is in wrt.
+inline absl::StatusOr<RunResult> RunOnValues(
+    const OpCase& c, std::vector<Tensor> values, Tensor seed = Tensor(),
+    DType float_dtype = DType::kFloat32) {
   GraphDef graph = SingleOpGraph(c);
   ComputeArgs args;
+  args.float_dtype = float_dtype;
+  args.mode = c.mode;
+  args.seed = c.seed;
   for (size_t i = 0; i < c.inputs.size() && i < values.size(); ++i) {
     const std::string& name = c.inputs[i].name;
     if (name.empty()) continue;

@@ -1,0 +1,397 @@
+// Conv1d and Conv2d: x [N, C, (H,) W], weight [F, C/groups, (kh,) kw],
+// bias [F]; stride, padding, dilation, groups as in PyTorch.
+//
+// float32 runs oneDNN convolution forward, backward-data and backward-weights
+// with format `any`: the primitives pick their (blocked) layouts, the output
+// and dL/dx stay in them for the next layout-aware op, and inputs arrive
+// reordered only where their layout differs. Weights and their gradients
+// are plain on the outside. float64 (and empty batches) run direct loops,
+// with a 1-d convolution seen as a 2-d one of height 1: the input gradient
+// is the full convolution of dY with the weights, the weight gradient the
+// filtering of x by dY.
+#include <algorithm>
+#include <optional>
+
+#include "core/dnnl_util.h"
+#include "core/op_registry.h"
+#include "core/ops/op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+using dnnl::memory;
+
+memory::desc AnyDesc(const memory::dims& dims) {
+  return memory::desc(dims, memory::data_type::f32, memory::format_tag::any);
+}
+
+class ConvOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
+                                                    int spatial) {
+    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(c.ExpectFloat(1));
+    RETURN_IF_ERROR(c.ExpectRank(0, spatial + 2));
+    RETURN_IF_ERROR(c.ExpectRank(1, spatial + 2));
+    const Shape& x = c.shape(0);
+    const Shape& w = c.shape(1);
+    auto op = std::make_unique<ConvOp>();
+    op->spatial_ = spatial;
+    ASSIGN_OR_RETURN(op->stride_, c.attrs().GetInts("stride", spatial));
+    ASSIGN_OR_RETURN(op->padding_, c.attrs().GetInts("padding", spatial));
+    ASSIGN_OR_RETURN(op->dilation_, c.attrs().GetInts("dilation", spatial));
+    op->groups_ = c.attrs().GetInt("groups");
+    for (int d = 0; d < spatial; ++d) {
+      if (op->stride_[d] < 1) return c.attrs().Invalid("stride", ">= 1");
+      if (op->dilation_[d] < 1) return c.attrs().Invalid("dilation", ">= 1");
+      if (op->padding_[d] < 0) return c.attrs().Invalid("padding", ">= 0");
+    }
+    const int64_t g = op->groups_;
+    if (g < 1) return c.attrs().Invalid("groups", ">= 1");
+    if (x[1] < 1 || x[1] % g != 0) {
+      return c.Error(c.Describe(0), " has ", x[1],
+                     " channels, expected a positive multiple of groups = ", g);
+    }
+    if (w[0] % g != 0 || w[1] != x[1] / g) {
+      return c.Error(c.Describe(1), " must be [F, C/groups = ", x[1] / g,
+                     ", kernel...] with F a multiple of groups = ", g, ", got ",
+                     ShapeToString(w));
+    }
+    if (c.has_input(2)) {
+      RETURN_IF_ERROR(c.ExpectFloat(2));
+      RETURN_IF_ERROR(c.ExpectShape(2, {w[0]}));
+    }
+    Shape y = {x[0], w[0]};
+    for (int d = 0; d < spatial; ++d) {
+      const int64_t in = x[2 + d], k = w[2 + d];
+      const int64_t span = op->dilation_[d] * (k - 1) + 1;  // dilated kernel
+      const int64_t padded = in + 2 * op->padding_[d];
+      if (k < 1 || span > padded) {
+        return c.Error(
+            "kernel ", ShapeToString(absl::MakeConstSpan(w).subspan(2)),
+            " (dilated extent ", span, " in dim ", d,
+            ") is larger than the padded input ", padded, " (", c.Describe(0),
+            " ", ShapeToString(x), ", padding ", op->padding_[d], ")");
+      }
+      y.push_back((padded - span) / op->stride_[d] + 1);
+    }
+    op->x_ = x;
+    op->w_ = w;
+    op->has_bias_ = c.has_input(2);
+    op->outputs_ = {{c.float_dtype(), y}};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override {
+    int64_t per_output = 2 * w_[1];
+    for (int d = 0; d < spatial_; ++d)
+      per_output = MulSat(per_output, w_[2 + d]);
+    return MulSat(per_output, outputs_[0].num_elements());
+  }
+
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    SavedValues s;
+    if (needs_grad[1]) s.inputs.push_back(0);  // dW filters x by dY
+    if (needs_grad[0]) s.inputs.push_back(1);  // dx convolves dY with W
+    return s;
+  }
+
+  bool HandlesLayouts() const override { return true; }
+  std::shared_ptr<const Layout> OutputLayout(int) const override {
+    return output_layout_;
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
+    return CatchDnnl(node_, [&] {
+      const auto& eng = CpuEngine();
+      const auto alg = dnnl::algorithm::convolution_direct;
+      memory::dims strides(stride_.begin(), stride_.end());
+      memory::dims dilates, padding(padding_.begin(), padding_.end());
+      for (int64_t d : dilation_) dilates.push_back(d - 1);  // 0 = dense
+      const auto src = AnyDesc(DnnlDims(x_));
+      const auto weights = AnyDesc(WeightDims());
+      const auto dst = AnyDesc(DnnlDims(outputs_[0].shape));
+      const auto bias = PlainDesc({w_[0]});
+      const auto kind = info.backward_will_run
+                            ? dnnl::prop_kind::forward_training
+                            : dnnl::prop_kind::forward_inference;
+      auto fwd_desc = has_bias_ ? dnnl::convolution_forward::desc(
+                                      kind, alg, src, weights, bias, dst,
+                                      strides, dilates, padding, padding)
+                                : dnnl::convolution_forward::desc(
+                                      kind, alg, src, weights, dst, strides,
+                                      dilates, padding, padding);
+      dnnl::convolution_forward::primitive_desc fwd(fwd_desc, DefaultAttr(),
+                                                    eng);
+      forward_ = MakePrimitive<dnnl::convolution_forward>(fwd);
+      src_desc_ = fwd.src_desc();
+      weights_desc_ = fwd.weights_desc();
+      output_layout_ = std::make_shared<Layout>(Layout{fwd.dst_desc()});
+      if (!info.backward_will_run) return absl::OkStatus();
+      if (info.needs_grad[0]) {
+        dnnl::convolution_backward_data::primitive_desc pd(
+            dnnl::convolution_backward_data::desc(
+                alg, src, weights, dst, strides, dilates, padding, padding),
+            DefaultAttr(), eng, fwd);
+        backward_data_ = MakePrimitive<dnnl::convolution_backward_data>(pd);
+        bd_diff_dst_ = pd.diff_dst_desc();
+        bd_weights_ = pd.weights_desc();
+        bd_diff_src_ = pd.diff_src_desc();
+      }
+      if (info.needs_grad[1] || (has_bias_ && info.needs_grad[2])) {
+        auto desc = has_bias_ ? dnnl::convolution_backward_weights::desc(
+                                    alg, src, weights, bias, dst, strides,
+                                    dilates, padding, padding)
+                              : dnnl::convolution_backward_weights::desc(
+                                    alg, src, weights, dst, strides, dilates,
+                                    padding, padding);
+        dnnl::convolution_backward_weights::primitive_desc pd(
+            desc, DefaultAttr(), eng, fwd);
+        backward_weights_ =
+            MakePrimitive<dnnl::convolution_backward_weights>(pd);
+        bw_src_ = pd.src_desc();
+        bw_diff_dst_ = pd.diff_dst_desc();
+        bw_diff_weights_ = pd.diff_weights_desc();
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    if (!forward_) {
+      Tensor& y = ctx.AllocateOutput(0);
+      DispatchFloat(y.dtype(), [&](auto zero) {
+        ForwardLoop<decltype(zero)>(ctx.input(0), ctx.input(1), ctx.input(2),
+                                    y);
+      });
+      return absl::OkStatus();
+    }
+    return CatchDnnl(node_, [&] {
+      DnnlRunner& dnnl = ctx.dnnl();
+      Tensor src = Reordered(ctx.input(0), src_desc_, dnnl);
+      Tensor weights =
+          Reordered(ctx.input(1), PlainWeightDesc(), weights_desc_, dnnl);
+      Tensor y = EmptyIn(outputs_[0], output_layout_->desc);
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
+          {DNNL_ARG_WEIGHTS, WrapTensor(weights_desc_, weights)},
+          {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
+      if (has_bias_) {
+        args[DNNL_ARG_BIAS] = WrapTensor(PlainDesc({w_[0]}), ctx.input(2));
+      }
+      dnnl.Execute(*forward_, std::move(args));
+      ctx.SetOutput(0, std::move(y));
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    const bool need_dx = ctx.needs_grad(0), need_dw = ctx.needs_grad(1);
+    const bool need_db = has_bias_ && ctx.needs_grad(2);
+    const DType dtype = outputs_[0].dtype;
+    if (!forward_) {
+      Tensor dx = need_dx ? Tensor::Zeros(dtype, x_) : Tensor();
+      Tensor dw = need_dw ? Tensor::Zeros(dtype, w_) : Tensor();
+      Tensor db = need_db ? Tensor::Zeros(dtype, {w_[0]}) : Tensor();
+      DispatchFloat(dtype, [&](auto zero) {
+        BackwardLoop<decltype(zero)>(ctx.grad_output(0), ctx.input(0),
+                                     ctx.input(1), dx, dw, db);
+      });
+      if (need_dx) ctx.SetGradInput(0, std::move(dx));
+      if (need_dw) ctx.SetGradInput(1, std::move(dw));
+      if (need_db) ctx.SetGradInput(2, std::move(db));
+      return absl::OkStatus();
+    }
+    return CatchDnnl(node_, [&] {
+      DnnlRunner& dnnl = ctx.dnnl();
+      const Tensor& dy = ctx.grad_output(0);
+      if (need_dx) {
+        Tensor diff_dst = Reordered(dy, bd_diff_dst_, dnnl);
+        Tensor weights =
+            Reordered(ctx.input(1), PlainWeightDesc(), bd_weights_, dnnl);
+        Tensor dx = EmptyIn({dtype, x_}, bd_diff_src_);
+        dnnl.Execute(*backward_data_,
+                     {{DNNL_ARG_DIFF_DST, WrapTensor(bd_diff_dst_, diff_dst)},
+                      {DNNL_ARG_WEIGHTS, WrapTensor(bd_weights_, weights)},
+                      {DNNL_ARG_DIFF_SRC, WrapTensor(bd_diff_src_, dx)}});
+        ctx.SetGradInput(0, std::move(dx));
+      }
+      if (need_dw || need_db) {
+        Tensor diff_dst = Reordered(dy, bw_diff_dst_, dnnl);
+        Tensor src = Reordered(ctx.input(0), bw_src_, dnnl);
+        Tensor dw_blocked = EmptyIn({dtype, w_}, bw_diff_weights_);
+        Tensor db = Tensor::Empty(dtype, {w_[0]});
+        std::unordered_map<int, memory> args = {
+            {DNNL_ARG_DIFF_DST, WrapTensor(bw_diff_dst_, diff_dst)},
+            {DNNL_ARG_SRC, WrapTensor(bw_src_, src)},
+            {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(bw_diff_weights_, dw_blocked)}};
+        if (has_bias_)
+          args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({w_[0]}), db);
+        dnnl.Execute(*backward_weights_, std::move(args));
+        if (need_dw) {
+          ctx.SetGradInput(1, Reordered(dw_blocked, bw_diff_weights_,
+                                        PlainWeightDesc(), dnnl));
+        }
+        if (need_db) ctx.SetGradInput(2, std::move(db));
+      }
+      return absl::OkStatus();
+    });
+  }
+
+ private:
+  // oneDNN's weight dims: [groups, F/groups, C/groups, k...] when grouped.
+  memory::dims WeightDims() const {
+    memory::dims dims = DnnlDims(w_);
+    if (groups_ > 1) {
+      dims[0] /= groups_;
+      dims.insert(dims.begin(), groups_);
+    }
+    return dims;
+  }
+  // The plain weight tensor seen with those dims (the same bytes).
+  memory::desc PlainWeightDesc() const {
+    const memory::dims dims = WeightDims();
+    return PlainDesc(Shape(dims.begin(), dims.end()));
+  }
+
+  // Geometry as 2-d: a 1-d convolution has height 1.
+  struct Geometry {
+    int64_t n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, fg;
+  };
+  Geometry Geo() const {
+    const bool two = spatial_ == 2;
+    const Shape& y = outputs_[0].shape;
+    return {x_[0],
+            x_[1],
+            two ? x_[2] : 1,
+            x_.back(),
+            w_[0],
+            two ? w_[2] : 1,
+            w_.back(),
+            two ? y[2] : 1,
+            y.back(),
+            two ? stride_[0] : 1,
+            stride_.back(),
+            two ? padding_[0] : 0,
+            padding_.back(),
+            two ? dilation_[0] : 1,
+            dilation_.back(),
+            x_[1] / groups_,
+            w_[0] / groups_};
+  }
+
+  // Calls f(x index, w index, y index) for every multiply of the
+  // convolution, skipping taps that fall into the padding.
+  template <typename F>
+  void ForEachTap(F&& f) const {
+    const Geometry g = Geo();
+    for (int64_t n = 0; n < g.n; ++n) {
+      for (int64_t o = 0; o < g.f; ++o) {
+        const int64_t group = o / g.fg;
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          for (int64_t ox = 0; ox < g.ow; ++ox) {
+            const int64_t yi = ((n * g.f + o) * g.oh + oy) * g.ow + ox;
+            for (int64_t c = 0; c < g.cg; ++c) {
+              const int64_t ci = group * g.cg + c;
+              for (int64_t ky = 0; ky < g.kh; ++ky) {
+                const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+                if (iy < 0 || iy >= g.h) continue;
+                for (int64_t kx = 0; kx < g.kw; ++kx) {
+                  const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
+                  if (ix < 0 || ix >= g.w) continue;
+                  f(((n * g.c + ci) * g.h + iy) * g.w + ix,
+                    ((o * g.cg + c) * g.kh + ky) * g.kw + kx, yi);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  template <typename T>
+  void ForwardLoop(const Tensor& x, const Tensor& w, const Tensor& b,
+                   Tensor& y) const {
+    const T* xp = x.data<T>();
+    const T* wp = w.data<T>();
+    T* yp = y.data<T>();
+    const int64_t plane =
+        y.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
+    for (int64_t i = 0; i < y.num_elements(); ++i) {
+      yp[i] = has_bias_ ? b.data<T>()[(i / plane) % w_[0]] : T(0);
+    }
+    ForEachTap(
+        [&](int64_t xi, int64_t wi, int64_t yi) { yp[yi] += xp[xi] * wp[wi]; });
+  }
+
+  template <typename T>
+  void BackwardLoop(const Tensor& dy, const Tensor& x, const Tensor& w,
+                    Tensor& dx, Tensor& dw, Tensor& db) const {
+    const T* gp = dy.data<T>();
+    if (dx.defined()) {
+      const T* wp = w.data<T>();
+      T* p = dx.data<T>();
+      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
+        p[xi] += gp[yi] * wp[wi];
+      });
+    }
+    if (dw.defined()) {
+      const T* xp = x.data<T>();
+      T* p = dw.data<T>();
+      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
+        p[wi] += gp[yi] * xp[xi];
+      });
+    }
+    if (db.defined()) {
+      const int64_t plane =
+          dy.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
+      T* p = db.data<T>();
+      for (int64_t i = 0; i < dy.num_elements(); ++i)
+        p[(i / plane) % w_[0]] += gp[i];
+    }
+  }
+
+  int spatial_ = 2;
+  Shape x_, w_;
+  std::vector<int64_t> stride_, padding_, dilation_;
+  int64_t groups_ = 1;
+  bool has_bias_ = false;
+  std::optional<DnnlPrimitive> forward_, backward_data_, backward_weights_;
+  memory::desc src_desc_, weights_desc_;
+  memory::desc bd_diff_dst_, bd_weights_, bd_diff_src_;
+  memory::desc bw_src_, bw_diff_dst_, bw_diff_weights_;
+  std::shared_ptr<const Layout> output_layout_;
+};
+
+OpSchema ConvSchema(int spatial) {
+  const bool two = spatial == 2;
+  const AttrValue one(std::vector<int64_t>(spatial, 1));
+  const AttrValue zero(std::vector<int64_t>(spatial, 0));
+  const AttrType type = AttrType::kInts;
+  OpSchema s;
+  s.name = two ? "Conv2d" : "Conv1d";
+  s.description = two ? "2-d convolution (cross-correlation) of x [N, C, H, W] "
+                        "with weight [F, C/groups, kh, kw], plus bias [F]"
+                      : "1-d convolution (cross-correlation) of x [N, C, L] "
+                        "with weight [F, C/groups, k], plus bias [F]";
+  s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
+  const std::string per_dim = two ? " (one int, or one per spatial dim)" : "";
+  s.attrs = {{"stride", type, one, "step between windows" + per_dim},
+             {"padding", type, zero, "zeros added on each side" + per_dim},
+             {"dilation", type, one, "spacing between kernel taps" + per_dim},
+             {"groups", AttrType::kInt, AttrValue(int64_t{1}),
+              "channel groups; C and F are multiples of it"}};
+  s.create = [spatial](const OpConfig& c) {
+    return ConvOp::Create(c, spatial);
+  };
+  return s;
+}
+
+REGISTER_OP(ConvSchema(1));
+REGISTER_OP(ConvSchema(2));
+
+}  // namespace
+}  // namespace gradserve

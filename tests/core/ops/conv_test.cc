@@ -1,0 +1,252 @@
+// Conv1d and Conv2d.
+#include "gtest/gtest.h"
+#include "tests/core/ops/tensor_op_test_util.h"
+
+namespace gradserve::testing {
+namespace {
+
+struct ConvCase {
+  std::string name;
+  Shape x, w;
+  bool bias;
+  AttrMap attrs;
+};
+
+std::vector<ConvCase> Conv2dCases() {
+  using V = std::vector<int64_t>;
+  return {
+      {"Basic3x3", {2, 3, 6, 6}, {4, 3, 3, 3}, true, {}},
+      {"Stride2", {2, 3, 7, 7}, {4, 3, 3, 3}, true, {{"stride", V{2, 2}}}},
+      {"StrideAsInt",
+       {1, 2, 7, 6},
+       {3, 2, 3, 3},
+       true,
+       {{"stride", int64_t{2}}}},
+      {"Padding1", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {{"padding", V{1, 1}}}},
+      {"Dilation2", {1, 2, 9, 9}, {3, 2, 3, 3}, true, {{"dilation", V{2, 2}}}},
+      {"Groups2", {2, 4, 6, 6}, {6, 2, 3, 3}, true, {{"groups", int64_t{2}}}},
+      {"Depthwise",
+       {1, 3, 5, 5},
+       {3, 1, 3, 3},
+       false,
+       {{"groups", int64_t{3}}}},
+      {"NoBias", {2, 3, 5, 5}, {2, 3, 3, 3}, false, {}},
+      {"BatchOne", {1, 1, 4, 4}, {1, 1, 2, 2}, true, {}},
+      {"OddSizes", {2, 3, 5, 7}, {5, 3, 3, 2}, true, {{"padding", V{1, 0}}}},
+      {"Asymmetric",
+       {1, 2, 8, 7},
+       {2, 2, 3, 3},
+       true,
+       {{"stride", V{2, 1}}, {"padding", V{0, 2}}, {"dilation", V{1, 2}}}},
+      {"Pointwise", {2, 8, 3, 3}, {4, 8, 1, 1}, true, {}},
+      {"Channels16",
+       {2, 16, 6, 6},
+       {16, 16, 3, 3},
+       true,
+       {{"padding", V{1, 1}}}},
+      {"KernelCoversInput", {2, 3, 4, 4}, {2, 3, 4, 4}, true, {}},
+  };
+}
+
+std::vector<ConvCase> Conv1dCases() {
+  return {
+      {"Basic", {2, 3, 9}, {4, 3, 3}, true, {}},
+      {"Stride2Pad1",
+       {2, 3, 10},
+       {4, 3, 3},
+       true,
+       {{"stride", int64_t{2}}, {"padding", int64_t{1}}}},
+      {"Dilation3", {1, 2, 12}, {2, 2, 3}, false, {{"dilation", int64_t{3}}}},
+      {"Groups", {2, 4, 8}, {4, 2, 5}, true, {{"groups", int64_t{2}}}},
+      {"BatchOne", {1, 1, 5}, {1, 1, 2}, true, {}},
+  };
+}
+
+OpCase MakeCase(const std::string& op, const ConvCase& c) {
+  std::vector<TestInput> inputs = {{"x", c.x}, {"w", c.w}};
+  inputs.push_back(c.bias ? TestInput{"b", {c.w[0]}} : TestInput{""});
+  return OpCase(op, inputs, c.attrs);
+}
+
+class Conv2d : public ::testing::TestWithParam<ConvCase> {};
+TEST_P(Conv2d, Gradients) {
+  ExpectGradientsCorrect(MakeCase("Conv2d", GetParam()));
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, Conv2d, ::testing::ValuesIn(Conv2dCases()),
+                         [](const auto& info) { return info.param.name; });
+
+class Conv1d : public ::testing::TestWithParam<ConvCase> {};
+TEST_P(Conv1d, Gradients) {
+  ExpectGradientsCorrect(MakeCase("Conv1d", GetParam()));
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, Conv1d, ::testing::ValuesIn(Conv1dCases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(Conv1d, IsAMatrixWhoseTransposeGivesTheInputGradient) {
+  // A valid 1-d convolution of x [5] with w [3] is y = A x for the 3x5
+  // banded matrix A (rows: w shifted along), and dL/dx = Aᵀ dL/dy: a full
+  // convolution of dY with w.
+  const std::vector<float> x = {1, 2, 3, 4, 5}, w = {2, -1, 0.5},
+                           dy = {1, -2, 3};
+  float a[3][5] = {};
+  for (int r = 0; r < 3; ++r) {
+    for (int k = 0; k < 3; ++k) a[r][r + k] = w[k];
+  }
+  std::vector<float> y(3, 0), dx(5, 0), dw(3, 0);
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 5; ++c) {
+      y[r] += a[r][c] * x[c];
+      dx[c] += a[r][c] * dy[r];
+    }
+    for (int k = 0; k < 3; ++k) dw[k] += dy[r] * x[r + k];
+  }
+  OpCase c("Conv1d", {{"x", {1, 1, 5}}, {"w", {1, 1, 3}}, {""}});
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunOnValues(c, {F32({1, 1, 5}, x), F32({1, 1, 3}, w)},
+                         F32({1, 1, 3}, dy), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"), F32({1, 1, 3}, y), 1e-6, "y = Ax");
+    ExpectClose(r->gradients.at("x"), F32({1, 1, 5}, dx), 1e-6, "dx = Aᵀdy");
+    ExpectClose(r->gradients.at("w"), F32({1, 1, 3}, dw), 1e-6, "dw");
+  }
+}
+
+TEST(Conv2d, KnownValues) {
+  // x 1x1x3x3 = 1..9, w = [[1, 0], [0, -1]], b = 0.5: y[i][j] = x[i][j] -
+  // x[i+1][j+1] + 0.5 = -4 + 0.5. Checked against torch.nn.functional.conv2d.
+  OpCase c("Conv2d", {{"x", {1, 1, 3, 3}}, {"w", {1, 1, 2, 2}}, {"b", {1}}});
+  auto r = RunOnValues(c,
+                       {F32({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9}),
+                        F32({1, 1, 2, 2}, {1, 0, 0, -1}), F32({1}, {0.5})},
+                       F32({1, 1, 2, 2}, {1, 1, 1, 1}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"),
+              F32({1, 1, 2, 2}, {-3.5, -3.5, -3.5, -3.5}), 1e-7, "y");
+  ExpectClose(r->gradients.at("x"),
+              F32({1, 1, 3, 3}, {1, 1, 0, 1, 0, -1, 0, -1, -1}), 1e-7, "dx");
+  ExpectClose(r->gradients.at("w"), F32({1, 1, 2, 2}, {12, 16, 24, 28}), 1e-7,
+              "dw");
+  ExpectClose(r->gradients.at("b"), F32({1}, {4}), 1e-7, "db");
+}
+
+TEST(Conv2d, EmptyBatch) {
+  OpCase c("Conv2d", {{"x", {0, 3, 5, 5}}, {"w", {2, 3, 3, 3}}, {"b", {2}}});
+  auto r = RunOnValues(
+      c,
+      {Tensor::Empty(DType::kFloat32, {0, 3, 5, 5}),
+       Tensor::Zeros(DType::kFloat32, {2, 3, 3, 3}), F32({2}, {1, 2})},
+      Tensor::Empty(DType::kFloat32, {0, 2, 3, 3}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outputs.at("out0").shape(), (Shape{0, 2, 3, 3}));
+  ExpectClose(r->gradients.at("w"),
+              Tensor::Zeros(DType::kFloat32, {2, 3, 3, 3}), 0, "dw");
+  ExpectClose(r->gradients.at("b"), F32({2}, {0, 0}), 0, "db");
+}
+
+struct BadConv {
+  std::string name;
+  std::string op;
+  Shape x, w;
+  AttrMap attrs;
+  std::vector<std::string> parts;
+  Shape bias = {};
+};
+
+class ConvRejects : public ::testing::TestWithParam<BadConv> {};
+
+TEST_P(ConvRejects, WithAClearMessage) {
+  const BadConv& b = GetParam();
+  std::vector<TestInput> inputs = {{"x", b.x}, {"w", b.w}};
+  inputs.push_back(b.bias.empty() ? TestInput{""} : TestInput{"b", b.bias});
+  std::vector<std::string> parts = {"node 'node' (" + b.op + ")"};
+  parts.insert(parts.end(), b.parts.begin(), b.parts.end());
+  ExpectError(OpCase(b.op, inputs, b.attrs), absl::StatusCode::kInvalidArgument,
+              parts);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BadInput, ConvRejects,
+    ::testing::Values(
+        BadConv{"ZeroStride",
+                "Conv2d",
+                {1, 1, 5, 5},
+                {1, 1, 3, 3},
+                {{"stride", std::vector<int64_t>{0, 1}}},
+                {"'stride'", ">= 1"}},
+        BadConv{"NegativeStride",
+                "Conv1d",
+                {1, 1, 5},
+                {1, 1, 3},
+                {{"stride", int64_t{-1}}},
+                {"'stride'"}},
+        BadConv{"ZeroDilation",
+                "Conv2d",
+                {1, 1, 5, 5},
+                {1, 1, 3, 3},
+                {{"dilation", int64_t{0}}},
+                {"'dilation'", ">= 1"}},
+        BadConv{"NegativePadding",
+                "Conv2d",
+                {1, 1, 5, 5},
+                {1, 1, 3, 3},
+                {{"padding", std::vector<int64_t>{-1, 0}}},
+                {"'padding'", ">= 0"}},
+        BadConv{"StrideOfThree",
+                "Conv2d",
+                {1, 1, 5, 5},
+                {1, 1, 3, 3},
+                {{"stride", std::vector<int64_t>{1, 1, 1}}},
+                {"'stride'", "2 ints"}},
+        BadConv{"KernelLargerThanInput",
+                "Conv2d",
+                {1, 1, 4, 4},
+                {1, 1, 5, 5},
+                {},
+                {"kernel [5, 5]", "larger than the padded input 4"}},
+        BadConv{"DilatedKernelTooLarge",
+                "Conv1d",
+                {1, 1, 6},
+                {1, 1, 3},
+                {{"dilation", int64_t{3}}},
+                {"dilated extent 7", "padded input 6"}},
+        BadConv{"ChannelMismatch",
+                "Conv2d",
+                {1, 3, 5, 5},
+                {2, 4, 3, 3},
+                {},
+                {"input 'weight'", "C/groups = 3", "[2, 4, 3, 3]"}},
+        BadConv{"ChannelsNotDivisible",
+                "Conv2d",
+                {1, 3, 5, 5},
+                {2, 1, 3, 3},
+                {{"groups", int64_t{2}}},
+                {"input 'x'", "3 channels", "groups = 2"}},
+        BadConv{"FiltersNotDivisible",
+                "Conv2d",
+                {1, 4, 5, 5},
+                {3, 2, 3, 3},
+                {{"groups", int64_t{2}}},
+                {"input 'weight'", "groups = 2"}},
+        BadConv{"ZeroGroups",
+                "Conv2d",
+                {1, 4, 5, 5},
+                {4, 4, 3, 3},
+                {{"groups", int64_t{0}}},
+                {"'groups'"}},
+        BadConv{"WrongRank",
+                "Conv2d",
+                {1, 3, 5},
+                {2, 3, 3, 3},
+                {},
+                {"input 'x'", "rank 4"}},
+        BadConv{"BiasLength",
+                "Conv2d",
+                {1, 3, 5, 5},
+                {2, 3, 3, 3},
+                {},
+                {"input 'bias'", "[2]", "[3]"},
+                {3}}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace gradserve::testing
