@@ -1,0 +1,248 @@
+// MaxPool2d and AvgPool2d over x [N, C, H, W]: kernel, stride (= kernel),
+// padding ([0, 0]) as in PyTorch (floor mode; average pooling counts the
+// zero padding, like count_include_pad=True). Global average pooling is
+// AvgPool2d with kernel = [H, W].
+//
+// float32 runs oneDNN pooling in the input's layout (blocked after a
+// convolution); max pooling keeps oneDNN's workspace (where each maximum
+// came from) from forward to backward. float64 and empty batches run
+// loops, where max pooling sends the gradient to the first maximum of each
+// window, as PyTorch does.
+#include <limits>
+#include <optional>
+
+#include "core/dnnl_util.h"
+#include "core/op_registry.h"
+#include "core/ops/op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+using dnnl::memory;
+
+class PoolOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
+                                                    bool max) {
+    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(c.ExpectRank(0, 4));
+    auto op = std::make_unique<PoolOp>();
+    op->max_ = max;
+    ASSIGN_OR_RETURN(op->kernel_, c.attrs().GetInts("kernel", 2));
+    ASSIGN_OR_RETURN(std::vector<int64_t> stride, c.attrs().GetInts("stride"));
+    op->stride_ = op->kernel_;
+    if (!stride.empty()) {
+      ASSIGN_OR_RETURN(op->stride_, c.attrs().GetInts("stride", 2));
+    }
+    ASSIGN_OR_RETURN(op->padding_, c.attrs().GetInts("padding", 2));
+    const Shape& x = c.shape(0);
+    Shape y = {x[0], x[1]};
+    for (int d = 0; d < 2; ++d) {
+      if (op->kernel_[d] < 1) return c.attrs().Invalid("kernel", ">= 1");
+      if (op->stride_[d] < 1) return c.attrs().Invalid("stride", ">= 1");
+      if (op->padding_[d] < 0 || 2 * op->padding_[d] > op->kernel_[d]) {
+        return c.attrs().Invalid("padding", ">= 0 and at most half the kernel");
+      }
+      const int64_t padded = x[2 + d] + 2 * op->padding_[d];
+      if (op->kernel_[d] > padded) {
+        return c.Error("kernel ", ShapeToString(op->kernel_),
+                       " is larger than the padded input ", padded, " in dim ",
+                       2 + d, " (", c.Describe(0), " ", ShapeToString(x), ")");
+      }
+      y.push_back((padded - op->kernel_[d]) / op->stride_[d] + 1);
+    }
+    op->x_ = x;
+    op->outputs_ = {{c.float_dtype(), y}};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override {
+    return MulSat(outputs_[0].num_elements(), kernel_[0] * kernel_[1]);
+  }
+
+  SavedValues Saves(const std::vector<bool>&) const override {
+    // oneDNN's max pooling reads its workspace (saved by Forward); the loop
+    // finds the maxima again in x.
+    if (max_ && !RunsOnDnnl(outputs_[0])) return {{0}, {}};
+    return {};
+  }
+
+  bool HandlesLayouts() const override { return true; }
+  std::shared_ptr<const Layout> OutputLayout(int) const override {
+    return output_layout_;
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
+    return CatchDnnl(node_, [&] {
+      const memory::dims strides(stride_.begin(), stride_.end());
+      const memory::dims kernel(kernel_.begin(), kernel_.end());
+      const memory::dims padding(padding_.begin(), padding_.end());
+      src_desc_ =
+          info.input_layouts[0] ? info.input_layouts[0]->desc : PlainDesc(x_);
+      const memory::desc dst(DnnlDims(outputs_[0].shape),
+                             memory::data_type::f32, memory::format_tag::any);
+      const auto alg = max_ ? dnnl::algorithm::pooling_max
+                            : dnnl::algorithm::pooling_avg_include_padding;
+      const auto kind = info.backward_will_run
+                            ? dnnl::prop_kind::forward_training
+                            : dnnl::prop_kind::forward_inference;
+      dnnl::pooling_forward::primitive_desc fwd(
+          dnnl::pooling_forward::desc(kind, alg, src_desc_, dst, strides,
+                                      kernel, padding, padding),
+          DefaultAttr(), CpuEngine());
+      forward_ = MakePrimitive<dnnl::pooling_forward>(fwd);
+      output_layout_ = std::make_shared<Layout>(Layout{fwd.dst_desc()});
+      if (max_ && info.backward_will_run) workspace_ = fwd.workspace_desc();
+      if (!info.backward_will_run) return absl::OkStatus();
+      const memory::desc diff_src(DnnlDims(x_), memory::data_type::f32,
+                                  memory::format_tag::any);
+      dnnl::pooling_backward::primitive_desc bwd(
+          dnnl::pooling_backward::desc(alg, diff_src, fwd.dst_desc(), strides,
+                                       kernel, padding, padding),
+          DefaultAttr(), CpuEngine(), fwd);
+      backward_ = MakePrimitive<dnnl::pooling_backward>(bwd);
+      diff_src_desc_ = bwd.diff_src_desc();
+      diff_dst_desc_ = bwd.diff_dst_desc();
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    if (!forward_) {
+      Tensor& y = ctx.AllocateOutput(0);
+      DispatchFloat(y.dtype(), [&](auto zero) {
+        using T = decltype(zero);
+        const T* xp = ctx.input(0).data<T>();
+        T* yp = y.data<T>();
+        ForEachWindow([&](int64_t o, const auto& taps) {
+          if (max_) {
+            T best = -std::numeric_limits<T>::infinity();
+            taps([&](int64_t i) { best = std::max(best, xp[i]); });
+            yp[o] = best;
+          } else {
+            T sum = 0;
+            taps([&](int64_t i) { sum += xp[i]; });
+            yp[o] = sum / static_cast<T>(kernel_[0] * kernel_[1]);
+          }
+        });
+      });
+      return absl::OkStatus();
+    }
+    return CatchDnnl(node_, [&] {
+      Tensor src = Reordered(ctx.input(0), src_desc_, ctx.dnnl());
+      Tensor y = EmptyIn(outputs_[0], output_layout_->desc);
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
+          {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
+      if (workspace_) {
+        Tensor ws = Tensor::Empty(
+            DType::kFloat32,
+            {static_cast<int64_t>((workspace_->get_size() + 3) / 4)});
+        args[DNNL_ARG_WORKSPACE] = WrapTensor(*workspace_, ws);
+        ctx.Save(std::move(ws));
+      }
+      ctx.dnnl().Execute(*forward_, std::move(args));
+      ctx.SetOutput(0, std::move(y));
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    if (!backward_) {
+      Tensor dx = Tensor::Zeros(outputs_[0].dtype, x_);
+      DispatchFloat(dx.dtype(), [&](auto zero) {
+        using T = decltype(zero);
+        const T* gp = ctx.grad_output(0).data<T>();
+        T* dp = dx.data<T>();
+        const T* xp = max_ ? ctx.input(0).data<T>() : nullptr;
+        ForEachWindow([&](int64_t o, const auto& taps) {
+          if (max_) {
+            int64_t first = -1;
+            taps([&](int64_t i) {
+              if (first < 0 || xp[i] > xp[first]) first = i;
+            });
+            if (first >= 0) dp[first] += gp[o];
+          } else {
+            const T share = gp[o] / static_cast<T>(kernel_[0] * kernel_[1]);
+            taps([&](int64_t i) { dp[i] += share; });
+          }
+        });
+      });
+      ctx.SetGradInput(0, std::move(dx));
+      return absl::OkStatus();
+    }
+    return CatchDnnl(node_, [&] {
+      Tensor dy = Reordered(ctx.grad_output(0), diff_dst_desc_, ctx.dnnl());
+      Tensor dx = EmptyIn({outputs_[0].dtype, x_}, diff_src_desc_);
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_DIFF_DST, WrapTensor(diff_dst_desc_, dy)},
+          {DNNL_ARG_DIFF_SRC, WrapTensor(diff_src_desc_, dx)}};
+      if (workspace_) {
+        args[DNNL_ARG_WORKSPACE] = WrapTensor(*workspace_, ctx.saved()[0]);
+      }
+      ctx.dnnl().Execute(*backward_, std::move(args));
+      ctx.SetGradInput(0, std::move(dx));
+      return absl::OkStatus();
+    });
+  }
+
+ private:
+  // Calls f(o, taps) for every output element o, where taps(g) calls g(i)
+  // for the input elements of o's window that lie inside the input.
+  template <typename F>
+  void ForEachWindow(F&& f) const {
+    const Shape& y = outputs_[0].shape;
+    const int64_t h = x_[2], w = x_[3];
+    for (int64_t plane = 0; plane < y[0] * y[1]; ++plane) {
+      for (int64_t oy = 0; oy < y[2]; ++oy) {
+        for (int64_t ox = 0; ox < y[3]; ++ox) {
+          const int64_t o = (plane * y[2] + oy) * y[3] + ox;
+          auto taps = [&](auto&& g) {
+            for (int64_t ky = 0; ky < kernel_[0]; ++ky) {
+              const int64_t iy = oy * stride_[0] - padding_[0] + ky;
+              if (iy < 0 || iy >= h) continue;
+              for (int64_t kx = 0; kx < kernel_[1]; ++kx) {
+                const int64_t ix = ox * stride_[1] - padding_[1] + kx;
+                if (ix >= 0 && ix < w) g((plane * h + iy) * w + ix);
+              }
+            }
+          };
+          f(o, taps);
+        }
+      }
+    }
+  }
+
+  bool max_ = true;
+  Shape x_;
+  std::vector<int64_t> kernel_, stride_, padding_;
+  std::optional<DnnlPrimitive> forward_, backward_;
+  memory::desc src_desc_, diff_src_desc_, diff_dst_desc_;
+  std::optional<memory::desc> workspace_;
+  std::shared_ptr<const Layout> output_layout_;
+};
+
+OpSchema PoolSchema(bool max) {
+  OpSchema s;
+  s.name = max ? "MaxPool2d" : "AvgPool2d";
+  s.description = max ? "maximum over each kernel window of x [N, C, H, W]"
+                      : "mean over each kernel window of x [N, C, H, W], the "
+                        "zero padding counted";
+  s.inputs = {{"x"}};
+  s.attrs = {
+      {"kernel", AttrType::kInts, std::nullopt, "window [kh, kw] (or one int)"},
+      {"stride", AttrType::kInts, AttrValue(std::vector<int64_t>{}),
+       "step between windows; empty = kernel"},
+      {"padding", AttrType::kInts, AttrValue(std::vector<int64_t>{0, 0}),
+       "padding on each side, at most half the kernel"}};
+  s.create = [max](const OpConfig& c) { return PoolOp::Create(c, max); };
+  return s;
+}
+
+REGISTER_OP(PoolSchema(true));
+REGISTER_OP(PoolSchema(false));
+
+}  // namespace
+}  // namespace gradserve
