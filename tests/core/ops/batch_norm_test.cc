@@ -1,0 +1,133 @@
+// BatchNorm in TRAIN and EVAL over [N, C], [N, C, L] and [N, C, H, W].
+#include <cmath>
+
+#include "gtest/gtest.h"
+#include "tests/core/ops/tensor_op_test_util.h"
+
+namespace gradserve::testing {
+namespace {
+
+OpCase BatchNormCase(Shape x, Mode mode, bool affine = true,
+                     AttrMap attrs = {}) {
+  const Shape c = {x[1]};
+  std::vector<TestInput> inputs = {{"x", x, Init::kUniform, -2, 2}};
+  inputs.push_back(affine ? TestInput{"w", c, Init::kUniform, 0.5, 1.5}
+                          : TestInput{""});
+  inputs.push_back(affine ? TestInput{"b", c} : TestInput{""});
+  inputs.push_back({"rm", c, Init::kUniform, -0.5, 0.5});
+  inputs.push_back({"rv", c, Init::kUniform, 0.5, 2});
+  OpCase o("BatchNorm", inputs, attrs);
+  o.mode = mode;
+  return o;
+}
+
+class BatchNorm
+    : public ::testing::TestWithParam<std::tuple<Shape, Mode, bool>> {};
+
+TEST_P(BatchNorm, Gradients) {
+  const auto& [shape, mode, affine] = GetParam();
+  ExpectGradientsCorrect(BatchNormCase(shape, mode, affine));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RanksAndModes, BatchNorm,
+    ::testing::Combine(::testing::Values(Shape{6, 3}, Shape{4, 3, 5},
+                                         Shape{2, 3, 4, 5}, Shape{2, 16, 3, 3},
+                                         Shape{1, 2, 3, 3}),
+                       ::testing::Values(Mode::kTrain, Mode::kEval),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return "Rank" + std::to_string(std::get<0>(info.param).size()) + "C" +
+             std::to_string(std::get<0>(info.param)[1]) + "N" +
+             std::to_string(std::get<0>(info.param)[0]) +
+             (std::get<1>(info.param) == Mode::kTrain ? "Train" : "Eval") +
+             (std::get<2>(info.param) ? "Affine" : "Plain");
+    });
+
+// The batch [N=4, C=1] = {1, 2, 3, 6}: mean 3, biased variance 3.5, unbiased
+// 14/3. Values checked against torch.nn.functional.batch_norm.
+TEST(BatchNorm, TrainUsesBatchStatisticsAndUpdatesRunningOnes) {
+  GraphDef g;
+  g.inputs = {"x"};
+  g.parameters["w"] = F32({1}, {2});
+  g.parameters["b"] = F32({1}, {0.5});
+  g.buffers["rm"] = F32({1}, {1});
+  g.buffers["rv"] = F32({1}, {2});
+  NodeDef n;
+  n.name = "bn";
+  n.op = "BatchNorm";
+  n.inputs = {"x", "w", "b", "rm", "rv"};
+  n.outputs = {"y"};
+  n.attributes["momentum"] = 0.25;
+  g.nodes = {n};
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    ComputeArgs args;
+    args.float_dtype = dtype;
+    args.feeds["x"] = F32({4, 1}, {1, 2, 3, 6});
+    args.fetch = {"y"};
+    auto r = Compute(g, args, Limits{});
+    ASSERT_TRUE(r.ok()) << r.status();
+    const double s = std::sqrt(3.5 + 1e-5);
+    ExpectClose(r->outputs.at("y"),
+                F32({4, 1}, {static_cast<float>(-2 * 2 / s + 0.5),
+                             static_cast<float>(-1 * 2 / s + 0.5), 0.5f,
+                             static_cast<float>(3 * 2 / s + 0.5)}),
+                1e-6, "y");
+    ExpectClose(r->buffers.at("rm"), F32({1}, {0.75f * 1 + 0.25f * 3}), 1e-6,
+                "rm");
+    ExpectClose(r->buffers.at("rv"),
+                F32({1}, {static_cast<float>(0.75 * 2 + 0.25 * 14.0 / 3)}),
+                1e-6, "rv");
+
+    args.mode = Mode::kEval;
+    auto e = Compute(g, args, Limits{});
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_TRUE(e->buffers.empty());  // EVAL leaves the running statistics
+    const double se = std::sqrt(2 + 1e-5);
+    ExpectClose(e->outputs.at("y"),
+                F32({4, 1}, {0.5f, static_cast<float>(2 / se + 0.5),
+                             static_cast<float>(4 / se + 0.5),
+                             static_cast<float>(10 / se + 0.5)}),
+                1e-6, "eval y");
+  }
+}
+
+TEST(BatchNorm, RejectsBadInput) {
+  auto expect = [](OpCase c, std::vector<std::string> parts) {
+    parts.insert(parts.begin(), "node 'node' (BatchNorm)");
+    ExpectError(c, absl::StatusCode::kInvalidArgument, parts);
+  };
+  OpCase c = BatchNormCase({4, 3}, Mode::kTrain);
+  c.inputs[1].shape = {4};
+  expect(c, {"input 'weight'", "[3]", "[4]"});
+  c = BatchNormCase({4, 3, 2}, Mode::kEval);
+  c.inputs[4].shape = {2};
+  expect(c, {"input 'running_var'", "[3]", "[2]"});
+  expect(BatchNormCase({1, 3}, Mode::kTrain),
+         {"more than 1 value per channel"});
+  expect(BatchNormCase({4, 3}, Mode::kTrain, true, {{"momentum", 1.5}}),
+         {"'momentum'"});
+  expect(BatchNormCase({4, 3}, Mode::kTrain, true, {{"epsilon", -1.0}}),
+         {"'epsilon'"});
+  expect(BatchNormCase({2, 3, 2, 2, 2}, Mode::kEval),
+         {"input 'x'", "rank 2 to 4"});
+}
+
+TEST(BatchNorm, EvalAcceptsBatchOfOne) {
+  auto r = RunCase(BatchNormCase({1, 3, 2, 2}, Mode::kEval), DType::kFloat32);
+  EXPECT_TRUE(r.ok()) << r.status();
+}
+
+TEST(BatchNorm, EmptyBatchInEval) {
+  const Tensor c = F32({3}, {1, 1, 1});
+  auto r =
+      RunOnValues(BatchNormCase({0, 3, 2, 2}, Mode::kEval),
+                  {Tensor::Empty(DType::kFloat32, {0, 3, 2, 2}), c, c, c, c},
+                  Tensor::Empty(DType::kFloat32, {0, 3, 2, 2}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outputs.at("out0").shape(), (Shape{0, 3, 2, 2}));
+  ExpectClose(r->gradients.at("w"), F32({3}, {0, 0, 0}), 0, "dw");
+}
+
+}  // namespace
+}  // namespace gradserve::testing
