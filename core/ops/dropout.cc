@@ -1,0 +1,163 @@
+// Dropout(x, mask?) -> y (, mask): in TRAIN, y = x·mask/(1 - p) with
+// mask[i] in {0, 1} kept with probability 1 - p; in EVAL, y = x (and the
+// mask is all ones). An explicit mask input replaces the draw.
+//
+// The draw is counter-based: element i keeps when a hash of (node seed, i)
+// maps to a uniform number >= p. The node seed mixes the request's seed with
+// the node's name, so a request seed gives the same masks whatever the
+// thread count or scheduling, and different nodes different masks. oneDNN
+// 2.6 has no dropout primitive: both passes are plain loops.
+#include "core/op_registry.h"
+#include "core/ops/op_util.h"
+#include "core/status_macros.h"
+
+namespace gradserve {
+namespace {
+
+enum Input { kX = 0, kMask = 1 };
+
+// A uniform number in [0, 1) for element i of the stream `seed`.
+double Uniform(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+class DropoutOp : public Op {
+ public:
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
+    RETURN_IF_ERROR(c.ExpectFloat(kX));
+    if (c.has_input(kMask)) {
+      RETURN_IF_ERROR(c.ExpectFloat(kMask));
+      RETURN_IF_ERROR(c.ExpectShape(kMask, c.shape(kX)));
+    }
+    auto op = std::make_unique<DropoutOp>();
+    op->p_ = c.attrs().GetFloat("p");
+    if (!(op->p_ >= 0 && op->p_ < 1))
+      return c.attrs().Invalid("p", "in [0, 1)");
+    op->train_ = c.mode() == Mode::kTrain;
+    op->given_mask_ = c.has_input(kMask);
+    op->outputs_ = {c.input(kX), c.input(kX)};
+    return std::unique_ptr<Op>(std::move(op));
+  }
+
+  int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+  int64_t BackwardFlops() const override { return outputs_[0].num_elements(); }
+
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    SavedValues s;
+    if (!train_) return s;
+    if (given_mask_) s.inputs.push_back(kMask);  // a drawn mask is Save()d
+    if (needs_grad.size() > kMask && needs_grad[kMask]) s.inputs.push_back(kX);
+    return s;
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    const Tensor& x = ctx.input(kX);
+    if (!train_) {
+      ctx.SetOutput(0, x);  // the identity, as a view
+      if (ctx.num_outputs() > 1) {
+        Tensor& mask = ctx.AllocateOutput(1);
+        DispatchFloat(mask.dtype(), [&](auto zero) {
+          using T = decltype(zero);
+          std::fill_n(mask.data<T>(), mask.num_elements(), T(1));
+        });
+      }
+      return absl::OkStatus();
+    }
+    Tensor mask = given_mask_ ? ctx.input(kMask) : Tensor::Empty(x.meta());
+    Tensor& y = ctx.AllocateOutput(0);
+    DispatchFloat(y.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const int64_t n = y.num_elements();
+      if (!given_mask_) {
+        T* m = mask.data<T>();
+        const uint64_t seed = ctx.seed();
+        for (int64_t i = 0; i < n; ++i)
+          m[i] = Uniform(seed, i) >= p_ ? T(1) : T(0);
+      }
+      const T scale = static_cast<T>(1 / (1 - p_));
+      const T* xp = x.data<T>();
+      const T* m = mask.data<T>();
+      T* yp = y.data<T>();
+      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * m[i] * scale;
+    });
+    if (ctx.num_outputs() > 1) ctx.SetOutput(1, mask);
+    if (!given_mask_ && ctx.backward_will_run()) ctx.Save(mask);
+    return absl::OkStatus();
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    const DType dtype = outputs_[0].dtype;
+    const int64_t n = outputs_[0].num_elements();
+    Tensor dx, dm;
+    if (ctx.has_grad_output(0)) {
+      const Tensor& dy = ctx.grad_output(0);
+      if (!train_) {
+        dx = dy;
+      } else {
+        const Tensor& mask = given_mask_ ? ctx.input(kMask) : ctx.saved()[0];
+        DispatchFloat(dtype, [&](auto zero) {
+          using T = decltype(zero);
+          const T scale = static_cast<T>(1 / (1 - p_));
+          const T* g = dy.data<T>();
+          if (ctx.needs_grad(kX)) {
+            dx = Tensor::Empty(dy.meta());
+            const T* m = mask.data<T>();
+            for (int64_t i = 0; i < n; ++i)
+              dx.data<T>()[i] = g[i] * m[i] * scale;
+          }
+          if (ctx.needs_grad(kMask)) {
+            dm = Tensor::Empty(dy.meta());
+            const T* xp = ctx.input(kX).data<T>();
+            for (int64_t i = 0; i < n; ++i)
+              dm.data<T>()[i] = g[i] * xp[i] * scale;
+          }
+        });
+      }
+    }
+    // In TRAIN a given mask is also the second output, unchanged.
+    if (train_ && given_mask_ && ctx.needs_grad(kMask) &&
+        ctx.has_grad_output(1)) {
+      const Tensor& g = ctx.grad_output(1);
+      if (!dm.defined()) {
+        dm = g;
+      } else {
+        DispatchFloat(dtype, [&](auto zero) {
+          using T = decltype(zero);
+          for (int64_t i = 0; i < n; ++i) dm.data<T>()[i] += g.data<T>()[i];
+        });
+      }
+    }
+    if (ctx.needs_grad(kX) && dx.defined()) ctx.SetGradInput(kX, std::move(dx));
+    if (ctx.needs_grad(kMask) && dm.defined())
+      ctx.SetGradInput(kMask, std::move(dm));
+    return absl::OkStatus();
+  }
+
+ private:
+  double p_ = 0.5;
+  bool train_ = true, given_mask_ = false;
+};
+
+OpSchema DropoutSchema() {
+  OpSchema s;
+  s.name = "Dropout";
+  s.description =
+      "TRAIN: y = x·mask/(1 - p), mask drawn from the request seed unless "
+      "given; EVAL: y = x. A second output, if named, returns the mask";
+  s.inputs = {{"x"}, {"mask", /*optional=*/true}};
+  s.outputs = {"y", "mask"};
+  s.min_outputs = 1;
+  s.attrs = {{"p", AttrType::kFloat, AttrValue(0.5),
+              "probability of dropping, in [0, 1)"}};
+  s.create = DropoutOp::Create;
+  return s;
+}
+
+REGISTER_OP(DropoutSchema());
+
+}  // namespace
+}  // namespace gradserve
