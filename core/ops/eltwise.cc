@@ -124,10 +124,20 @@ class EltwiseOp : public Op {
     return {};
   }
 
+  // Elementwise ops keep whatever layout x comes in (blocked after a
+  // convolution, say): y and dL/dx take the same one.
+  bool HandlesLayouts() const override { return true; }
+  std::shared_ptr<const Layout> OutputLayout(int) const override {
+    return layout_;
+  }
+
   absl::Status Prepare(const PrepareInfo& info) override {
-    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
+    if (!RunsOnDnnl(outputs_[0]) || outputs_[0].shape.size() > DNNL_MAX_NDIMS) {
+      return absl::OkStatus();
+    }
+    layout_ = info.input_layouts[0];
     return CatchDnnl(node_, [&] {
-      const auto data = FlatDesc();
+      const auto data = DataDesc();
       const algorithm alg =
           from_ == From::kOutput ? spec_->dst_alg : spec_->alg;
       const auto kind = info.backward_will_run
@@ -149,8 +159,13 @@ class EltwiseOp : public Op {
 
   absl::Status Forward(ForwardContext& ctx) const override {
     const Tensor& x = ctx.input(0);
+    if (forward_) {
+      Tensor y = EmptyIn(outputs_[0], DataDesc());
+      RETURN_IF_ERROR(Apply(ctx.dnnl(), x, y));
+      ctx.SetOutput(0, std::move(y));
+      return absl::OkStatus();
+    }
     Tensor& y = ctx.AllocateOutput(0);
-    if (forward_) return Apply(ctx.dnnl(), x, y);
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* xp = x.data<T>();
@@ -163,61 +178,79 @@ class EltwiseOp : public Op {
   }
 
   absl::Status Backward(BackwardContext& ctx) const override {
+    if (forward_) {
+      Tensor dx = EmptyIn(outputs_[0], DataDesc());
+      RETURN_IF_ERROR(BackwardDnnl(ctx, dx));
+      ctx.SetGradInput(0, std::move(dx));
+      return absl::OkStatus();
+    }
+    // The loops: float64 or empty tensors, always plain.
     const Tensor& dy = ctx.grad_output(0);
     Tensor dx = Tensor::Empty(dy.meta());
-    if (forward_ && from_ == From::kNothing) {
-      // d(factor·x) = factor·dx: the forward primitive applied to dY.
-      RETURN_IF_ERROR(Apply(ctx.dnnl(), dy, dx));
-    } else if (backward_) {
-      const bool from_output = from_ == From::kOutput;
-      RETURN_IF_ERROR(ExecuteDnnl(
-          ctx.dnnl(), node_, *backward_,
-          {{from_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
-            WrapTensor(FlatDesc(), from_output ? ctx.output(0) : ctx.input(0))},
-           {DNNL_ARG_DIFF_DST, WrapTensor(FlatDesc(), dy)},
-           {DNNL_ARG_DIFF_SRC, WrapTensor(FlatDesc(), dx)}}));
-    } else {
-      DispatchFloat(dx.dtype(), [&](auto zero) {
-        using T = decltype(zero);
-        const T* gp = dy.data<T>();
-        T* dp = dx.data<T>();
-        const int64_t n = dx.num_elements();
-        if (from_ == From::kOutput) {
-          const T* yp = ctx.output(0).data<T>();
-          for (int64_t i = 0; i < n; ++i) {
-            dp[i] = gp[i] * static_cast<T>(spec_->dfdy(yp[i], alpha_));
-          }
-        } else {
-          // From::kNothing has a constant derivative: x is not read.
-          const T* xp =
-              from_ == From::kInput ? ctx.input(0).data<T>() : nullptr;
-          for (int64_t i = 0; i < n; ++i) {
-            dp[i] = gp[i] * static_cast<T>(spec_->dfdx(xp ? xp[i] : 0, alpha_));
-          }
+    DispatchFloat(dx.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* gp = dy.data<T>();
+      T* dp = dx.data<T>();
+      const int64_t n = dx.num_elements();
+      if (from_ == From::kOutput) {
+        const T* yp = ctx.output(0).data<T>();
+        for (int64_t i = 0; i < n; ++i) {
+          dp[i] = gp[i] * static_cast<T>(spec_->dfdy(yp[i], alpha_));
         }
-      });
-    }
+      } else {
+        // From::kNothing has a constant derivative: x is not read.
+        const T* xp = from_ == From::kInput ? ctx.input(0).data<T>() : nullptr;
+        for (int64_t i = 0; i < n; ++i) {
+          dp[i] = gp[i] * static_cast<T>(spec_->dfdx(xp ? xp[i] : 0, alpha_));
+        }
+      }
+    });
     ctx.SetGradInput(0, std::move(dx));
     return absl::OkStatus();
   }
 
  private:
-  // Elementwise: the shape does not matter to oneDNN, only the count.
-  dnnl::memory::desc FlatDesc() const {
-    return PlainDesc({outputs_[0].num_elements()});
+  // x's layout (blocked after a convolution), or plain.
+  dnnl::memory::desc DataDesc() const {
+    return layout_ ? layout_->desc : PlainDesc(outputs_[0].shape);
   }
   float Alpha() const { return static_cast<float>(alpha_); }
 
   absl::Status Apply(DnnlRunner& dnnl, const Tensor& in, Tensor& out) const {
-    return ExecuteDnnl(dnnl, node_, *forward_,
-                       {{DNNL_ARG_SRC, WrapTensor(FlatDesc(), in)},
-                        {DNNL_ARG_DST, WrapTensor(FlatDesc(), out)}});
+    const auto data = DataDesc();
+    return CatchDnnl(node_, [&] {
+      dnnl.Execute(*forward_,
+                   {{DNNL_ARG_SRC, WrapTensor(data, Reordered(in, data, dnnl))},
+                    {DNNL_ARG_DST, WrapTensor(data, out)}});
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status BackwardDnnl(BackwardContext& ctx, Tensor& dx) const {
+    // d(factor·x) = factor·dx: Scale's forward primitive applied to dY.
+    if (from_ == From::kNothing)
+      return Apply(ctx.dnnl(), ctx.grad_output(0), dx);
+    const auto data = DataDesc();
+    return CatchDnnl(node_, [&] {
+      DnnlRunner& dnnl = ctx.dnnl();
+      const bool from_output = from_ == From::kOutput;
+      const Tensor& saved = from_output ? ctx.output(0) : ctx.input(0);
+      dnnl.Execute(
+          *backward_,
+          {{from_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
+            WrapTensor(data, Reordered(saved, data, dnnl))},
+           {DNNL_ARG_DIFF_DST,
+            WrapTensor(data, Reordered(ctx.grad_output(0), data, dnnl))},
+           {DNNL_ARG_DIFF_SRC, WrapTensor(data, dx)}});
+      return absl::OkStatus();
+    });
   }
 
   const EltwiseSpec* spec_ = nullptr;
   double alpha_ = 0;
   From from_ = From::kInput;
   std::optional<DnnlPrimitive> forward_, backward_;
+  std::shared_ptr<const Layout> layout_;
 };
 
 OpSchema EltwiseSchema(const EltwiseSpec& spec) {

@@ -1,0 +1,181 @@
+// A small CNN through the planner and executor: conv-BN-ReLU-maxpool twice,
+// flatten, linear, cross-entropy. float32 runs in oneDNN's blocked layouts
+// between the convolutions and the flatten; it must agree with the float64
+// reference, which must agree with finite differences.
+#include "core/compute.h"
+#include "core/gradcheck.h"
+#include "core/plan.h"
+#include "gtest/gtest.h"
+#include "tests/core/op_test_util.h"
+
+namespace gradserve::testing {
+namespace {
+
+NodeDef Node(std::string name, std::string op, std::vector<std::string> inputs,
+             std::string output, AttrMap attrs = {}) {
+  NodeDef n;
+  n.name = std::move(name);
+  n.op = std::move(op);
+  n.inputs = std::move(inputs);
+  n.outputs = {std::move(output)};
+  n.attributes = std::move(attrs);
+  return n;
+}
+
+Tensor Random(Shape shape, uint64_t seed, double lo = -0.5, double hi = 0.5) {
+  return MakeInput(TestInput{"t", std::move(shape), Init::kUniform, lo, hi},
+                   seed);
+}
+
+// x [N, 3, 8, 8] -> conv 16 -> BN -> ReLU -> pool -> conv 16 -> BN -> ReLU
+// -> pool -> flatten [N, 64] -> linear 5 -> cross-entropy.
+GraphDef SmallCnnGraph() {
+  GraphDef g;
+  g.inputs = {"x", "labels"};
+  g.parameters["c1.w"] = Random({16, 3, 3, 3}, 1);
+  g.parameters["c1.b"] = Random({16}, 2);
+  g.parameters["bn1.w"] = Random({16}, 3, 0.5, 1.5);
+  g.parameters["bn1.b"] = Random({16}, 4);
+  g.buffers["bn1.rm"] = Random({16}, 5);
+  g.buffers["bn1.rv"] = Random({16}, 6, 0.5, 1.5);
+  g.parameters["c2.w"] = Random({16, 16, 3, 3}, 7, -0.2, 0.2);
+  g.parameters["bn2.w"] = Random({16}, 8, 0.5, 1.5);
+  g.parameters["bn2.b"] = Random({16}, 9);
+  g.buffers["bn2.rm"] = Random({16}, 10);
+  g.buffers["bn2.rv"] = Random({16}, 11, 0.5, 1.5);
+  g.parameters["fc.w"] = Random({5, 64}, 12);
+  g.parameters["fc.b"] = Random({5}, 13);
+  const AttrMap pad1 = {{"padding", std::vector<int64_t>{1, 1}}};
+  const AttrMap pool2 = {{"kernel", std::vector<int64_t>{2, 2}}};
+  g.nodes = {Node("conv1", "Conv2d", {"x", "c1.w", "c1.b"}, "h1", pad1),
+             Node("bn1", "BatchNorm",
+                  {"h1", "bn1.w", "bn1.b", "bn1.rm", "bn1.rv"}, "n1"),
+             Node("relu1", "ReLU", {"n1"}, "a1"),
+             Node("pool1", "MaxPool2d", {"a1"}, "p1", pool2),
+             Node("conv2", "Conv2d", {"p1", "c2.w", ""}, "h2", pad1),
+             Node("bn2", "BatchNorm",
+                  {"h2", "bn2.w", "bn2.b", "bn2.rm", "bn2.rv"}, "n2"),
+             Node("relu2", "ReLU", {"n2"}, "a2"),
+             Node("pool2", "MaxPool2d", {"a2"}, "p2", pool2),
+             Node("flat", "Flatten", {"p2"}, "f"),
+             Node("fc", "Linear", {"f", "fc.w", "fc.b"}, "logits"),
+             Node("loss", "CrossEntropyLoss", {"logits", "labels"}, "L")};
+  g.outputs = {"logits"};
+  return g;
+}
+
+ComputeArgs CnnArgs(Mode mode) {
+  ComputeArgs args;
+  args.feeds["x"] = Random({4, 3, 8, 8}, 20, -1, 1);
+  args.feeds["labels"] = I64({4}, {0, 3, 4, 1});
+  args.loss = "L";
+  args.fetch = {"logits", "h2"};
+  args.mode = mode;
+  return args;
+}
+
+class SmallCnn : public ::testing::TestWithParam<Mode> {};
+
+TEST_P(SmallCnn, Float32InBlockedLayoutsMatchesFloat64) {
+  const GraphDef g = SmallCnnGraph();
+  ComputeArgs args = CnnArgs(GetParam());
+  args.wrt = {"x",     "c1.w",  "c1.b", "bn1.w", "bn1.b", "c2.w",
+              "bn2.w", "bn2.b", "fc.w", "fc.b",  "h2"};
+  args.float_dtype = DType::kFloat64;
+  auto exact = Compute(g, args, Limits{});
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  args.float_dtype = DType::kFloat32;
+  auto fast = Compute(g, args, Limits{});
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  for (const auto& [name, t] : exact->outputs) {
+    ExpectClose(fast->outputs.at(name), t, 1e-4, "output " + name);
+  }
+  for (const auto& [name, t] : exact->gradients) {
+    ExpectClose(fast->gradients.at(name), t, 1e-4, "gradient of " + name);
+  }
+  ASSERT_EQ(fast->buffers.size(), GetParam() == Mode::kTrain ? 4u : 0u);
+  for (const auto& [name, t] : exact->buffers) {
+    ExpectClose(fast->buffers.at(name), t, 1e-5, "buffer " + name);
+  }
+}
+
+TEST_P(SmallCnn, GradientsMatchFiniteDifferences) {
+  ComputeArgs args = CnnArgs(GetParam());
+  args.fetch.clear();
+  args.wrt = {"x", "c1.w", "bn1.w", "c2.w", "bn2.b", "fc.w"};
+  GradCheckOptions options;
+  options.max_elements = 24;
+  auto checks = CheckGradients(SmallCnnGraph(), args, options, Limits{});
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  for (const TensorGradCheck& c : *checks) {
+    EXPECT_TRUE(c.passed) << c.name << "[" << c.worst_index
+                          << "]: " << c.worst_analytic << " vs "
+                          << c.worst_numeric;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, SmallCnn,
+                         ::testing::Values(Mode::kTrain, Mode::kEval),
+                         [](const auto& info) {
+                           return info.param == Mode::kTrain ? "Train" : "Eval";
+                         });
+
+TEST(Layouts, FollowTheConvolutionThroughTheChain) {
+  const GraphDef g = SmallCnnGraph();
+  PlanRequest request;
+  request.given["x"] = {DType::kFloat32, {4, 3, 8, 8}};
+  request.given["labels"] = {DType::kInt64, {4}};
+  request.loss = "L";
+  auto plan = Plan::Build(g, request, Limits{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::map<std::string, const Op*> ops;
+  for (const PlannedNode& n : (*plan)->nodes()) ops[n.def->name] = n.op.get();
+  // Every op from conv1 to pool2 hands on a layout, and the ones that follow
+  // their input keep the convolution's.
+  for (const char* name :
+       {"conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2"}) {
+    EXPECT_NE(ops[name]->OutputLayout(0), nullptr) << name;
+  }
+  EXPECT_EQ(ops["bn1"]->OutputLayout(0), ops["conv1"]->OutputLayout(0));
+  EXPECT_EQ(ops["relu1"]->OutputLayout(0), ops["conv1"]->OutputLayout(0));
+  EXPECT_EQ(ops["relu2"]->OutputLayout(0), ops["conv2"]->OutputLayout(0));
+  // Flatten takes plain tensors and hands on plain ones.
+  EXPECT_EQ(ops["flat"]->OutputLayout(0), nullptr);
+}
+
+TEST(Layouts, ResidualAddOfBlockedValues) {
+  // y = relu(conv(x)) + conv(relu(conv(x))): Add takes plain tensors, so the
+  // executor reorders the convolutions' outputs for it, and the gradient of
+  // h (two consumers, in different layouts) is summed correctly.
+  GraphDef g;
+  g.inputs = {"x"};
+  g.parameters["w1"] = Random({16, 4, 3, 3}, 1);
+  g.parameters["w2"] = Random({16, 16, 3, 3}, 2, -0.2, 0.2);
+  const AttrMap pad1 = {{"padding", std::vector<int64_t>{1, 1}}};
+  g.nodes = {Node("c1", "Conv2d", {"x", "w1", ""}, "h", pad1),
+             Node("r", "ReLU", {"h"}, "a"),
+             Node("c2", "Conv2d", {"a", "w2", ""}, "u", pad1),
+             Node("sum", "Add", {"a", "u"}, "y")};
+  ComputeArgs args;
+  args.feeds["x"] = Random({2, 4, 6, 6}, 3, -1, 1);
+  args.output_gradients["y"] = Random({2, 16, 6, 6}, 4, -1, 1);
+  args.wrt = {"x", "w1", "w2", "h"};
+  args.float_dtype = DType::kFloat64;
+  auto exact = Compute(g, args, Limits{});
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  args.float_dtype = DType::kFloat32;
+  auto fast = Compute(g, args, Limits{});
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  for (const auto& [name, t] : exact->gradients) {
+    ExpectClose(fast->gradients.at(name), t, 1e-4, "gradient of " + name);
+  }
+  args.wrt = {"x", "w1", "w2"};
+  GradCheckOptions options;
+  options.max_elements = 24;
+  auto checks = CheckGradients(g, args, options, Limits{});
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  for (const TensorGradCheck& c : *checks) EXPECT_TRUE(c.passed) << c.name;
+}
+
+}  // namespace
+}  // namespace gradserve::testing
