@@ -160,6 +160,46 @@ CASES = {
                      inputs=["p", "t"]),
             feeds={"p": X, "t": X}, loss="L"),
         INVALID, ["'mse'", "average"]),
+    "conv zero stride": (
+        lambda: single("Conv2d", ["x", "w"], {"x": np.ones((1, 2, 5, 5), np.float32),
+                                              "w": np.ones((3, 2, 3, 3), np.float32)},
+                       stride=[0, 1]),
+        INVALID, ["'n1'", "'stride'"]),
+    "conv negative dilation": (
+        lambda: single("Conv1d", ["x", "w"], {"x": np.ones((1, 2, 9), np.float32),
+                                              "w": np.ones((3, 2, 3), np.float32)},
+                       dilation=-2),
+        INVALID, ["'n1'", "'dilation'"]),
+    "conv negative padding": (
+        lambda: single("Conv2d", ["x", "w"], {"x": np.ones((1, 2, 5, 5), np.float32),
+                                              "w": np.ones((3, 2, 3, 3), np.float32)},
+                       padding=[-1, 0]),
+        INVALID, ["'n1'", "'padding'"]),
+    "conv kernel larger than padded input": (
+        lambda: single("Conv2d", ["x", "w"], {"x": np.ones((1, 2, 3, 3), np.float32),
+                                              "w": np.ones((3, 2, 5, 5), np.float32)}),
+        INVALID, ["'n1'", "kernel [5, 5]", "padded input 3"]),
+    "conv channel mismatch": (
+        lambda: single("Conv2d", ["x", "w"], {"x": np.ones((1, 3, 5, 5), np.float32),
+                                              "w": np.ones((3, 2, 3, 3), np.float32)}),
+        INVALID, ["'n1'", "weight", "[3, 2, 3, 3]"]),
+    "conv groups mismatch": (
+        lambda: single("Conv2d", ["x", "w"], {"x": np.ones((1, 3, 5, 5), np.float32),
+                                              "w": np.ones((4, 1, 3, 3), np.float32)},
+                       groups=2),
+        INVALID, ["'n1'", "groups = 2"]),
+    "batch norm weight length": (
+        lambda: single("BatchNorm", ["x", "w", "", "m", "v"],
+                       {"x": np.ones((4, 3), np.float32), "w": np.ones(2, np.float32),
+                        "m": np.zeros(3, np.float32), "v": np.ones(3, np.float32)}),
+        INVALID, ["'n1'", "weight", "[3]", "[2]"]),
+    "pool kernel 0": (
+        lambda: single("MaxPool2d", ["x"], {"x": np.ones((1, 1, 4, 4), np.float32)},
+                       kernel=[0, 2]),
+        INVALID, ["'n1'", "'kernel'"]),
+    "dropout p = 1": (
+        lambda: single("Dropout", ["x"], {"x": np.ones(4, np.float32)}, p=1.0),
+        INVALID, ["'n1'", "'p'"]),
     "small request, huge output": (
         lambda: single("Add", ["a", "b"], {"a": np.ones((100000, 1), np.float32),
                                            "b": np.ones((1, 100000), np.float32)}),
@@ -178,6 +218,13 @@ def test_rejected_with_named_culprit(server, name):
     # The server is still there and still right.
     result = server.compute(good_request())
     np.testing.assert_allclose(result.outputs["y"], X @ W.T)
+
+
+def test_zero_size_batch_gives_an_empty_result(server):
+    result = server.compute(single("Conv2d", ["x", "w"],
+                                   {"x": np.ones((0, 2, 5, 5), np.float32),
+                                    "w": np.ones((3, 2, 3, 3), np.float32)}))
+    assert result.outputs["y"].shape == (0, 3, 3, 3)
 
 
 def test_at_least_25_malformed_requests():

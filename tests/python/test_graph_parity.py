@@ -3,6 +3,7 @@ residual fan-out, two branches with two losses, seeds added to a loss, and a
 few SGD steps."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -216,3 +217,99 @@ def test_parameter_count_in_describe(server):
     assert list(response.nodes[2].output_shapes[0].dims) == [64, 10]
     assert response.nodes[0].parameters == 256 * 784 + 256
     assert response.nodes[0].forward_flops >= 2 * 64 * 784 * 256
+
+
+class TorchCnn(torch.nn.Module):
+    """conv-BN-ReLU-maxpool twice, flatten, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.c2 = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(16)
+        self.fc = torch.nn.Linear(16 * 2 * 2, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def cnn_graph(model):
+    """The same network as a gradserve graph, with the torch model's values."""
+    p = {name.replace(".", "_"): t.detach().numpy().astype(np.float32)
+         for name, t in model.named_parameters()}
+    b = {name.replace(".", "_"): t.detach().numpy().astype(np.float32)
+         for name, t in model.named_buffers() if "running" in name}
+    pad, pool = {"padding": [1, 1]}, {"kernel": [2, 2]}
+    nodes = [
+        gs.node("conv1", "Conv2d", ["x", "c1_weight", "c1_bias"], ["h1"], **pad),
+        gs.node("bn1", "BatchNorm", ["h1", "bn1_weight", "bn1_bias", "bn1_running_mean",
+                                     "bn1_running_var"], ["n1"]),
+        gs.node("relu1", "ReLU", ["n1"], ["a1"]),
+        gs.node("pool1", "MaxPool2d", ["a1"], ["p1"], **pool),
+        gs.node("conv2", "Conv2d", ["p1", "c2_weight", ""], ["h2"], **pad),
+        gs.node("bn2", "BatchNorm", ["h2", "bn2_weight", "bn2_bias", "bn2_running_mean",
+                                     "bn2_running_var"], ["n2"]),
+        gs.node("relu2", "ReLU", ["n2"], ["a2"]),
+        gs.node("pool2", "MaxPool2d", ["a2"], ["p2"], **pool),
+        gs.node("flat", "Flatten", ["p2"], ["f"]),
+        gs.node("fc", "Linear", ["f", "fc_weight", "fc_bias"], ["logits"]),
+        gs.node("loss", "CrossEntropyLoss", ["logits", "labels"], ["L"]),
+    ]
+    return gs.graph(nodes, inputs=["x", "labels"], parameters=p, buffers=b,
+                    outputs=["logits"])
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_small_cnn_matches_torch(server, train):
+    torch.manual_seed(0)
+    model = TorchCnn().double()
+    model.train(train)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(4,)).astype(np.int64)
+    g = cnn_graph(model)
+    mode = gs.pb.MODE_TRAIN if train else gs.pb.MODE_EVAL
+    result = server.compute(gs.compute_request(g, feeds={"x": x, "labels": labels},
+                                               fetch=["logits"], loss="L", mode=mode))
+    logits = model(torch.tensor(x, dtype=torch.float64))
+    loss = F.cross_entropy(logits, torch.tensor(labels))
+    loss.backward()
+    np.testing.assert_allclose(result.outputs["L"], loss.item(), rtol=RTOL)
+    np.testing.assert_allclose(result.outputs["logits"], logits.detach().numpy(), rtol=RTOL,
+                               atol=ATOL)
+    grads = {name.replace(".", "_"): t.grad.numpy() for name, t in model.named_parameters()}
+    assert set(result.gradients) == set(grads)
+    for name, expected in grads.items():
+        np.testing.assert_allclose(result.gradients[name], expected, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"d/d{name}")
+    if train:
+        for name, t in model.named_buffers():
+            if "running" in name:
+                np.testing.assert_allclose(result.buffers[name.replace(".", "_")],
+                                           t.numpy(), rtol=1e-5, atol=1e-6)
+    else:
+        assert not result.buffers
+
+
+def test_batch_norm_running_statistics_over_several_steps(server):
+    # Three TRAIN passes, the returned running statistics fed back each time,
+    # against torch.nn.BatchNorm1d's own.
+    torch.manual_seed(1)
+    bn = torch.nn.BatchNorm1d(4, momentum=0.3).double()
+    rng = np.random.default_rng(2)
+    state = {"rm": np.zeros(4, np.float32), "rv": np.ones(4, np.float32)}
+    for step in range(3):
+        x = (rng.normal(size=(6, 4)) * (step + 1) + step).astype(np.float32)
+        g = gs.graph([gs.node("bn", "BatchNorm", ["x", "", "", "rm", "rv"], ["y"],
+                              momentum=0.3)],
+                     inputs=["x"], buffers=state, outputs=["y"])
+        result = server.compute(gs.compute_request(g, feeds={"x": x}))
+        state = {"rm": result.buffers["rm"], "rv": result.buffers["rv"]}
+        y = bn(torch.tensor(x, dtype=torch.float64))
+        np.testing.assert_allclose(result.outputs["y"], y.detach().numpy(), rtol=RTOL,
+                                   atol=ATOL)
+    np.testing.assert_allclose(state["rm"], bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["rv"], bn.running_var.numpy(), rtol=1e-5, atol=1e-6)
