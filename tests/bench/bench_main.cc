@@ -16,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
 #include "core/compute.h"
 #include "core/dnnl_util.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
@@ -25,6 +26,7 @@
 #include "server/allocator.h"
 #include "server/convert.h"
 #include "server/server.h"
+#include "tests/bench/raw_onednn.h"
 
 ABSL_FLAG(int32_t, reps, 30, "timed repetitions per measurement");
 ABSL_FLAG(int32_t, warmup, 5, "untimed repetitions first");
@@ -178,6 +180,137 @@ Case TinyCase(std::mt19937* rng) {
   return c;
 }
 
+pb::Attribute Ints(std::vector<int64_t> v) {
+  pb::Attribute a;
+  for (int64_t x : v) a.mutable_ints()->add_values(x);
+  return a;
+}
+
+// conv 3x3, 64 -> 64 channels on 56x56, batch 8, padding 1 (the same problem
+// as RawOnednnConvStep and torch_baseline.py's "conv").
+Case ConvCase(std::mt19937* rng) {
+  Case c{"conv 3x3 64->64 56x56 batch 8", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  (*g->mutable_parameters())["W"] = Random({64, 64, 3, 3}, rng);
+  (*g->mutable_parameters())["b"] = Random({64}, rng);
+  AddNode(g, "conv", "Conv2d", {"x", "W", "b"}, "y");
+  (*g->mutable_nodes(0)->mutable_attributes())["padding"] = Ints({1, 1});
+  (*c.request.mutable_feeds())["x"] = Random({8, 64, 56, 56}, rng, 1.0f);
+  (*c.request.mutable_output_gradients())["y"] =
+      Random({8, 64, 56, 56}, rng, 1.0f);
+  for (const char* v : {"x", "W", "b"}) c.request.add_wrt(v);
+  return c;
+}
+
+// conv-BN-ReLU-maxpool twice, flatten, linear, cross-entropy on
+// [32, 3, 32, 32] (torch_baseline.py's "cnn").
+Case CnnCase(std::mt19937* rng) {
+  Case c{"small CNN step, batch 32 3x32x32", {}};
+  pb::Graph* g = c.request.mutable_graph();
+  g->add_inputs("x");
+  g->add_inputs("labels");
+  auto& p = *g->mutable_parameters();
+  auto& b = *g->mutable_buffers();
+  p["c1.w"] = Random({16, 3, 3, 3}, rng);
+  p["c1.b"] = Random({16}, rng);
+  p["c2.w"] = Random({32, 16, 3, 3}, rng);
+  p["c2.b"] = Random({32}, rng);
+  for (auto [bn, ch] :
+       {std::pair<const char*, int64_t>{"bn1", 16}, {"bn2", 32}}) {
+    p[std::string(bn) + ".w"] = Random({ch}, rng);
+    p[std::string(bn) + ".b"] = Random({ch}, rng);
+    b[std::string(bn) + ".rm"] = Random({ch}, rng);
+    pb::Tensor ones = Random({ch}, rng, 0.0f);
+    std::vector<float> v(ch, 1.0f);
+    ones.set_data(v.data(), v.size() * sizeof(float));
+    b[std::string(bn) + ".rv"] = ones;
+  }
+  p["fc.w"] = Random({10, 32 * 8 * 8}, rng);
+  p["fc.b"] = Random({10}, rng);
+  AddNode(g, "conv1", "Conv2d", {"x", "c1.w", "c1.b"}, "h1");
+  AddNode(g, "bn1", "BatchNorm", {"h1", "bn1.w", "bn1.b", "bn1.rm", "bn1.rv"},
+          "n1");
+  AddNode(g, "relu1", "ReLU", {"n1"}, "a1");
+  AddNode(g, "pool1", "MaxPool2d", {"a1"}, "p1");
+  AddNode(g, "conv2", "Conv2d", {"p1", "c2.w", "c2.b"}, "h2");
+  AddNode(g, "bn2", "BatchNorm", {"h2", "bn2.w", "bn2.b", "bn2.rm", "bn2.rv"},
+          "n2");
+  AddNode(g, "relu2", "ReLU", {"n2"}, "a2");
+  AddNode(g, "pool2", "MaxPool2d", {"a2"}, "p2");
+  AddNode(g, "flat", "Flatten", {"p2"}, "f");
+  AddNode(g, "fc", "Linear", {"f", "fc.w", "fc.b"}, "logits");
+  AddNode(g, "loss", "CrossEntropyLoss", {"logits", "labels"}, "L");
+  for (int n : {0, 4}) {
+    (*g->mutable_nodes(n)->mutable_attributes())["padding"] = Ints({1, 1});
+  }
+  for (int n : {3, 7}) {
+    (*g->mutable_nodes(n)->mutable_attributes())["kernel"] = Ints({2, 2});
+  }
+  (*c.request.mutable_feeds())["x"] = Random({32, 3, 32, 32}, rng, 1.0f);
+  (*c.request.mutable_feeds())["labels"] = Labels(32, 10, rng);
+  c.request.set_loss("L");
+  return c;
+}
+
+// torch_baseline.py's median for `name`, or a negative number when PyTorch
+// cannot run here.
+double TorchMedianMs(const std::string& name, int threads) {
+  const std::string command =
+      "OPENBLAS_NUM_THREADS=1 /usr/bin/python3 " GRADSERVE_SOURCE_DIR
+      "/tests/bench/torch_baseline.py " +
+      name + " --threads " + std::to_string(threads) + " --reps " +
+      std::to_string(absl::GetFlag(FLAGS_reps)) + " --warmup " +
+      std::to_string(absl::GetFlag(FLAGS_warmup)) + " 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  // The printed number is the verdict: pclose's status is unreliable here
+  // (gRPC's threads may reap or ignore children).
+  double median = -1;
+  if (std::fscanf(pipe, "%lf", &median) != 1) median = -1;
+  pclose(pipe);
+  return median;
+}
+
+// gradserve in-process on a proto request.
+Stats MeasureInProcess(const Case& c) {
+  Limits limits;
+  GraphDef graph;
+  auto args = server::ComputeArgsFromProto(c.request, limits, &graph);
+  Check(args.status(), c.name.c_str());
+  return Measure([&] {
+    Check(gradserve::Compute(graph, *args, limits).status(), c.name.c_str());
+  });
+}
+
+void CompareWithBaselines(int threads) {
+  std::printf("\n%-34s %12s %12s %12s %10s %10s\n",
+              "fwd+bwd, in-process (median ms)", "gradserve", "raw oneDNN",
+              "PyTorch", "/oneDNN", "/PyTorch");
+  std::mt19937 rng(7);
+  const Case conv = ConvCase(&rng);
+  const Stats ours = MeasureInProcess(conv);
+  const Stats raw = Measure(RawOnednnConvStep());
+  const double torch = TorchMedianMs("conv", threads);
+  std::printf("%-34s %12.2f %12.2f %12s %9.2fx %10s\n", conv.name.c_str(),
+              ours.median_ms, raw.median_ms,
+              torch > 0 ? absl::StrFormat("%.2f", torch).c_str() : "n/a",
+              ours.median_ms / raw.median_ms,
+              torch > 0
+                  ? absl::StrFormat("%.2fx", ours.median_ms / torch).c_str()
+                  : "n/a");
+  const Case cnn = CnnCase(&rng);
+  const Stats step = MeasureInProcess(cnn);
+  const double torch_cnn = TorchMedianMs("cnn", threads);
+  std::printf(
+      "%-34s %12.2f %12s %12s %10s %10s\n", cnn.name.c_str(), step.median_ms,
+      "-", torch_cnn > 0 ? absl::StrFormat("%.2f", torch_cnn).c_str() : "n/a",
+      "-",
+      torch_cnn > 0
+          ? absl::StrFormat("%.2fx", step.median_ms / torch_cnn).c_str()
+          : "n/a");
+}
+
 int Main() {
   server::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mb));
   server::ServerOptions options;
@@ -246,6 +379,7 @@ int Main() {
                 (remote.median_ms - local.median_ms) / empty.median_ms);
   }
   srv->Shutdown(absl::Seconds(5));
+  CompareWithBaselines(threads);
   return 0;
 }
 

@@ -1,0 +1,75 @@
+"""PyTorch timings for gradserve_bench: fwd+bwd of the same cases, median
+of --reps after --warmup, printed as one line "median p10 p90" in ms.
+
+Run with Debian's /usr/bin/python3; gradserve_bench starts it with
+OPENBLAS_NUM_THREADS=1 and --threads equal to its own OpenMP threads."""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def conv_case():
+    x = torch.randn(8, 64, 56, 56, requires_grad=True)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    dy = torch.randn(8, 64, 56, 56)
+
+    def step():
+        conv.zero_grad(set_to_none=True)
+        x.grad = None
+        conv(x).backward(dy)
+    return step
+
+
+class SmallCnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.c2 = torch.nn.Conv2d(16, 32, 3, padding=1)
+        self.bn2 = torch.nn.BatchNorm2d(32)
+        self.fc = torch.nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def cnn_case():
+    model = SmallCnn().train()
+    x = torch.randn(32, 3, 32, 32)
+    labels = torch.randint(0, 10, (32,))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), labels).backward()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", choices=["conv", "cnn"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    step = conv_case() if args.case == "conv" else cnn_case()
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    at = lambda q: times[int(q * (len(times) - 1))]  # noqa: E731
+    print(f"{at(0.5):.4f} {at(0.1):.4f} {at(0.9):.4f}")
+
+
+if __name__ == "__main__":
+    main()
