@@ -179,3 +179,28 @@ TEST(Layouts, ResidualAddOfBlockedValues) {
 
 }  // namespace
 }  // namespace gradserve::testing
+
+namespace gradserve::testing {
+namespace {
+
+TEST(Describe, CountsTrainableParametersAndConvolutionFlops) {
+  auto s = Describe(SmallCnnGraph(),
+                    {{"x", {DType::kFloat32, {4, 3, 8, 8}}},
+                     {"labels", {DType::kInt64, {4}}}},
+                    Limits{});
+  ASSERT_TRUE(s.ok()) << s.status();
+  // conv1 16·3·3·3 + 16, bn1 16 + 16, conv2 16·16·3·3, bn2 16 + 16,
+  // fc 5·64 + 5: running statistics are buffers, not parameters.
+  EXPECT_EQ(s->total_parameters, 448 + 32 + 2304 + 32 + 325);
+  std::map<std::string, const NodeSummary*> nodes;
+  for (const NodeSummary& n : s->nodes) nodes[n.name] = &n;
+  EXPECT_EQ(nodes["bn1"]->parameters, 32);
+  EXPECT_EQ(nodes["conv1"]->parameters, 448);
+  // 2·C·kh·kw multiply-adds per output element of [4, 16, 8, 8].
+  EXPECT_EQ(nodes["conv1"]->forward_flops, 2 * 3 * 3 * 3 * 4 * 16 * 8 * 8);
+  EXPECT_EQ(nodes["pool1"]->outputs[0].shape, (Shape{4, 16, 4, 4}));
+  EXPECT_EQ(nodes["flat"]->outputs[0].shape, (Shape{4, 64}));
+}
+
+}  // namespace
+}  // namespace gradserve::testing
