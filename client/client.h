@@ -15,15 +15,25 @@
 namespace gradserve::client {
 
 struct ClientOptions {
-  // A gRPC target: "host:port", or any name gRPC resolves ("dns:///...").
+  // Where the servers are: "host:port"; several, comma-separated
+  // ("10.0.0.1:50051,10.0.0.2:50051"); or any gRPC target
+  // ("dns:///gradserve-headless:50051"). Calls go round-robin over all the
+  // addresses a target resolves to.
   std::string target = "localhost:50051";
   absl::Duration timeout = absl::Seconds(60);
   int max_message_bytes = 1 << 30;
 };
 
+// The gRPC target for ClientOptions::target: a comma-separated list becomes
+// an "ipv4:"/"ipv6:" address list (host names resolved here); anything else
+// is passed on.
+absl::StatusOr<std::string> ChannelTarget(const std::string& target);
+
 class Client {
  public:
-  explicit Client(const ClientOptions& options);
+  // Fails only for a list with a host name that does not resolve.
+  static absl::StatusOr<std::unique_ptr<Client>> Create(
+      const ClientOptions& options);
 
   absl::StatusOr<gradserve::v1::GetServerInfoResponse> Info();
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
@@ -34,6 +44,8 @@ class Client {
       const gradserve::v1::ComputeRequest& request);
 
  private:
+  Client(const ClientOptions& options, const std::string& target);
+
   template <typename Request, typename Response, typename Call>
   absl::StatusOr<Response> Unary(const Request& request, Call call);
 

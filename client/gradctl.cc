@@ -289,7 +289,10 @@ int RunGradctl(int argc, const char* const* argv, std::ostream& out,
       "gradctl: talk to a gradserve server (forward and backward passes of "
       "neural-network graphs over gRPC).",
       "gradctl");
-  app.add_option("--server", o.server, "gradserve address, HOST:PORT")
+  app.add_option("--server", o.server,
+                 "gradserve address HOST:PORT; several, comma-separated, or a "
+                 "gRPC target such as dns:///NAME:PORT: calls go round-robin "
+                 "over all of them")
       ->capture_default_str();
   app.add_option("--timeout", o.timeout, "deadline of each call, in seconds")
       ->capture_default_str()
@@ -349,7 +352,12 @@ int RunGradctl(int argc, const char* const* argv, std::ostream& out,
   ClientOptions options;
   options.target = o.server;
   options.timeout = absl::Seconds(o.timeout);
-  Client client(options);
+  auto created = Client::Create(options);
+  if (!created.ok()) {
+    err << "error: " << created.status().message() << "\n";
+    return kExitUsage;
+  }
+  Client& client = **created;
   absl::Status status;
   if (*info) {
     status = Info(client, o, out);
