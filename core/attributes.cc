@@ -1,5 +1,7 @@
 #include "core/attributes.h"
 
+#include <cmath>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -87,6 +89,20 @@ absl::StatusOr<Attributes> Attributes::Create(
         v.push_back(std::get<double>(value));
       }
       value = std::move(v);
+    }
+    // No op means anything by a NaN or infinite attribute.
+    bool finite = true;
+    if (spec->type == AttrType::kFloat) {
+      finite = std::isfinite(std::get<double>(value));
+    } else if (spec->type == AttrType::kFloats) {
+      for (double v : std::get<std::vector<double>>(value)) {
+        finite = finite && std::isfinite(v);
+      }
+    }
+    if (!finite) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": attribute '", name, "' must be finite, got ",
+                       AttrValueToString(value)));
     }
     attrs.values_[name] = std::move(value);
   }

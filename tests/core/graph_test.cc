@@ -1,5 +1,6 @@
 // Planner and executor behaviour: validation, ordering, pruning, gradient
 // routing and limits, on graphs of Linear nodes.
+#include <cmath>
 #include <functional>
 #include <string>
 #include <vector>
@@ -267,6 +268,15 @@ INSTANTIATE_TEST_SUITE_P(
                                    absl::StatusCode::kInvalidArgument,
                                    {"node 'fc2'", "unknown attribute 'alpha'"}},
                       BadGraphCase{
+                          "NonFiniteAttribute",
+                          [](GraphDef& g, ComputeArgs&) {
+                            g.nodes[2].op = "Scale";
+                            g.nodes[2].inputs = {"h"};
+                            g.nodes[2].attributes["factor"] = std::nan("");
+                          },
+                          absl::StatusCode::kInvalidArgument,
+                          {"node 'fc2' (Scale)", "'factor' must be finite"}},
+                      BadGraphCase{
                           "InputNotFed",
                           [](GraphDef&, ComputeArgs& a) { a.feeds.clear(); },
                           absl::StatusCode::kInvalidArgument,
@@ -305,13 +315,13 @@ INSTANTIATE_TEST_SUITE_P(
                           },
                           absl::StatusCode::kInvalidArgument,
                           {"output_gradients 'y1'", "[6, 2]", "[6, 3]"}},
-                      BadGraphCase{
-                          "WrongFeedShape",
-                          [](GraphDef&, ComputeArgs& a) {
-                            a.feeds["x"] = Random({6, 5}, 1);
-                          },
-                          absl::StatusCode::kInvalidArgument,
-                          {"node 'fc1' (Linear)", "'weight'", "[4, 3]"}},
+                      BadGraphCase{"WrongFeedShape",
+                                   [](GraphDef&, ComputeArgs& a) {
+                                     a.feeds["x"] = Random({6, 5}, 1);
+                                   },
+                                   absl::StatusCode::kInvalidArgument,
+                                   {"node 'fc1' (Linear)", "'weight'",
+                                    "[4, 3]"}},
                       BadGraphCase{"Int64Parameter",
                                    [](GraphDef& g, ComputeArgs&) {
                                      g.parameters["W2"] = I64(
