@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <future>
@@ -256,7 +258,17 @@ Case CnnCase(std::mt19937* rng) {
 // torch_baseline.py's median for `name`, or a negative number when PyTorch
 // cannot run here.
 double TorchMedianMs(const std::string& name, int threads) {
+  // The same allocator settings as this process (RetainFreedMemory): with
+  // glibc's defaults, PyTorch pays fresh page faults on every large tensor
+  // and would look several times slower than it is.
+  const int64_t retain = absl::GetFlag(FLAGS_malloc_retain_mb) << 20;
+  const std::string malloc_env =
+      retain > 0 ? absl::StrFormat(
+                       "MALLOC_MMAP_THRESHOLD_=%d MALLOC_TRIM_THRESHOLD_=%d ",
+                       64 << 20, std::min<int64_t>(retain, INT32_MAX))
+                 : "";
   const std::string command =
+      malloc_env +
       "OPENBLAS_NUM_THREADS=1 /usr/bin/python3 " GRADSERVE_SOURCE_DIR
       "/tests/bench/torch_baseline.py " +
       name + " --threads " + std::to_string(threads) + " --reps " +
