@@ -4,8 +4,10 @@
 BUILD_DIR ?= build
 ADDRESS ?= 0.0.0.0:50051
 PYTHON := /usr/bin/python3
+# Where this workplace keeps the offline Debian base images' recipe (podman).
+SHARED ?= ../shared
 
-.PHONY: all deps configure build serve test test-cpp test-python bench format check-format clean
+.PHONY: all deps configure build serve test test-cpp test-python test-deploy bench format check-format clean
 
 all: build
 
@@ -31,6 +33,17 @@ test-cpp:
 
 test-python:
 	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q tests/python
+
+# Minutes, not part of `make test`: the Docker image (built with podman),
+# replicas behind nginx, graceful shutdown under load, the manifests.
+test-deploy: build
+	@tools/install-deps.sh deploy
+	@if ! podman image exists docker.io/library/debian:bookworm-slim && \
+	    [ -x $(SHARED)/container/make-base-images.sh ]; then \
+	  $(SHARED)/container/make-base-images.sh; fi
+	@if [ -f $(SHARED)/container/containers.conf ]; then \
+	  export CONTAINERS_CONF=$(abspath $(SHARED))/container/containers.conf; fi; \
+	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -v -s -p no:cacheprovider tests/deploy
 
 bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)

@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages gradserve needs, only those that are missing.
-# Idempotent; runs apt-get as root or through sudo. Used by `make deps`.
+# Idempotent; runs apt-get as root or through sudo.
+#   tools/install-deps.sh          everything `make test` needs (`make deps`)
+#   tools/install-deps.sh build    what building and the C++ tests need (the
+#                                  Docker image's build stage)
+#   tools/install-deps.sh deploy   what `make test-deploy` adds
 set -euo pipefail
 
-packages=(
-  # build
+build=(
   cmake ninja-build ccache g++ pkg-config make git
-  # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
   libgtest-dev libgmock-dev libcli11-dev
-  # tests: PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3)
-  python3 python3-grpcio python3-grpc-tools python3-numpy python3-torch
-  python3-pytest libopenblas0-pthread
-  # formatting check
-  clang-format
+  # C++ tests read .npy files that numpy writes
+  python3 python3-numpy
 )
+# PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3).
+python_tests=(
+  python3-grpcio python3-grpc-tools python3-torch python3-pytest
+  libopenblas0-pthread clang-format
+)
+deploy=(podman runc debootstrap uidmap nginx python3-yaml)
+
+case "${1:-all}" in
+  all) packages=("${build[@]}" "${python_tests[@]}") ;;
+  build) packages=("${build[@]}") ;;
+  deploy) packages=("${deploy[@]}") ;;
+  *) echo "usage: $0 [all|build|deploy]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
