@@ -64,6 +64,28 @@ GraphDef SmallCnnGraph() {
   return g;
 }
 
+// Runs g in float64 and in float32 (oneDNN, blocked layouts) and expects the
+// outputs and gradients to agree; returns the float32 result.
+RunResult ExpectFloat32MatchesFloat64(const GraphDef& g, ComputeArgs args) {
+  args.float_dtype = DType::kFloat64;
+  auto exact = Compute(g, args, Limits{});
+  EXPECT_TRUE(exact.ok()) << exact.status();
+  args.float_dtype = DType::kFloat32;
+  auto fast = Compute(g, args, Limits{});
+  EXPECT_TRUE(fast.ok()) << fast.status();
+  if (!exact.ok() || !fast.ok()) return {};
+  for (const auto& [name, t] : exact->outputs) {
+    ExpectClose(fast->outputs.at(name), t, 1e-4, "output " + name);
+  }
+  for (const auto& [name, t] : exact->gradients) {
+    ExpectClose(fast->gradients.at(name), t, 1e-4, "gradient of " + name);
+  }
+  for (const auto& [name, t] : exact->buffers) {
+    ExpectClose(fast->buffers.at(name), t, 1e-5, "buffer " + name);
+  }
+  return *std::move(fast);
+}
+
 ComputeArgs CnnArgs(Mode mode) {
   ComputeArgs args;
   args.feeds["x"] = Random({4, 3, 8, 8}, 20, -1, 1);
@@ -81,22 +103,8 @@ TEST_P(SmallCnn, Float32InBlockedLayoutsMatchesFloat64) {
   ComputeArgs args = CnnArgs(GetParam());
   args.wrt = {"x",     "c1.w",  "c1.b", "bn1.w", "bn1.b", "c2.w",
               "bn2.w", "bn2.b", "fc.w", "fc.b",  "h2"};
-  args.float_dtype = DType::kFloat64;
-  auto exact = Compute(g, args, Limits{});
-  ASSERT_TRUE(exact.ok()) << exact.status();
-  args.float_dtype = DType::kFloat32;
-  auto fast = Compute(g, args, Limits{});
-  ASSERT_TRUE(fast.ok()) << fast.status();
-  for (const auto& [name, t] : exact->outputs) {
-    ExpectClose(fast->outputs.at(name), t, 1e-4, "output " + name);
-  }
-  for (const auto& [name, t] : exact->gradients) {
-    ExpectClose(fast->gradients.at(name), t, 1e-4, "gradient of " + name);
-  }
-  ASSERT_EQ(fast->buffers.size(), GetParam() == Mode::kTrain ? 4u : 0u);
-  for (const auto& [name, t] : exact->buffers) {
-    ExpectClose(fast->buffers.at(name), t, 1e-5, "buffer " + name);
-  }
+  const RunResult fast = ExpectFloat32MatchesFloat64(g, args);
+  EXPECT_EQ(fast.buffers.size(), GetParam() == Mode::kTrain ? 4u : 0u);
 }
 
 TEST_P(SmallCnn, GradientsMatchFiniteDifferences) {
@@ -160,15 +168,7 @@ TEST(Layouts, ResidualAddOfBlockedValues) {
   args.feeds["x"] = Random({2, 4, 6, 6}, 3, -1, 1);
   args.output_gradients["y"] = Random({2, 16, 6, 6}, 4, -1, 1);
   args.wrt = {"x", "w1", "w2", "h"};
-  args.float_dtype = DType::kFloat64;
-  auto exact = Compute(g, args, Limits{});
-  ASSERT_TRUE(exact.ok()) << exact.status();
-  args.float_dtype = DType::kFloat32;
-  auto fast = Compute(g, args, Limits{});
-  ASSERT_TRUE(fast.ok()) << fast.status();
-  for (const auto& [name, t] : exact->gradients) {
-    ExpectClose(fast->gradients.at(name), t, 1e-4, "gradient of " + name);
-  }
+  ExpectFloat32MatchesFloat64(g, args);
   args.wrt = {"x", "w1", "w2"};
   GradCheckOptions options;
   options.max_elements = 24;

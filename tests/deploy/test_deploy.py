@@ -53,7 +53,7 @@ def check_linear(response, expected):
                                    atol=1e-6)
 
 
-def stub(address):
+def connect(address):
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=30)
     return channel, pb_grpc.GradientServiceStub(channel)
@@ -159,7 +159,7 @@ def test_burst_through_nginx_reaches_every_replica(replicas):
     nginx = Nginx([s.address for s in replicas])
     address = nginx.start()
     try:
-        channel, service = stub(address)
+        channel, service = connect(address)
         seen = [service.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
                 .limits.max_graph_nodes for _ in range(30)]
         counts = {n: seen.count(n) for n in (1001, 1002, 1003)}
@@ -247,7 +247,7 @@ def test_image_serves_correct_gradients(image):
            "-e", f"GRADSERVE_HEALTH_ADDRESS=127.0.0.1:{port}",
            image, f"--address=127.0.0.1:{port}")
     try:
-        channel, service = stub(f"127.0.0.1:{port}")
+        channel, service = connect(f"127.0.0.1:{port}")
         request, expected = linear_request()
         check_linear(service.Compute(request, timeout=60), expected)
         channel.close()
