@@ -1,5 +1,7 @@
-// The entry points the server calls: Compute (forward, backward) and
-// Describe (shapes, parameter counts, FLOPs).
+// One-shot entry points over a graph with its values: Compute (forward and,
+// given a loss or seeds, backward) and Describe (shapes, parameter counts,
+// FLOPs). Each builds the graph's index and compiles a program for the
+// call; the runtime uses the same pieces with a program cache.
 #ifndef GRADSERVE_CORE_COMPUTE_H_
 #define GRADSERVE_CORE_COMPUTE_H_
 
@@ -9,17 +11,18 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "core/executor.h"
+#include "core/compile/program.h"
+#include "core/exec/tape.h"
 #include "core/graph.h"
 #include "core/op.h"
 
 namespace gradserve {
 
 struct ComputeArgs {
-  absl::flat_hash_map<std::string, Tensor> feeds;
+  TensorMap feeds;
   std::vector<std::string> fetch;  // empty = graph.outputs
   std::string loss;
-  absl::flat_hash_map<std::string, Tensor> output_gradients;
+  TensorMap output_gradients;
   std::vector<std::string> wrt;  // empty with loss/seeds = all parameters
   Mode mode = Mode::kTrain;
   uint64_t seed = 0;
@@ -27,6 +30,11 @@ struct ComputeArgs {
   DType float_dtype = DType::kFloat32;
   std::function<absl::Status()> check_cancelled;
 };
+
+// What a program for these arguments is compiled for.
+ProgramRequest ProgramRequestFor(const ComputeArgs& args);
+// The graph's parameters and buffers as a value set (tensors shared).
+ValueSet ValuesOf(const GraphDef& graph);
 
 absl::StatusOr<RunResult> Compute(const GraphDef& graph,
                                   const ComputeArgs& args,
@@ -47,6 +55,10 @@ struct GraphSummary {
   int64_t backward_flops = 0;
 };
 
+absl::StatusOr<GraphSummary> Describe(
+    std::shared_ptr<const GraphIndex> index,
+    const absl::flat_hash_map<std::string, TensorMeta>& inputs,
+    const Limits& limits);
 absl::StatusOr<GraphSummary> Describe(
     const GraphDef& graph,
     const absl::flat_hash_map<std::string, TensorMeta>& inputs,

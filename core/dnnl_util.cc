@@ -5,6 +5,13 @@
 
 namespace gradserve {
 
+namespace {
+thread_local int64_t primitives_created = 0;
+}  // namespace
+
+int64_t PrimitivesCreatedOnThisThread() { return primitives_created; }
+void CountPrimitive() { ++primitives_created; }
+
 dnnl::engine& CpuEngine() {
   static auto* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;

@@ -37,9 +37,15 @@ struct DnnlPrimitive {
   dnnl::memory::desc scratchpad;
 };
 
+// Primitives created by the calling thread so far: compiling a program
+// counts them to estimate the memory it holds.
+int64_t PrimitivesCreatedOnThisThread();
+void CountPrimitive();
+
 // DnnlPrimitive of primitive class P (e.g. dnnl::inner_product_forward).
 template <typename P>
 DnnlPrimitive MakePrimitive(const typename P::primitive_desc& pd) {
+  CountPrimitive();
   return {P(pd), pd.scratchpad_desc()};
 }
 

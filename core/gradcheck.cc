@@ -5,7 +5,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/plan.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -28,16 +27,14 @@ absl::StatusOr<std::vector<TensorGradCheck>> CheckGradients(
   exact.float_dtype = DType::kFloat64;
   ASSIGN_OR_RETURN(RunResult analytic, Compute(graph, exact, limits));
 
-  // One forward-only plan for J, run once per perturbation.
-  PlanRequest request;
-  RunArgs run;
-  run.seed = args.seed;
-  run.check_cancelled = args.check_cancelled;
+  // One forward-only program for J, run once per perturbation.
+  ProgramRequest request;
+  TensorMap feeds;
   for (const auto& [name, t] : args.feeds) {
     request.given[name] = t.meta();
-    run.feeds[name] = t.CastFloat(DType::kFloat64);
+    feeds[name] = t.CastFloat(DType::kFloat64);
   }
-  absl::flat_hash_map<std::string, Tensor> seeds;
+  TensorMap seeds;
   if (!args.loss.empty()) request.fetch.push_back(args.loss);
   for (const auto& [name, seed] : args.output_gradients) {
     request.fetch.push_back(name);
@@ -45,24 +42,25 @@ absl::StatusOr<std::vector<TensorGradCheck>> CheckGradients(
   }
   request.mode = args.mode;
   request.float_dtype = DType::kFloat64;
+  const ValueSet state = ValuesOf(graph);
   for (const auto& [name, grad] : analytic.gradients) {
-    if (run.feeds.contains(name)) continue;
-    const Tensor* state = nullptr;
-    if (auto p = graph.parameters.find(name); p != graph.parameters.end()) {
-      state = &p->second;
-    } else if (auto b = graph.buffers.find(name); b != graph.buffers.end()) {
-      state = &b->second;
-    } else {
+    if (feeds.contains(name)) continue;
+    const Tensor* value = state.Find(name);
+    if (value == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
           "wrt '", name,
           "': finite differences need a graph input, parameter or buffer"));
     }
-    request.given[name] = state->meta();
-    run.feeds[name] = state->CastFloat(DType::kFloat64).Clone();
+    request.given[name] = value->meta();
+    feeds[name] = value->CastFloat(DType::kFloat64).Clone();
   }
-  ASSIGN_OR_RETURN(auto plan, Plan::Build(graph, request, limits));
+  ASSIGN_OR_RETURN(auto index, GraphIndex::Build(graph, limits));
+  ASSIGN_OR_RETURN(auto program,
+                   Program::Compile(std::move(index), request, limits));
+  const RunControl control{args.seed, args.check_cancelled};
   auto objective = [&]() -> absl::StatusOr<double> {
-    ASSIGN_OR_RETURN(RunResult r, Execute(*plan, run));
+    ForwardResult r;
+    RETURN_IF_ERROR(Tape::Forward(program, feeds, state, control, &r).status());
     double j = 0;
     if (!args.loss.empty()) j += r.outputs.at(args.loss).data<double>()[0];
     for (const auto& [name, seed] : seeds) j += Dot(seed, r.outputs.at(name));
@@ -71,7 +69,7 @@ absl::StatusOr<std::vector<TensorGradCheck>> CheckGradients(
 
   std::vector<TensorGradCheck> checks;
   for (const auto& [name, grad] : analytic.gradients) {
-    Tensor& x = run.feeds[name];
+    Tensor& x = feeds[name];
     if (!x.unique()) x = x.Clone();  // perturbed in place below
     TensorGradCheck check;
     check.name = name;

@@ -32,6 +32,9 @@ struct Limits {
   int64_t max_tensor_elements = int64_t{1} << 28;
   int64_t max_graph_nodes = 10000;
   int64_t max_request_bytes = int64_t{4} << 30;
+  // Most bytes of results (outputs, gradients, buffers) one reply may carry:
+  // the server's largest message.
+  int64_t max_result_bytes = int64_t{4} << 30;
 };
 
 }  // namespace gradserve

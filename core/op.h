@@ -148,6 +148,7 @@ class BackwardContext {
 
   int num_inputs() const;
   bool has_input(int i) const;
+  int num_outputs() const;
   // Inputs and outputs named in SavedValues; others are undefined here.
   const Tensor& input(int i) const;
   const Tensor& output(int j) const;

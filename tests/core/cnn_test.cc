@@ -4,7 +4,6 @@
 // reference, which must agree with finite differences.
 #include "core/compute.h"
 #include "core/gradcheck.h"
-#include "core/plan.h"
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
 
@@ -130,14 +129,18 @@ INSTANTIATE_TEST_SUITE_P(Modes, SmallCnn,
 
 TEST(Layouts, FollowTheConvolutionThroughTheChain) {
   const GraphDef g = SmallCnnGraph();
-  PlanRequest request;
+  ProgramRequest request;
   request.given["x"] = {DType::kFloat32, {4, 3, 8, 8}};
   request.given["labels"] = {DType::kInt64, {4}};
   request.loss = "L";
-  auto plan = Plan::Build(g, request, Limits{});
-  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto index = GraphIndex::Build(g, Limits{});
+  ASSERT_TRUE(index.ok()) << index.status();
+  auto program = Program::Compile(*index, request, Limits{});
+  ASSERT_TRUE(program.ok()) << program.status();
   std::map<std::string, const Op*> ops;
-  for (const PlannedNode& n : (*plan)->nodes()) ops[n.def->name] = n.op.get();
+  for (const ProgramNode& n : (*program)->nodes()) {
+    ops[n.node->def.name] = n.op.get();
+  }
   // Every op from conv1 to pool2 hands on a layout, and the ones that follow
   // their input keep the convolution's.
   for (const char* name :

@@ -229,25 +229,26 @@ INSTANTIATE_TEST_SUITE_P(
                                    },
                                    absl::StatusCode::kInvalidArgument,
                                    {"cycle", "'fc1'"}},
-                      BadGraphCase{
-                          "TooFewInputs",
-                          [](GraphDef& g, ComputeArgs&) {
-                            g.nodes[2].inputs = {"h"};
-                          },
-                          absl::StatusCode::kInvalidArgument,
-                          {"node 'fc2' (Linear)", "expected inputs", "got 1"}},
+                      BadGraphCase{"TooFewInputs",
+                                   [](GraphDef& g, ComputeArgs&) {
+                                     g.nodes[2].inputs = {"h"};
+                                   },
+                                   absl::StatusCode::kInvalidArgument,
+                                   {"node 'fc2' (Linear)",
+                                    "'weight' (position 1)", "was not given"}},
                       BadGraphCase{"TooManyInputs",
                                    [](GraphDef& g, ComputeArgs&) {
                                      g.nodes[2].inputs = {"h", "W2", "b1", "x"};
                                    },
                                    absl::StatusCode::kInvalidArgument,
                                    {"node 'fc2' (Linear)", "got 4"}},
-                      BadGraphCase{"RequiredInputLeftEmpty",
-                                   [](GraphDef& g, ComputeArgs&) {
-                                     g.nodes[2].inputs[1] = "";
-                                   },
-                                   absl::StatusCode::kInvalidArgument,
-                                   {"node 'fc2'", "'weight' is required"}},
+                      BadGraphCase{
+                          "RequiredInputLeftEmpty",
+                          [](GraphDef& g, ComputeArgs&) {
+                            g.nodes[2].inputs[1] = "";
+                          },
+                          absl::StatusCode::kInvalidArgument,
+                          {"node 'fc2'", "'weight' (position 1) is required"}},
                       BadGraphCase{"NoOutputs",
                                    [](GraphDef& g, ComputeArgs&) {
                                      g.nodes[2].outputs.clear();
@@ -314,7 +315,7 @@ INSTANTIATE_TEST_SUITE_P(
                             a.output_gradients["y1"] = Random({6, 3}, 1);
                           },
                           absl::StatusCode::kInvalidArgument,
-                          {"output_gradients 'y1'", "[6, 2]", "[6, 3]"}},
+                          {"output_gradients['y1']", "[6, 2]", "[6, 3]"}},
                       BadGraphCase{"WrongFeedShape",
                                    [](GraphDef&, ComputeArgs& a) {
                                      a.feeds["x"] = Random({6, 5}, 1);
