@@ -49,6 +49,7 @@ std::string ProgramKey(const ProgramRequest& request) {
   w.Int(static_cast<int64_t>(seeded.size()));
   for (const std::string& s : seeded) w.Str(s);
   w.Int(request.seed_fetched);
+  w.Int(request.drop_unreached_wrt);
   w.Int(static_cast<int64_t>(request.wrt.size()));
   for (const std::string& v : request.wrt) w.Str(v);
   w.Int(static_cast<int64_t>(request.mode));
@@ -318,7 +319,11 @@ absl::Status Program::AnalyseGradients(const ProgramRequest& request) {
       if (IsFloating(metas_[out].dtype)) from_wrt[out] = true;
     }
   }
-  if (!all_parameters) {
+  if (request.drop_unreached_wrt) {
+    wrt_.erase(std::remove_if(wrt_.begin(), wrt_.end(),
+                              [&](int id) { return !reaches[id]; }),
+               wrt_.end());
+  } else if (!all_parameters) {
     for (int id : wrt_) {
       if (!reaches[id]) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -398,6 +403,16 @@ absl::Status Program::CheckMemory(const Limits& limits) {
   }
   for (int id : wrt_) bytes = SaturatingAdd(bytes, metas_[id].num_bytes());
   peak_bytes_bound_ = bytes;
+  int64_t saved = 0;
+  for (size_t id = 0; id < metas_.size(); ++id) {
+    if (backward_reads_[id] > 0 || fetched_[id]) {
+      saved = SaturatingAdd(saved, metas_[id].num_bytes());
+    }
+  }
+  for (const ProgramNode& pn : nodes_) {
+    if (pn.runs_backward) saved = SaturatingAdd(saved, pn.op->ExtraBytes());
+  }
+  saved_bytes_bound_ = saved;
   if (bytes > limits.max_request_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the request would allocate up to ", bytes,

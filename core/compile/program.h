@@ -33,6 +33,10 @@ struct ProgramRequest {
   bool seed_fetched = false;
   // Gradients to return; empty with a loss or seeds = all parameters.
   std::vector<std::string> wrt;
+  // Training: wrt lists candidates, and those no gradient source depends on
+  // are dropped rather than refused (an optimizer skips them, as torch skips
+  // parameters whose .grad is None).
+  bool drop_unreached_wrt = false;
   Mode mode = Mode::kTrain;
   DType float_dtype = DType::kFloat32;
   // Describe: every node, shapes only (no pruning, gradients or primitives).
@@ -92,6 +96,8 @@ class Program {
 
   // Most bytes a run may allocate (inputs, outputs, saved values, gradients).
   int64_t peak_bytes_bound() const { return peak_bytes_bound_; }
+  // Most bytes a tape holds between its forward and backward passes.
+  int64_t saved_bytes_bound() const { return saved_bytes_bound_; }
   // Most bytes the results take (outputs, gradients, updated buffers).
   int64_t result_bytes_bound() const { return result_bytes_bound_; }
   // Memory the compiled program itself holds, estimated (its primitives).
@@ -124,6 +130,7 @@ class Program {
   std::vector<int> wrt_;
   std::vector<int> backward_reads_;
   int64_t peak_bytes_bound_ = 0;
+  int64_t saved_bytes_bound_ = 0;
   int64_t result_bytes_bound_ = 0;
   int64_t bytes_ = 0;
 };

@@ -10,7 +10,7 @@ const Tensor* ValueSet::Find(const std::string& name) const {
 
 int64_t ValueSet::bytes() const {
   int64_t total = 0;
-  for (const auto* set : {&parameters, &buffers}) {
+  for (const auto* set : {&parameters, &buffers, &optimizer_state}) {
     for (const auto& [name, t] : *set) {
       total += static_cast<int64_t>(t.storage_bytes());
     }

@@ -19,7 +19,11 @@ namespace gradserve {
 struct ValueSet {
   std::map<std::string, Tensor> parameters;
   std::map<std::string, Tensor> buffers;
-  int64_t version = 0;
+  // A training session's optimizer state ("W1/exp_avg", ...) and the steps
+  // applied so far; empty and 0 elsewhere.
+  std::map<std::string, Tensor> optimizer_state;
+  int64_t step = 0;
+  int64_t version = 0;  // 1 more for each version published after this one
 
   // The parameter or buffer of that name, or null.
   const Tensor* Find(const std::string& name) const;

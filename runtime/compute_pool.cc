@@ -1,11 +1,11 @@
-#include "server/compute_pool.h"
+#include "runtime/compute_pool.h"
 
 #include <omp.h>
 #include <sched.h>
 
 #include <algorithm>
 
-namespace gradserve::server {
+namespace gradserve::runtime {
 
 int AvailableCpus() {
   cpu_set_t set;
@@ -75,4 +75,4 @@ void ComputePool::WorkerLoop() {
   }
 }
 
-}  // namespace gradserve::server
+}  // namespace gradserve::runtime

@@ -6,8 +6,8 @@
 // each non-OpenMP thread its own team), so W concurrent requests use at most
 // W·T cores and never oversubscribe them. Requests beyond the W in flight
 // wait in a bounded FIFO queue; a full queue refuses work.
-#ifndef GRADSERVE_SERVER_COMPUTE_POOL_H_
-#define GRADSERVE_SERVER_COMPUTE_POOL_H_
+#ifndef GRADSERVE_RUNTIME_COMPUTE_POOL_H_
+#define GRADSERVE_RUNTIME_COMPUTE_POOL_H_
 
 #include <condition_variable>
 #include <deque>
@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-namespace gradserve::server {
+namespace gradserve::runtime {
 
 struct PoolShape {
   int workers = 1;
@@ -57,6 +57,6 @@ class ComputePool {
   std::vector<std::thread> workers_;
 };
 
-}  // namespace gradserve::server
+}  // namespace gradserve::runtime
 
-#endif  // GRADSERVE_SERVER_COMPUTE_POOL_H_
+#endif  // GRADSERVE_RUNTIME_COMPUTE_POOL_H_

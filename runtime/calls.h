@@ -1,0 +1,128 @@
+// The runtime's use cases take and return core types: the server decodes a
+// wire request into one of these and encodes the result.
+#ifndef GRADSERVE_RUNTIME_CALLS_H_
+#define GRADSERVE_RUNTIME_CALLS_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/compute.h"
+#include "core/graph.h"
+#include "core/train/optimizer.h"
+
+namespace gradserve::runtime {
+
+// Who calls, and how the call may end early.
+struct CallContext {
+  std::string tenant;  // the caller's tenant; "" when auth is off
+  // The route the client asked new sessions and activations to get (the
+  // gradserve-route metadata, which balancers hash on); "" = random.
+  std::string route;
+  // Polled between nodes: deadline passed, or the client went away.
+  std::function<absl::Status()> check_cancelled;
+};
+
+// A request's `model` oneof.
+struct ModelSource {
+  enum class Kind { kNone, kGraph, kOnnx, kSession };
+  Kind kind = Kind::kNone;
+  GraphDef graph;
+  std::string onnx_model;
+  std::string session_id;
+};
+
+struct ComputeCall {
+  ModelSource model;
+  ComputeArgs args;
+};
+
+struct DescribeCall {
+  ModelSource model;
+  absl::flat_hash_map<std::string, TensorMeta> input_shapes;
+};
+
+struct ForwardCall {
+  ModelSource model;
+  TensorMap feeds;
+  std::vector<std::string> fetch;
+  std::string loss;
+  std::vector<std::string> wrt;
+  Mode mode = Mode::kTrain;
+  uint64_t seed = 0;
+  uint32_t ttl_seconds = 0;  // 0 = the server's default
+};
+
+struct ForwardReply {
+  std::map<std::string, Tensor> outputs;
+  std::map<std::string, Tensor> buffers;
+  std::string activation_id;
+  int64_t expires_unix_ms = 0;
+};
+
+struct BackwardCall {
+  std::string activation_id;
+  BackwardArgs args;
+};
+
+struct SessionInfo {
+  std::string session_id;
+  std::string label;
+  int64_t step = 0;
+  int64_t parameter_count = 0;
+  int64_t bytes = 0;
+  int64_t expires_unix_ms = 0;
+};
+
+struct CreateSessionCall {
+  ModelSource model;  // a graph or an ONNX model
+  std::optional<OptimizerConfig> optimizer;
+  std::vector<std::string> frozen;
+  uint32_t ttl_seconds = 0;
+  std::string label;
+};
+
+struct GetParametersCall {
+  std::string session_id;
+  std::vector<std::string> names;  // empty = all
+  bool include_optimizer_state = false;
+};
+
+struct SessionValues {
+  std::map<std::string, Tensor> parameters;
+  std::map<std::string, Tensor> buffers;
+  std::map<std::string, Tensor> optimizer_state;
+  int64_t step = 0;
+};
+
+struct SetParametersCall {
+  std::string session_id;
+  std::map<std::string, Tensor> parameters;
+  std::map<std::string, Tensor> buffers;
+  std::map<std::string, Tensor> optimizer_state;
+  std::optional<int64_t> step;
+};
+
+struct TrainStepCall {
+  std::string session_id;
+  TensorMap feeds;
+  std::string loss;
+  std::vector<std::string> fetch;
+  uint64_t seed = 0;
+  double learning_rate = 0;  // 0 = the optimizer's
+};
+
+struct TrainStepReply {
+  Tensor loss;
+  std::map<std::string, Tensor> outputs;
+  int64_t step = 0;
+  double grad_norm = 0;
+};
+
+}  // namespace gradserve::runtime
+
+#endif  // GRADSERVE_RUNTIME_CALLS_H_

@@ -1,0 +1,205 @@
+#include "runtime/runtime.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "runtime/ids.h"
+
+namespace gradserve::runtime {
+namespace {
+
+absl::Status NeedsGraph(const ModelSource& source, absl::string_view rpc) {
+  if (source.kind == ModelSource::Kind::kGraph) return absl::OkStatus();
+  if (source.kind == ModelSource::Kind::kOnnx) {
+    return absl::UnimplementedError(
+        "onnx_model: ONNX import is not supported by this server yet; send "
+        "a graph");
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(rpc, ": the request carries no model: set graph"));
+}
+
+}  // namespace
+
+RunControl Control(const CallContext& ctx, uint64_t seed) {
+  return RunControl{seed, ctx.check_cancelled};
+}
+
+absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds) {
+  absl::flat_hash_map<std::string, TensorMeta> metas;
+  for (const auto& [name, t] : feeds) metas[name] = t.meta();
+  return metas;
+}
+
+Runtime::Runtime(const RuntimeOptions& options, ComputePool* pool)
+    : limits_(options.limits),
+      pool_(pool),
+      cache_(options.program_cache_bytes),
+      budget_(options.max_inflight_bytes),
+      sessions_(options.sessions, pool),
+      activations_(options.activations),
+      janitor_([this] { JanitorLoop(); }) {}
+
+Runtime::~Runtime() {
+  {
+    std::lock_guard<std::mutex> lock(janitor_mu_);
+    stopping_ = true;
+  }
+  janitor_wake_.notify_all();
+  janitor_.join();
+}
+
+void Runtime::JanitorLoop() {
+  std::unique_lock<std::mutex> lock(janitor_mu_);
+  while (!janitor_wake_.wait_for(lock, std::chrono::seconds(1),
+                                 [this] { return stopping_; })) {
+    lock.unlock();
+    const absl::Time now = absl::Now();
+    sessions_.Expire(now);
+    activations_.Expire(now);
+    lock.lock();
+  }
+}
+
+absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
+                                                ModelSource source) {
+  Model model;
+  switch (source.kind) {
+    case ModelSource::Kind::kSession: {
+      ASSIGN_OR_RETURN(auto session,
+                       sessions_.Find(ctx.tenant, source.session_id));
+      return SessionModel(*session);
+    }
+    case ModelSource::Kind::kGraph: {
+      auto graph = std::make_shared<GraphDef>(std::move(source.graph));
+      model.graph_key = StructureKey(*graph);
+      model.values = std::make_shared<ValueSet>(ValuesOf(*graph));
+      model.index = [graph, limits = limits_] {
+        return GraphIndex::Build(*graph, limits);
+      };
+      model.route = ctx.route;
+      return model;
+    }
+    default:
+      RETURN_IF_ERROR(NeedsGraph(source, "model"));
+      return model;
+  }
+}
+
+Runtime::Model Runtime::SessionModel(const Session& session) {
+  Model model;
+  model.graph_key = session.index()->key();
+  model.index = [index = session.index()] { return index; };
+  model.values = session.values();
+  model.route = std::string(RouteOf(session.id()));
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<const Program>> Runtime::ProgramFor(
+    const Model& model, const ProgramRequest& request) {
+  return cache_.GetOrCompile(model.graph_key, request, model.index, limits_);
+}
+
+absl::StatusOr<MemoryBudget::Reservation> Runtime::ReserveRun(
+    const Program& program) {
+  return budget_.Reserve(
+      program.peak_bytes_bound() + program.result_bytes_bound(),
+      "computing the request");
+}
+
+absl::StatusOr<RunResult> Runtime::Compute(const CallContext& ctx,
+                                           ComputeCall call) {
+  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  ASSIGN_OR_RETURN(auto program,
+                   ProgramFor(model, ProgramRequestFor(call.args)));
+  ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
+  return Run(std::move(program), call.args.feeds, *model.values,
+             call.args.output_gradients, Control(ctx, call.args.seed));
+}
+
+absl::StatusOr<GraphSummary> Runtime::Describe(const CallContext& ctx,
+                                               DescribeCall call) {
+  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  ASSIGN_OR_RETURN(auto index, model.index());
+  return gradserve::Describe(std::move(index), call.input_shapes, limits_);
+}
+
+absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
+                                              ForwardCall call) {
+  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  RETURN_IF_ERROR(activations_.CheckTtl(call.ttl_seconds));
+  ProgramRequest request;
+  request.given = MetasOf(call.feeds);
+  request.fetch = call.fetch;
+  request.loss = call.loss;
+  request.seed_fetched = true;
+  request.wrt = call.wrt;
+  request.mode = call.mode;
+  ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
+  ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
+  ASSIGN_OR_RETURN(auto claim,
+                   activations_.ClaimBytes(program->saved_bytes_bound()));
+  ForwardResult result;
+  ASSIGN_OR_RETURN(auto tape,
+                   Tape::Forward(program, call.feeds, *model.values,
+                                 Control(ctx, call.seed), &result));
+  ForwardReply reply;
+  reply.outputs = std::move(result.outputs);
+  reply.buffers = std::move(result.buffers);
+  if (!tape->spent()) {
+    auto held = activations_.Put(ctx.tenant, model.route, std::move(tape),
+                                 call.ttl_seconds, std::move(claim));
+    reply.activation_id = std::move(held.id);
+    reply.expires_unix_ms = held.expires_unix_ms;
+  }
+  return reply;
+}
+
+absl::StatusOr<std::map<std::string, Tensor>> Runtime::Backward(
+    const CallContext& ctx, BackwardCall call) {
+  ASSIGN_OR_RETURN(auto activation,
+                   activations_.Find(ctx.tenant, call.activation_id));
+  std::lock_guard<std::mutex> lock(activation->mu);
+  if (activation->tape == nullptr || activation->tape->spent()) {
+    return absl::NotFoundError(absl::StrCat(
+        "activation '", call.activation_id,
+        "' not found: already used by a Backward without keep"));
+  }
+  Tape& tape = *activation->tape;
+  RETURN_IF_ERROR(tape.CheckBackward(call.args));
+  ASSIGN_OR_RETURN(auto reservation, ReserveRun(tape.program()));
+  auto gradients = tape.Backward(call.args, Control(ctx, 0));
+  if (tape.spent()) {
+    activation->tape.reset();
+    activations_.Release(ctx.tenant, call.activation_id);
+  }
+  return gradients;
+}
+
+absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
+                                                   CreateSessionCall call) {
+  RETURN_IF_ERROR(NeedsGraph(call.model, "CreateSession"));
+  SessionSpec spec;
+  spec.tenant = ctx.tenant;
+  spec.route = ctx.route;
+  spec.label = std::move(call.label);
+  spec.graph = std::move(call.model.graph);
+  spec.optimizer = std::move(call.optimizer);
+  spec.frozen = std::move(call.frozen);
+  spec.ttl_seconds = call.ttl_seconds;
+  ASSIGN_OR_RETURN(auto session, sessions_.Create(std::move(spec), limits_));
+  return session->Info();
+}
+
+absl::Status Runtime::CloseSession(const CallContext& ctx,
+                                   const std::string& session_id) {
+  return sessions_.Close(ctx.tenant, session_id);
+}
+
+std::vector<SessionInfo> Runtime::ListSessions(const CallContext& ctx) {
+  return sessions_.List(ctx.tenant);
+}
+
+}  // namespace gradserve::runtime

@@ -1,0 +1,106 @@
+// The runtime: gradserve's use cases over core, shared by the unary RPCs
+// and the stream. It resolves a request's model (a graph, a session),
+// finds or compiles its program in the cache, holds sessions and Forward
+// activations, and bounds the memory requests hold. No gRPC here: the
+// server decodes requests into runtime/calls.h and encodes the results.
+#ifndef GRADSERVE_RUNTIME_RUNTIME_H_
+#define GRADSERVE_RUNTIME_RUNTIME_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/compile/program_cache.h"
+#include "core/graph.h"
+#include "runtime/activations.h"
+#include "runtime/calls.h"
+#include "runtime/memory_budget.h"
+#include "runtime/sessions.h"
+
+namespace gradserve::runtime {
+
+struct RuntimeOptions {
+  Limits limits;
+  int64_t program_cache_bytes = int64_t{256} << 20;
+  // Bytes that queued and running requests may hold in all.
+  int64_t max_inflight_bytes = int64_t{8} << 30;
+  SessionOptions sessions;
+  ActivationOptions activations;
+};
+
+RunControl Control(const CallContext& ctx, uint64_t seed);
+absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds);
+
+class Runtime {
+ public:
+  // Work runs on `pool`: session steps on their strands over it.
+  Runtime(const RuntimeOptions& options, ComputePool* pool);
+  ~Runtime();
+
+  absl::StatusOr<RunResult> Compute(const CallContext& ctx, ComputeCall call);
+  absl::StatusOr<GraphSummary> Describe(const CallContext& ctx,
+                                        DescribeCall call);
+  absl::StatusOr<ForwardReply> Forward(const CallContext& ctx,
+                                       ForwardCall call);
+  absl::StatusOr<std::map<std::string, Tensor>> Backward(
+      const CallContext& ctx, BackwardCall call);
+
+  absl::StatusOr<SessionInfo> CreateSession(const CallContext& ctx,
+                                            CreateSessionCall call);
+  absl::Status CloseSession(const CallContext& ctx,
+                            const std::string& session_id);
+  std::vector<SessionInfo> ListSessions(const CallContext& ctx);
+  absl::StatusOr<SessionValues> GetParameters(const CallContext& ctx,
+                                              const GetParametersCall& call);
+  absl::StatusOr<SessionInfo> SetParameters(const CallContext& ctx,
+                                            SetParametersCall call);
+  absl::StatusOr<TrainStepReply> TrainStep(const CallContext& ctx,
+                                           TrainStepCall call);
+
+  ComputePool* pool() { return pool_; }
+  MemoryBudget& memory_budget() { return budget_; }
+  SessionManager& sessions() { return sessions_; }
+  ActivationStore& activations() { return activations_; }
+  ProgramCacheStats cache_stats() const { return cache_.stats(); }
+  const Limits& limits() const { return limits_; }
+
+ private:
+  // A request's model: where its program's index comes from on a cache
+  // miss, and the values it binds.
+  struct Model {
+    std::string graph_key;
+    ProgramCache::IndexSource index;
+    std::shared_ptr<const ValueSet> values;
+    std::string route;  // for activations of this model
+  };
+
+  absl::StatusOr<Model> Resolve(const CallContext& ctx, ModelSource source);
+  static Model SessionModel(const Session& session);
+  absl::StatusOr<std::shared_ptr<const Program>> ProgramFor(
+      const Model& model, const ProgramRequest& request);
+  // Reserves what running `program` may allocate, and its results.
+  absl::StatusOr<MemoryBudget::Reservation> ReserveRun(const Program& program);
+  // Expires idle sessions and activations, once a second.
+  void JanitorLoop();
+
+  const Limits limits_;
+  ComputePool* const pool_;
+  ProgramCache cache_;
+  MemoryBudget budget_;
+  SessionManager sessions_;
+  ActivationStore activations_;
+  std::mutex janitor_mu_;
+  std::condition_variable janitor_wake_;
+  bool stopping_ = false;
+  std::thread janitor_;  // last: starts once the rest is built
+};
+
+}  // namespace gradserve::runtime
+
+#endif  // GRADSERVE_RUNTIME_RUNTIME_H_

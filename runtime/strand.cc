@@ -1,0 +1,45 @@
+#include "runtime/strand.h"
+
+namespace gradserve::runtime {
+
+std::shared_ptr<Strand> Strand::Create(ComputePool* pool, size_t max_queue) {
+  return std::shared_ptr<Strand>(new Strand(pool, max_queue));
+}
+
+bool Strand::Submit(std::function<void()> task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (tasks_.size() >= max_queue_) return false;
+  if (!scheduled_) {
+    if (!pool_->Submit([self = shared_from_this()] { self->RunNext(); })) {
+      return false;
+    }
+    scheduled_ = true;
+  }
+  tasks_.push_back(std::move(task));
+  return true;
+}
+
+// Runs the oldest task, then hands the rest back to the pool so that other
+// work queued meanwhile gets its turn; when the pool is full the strand goes
+// on here rather than drop a task it accepted.
+void Strand::RunNext() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    task();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tasks_.empty()) {
+      scheduled_ = false;
+      return;
+    }
+    if (pool_->Submit([self = shared_from_this()] { self->RunNext(); })) {
+      return;
+    }
+  }
+}
+
+}  // namespace gradserve::runtime

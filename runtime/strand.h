@@ -1,0 +1,38 @@
+// A strand runs its tasks one at a time, in the order they were submitted,
+// on a compute pool: a session's steps apply in arrival order while other
+// sessions' run in parallel, and no worker waits on a lock meanwhile.
+#ifndef GRADSERVE_RUNTIME_STRAND_H_
+#define GRADSERVE_RUNTIME_STRAND_H_
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "runtime/compute_pool.h"
+
+namespace gradserve::runtime {
+
+class Strand : public std::enable_shared_from_this<Strand> {
+ public:
+  static std::shared_ptr<Strand> Create(ComputePool* pool, size_t max_queue);
+
+  // Queues `task` behind the strand's earlier ones; false when the strand
+  // already holds `max_queue` tasks or the pool refuses work.
+  bool Submit(std::function<void()> task);
+
+ private:
+  Strand(ComputePool* pool, size_t max_queue)
+      : pool_(pool), max_queue_(max_queue) {}
+  void RunNext();
+
+  ComputePool* const pool_;
+  const size_t max_queue_;
+  std::mutex mu_;
+  std::deque<std::function<void()>> tasks_;
+  bool scheduled_ = false;  // a RunNext is queued on the pool or running
+};
+
+}  // namespace gradserve::runtime
+
+#endif  // GRADSERVE_RUNTIME_STRAND_H_

@@ -1,0 +1,72 @@
+// Tensors between the wire (gradserve.v1.Tensor) and core. Every tensor is
+// checked (dtype, shape, element count, the bytes that carry its values)
+// before its storage is allocated.
+#ifndef GRADSERVE_SERVER_CODEC_TENSOR_CODEC_H_
+#define GRADSERVE_SERVER_CODEC_TENSOR_CODEC_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/exec/tape.h"
+#include "core/graph.h"
+#include "core/tensor.h"
+#include "gradserve/v1/tensor.pb.h"
+#include "google/protobuf/map.h"
+
+namespace gradserve::server {
+
+namespace pb = ::gradserve::v1;
+using TensorProtoMap = google::protobuf::Map<std::string, pb::Tensor>;
+
+// Checks a tensor's dtype, shape, element count and value fields; returns
+// the bytes it takes once converted (bfloat16 is widened to float32). `what`
+// names the tensor in messages, e.g. "feeds['x']".
+absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
+                                    const Limits& limits);
+
+// A checked tensor's values in core storage.
+absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
+                                       absl::string_view what,
+                                       const Limits& limits);
+void TensorToProto(const Tensor& t, pb::Tensor* out);
+
+// "feeds['x']".
+std::string Keyed(absl::string_view field, absl::string_view key);
+
+// The tensors of a request, checked together before any is converted: each
+// one, and their total bytes against the request limit.
+class TensorBatch {
+ public:
+  explicit TensorBatch(const Limits& limits) : limits_(limits) {}
+  absl::Status Check(const TensorProtoMap& map, absl::string_view field);
+  absl::Status Check(const pb::Tensor& t, absl::string_view what);
+  // RESOURCE_EXHAUSTED when the checked tensors exceed the request limit.
+  absl::Status CheckTotal() const;
+
+ private:
+  const Limits& limits_;
+  int64_t bytes_ = 0;
+};
+
+// Converts a checked map into a TensorMap or a std::map.
+template <typename Map = TensorMap>
+absl::StatusOr<Map> TensorsFromProto(const TensorProtoMap& map,
+                                     absl::string_view field,
+                                     const Limits& limits) {
+  Map tensors;
+  for (const auto& [name, t] : map) {
+    auto tensor = TensorFromProto(t, Keyed(field, name), limits);
+    if (!tensor.ok()) return tensor.status();
+    tensors[name] = *std::move(tensor);
+  }
+  return tensors;
+}
+void TensorsToProto(const std::map<std::string, Tensor>& tensors,
+                    TensorProtoMap* out);
+
+}  // namespace gradserve::server
+
+#endif  // GRADSERVE_SERVER_CODEC_TENSOR_CODEC_H_
