@@ -34,9 +34,9 @@ ActivationStore::Claim::~Claim() {
 
 absl::Status ActivationStore::CheckTtl(uint32_t ttl_seconds) const {
   if (ttl_seconds <= options_.max_ttl_seconds) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("ttl_seconds: ", ttl_seconds, " is over the server's most, ",
-                   options_.max_ttl_seconds, " (--max_activation_ttl_seconds)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "ttl_seconds: ", ttl_seconds, " is over the server's most, ",
+      options_.max_ttl_seconds, " (--max_activation_ttl_seconds)"));
 }
 
 absl::StatusOr<ActivationStore::Claim> ActivationStore::ClaimBytes(
@@ -61,11 +61,12 @@ void ActivationStore::Unclaim(int64_t bytes) {
   held_ -= bytes;
 }
 
-ActivationStore::Held ActivationStore::Put(
-    const std::string& tenant, std::string_view route,
-    std::unique_ptr<Tape> tape, uint32_t ttl_seconds, Claim claim) {
-  const uint32_t ttl = ttl_seconds > 0 ? ttl_seconds
-                                       : options_.default_ttl_seconds;
+ActivationStore::Held ActivationStore::Put(const std::string& tenant,
+                                           absl::string_view route,
+                                           std::unique_ptr<Tape> tape,
+                                           uint32_t ttl_seconds, Claim claim) {
+  const uint32_t ttl =
+      ttl_seconds > 0 ? ttl_seconds : options_.default_ttl_seconds;
   Entry entry;
   entry.activation = std::make_shared<Activation>();
   entry.bytes = tape->bytes();

@@ -57,9 +57,8 @@ class ActivationStore {
   absl::Status CheckTtl(uint32_t ttl_seconds) const;
   // Holds `tape` for `ttl_seconds` (0 = the default; checked) under a new id
   // with `route`; its actual size replaces the claim.
-  Held Put(const std::string& tenant, std::string_view route,
-                           std::unique_ptr<Tape> tape, uint32_t ttl_seconds,
-                           Claim claim);
+  Held Put(const std::string& tenant, absl::string_view route,
+           std::unique_ptr<Tape> tape, uint32_t ttl_seconds, Claim claim);
   // NOT_FOUND (naming the id) for unknown, released, expired or another
   // tenant's activations.
   absl::StatusOr<std::shared_ptr<Activation>> Find(const std::string& tenant,
@@ -68,6 +67,7 @@ class ActivationStore {
   // Drops the activations whose time is up.
   void Expire(absl::Time now);
 
+  const ActivationOptions& options() const { return options_; }
   int64_t bytes_held() const;
   int64_t count() const;
 

@@ -32,19 +32,19 @@ absl::Status CheckRoute(absl::string_view route) {
     ok = ok && (absl::ascii_isalnum(c) || c == '_' || c == '-');
   }
   if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "route '", absl::CEscape(route.substr(0, 80)),
-      "' must be 1 to 64 letters, digits, '_' or '-'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("route '", absl::CEscape(route.substr(0, 80)),
+                   "' must be 1 to 64 letters, digits, '_' or '-'"));
 }
 
 std::string NewId(absl::string_view route) {
-  return absl::StrCat(route.empty() ? RandomHex(4) : route, ".",
-                      RandomHex(16));
+  return absl::StrCat(route.empty() ? RandomHex(4) : route, ".", RandomHex(16));
 }
 
 absl::string_view RouteOf(absl::string_view id) {
   const size_t dot = id.rfind('.');
-  return dot == absl::string_view::npos ? absl::string_view() : id.substr(0, dot);
+  return dot == absl::string_view::npos ? absl::string_view()
+                                        : id.substr(0, dot);
 }
 
 }  // namespace gradserve::runtime

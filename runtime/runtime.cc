@@ -142,9 +142,8 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
   ASSIGN_OR_RETURN(auto claim,
                    activations_.ClaimBytes(program->saved_bytes_bound()));
   ForwardResult result;
-  ASSIGN_OR_RETURN(auto tape,
-                   Tape::Forward(program, call.feeds, *model.values,
-                                 Control(ctx, call.seed), &result));
+  ASSIGN_OR_RETURN(auto tape, Tape::Forward(program, call.feeds, *model.values,
+                                            Control(ctx, call.seed), &result));
   ForwardReply reply;
   reply.outputs = std::move(result.outputs);
   reply.buffers = std::move(result.buffers);
@@ -163,9 +162,9 @@ absl::StatusOr<std::map<std::string, Tensor>> Runtime::Backward(
                    activations_.Find(ctx.tenant, call.activation_id));
   std::lock_guard<std::mutex> lock(activation->mu);
   if (activation->tape == nullptr || activation->tape->spent()) {
-    return absl::NotFoundError(absl::StrCat(
-        "activation '", call.activation_id,
-        "' not found: already used by a Backward without keep"));
+    return absl::NotFoundError(
+        absl::StrCat("activation '", call.activation_id,
+                     "' not found: already used by a Backward without keep"));
   }
   Tape& tape = *activation->tape;
   RETURN_IF_ERROR(tape.CheckBackward(call.args));

@@ -8,10 +8,10 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,8 +48,8 @@ class Runtime {
                                         DescribeCall call);
   absl::StatusOr<ForwardReply> Forward(const CallContext& ctx,
                                        ForwardCall call);
-  absl::StatusOr<std::map<std::string, Tensor>> Backward(
-      const CallContext& ctx, BackwardCall call);
+  absl::StatusOr<std::map<std::string, Tensor>> Backward(const CallContext& ctx,
+                                                         BackwardCall call);
 
   absl::StatusOr<SessionInfo> CreateSession(const CallContext& ctx,
                                             CreateSessionCall call);

@@ -30,14 +30,14 @@ absl::Status CheckReplacement(const std::map<std::string, Tensor>& current,
   for (const auto& [name, t] : given) {
     auto it = current.find(name);
     if (it == current.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, "['", name, "']: the session has no ", field, " of that name"));
+      return absl::InvalidArgumentError(absl::StrCat(field, "['", name,
+                                                     "']: the session has no ",
+                                                     field, " of that name"));
     }
     if (t.meta() != it->second.meta()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, "['", name, "'] must be ",
-                       it->second.meta().ToString(), ", got ",
-                       t.meta().ToString()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, "['", name, "'] must be ", it->second.meta().ToString(),
+          ", got ", t.meta().ToString()));
     }
   }
   return absl::OkStatus();
@@ -50,9 +50,9 @@ absl::Status CheckSetParameters(const Session& session, const ValueSet& current,
   RETURN_IF_ERROR(CheckReplacement(current.buffers, call.buffers, "buffers"));
   if (!call.optimizer_state.empty()) {
     if (!session.optimizer()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "optimizer_state: session '", session.id(),
-          "' has no optimizer, so it keeps no optimizer state"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("optimizer_state: session '", session.id(),
+                       "' has no optimizer, so it keeps no optimizer state"));
     }
     std::map<std::string, TensorMeta> trained;
     for (const std::string& name : session.trained()) {
@@ -87,9 +87,8 @@ absl::StatusOr<SessionValues> Runtime::GetParameters(
   SessionValues out;
   out.step = values->step;
   auto wanted = [&](const std::string& name) {
-    return call.names.empty() ||
-           std::find(call.names.begin(), call.names.end(), name) !=
-               call.names.end();
+    return call.names.empty() || std::find(call.names.begin(), call.names.end(),
+                                           name) != call.names.end();
   };
   for (const std::string& name : call.names) {
     if (values->Find(name) == nullptr) {
@@ -135,9 +134,9 @@ absl::StatusOr<TrainStepReply> Runtime::TrainStep(const CallContext& ctx,
                                                   TrainStepCall call) {
   ASSIGN_OR_RETURN(auto session, sessions_.Find(ctx.tenant, call.session_id));
   if (!session->optimizer()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "session '", session->id(),
-        "' has no optimizer; create it with one to train it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("session '", session->id(),
+                     "' has no optimizer; create it with one to train it"));
   }
   if (call.loss.empty()) {
     return absl::InvalidArgumentError("loss: name the scalar to minimise");

@@ -12,8 +12,8 @@ namespace gradserve::runtime {
 namespace {
 
 absl::Status NotFound(const std::string& id) {
-  return absl::NotFoundError(absl::StrCat(
-      "session '", id, "' not found: unknown, closed or expired"));
+  return absl::NotFoundError(
+      absl::StrCat("session '", id, "' not found: unknown, closed or expired"));
 }
 
 int64_t StateBytes(const std::map<std::string, Tensor>& tensors) {
@@ -97,8 +97,8 @@ absl::Status SessionManager::CheckSpec(const SessionSpec& spec,
   for (const std::string& name : spec.frozen) {
     const int id = index.ValueId(name);
     if (id < 0 || index.values()[id].kind != ValueKind::kParameter) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "frozen: '", name, "' is not a parameter of the graph"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("frozen: '", name, "' is not a parameter of the graph"));
     }
     if (!seen.insert(name).second) {
       return absl::InvalidArgumentError(
@@ -134,13 +134,16 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
         "--max_sessions); close some first"));
   }
   if (bytes > options_.max_bytes - reserved_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the session would hold ", bytes, " bytes (parameters, buffers, "
-        "optimizer state), but sessions hold ", reserved_, " of the server's ",
-        options_.max_bytes, " (--max_session_bytes)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the session would hold ", bytes,
+                     " bytes (parameters, buffers, "
+                     "optimizer state), but sessions hold ",
+                     reserved_, " of the server's ", options_.max_bytes,
+                     " (--max_session_bytes)"));
   }
-  auto session = std::shared_ptr<Session>(new Session(
-      spec, std::move(index), Strand::Create(pool_, options_.max_queued_steps)));
+  auto session = std::shared_ptr<Session>(
+      new Session(spec, std::move(index),
+                  Strand::Create(pool_, options_.max_queued_steps)));
   session->reserved_bytes_ = bytes;
   reserved_ += bytes;
   sessions_.emplace(session->id(), session);

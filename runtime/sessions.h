@@ -115,7 +115,8 @@ class SessionManager {
   const SessionOptions& options() const { return options_; }
 
  private:
-  absl::Status CheckSpec(const SessionSpec& spec, const GraphIndex& index) const;
+  absl::Status CheckSpec(const SessionSpec& spec,
+                         const GraphIndex& index) const;
 
   const SessionOptions options_;
   ComputePool* const pool_;

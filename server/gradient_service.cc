@@ -1,36 +1,21 @@
 #include "server/gradient_service.h"
 
-#include <chrono>
 #include <exception>
 #include <new>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/compute.h"
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/status_macros.h"
-#include "server/convert.h"
+#include "google/protobuf/descriptor.h"
+#include "server/codec/call_codec.h"
+#include "server/codec/session_codec.h"
+#include "server/codec/tensor_codec.h"
+#include "server/rpc.h"
 
 namespace gradserve::server {
 namespace {
-
-namespace pb = ::gradserve::v1;
-
-// Polled by the executor between nodes.
-std::function<absl::Status()> CancellationCheck(
-    grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  return [context, deadline]() {
-    if (std::chrono::system_clock::now() > deadline) {
-      return absl::DeadlineExceededError(
-          "the call's deadline passed while computing");
-    }
-    if (context->IsCancelled()) {
-      return absl::CancelledError("the call was cancelled");
-    }
-    return absl::OkStatus();
-  };
-}
 
 void FillOps(pb::GetServerInfoResponse* info) {
   for (const OpSchema* schema : OpRegistry::Global().All()) {
@@ -56,87 +41,259 @@ void FillOps(pb::GetServerInfoResponse* info) {
   }
 }
 
+// Runs `work`, turning what escapes it into a status: running out of memory
+// is RESOURCE_EXHAUSTED, anything else a bug.
+absl::Status Guarded(const std::function<absl::Status()>& work) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of memory for this request");
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("unexpected exception: ", e.what()));
+  }
+}
+
 }  // namespace
 
-GradientServiceImpl::GradientServiceImpl(ComputePool* pool,
-                                         const Limits& limits,
-                                         int64_t max_message_bytes)
-    : pool_(pool), limits_(limits) {
-  info_.set_version(GRADSERVE_VERSION);
-  FillOps(&info_);
-  pb::ServerLimits* l = info_.mutable_limits();
-  l->set_max_message_bytes(max_message_bytes);
+int MethodIndex(absl::string_view method) {
+  static const google::protobuf::ServiceDescriptor* service =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          "gradserve.v1.GradientService");
+  return service->FindMethodByName(std::string(method))->index();
+}
+
+GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
+                                         const ServiceOptions& options)
+    : runtime_(runtime), options_(options) {
+  static_info_.set_version(GRADSERVE_VERSION);
+  FillOps(&static_info_);
+  const Limits& limits = runtime->limits();
+  pb::ServerLimits* l = static_info_.mutable_limits();
+  l->set_max_message_bytes(options.max_message_bytes);
   l->set_max_tensor_elements(limits.max_tensor_elements);
   l->set_max_graph_nodes(limits.max_graph_nodes);
   l->set_max_request_bytes(limits.max_request_bytes);
-  info_.set_onednn_version(DnnlVersion());
-  info_.set_cpu_isa(DnnlCpuIsa());
-  info_.set_workers(pool->shape().workers);
-  info_.set_threads_per_worker(pool->shape().threads_per_worker);
+  l->set_max_inflight_bytes(runtime->memory_budget().capacity());
+  l->set_max_sessions(runtime->sessions().options().max_sessions);
+  l->set_max_session_bytes(runtime->sessions().options().max_bytes);
+  l->set_max_activation_bytes(runtime->activations().options().max_bytes);
+  static_info_.set_onednn_version(DnnlVersion());
+  static_info_.set_cpu_isa(DnnlCpuIsa());
+  static_info_.set_workers(runtime->pool()->shape().workers);
+  static_info_.set_threads_per_worker(
+      runtime->pool()->shape().threads_per_worker);
+  static_info_.add_features("sessions");
+  static_info_.add_features("forward_backward");
+  static_info_.add_features("compute_stream");
+  AddComputeRpcs();
+  AddSessionRpcs();
+  AddInfoRpcs();
+  AddComputeStream();
 }
 
-grpc::ServerUnaryReactor* GradientServiceImpl::RunOnPool(
-    grpc::CallbackServerContext* context, std::function<absl::Status()> work) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  bool queued = pool_->Submit([reactor, work = std::move(work)]() {
-    absl::Status status;
-    try {
-      status = work();
-    } catch (const std::bad_alloc&) {
-      status = absl::ResourceExhaustedError("out of memory for this request");
-    } catch (const std::exception& e) {
-      status =
-          absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
+template <typename Request, typename Reply>
+void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
+                                   Handler<Request, Reply> handler) {
+  auto start = [this, where, handler = std::move(handler)](
+                   grpc::CallbackServerContext* context,
+                   const grpc::ByteBuffer* request,
+                   grpc::ByteBuffer* response) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    runtime::CallContext ctx = CallContextOf(context);
+    // The message, and its parsed copy, held while the call waits and runs.
+    auto held = runtime_->memory_budget().Reserve(
+        2 * static_cast<int64_t>(request->Length()), "the request message");
+    if (!held.ok()) {
+      reactor->Finish(ToGrpcStatus(held.status()));
+      return reactor;
     }
-    reactor->Finish(ToGrpcStatus(status));
-  });
-  if (!queued) {
-    reactor->Finish(
-        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                     "the server's compute queue is full; retry later"));
-  }
-  return reactor;
+    auto reservation =
+        std::make_shared<runtime::MemoryBudget::Reservation>(*std::move(held));
+    auto task = [reactor, ctx, request, response, reservation, &handler]() {
+      absl::Status status = Guarded([&]() -> absl::Status {
+        RETURN_IF_ERROR(ctx.check_cancelled());
+        Request parsed;
+        RETURN_IF_ERROR(ParseMessage(*request, &parsed));
+        Reply reply;
+        RETURN_IF_ERROR(handler(ctx, parsed, &reply));
+        return SerializeMessage(reply, response);
+      });
+      reservation->Release();
+      reactor->Finish(ToGrpcStatus(status));
+    };
+    if (!Schedule(where, ctx, *request, std::move(task))) {
+      reactor->Finish(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       "the server's compute queue is full; retry later"));
+    }
+    return reactor;
+  };
+  MarkMethodRawCallback(
+      MethodIndex(method),
+      new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer,
+                                               grpc::ByteBuffer>(
+          std::move(start)));
 }
 
-grpc::ServerUnaryReactor* GradientServiceImpl::Compute(
-    grpc::CallbackServerContext* context, const pb::ComputeRequest* request,
-    pb::ComputeResponse* response) {
-  return RunOnPool(
-      context, [this, context, request, response]() -> absl::Status {
-        GraphDef graph;
-        ASSIGN_OR_RETURN(ComputeArgs args,
-                         ComputeArgsFromProto(*request, limits_, &graph));
-        args.check_cancelled = CancellationCheck(context);
-        RETURN_IF_ERROR(args.check_cancelled());
-        ASSIGN_OR_RETURN(RunResult result,
-                         gradserve::Compute(graph, args, limits_));
-        RunResultToProto(result, response);
+bool GradientServiceImpl::Schedule(Where where, const runtime::CallContext& ctx,
+                                   const grpc::ByteBuffer& request,
+                                   std::function<void()> task) {
+  if (where == Where::kHere) {
+    task();
+    return true;
+  }
+  if (where == Where::kSessionStrand) {
+    // session_id is field 1 of every request that changes a session.
+    auto session =
+        runtime_->sessions().Find(ctx.tenant, PeekStringField(request, 1));
+    if (session.ok()) return (*session)->strand().Submit(std::move(task));
+  }
+  return runtime_->pool()->Submit(std::move(task));
+}
+
+void GradientServiceImpl::AddComputeRpcs() {
+  const Limits& limits = runtime_->limits();
+  AddUnary<pb::ComputeRequest, pb::ComputeResponse>(
+      "Compute", Where::kPool,
+      [this](const runtime::CallContext& ctx, const pb::ComputeRequest& r,
+             pb::ComputeResponse* out) { return Compute(ctx, r, out); });
+  AddUnary<pb::DescribeRequest, pb::DescribeResponse>(
+      "Describe", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::DescribeRequest& r, pb::DescribeResponse* out) {
+        ASSIGN_OR_RETURN(auto call, DescribeCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(GraphSummary summary,
+                         runtime_->Describe(ctx, std::move(call)));
+        SummaryToProto(summary, out);
+        return absl::OkStatus();
+      });
+  AddUnary<pb::ForwardRequest, pb::ForwardResponse>(
+      "Forward", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::ForwardRequest& r, pb::ForwardResponse* out) {
+        ASSIGN_OR_RETURN(auto call, ForwardCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto reply, runtime_->Forward(ctx, std::move(call)));
+        ForwardReplyToProto(reply, out);
+        return absl::OkStatus();
+      });
+  AddUnary<pb::BackwardRequest, pb::BackwardResponse>(
+      "Backward", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::BackwardRequest& r, pb::BackwardResponse* out) {
+        ASSIGN_OR_RETURN(auto call, BackwardCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto gradients,
+                         runtime_->Backward(ctx, std::move(call)));
+        TensorsToProto(gradients, out->mutable_gradients());
         return absl::OkStatus();
       });
 }
 
-grpc::ServerUnaryReactor* GradientServiceImpl::Describe(
-    grpc::CallbackServerContext* context, const pb::DescribeRequest* request,
-    pb::DescribeResponse* response) {
-  return RunOnPool(context, [this, request, response]() -> absl::Status {
-    ASSIGN_OR_RETURN(auto inputs, InputMetasFromProto(*request));
-    ASSIGN_OR_RETURN(GraphDef graph, GraphFromProto(request->graph(), limits_));
-    ASSIGN_OR_RETURN(GraphSummary summary,
-                     gradserve::Describe(graph, inputs, limits_));
-    SummaryToProto(summary, response);
-    return absl::OkStatus();
+absl::Status GradientServiceImpl::Compute(const runtime::CallContext& ctx,
+                                          const pb::ComputeRequest& request,
+                                          pb::ComputeResponse* response) {
+  ASSIGN_OR_RETURN(auto call,
+                   ComputeCallFromProto(request, runtime_->limits()));
+  ASSIGN_OR_RETURN(RunResult result, runtime_->Compute(ctx, std::move(call)));
+  RunResultToProto(result, response);
+  return absl::OkStatus();
+}
+
+absl::Status GradientServiceImpl::ComputeFromBytes(
+    const runtime::CallContext& ctx, const grpc::ByteBuffer& request,
+    pb::ComputeResponse* response) {
+  return Guarded([&]() -> absl::Status {
+    pb::ComputeRequest parsed;
+    RETURN_IF_ERROR(ParseMessage(request, &parsed));
+    return Compute(ctx, parsed, response);
   });
 }
 
-grpc::ServerUnaryReactor* GradientServiceImpl::GetServerInfo(
-    grpc::CallbackServerContext* context,
-    const pb::GetServerInfoRequest* request,
-    pb::GetServerInfoResponse* response) {
-  // A copy of a prepared message: cheap enough for gRPC's thread.
-  *response = info_;
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+void GradientServiceImpl::AddSessionRpcs() {
+  const Limits& limits = runtime_->limits();
+  AddUnary<pb::CreateSessionRequest, pb::CreateSessionResponse>(
+      "CreateSession", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::CreateSessionRequest& r,
+                      pb::CreateSessionResponse* out) {
+        ASSIGN_OR_RETURN(auto call, CreateSessionCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto info,
+                         runtime_->CreateSession(ctx, std::move(call)));
+        SessionInfoToProto(info, out->mutable_session());
+        return absl::OkStatus();
+      });
+  AddUnary<pb::CloseSessionRequest, pb::CloseSessionResponse>(
+      "CloseSession", Where::kPool,
+      [this](const runtime::CallContext& ctx, const pb::CloseSessionRequest& r,
+             pb::CloseSessionResponse*) {
+        return runtime_->CloseSession(ctx, r.session_id());
+      });
+  AddUnary<pb::ListSessionsRequest, pb::ListSessionsResponse>(
+      "ListSessions", Where::kPool,
+      [this](const runtime::CallContext& ctx, const pb::ListSessionsRequest&,
+             pb::ListSessionsResponse* out) {
+        for (const auto& info : runtime_->ListSessions(ctx)) {
+          SessionInfoToProto(info, out->add_sessions());
+        }
+        return absl::OkStatus();
+      });
+  AddUnary<pb::GetParametersRequest, pb::GetParametersResponse>(
+      "GetParameters", Where::kPool,
+      [this](const runtime::CallContext& ctx, const pb::GetParametersRequest& r,
+             pb::GetParametersResponse* out) {
+        ASSIGN_OR_RETURN(auto values, runtime_->GetParameters(
+                                          ctx, GetParametersCallFromProto(r)));
+        SessionValuesToProto(values, out);
+        return absl::OkStatus();
+      });
+  AddUnary<pb::SetParametersRequest, pb::SetParametersResponse>(
+      "SetParameters", Where::kSessionStrand,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::SetParametersRequest& r,
+                      pb::SetParametersResponse* out) {
+        ASSIGN_OR_RETURN(auto call, SetParametersCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto info,
+                         runtime_->SetParameters(ctx, std::move(call)));
+        SessionInfoToProto(info, out->mutable_session());
+        return absl::OkStatus();
+      });
+  AddUnary<pb::TrainStepRequest, pb::TrainStepResponse>(
+      "TrainStep", Where::kSessionStrand,
+      [this, &limits](const runtime::CallContext& ctx,
+                      const pb::TrainStepRequest& r,
+                      pb::TrainStepResponse* out) {
+        ASSIGN_OR_RETURN(auto call, TrainStepCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto reply, runtime_->TrainStep(ctx, std::move(call)));
+        TrainStepReplyToProto(reply, out);
+        return absl::OkStatus();
+      });
+}
+
+void GradientServiceImpl::AddInfoRpcs() {
+  // A copy of a prepared message and a few counters: cheap enough for
+  // gRPC's thread.
+  AddUnary<pb::GetServerInfoRequest, pb::GetServerInfoResponse>(
+      "GetServerInfo", Where::kHere,
+      [this](const runtime::CallContext&, const pb::GetServerInfoRequest&,
+             pb::GetServerInfoResponse* out) {
+        *out = ServerInfo();
+        return absl::OkStatus();
+      });
+}
+
+pb::GetServerInfoResponse GradientServiceImpl::ServerInfo() const {
+  pb::GetServerInfoResponse info = static_info_;
+  const ProgramCacheStats cache = runtime_->cache_stats();
+  pb::ProgramCacheInfo* c = info.mutable_program_cache();
+  c->set_hits(cache.hits);
+  c->set_misses(cache.misses);
+  c->set_evictions(cache.evictions);
+  c->set_entries(cache.entries);
+  c->set_bytes(cache.bytes);
+  c->set_capacity_bytes(cache.capacity_bytes);
+  info.set_sessions(runtime_->sessions().count());
+  info.set_activations(runtime_->activations().count());
+  return info;
 }
 
 }  // namespace gradserve::server

@@ -1,46 +1,69 @@
-// gradserve.v1.GradientService on gRPC's callback API. Each RPC is converted,
-// validated and computed on the compute pool; gRPC's threads only queue the
-// work and never block.
+// gradserve.v1.GradientService on gRPC's callback API. Each RPC is one row:
+// its request and reply types, where it runs (the compute pool, or the
+// strand of the session it names), and a few lines that decode the request,
+// call the runtime use case and encode the result. gRPC's threads only
+// queue work and never block.
 #ifndef GRADSERVE_SERVER_GRADIENT_SERVICE_H_
 #define GRADSERVE_SERVER_GRADIENT_SERVICE_H_
 
 #include <functional>
+#include <memory>
 
 #include "absl/status/status.h"
-#include "core/graph.h"
+#include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
-#include "server/compute_pool.h"
+#include "runtime/runtime.h"
 
 namespace gradserve::server {
 
-class GradientServiceImpl final
-    : public ::gradserve::v1::GradientService::CallbackService {
- public:
-  GradientServiceImpl(ComputePool* pool, const Limits& limits,
-                      int64_t max_message_bytes);
+namespace pb = ::gradserve::v1;
 
-  grpc::ServerUnaryReactor* Compute(
-      grpc::CallbackServerContext* context,
-      const ::gradserve::v1::ComputeRequest* request,
-      ::gradserve::v1::ComputeResponse* response) override;
-  grpc::ServerUnaryReactor* Describe(
-      grpc::CallbackServerContext* context,
-      const ::gradserve::v1::DescribeRequest* request,
-      ::gradserve::v1::DescribeResponse* response) override;
-  grpc::ServerUnaryReactor* GetServerInfo(
-      grpc::CallbackServerContext* context,
-      const ::gradserve::v1::GetServerInfoRequest* request,
-      ::gradserve::v1::GetServerInfoResponse* response) override;
+struct ServiceOptions {
+  int64_t max_message_bytes = int64_t{1} << 30;
+  // Replies that may wait to be sent on one ComputeStream.
+  int stream_window = 8;
+};
+
+class GradientServiceImpl final : public pb::GradientService::Service {
+ public:
+  GradientServiceImpl(runtime::Runtime* runtime, const ServiceOptions& options);
+
+  runtime::Runtime& runtime() { return *runtime_; }
+  const ServiceOptions& options() const { return options_; }
+
+  // One Compute: the unary RPC's work, and each item of ComputeStream's.
+  absl::Status Compute(const runtime::CallContext& ctx,
+                       const pb::ComputeRequest& request,
+                       pb::ComputeResponse* response);
+  absl::Status ComputeFromBytes(const runtime::CallContext& ctx,
+                                const grpc::ByteBuffer& request,
+                                pb::ComputeResponse* response);
 
  private:
-  // Runs `work` on the pool and finishes the call with its status.
-  grpc::ServerUnaryReactor* RunOnPool(grpc::CallbackServerContext* context,
-                                      std::function<absl::Status()> work);
+  enum class Where { kPool, kSessionStrand, kHere };
+  template <typename Request, typename Reply>
+  using Handler = std::function<absl::Status(const runtime::CallContext&,
+                                             const Request&, Reply*)>;
 
-  ComputePool* pool_;
-  const Limits limits_;
-  ::gradserve::v1::GetServerInfoResponse info_;
+  template <typename Request, typename Reply>
+  void AddUnary(absl::string_view method, Where where,
+                Handler<Request, Reply> handler);
+  // Runs `task` where `where` says; false when the queue there is full.
+  bool Schedule(Where where, const runtime::CallContext& ctx,
+                const grpc::ByteBuffer& request, std::function<void()> task);
+  void AddComputeRpcs();
+  void AddSessionRpcs();
+  void AddInfoRpcs();
+  void AddComputeStream();  // server/stream.cc
+  pb::GetServerInfoResponse ServerInfo() const;
+
+  runtime::Runtime* const runtime_;
+  const ServiceOptions options_;
+  pb::GetServerInfoResponse static_info_;
 };
+
+// The index of a GradientService method, for gRPC's handler table.
+int MethodIndex(absl::string_view method);
 
 }  // namespace gradserve::server
 

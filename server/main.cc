@@ -1,4 +1,6 @@
 // gradserve: flags, signals, and the server's lifetime.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -34,6 +36,39 @@ ABSL_FLAG(int64_t, max_graph_nodes, gradserve::Limits{}.max_graph_nodes,
 ABSL_FLAG(int64_t, max_request_bytes, gradserve::Limits{}.max_request_bytes,
           "most memory one request's tensors may take: inputs, outputs and "
           "gradients, checked before computing");
+ABSL_FLAG(int64_t, max_inflight_bytes, 0,
+          "bytes that queued and running requests may hold in all (their "
+          "messages and what their programs may allocate); beyond that, "
+          "RESOURCE_EXHAUSTED; 0 = 3/4 of the machine's memory");
+ABSL_FLAG(int64_t, program_cache_bytes,
+          gradserve::runtime::RuntimeOptions{}.program_cache_bytes,
+          "memory for compiled programs kept for reuse (estimated); 0 = "
+          "compile every request");
+ABSL_FLAG(uint32_t, session_ttl_seconds,
+          gradserve::runtime::SessionOptions{}.default_ttl_seconds,
+          "how long an idle session lives when its creator sets no ttl");
+ABSL_FLAG(uint32_t, max_session_ttl_seconds,
+          gradserve::runtime::SessionOptions{}.max_ttl_seconds,
+          "the longest ttl a session may ask for");
+ABSL_FLAG(int64_t, max_sessions,
+          gradserve::runtime::SessionOptions{}.max_sessions,
+          "sessions the server holds at most");
+ABSL_FLAG(int64_t, max_session_bytes,
+          gradserve::runtime::SessionOptions{}.max_bytes,
+          "bytes all sessions together may hold (parameters, buffers, "
+          "optimizer state)");
+ABSL_FLAG(uint32_t, activation_ttl_seconds,
+          gradserve::runtime::ActivationOptions{}.default_ttl_seconds,
+          "how long a Forward's activations are kept when it sets no ttl");
+ABSL_FLAG(uint32_t, max_activation_ttl_seconds,
+          gradserve::runtime::ActivationOptions{}.max_ttl_seconds,
+          "the longest ttl a Forward may ask for");
+ABSL_FLAG(int64_t, max_activation_bytes,
+          gradserve::runtime::ActivationOptions{}.max_bytes,
+          "bytes all held Forward activations together may take");
+ABSL_FLAG(int32_t, stream_window,
+          gradserve::server::ServiceOptions{}.stream_window,
+          "ComputeStream replies computed ahead of the one being sent");
 ABSL_FLAG(int64_t, malloc_retain_mb, 512,
           "freed memory (MiB) kept for reuse rather than returned to the OS: "
           "large tensors then reuse warm pages; 0 = the C library's default");
@@ -51,6 +86,13 @@ std::string NormalizeFilename(absl::string_view file) {
   while (absl::ConsumePrefix(&file, "../")) {
   }
   return std::string(file);
+}
+
+// 3/4 of physical memory.
+int64_t DefaultInflightBytes() {
+  const int64_t pages = sysconf(_SC_PHYS_PAGES);
+  const int64_t page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? pages / 4 * 3 * page : int64_t{8} << 30;
 }
 
 }  // namespace
@@ -85,9 +127,24 @@ int main(int argc, char** argv) {
   options.pool.threads_per_worker = absl::GetFlag(FLAGS_threads_per_worker);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  options.limits.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
-  options.limits.max_graph_nodes = absl::GetFlag(FLAGS_max_graph_nodes);
-  options.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  gradserve::runtime::RuntimeOptions& rt = options.runtime;
+  rt.limits.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
+  rt.limits.max_graph_nodes = absl::GetFlag(FLAGS_max_graph_nodes);
+  rt.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  rt.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
+  if (rt.max_inflight_bytes <= 0)
+    rt.max_inflight_bytes = DefaultInflightBytes();
+  rt.program_cache_bytes = absl::GetFlag(FLAGS_program_cache_bytes);
+  rt.sessions.default_ttl_seconds = absl::GetFlag(FLAGS_session_ttl_seconds);
+  rt.sessions.max_ttl_seconds = absl::GetFlag(FLAGS_max_session_ttl_seconds);
+  rt.sessions.max_sessions = absl::GetFlag(FLAGS_max_sessions);
+  rt.sessions.max_bytes = absl::GetFlag(FLAGS_max_session_bytes);
+  rt.activations.default_ttl_seconds =
+      absl::GetFlag(FLAGS_activation_ttl_seconds);
+  rt.activations.max_ttl_seconds =
+      absl::GetFlag(FLAGS_max_activation_ttl_seconds);
+  rt.activations.max_bytes = absl::GetFlag(FLAGS_max_activation_bytes);
+  options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);

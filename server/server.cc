@@ -20,13 +20,20 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         "threads_per_worker must be >= 0");
   }
   auto server = std::unique_ptr<GradientServer>(new GradientServer());
-  server->pool_ = std::make_unique<ComputePool>(
-      ChoosePoolShape(options.pool, AvailableCpus()), options.max_queue);
+  server->pool_ = std::make_unique<runtime::ComputePool>(
+      runtime::ChoosePoolShape(options.pool, runtime::AvailableCpus()),
+      options.max_queue);
   // gRPC takes message sizes as int.
   const int max_message =
       static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT_MAX));
+  runtime::RuntimeOptions runtime_options = options.runtime;
+  runtime_options.limits.max_result_bytes = max_message;
+  server->runtime_ =
+      std::make_unique<runtime::Runtime>(runtime_options, server->pool_.get());
+  ServiceOptions service_options = options.service;
+  service_options.max_message_bytes = max_message;
   server->service_ = std::make_unique<GradientServiceImpl>(
-      server->pool_.get(), options.limits, max_message);
+      server->runtime_.get(), service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -12,17 +12,20 @@
 #include "absl/time/time.h"
 #include "core/graph.h"
 #include "grpcpp/server.h"
-#include "server/compute_pool.h"
+#include "runtime/compute_pool.h"
+#include "runtime/runtime.h"
 #include "server/gradient_service.h"
 
 namespace gradserve::server {
 
 struct ServerOptions {
   std::string address = "0.0.0.0:50051";
-  PoolShape pool = {0, 0};  // zeros: chosen from the available CPUs
+  runtime::PoolShape pool = {0, 0};  // zeros: chosen from the available CPUs
   int max_queue = 256;
   int64_t max_message_bytes = int64_t{1} << 30;
-  Limits limits;
+  // limits.max_result_bytes is set from max_message_bytes.
+  runtime::RuntimeOptions runtime;
+  ServiceOptions service;
 };
 
 class GradientServer {
@@ -34,7 +37,8 @@ class GradientServer {
 
   // The bound port (the chosen one when the address asked for port 0).
   int port() const { return port_; }
-  const PoolShape& pool_shape() const { return pool_->shape(); }
+  const runtime::PoolShape& pool_shape() const { return pool_->shape(); }
+  runtime::Runtime& runtime() { return *runtime_; }
 
   // Health turns NOT_SERVING and new calls are refused; calls in flight get
   // `grace` to finish before they are cancelled. Returns when all are done.
@@ -44,7 +48,8 @@ class GradientServer {
  private:
   GradientServer() = default;
 
-  std::unique_ptr<ComputePool> pool_;
+  std::unique_ptr<runtime::ComputePool> pool_;
+  std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<GradientServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -81,20 +81,18 @@ absl::StatusOr<runtime::ModelSource> ModelFromProto(const Request& r,
                                                     TensorBatch& batch,
                                                     const Limits& limits) {
   runtime::ModelSource model;
-  switch (r.model_case()) {
-    case Request::kGraph:
-      model.kind = runtime::ModelSource::Kind::kGraph;
-      RETURN_IF_ERROR(batch.Check(r.graph().parameters(), "graph.parameters"));
-      RETURN_IF_ERROR(batch.Check(r.graph().buffers(), "graph.buffers"));
-      RETURN_IF_ERROR(batch.CheckTotal());
-      ASSIGN_OR_RETURN(model.graph, GraphFromProto(r.graph(), limits));
-      return model;
-    case Request::kOnnxModel:
-      model.kind = runtime::ModelSource::Kind::kOnnx;
-      model.onnx_model = r.onnx_model();
-      return model;
-    default:
-      break;
+  if (r.model_case() == Request::kGraph) {
+    model.kind = runtime::ModelSource::Kind::kGraph;
+    RETURN_IF_ERROR(batch.Check(r.graph().parameters(), "graph.parameters"));
+    RETURN_IF_ERROR(batch.Check(r.graph().buffers(), "graph.buffers"));
+    RETURN_IF_ERROR(batch.CheckTotal());
+    ASSIGN_OR_RETURN(model.graph, GraphFromProto(r.graph(), limits));
+    return model;
+  }
+  if (r.model_case() == Request::kOnnxModel) {
+    model.kind = runtime::ModelSource::Kind::kOnnx;
+    model.onnx_model = r.onnx_model();
+    return model;
   }
   if constexpr (HasSessionId<Request>::value) {
     if (r.model_case() == Request::kSessionId) {
@@ -118,3 +116,4 @@ template absl::StatusOr<runtime::ModelSource> ModelFromProto(
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
     const pb::CreateSessionRequest&, TensorBatch&, const Limits&);
 
+}  // namespace gradserve::server

@@ -13,8 +13,8 @@
 #include "core/exec/tape.h"
 #include "core/graph.h"
 #include "core/tensor.h"
-#include "gradserve/v1/tensor.pb.h"
 #include "google/protobuf/map.h"
+#include "gradserve/v1/tensor.pb.h"
 
 namespace gradserve::server {
 

@@ -26,7 +26,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "server/allocator.h"
-#include "server/convert.h"
+#include "server/codec/call_codec.h"
 #include "server/server.h"
 #include "tests/bench/raw_onednn.h"
 
@@ -287,11 +287,11 @@ double TorchMedianMs(const std::string& name, int threads) {
 // gradserve in-process on a proto request.
 Stats MeasureInProcess(const Case& c) {
   Limits limits;
-  GraphDef graph;
-  auto args = server::ComputeArgsFromProto(c.request, limits, &graph);
-  Check(args.status(), c.name.c_str());
+  auto call = server::ComputeCallFromProto(c.request, limits);
+  Check(call.status(), c.name.c_str());
   return Measure([&] {
-    Check(gradserve::Compute(graph, *args, limits).status(), c.name.c_str());
+    Check(gradserve::Compute(call->model.graph, call->args, limits).status(),
+          c.name.c_str());
   });
 }
 
@@ -368,13 +368,7 @@ int Main() {
   std::mt19937 rng(42);
   for (Case c :
        {MoveCase(&rng), LinearCase(&rng), MlpCase(&rng), TinyCase(&rng)}) {
-    Limits limits;
-    GraphDef graph;
-    auto args = server::ComputeArgsFromProto(c.request, limits, &graph);
-    Check(args.status(), c.name.c_str());
-    const Stats local = Measure([&] {
-      Check(gradserve::Compute(graph, *args, limits).status(), c.name.c_str());
-    });
+    const Stats local = MeasureInProcess(c);
     const Stats remote = Measure([&] {
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() +

@@ -29,7 +29,7 @@ TEST(RoundRobin, CallsReachEveryServer) {
   for (int64_t nodes : {101, 102, 103}) {
     server::ServerOptions options;
     options.address = "127.0.0.1:0";
-    options.limits.max_graph_nodes = nodes;
+    options.runtime.limits.max_graph_nodes = nodes;
     servers.push_back(std::move(*server::GradientServer::Start(options)));
     target += (target.empty() ? "" : ",") + std::string("127.0.0.1:") +
               std::to_string(servers.back()->port());

@@ -13,6 +13,7 @@ from gradserve.v1 import tensor_pb2
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 W = np.ones((4, 3), dtype=np.float32)
@@ -120,7 +121,7 @@ CASES = {
     "onnx model": (lambda: pb.ComputeRequest(onnx_model=b"\x08\x01", fetch=["y"]),
                    UNIMPLEMENTED, ["ONNX"]),
     "unknown session": (lambda: pb.ComputeRequest(session_id="abc", fetch=["y"]),
-                        UNIMPLEMENTED, ["session"]),
+                        NOT_FOUND, ["session", "abc"]),
     "wrt int64 labels": (
         lambda: gs.compute_request(
             gs.graph([gs.node("ce", "CrossEntropyLoss", ["z", "t"], ["L"])], inputs=["z", "t"]),

@@ -10,7 +10,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
-#include "server/convert.h"
+#include "server/codec/tensor_codec.h"
 
 namespace gradserve::server {
 namespace {
@@ -74,18 +74,18 @@ class ServerTest : public ::testing::Test {
 };
 
 TEST(PoolShape, DefaultsFitTheCpus) {
-  EXPECT_EQ(ChoosePoolShape({0, 0}, 2).workers, 1);
-  EXPECT_EQ(ChoosePoolShape({0, 0}, 2).threads_per_worker, 2);
-  EXPECT_EQ(ChoosePoolShape({0, 0}, 16).workers, 4);
-  EXPECT_EQ(ChoosePoolShape({0, 0}, 16).threads_per_worker, 4);
-  EXPECT_EQ(ChoosePoolShape({0, 0}, 1).workers, 1);
-  EXPECT_EQ(ChoosePoolShape({8, 0}, 16).threads_per_worker, 2);
-  EXPECT_EQ(ChoosePoolShape({0, 1}, 16).workers, 16);
-  EXPECT_EQ(ChoosePoolShape({3, 5}, 2).workers, 3);  // as asked
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 0}, 2).workers, 1);
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 0}, 2).threads_per_worker, 2);
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 0}, 16).workers, 4);
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 0}, 16).threads_per_worker, 4);
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 0}, 1).workers, 1);
+  EXPECT_EQ(runtime::ChoosePoolShape({8, 0}, 16).threads_per_worker, 2);
+  EXPECT_EQ(runtime::ChoosePoolShape({0, 1}, 16).workers, 16);
+  EXPECT_EQ(runtime::ChoosePoolShape({3, 5}, 2).workers, 3);  // as asked
 }
 
 TEST(ComputePool, RefusesWorkBeyondTheQueue) {
-  ComputePool pool({1, 1}, 1);
+  runtime::ComputePool pool({1, 1}, 1);
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::atomic<int> ran{0};
@@ -160,8 +160,8 @@ TEST_F(ServerTest, MalformedRequestsGetStatusesAndTheServerGoesOn) {
 
 TEST_F(ServerTest, ConfiguredLimitsApply) {
   ServerOptions options;
-  options.limits.max_graph_nodes = 3;
-  options.limits.max_tensor_elements = 100;
+  options.runtime.limits.max_graph_nodes = 3;
+  options.runtime.limits.max_tensor_elements = 100;
   Start(options);
   pb::ComputeResponse out;
   grpc::Status s = Compute(Chain(4, 2, 1), &out);

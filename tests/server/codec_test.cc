@@ -1,8 +1,10 @@
-#include "server/convert.h"
-
 #include <cstring>
 
 #include "gtest/gtest.h"
+#include "server/codec/call_codec.h"
+#include "server/codec/graph_codec.h"
+#include "server/codec/tensor_codec.h"
+#include "server/rpc.h"
 #include "tests/status_testing.h"
 
 namespace gradserve::server {
@@ -147,23 +149,25 @@ TEST(Convert, RequestTotalBytesAreBoundedBeforeConversion) {
   (*r.mutable_feeds())["b"] = FloatTensor({100}, std::vector<float>(100));
   Limits limits;
   limits.max_request_bytes = 600;
-  GraphDef graph;
-  testing::ExpectStatus(ComputeArgsFromProto(r, limits, &graph).status(),
+  testing::ExpectStatus(ComputeCallFromProto(r, limits).status(),
                         absl::StatusCode::kResourceExhausted,
                         {"800 bytes", "limit of 600"});
 }
 
-TEST(Convert, ModelMustBeAGraph) {
-  GraphDef graph;
+TEST(Convert, ModelIsOneOfGraphOnnxOrSession) {
   pb::ComputeRequest r;
-  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-                        absl::StatusCode::kInvalidArgument, {"graph"});
+  testing::ExpectStatus(ComputeCallFromProto(r, Limits{}).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"no model", "graph", "onnx_model", "session_id"});
   r.set_onnx_model("\x08\x01");
-  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-                        absl::StatusCode::kUnimplemented, {"ONNX"});
+  auto onnx = ComputeCallFromProto(r, Limits{});
+  ASSERT_TRUE(onnx.ok()) << onnx.status();
+  EXPECT_EQ(onnx->model.kind, runtime::ModelSource::Kind::kOnnx);
   r.set_session_id("s1");
-  testing::ExpectStatus(ComputeArgsFromProto(r, Limits{}, &graph).status(),
-                        absl::StatusCode::kUnimplemented, {"session"});
+  auto session = ComputeCallFromProto(r, Limits{});
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ(session->model.kind, runtime::ModelSource::Kind::kSession);
+  EXPECT_EQ(session->model.session_id, "s1");
 }
 
 TEST(Convert, StatusCodesCarryOver) {

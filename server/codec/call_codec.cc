@@ -1,0 +1,139 @@
+#include "server/codec/call_codec.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "server/codec/graph_codec.h"
+#include "server/codec/tensor_codec.h"
+
+namespace gradserve::server {
+namespace {
+
+pb::DataType WireType(DType dtype) {
+  return dtype == DType::kInt64 ? pb::DATA_TYPE_INT64 : pb::DATA_TYPE_FLOAT32;
+}
+
+absl::StatusOr<TensorMeta> MetaFromProto(const pb::TensorShape& shape,
+                                         absl::string_view what) {
+  TensorMeta meta;
+  switch (shape.dtype()) {
+    case pb::DATA_TYPE_UNSPECIFIED:
+    case pb::DATA_TYPE_FLOAT32:
+    case pb::DATA_TYPE_BFLOAT16:
+      meta.dtype = DType::kFloat32;
+      break;
+    case pb::DATA_TYPE_INT64:
+      meta.dtype = DType::kInt64;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": unknown dtype ", shape.dtype()));
+  }
+  meta.shape.assign(shape.dims().begin(), shape.dims().end());
+  return meta;
+}
+
+}  // namespace
+
+Mode ModeFromProto(pb::Mode mode) {
+  return mode == pb::MODE_EVAL ? Mode::kEval : Mode::kTrain;
+}
+
+absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
+    const pb::ComputeRequest& r, const Limits& limits) {
+  TensorBatch batch(limits);
+  RETURN_IF_ERROR(batch.Check(r.feeds(), "feeds"));
+  RETURN_IF_ERROR(batch.Check(r.output_gradients(), "output_gradients"));
+  runtime::ComputeCall call;
+  ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
+  RETURN_IF_ERROR(batch.CheckTotal());
+  ComputeArgs& args = call.args;
+  ASSIGN_OR_RETURN(args.feeds, TensorsFromProto(r.feeds(), "feeds", limits));
+  ASSIGN_OR_RETURN(
+      args.output_gradients,
+      TensorsFromProto(r.output_gradients(), "output_gradients", limits));
+  args.fetch.assign(r.fetch().begin(), r.fetch().end());
+  args.loss = r.loss();
+  args.wrt.assign(r.wrt().begin(), r.wrt().end());
+  args.mode = ModeFromProto(r.mode());
+  args.seed = r.seed();
+  return call;
+}
+
+void RunResultToProto(const RunResult& result, pb::ComputeResponse* out) {
+  TensorsToProto(result.outputs, out->mutable_outputs());
+  TensorsToProto(result.gradients, out->mutable_gradients());
+  TensorsToProto(result.buffers, out->mutable_buffers());
+}
+
+absl::StatusOr<runtime::DescribeCall> DescribeCallFromProto(
+    const pb::DescribeRequest& r, const Limits& limits) {
+  TensorBatch batch(limits);
+  runtime::DescribeCall call;
+  ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
+  for (const auto& [name, shape] : r.input_shapes()) {
+    ASSIGN_OR_RETURN(call.input_shapes[name],
+                     MetaFromProto(shape, Keyed("input_shapes", name)));
+  }
+  return call;
+}
+
+void SummaryToProto(const GraphSummary& summary, pb::DescribeResponse* out) {
+  for (const NodeSummary& n : summary.nodes) {
+    pb::NodeSummary* node = out->add_nodes();
+    node->set_name(n.name);
+    node->set_op(n.op);
+    for (const TensorMeta& meta : n.outputs) {
+      pb::TensorShape* shape = node->add_output_shapes();
+      shape->mutable_dims()->Assign(meta.shape.begin(), meta.shape.end());
+      shape->set_dtype(WireType(meta.dtype));
+    }
+    node->set_parameters(n.parameters);
+    node->set_forward_flops(n.forward_flops);
+  }
+  out->set_total_parameters(summary.total_parameters);
+  out->set_forward_flops(summary.forward_flops);
+  out->set_backward_flops(summary.backward_flops);
+}
+
+absl::StatusOr<runtime::ForwardCall> ForwardCallFromProto(
+    const pb::ForwardRequest& r, const Limits& limits) {
+  TensorBatch batch(limits);
+  RETURN_IF_ERROR(batch.Check(r.feeds(), "feeds"));
+  runtime::ForwardCall call;
+  ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
+  RETURN_IF_ERROR(batch.CheckTotal());
+  ASSIGN_OR_RETURN(call.feeds, TensorsFromProto(r.feeds(), "feeds", limits));
+  call.fetch.assign(r.fetch().begin(), r.fetch().end());
+  call.loss = r.loss();
+  call.wrt.assign(r.wrt().begin(), r.wrt().end());
+  call.mode = ModeFromProto(r.mode());
+  call.seed = r.seed();
+  call.ttl_seconds = r.ttl_seconds();
+  return call;
+}
+
+void ForwardReplyToProto(const runtime::ForwardReply& reply,
+                         pb::ForwardResponse* out) {
+  TensorsToProto(reply.outputs, out->mutable_outputs());
+  TensorsToProto(reply.buffers, out->mutable_buffers());
+  out->set_activation_id(reply.activation_id);
+  out->set_expires_unix_ms(reply.expires_unix_ms);
+}
+
+absl::StatusOr<runtime::BackwardCall> BackwardCallFromProto(
+    const pb::BackwardRequest& r, const Limits& limits) {
+  TensorBatch batch(limits);
+  RETURN_IF_ERROR(batch.Check(r.output_gradients(), "output_gradients"));
+  RETURN_IF_ERROR(batch.CheckTotal());
+  runtime::BackwardCall call;
+  call.activation_id = r.activation_id();
+  call.args.from_loss = r.from_loss();
+  ASSIGN_OR_RETURN(
+      call.args.grad_seeds,
+      TensorsFromProto(r.output_gradients(), "output_gradients", limits));
+  call.args.wrt.assign(r.wrt().begin(), r.wrt().end());
+  call.args.keep = r.keep();
+  return call;
+}
+
+}  // namespace gradserve::server

@@ -1,0 +1,187 @@
+// ComputeStream: many Compute requests on one bidirectional stream. Each
+// request is computed on the pool as soon as it arrives (up to a window of
+// replies not yet sent), so with two or more workers item k+1 computes while
+// item k is written; replies go out in request order. A bad request is
+// answered in band and the stream goes on; cancelling the stream skips the
+// work still queued.
+#include <atomic>
+#include <deque>
+#include <mutex>
+
+#include "core/status_macros.h"
+#include "server/gradient_service.h"
+#include "server/rpc.h"
+
+namespace gradserve::server {
+namespace {
+
+class ComputeStreamReactor
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  ComputeStreamReactor(GradientServiceImpl* service,
+                       grpc::CallbackServerContext* context)
+      : service_(service), context_(context), ctx_(CallContextOf(context)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReadNext();
+  }
+
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    reading_ = false;
+    if (!ok) {
+      reads_done_ = true;
+      MaybeFinish();
+      return;
+    }
+    const uint64_t index = next_index_++;
+    items_.push_back(Item{index});
+    ++outstanding_;
+    auto request = std::make_shared<grpc::ByteBuffer>(std::move(incoming_));
+    auto held = service_->runtime().memory_budget().Reserve(
+        2 * static_cast<int64_t>(request->Length()), "the request message");
+    if (!held.ok()) {
+      Complete(index, held.status(), nullptr);
+    } else {
+      auto reservation = std::make_shared<runtime::MemoryBudget::Reservation>(
+          *std::move(held));
+      auto task = [this, index, request, reservation] {
+        Process(index, *request);
+      };
+      if (!service_->runtime().pool()->Submit(task)) {
+        Complete(index,
+                 absl::ResourceExhaustedError(
+                     "the server's compute queue is full; retry later"),
+                 nullptr);
+      }
+    }
+    if (items_.size() < Window()) ReadNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {  // the client went away: nothing more can be sent
+      broken_ = true;
+      MaybeFinish();
+      return;
+    }
+    items_.pop_front();
+    if (!reads_done_ && !reading_ && items_.size() < Window()) ReadNext();
+    MaybeWrite();
+    MaybeFinish();
+  }
+
+  void OnCancel() override { cancelled_ = true; }
+
+  void OnDone() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_ = true;
+    if (outstanding_ == 0) {
+      lock.unlock();
+      delete this;
+    }
+  }
+
+ private:
+  struct Item {
+    uint64_t index;
+    bool ready = false;
+    grpc::ByteBuffer reply;
+  };
+
+  size_t Window() const {
+    return static_cast<size_t>(std::max(1, service_->options().stream_window));
+  }
+
+  void ReadNext() {
+    reading_ = true;
+    StartRead(&incoming_);
+  }
+
+  // On the pool: one request, answered in band.
+  void Process(uint64_t index, const grpc::ByteBuffer& request) {
+    pb::ComputeStreamResponse reply;
+    absl::Status status = cancelled_
+                              ? absl::CancelledError("the stream was cancelled")
+                              : service_->ComputeFromBytes(
+                                    ctx_, request, reply.mutable_response());
+    std::unique_lock<std::mutex> lock(mu_);
+    Complete(index, status, &reply);
+    const bool last = done_ && outstanding_ == 0;
+    lock.unlock();
+    if (last) delete this;
+  }
+
+  // Under mu_: item `index` has its reply (or its error).
+  void Complete(uint64_t index, const absl::Status& status,
+                pb::ComputeStreamResponse* reply) {
+    pb::ComputeStreamResponse error;
+    if (!status.ok() || reply == nullptr) reply = &error;
+    if (!status.ok()) {
+      error.set_code(static_cast<int>(status.code()));
+      error.set_error_message(std::string(status.message()));
+    }
+    reply->set_index(index);
+    Item& item = items_[index - items_.front().index];
+    if (!SerializeMessage(*reply, &item.reply).ok()) {
+      error.Clear();
+      error.set_index(index);
+      error.set_code(static_cast<int>(absl::StatusCode::kInternal));
+      error.set_error_message("cannot serialize the reply");
+      (void)SerializeMessage(error, &item.reply);
+    }
+    item.ready = true;
+    --outstanding_;
+    MaybeWrite();
+    MaybeFinish();
+  }
+
+  void MaybeWrite() {
+    if (writing_ || broken_ || finished_ || items_.empty() ||
+        !items_.front().ready) {
+      return;
+    }
+    writing_ = true;
+    StartWrite(&items_.front().reply);
+  }
+
+  void MaybeFinish() {
+    if (finished_ || writing_) return;
+    if (broken_) {
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          "the client stopped reading the stream"));
+      return;
+    }
+    if (reads_done_ && items_.empty()) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  GradientServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
+  const runtime::CallContext ctx_;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  std::deque<Item> items_;  // unanswered or unsent, in request order
+  grpc::ByteBuffer incoming_;
+  uint64_t next_index_ = 0;
+  int outstanding_ = 0;  // items queued or computing
+  bool reading_ = false, reads_done_ = false, writing_ = false;
+  bool broken_ = false, finished_ = false, done_ = false;
+};
+
+}  // namespace
+
+void GradientServiceImpl::AddComputeStream() {
+  MarkMethodRawCallback(
+      MethodIndex("ComputeStream"),
+      new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer,
+                                              grpc::ByteBuffer>(
+          [this](grpc::CallbackServerContext* context) {
+            return new ComputeStreamReactor(this, context);
+          }));
+}
+
+}  // namespace gradserve::server
