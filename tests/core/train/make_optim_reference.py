@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 STEPS = 20
-MAX_GRAD_NORM = 1.0
-# Names sort as the C++ std::map sorts them; W1 has ~1e5 elements and a
+MAX_GRAD_NORM = 0.3
+# Names sort as the C++ std::map sorts them; W1 has ~1e4 elements (kept
+# small: the reference files are written on every test run) and a
 # tail beyond the eight-lane blocks, "scale" is a scalar.
-SHAPES = {"W1": (37, 2701), "W2": (3, 5, 7), "b1": (17,), "scale": ()}
+SHAPES = {"W1": (37, 271), "W2": (3, 5, 7), "b1": (17,), "scale": ()}
 
 SGD = {
     "sgd": dict(lr=0.1),
