@@ -45,8 +45,14 @@ test-deploy: build
 	  export CONTAINERS_CONF=$(abspath $(SHARED))/container/containers.conf; fi; \
 	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -v -s -p no:cacheprovider tests/deploy
 
+# The same allocator settings for every process measured (gradserve's
+# --malloc_retain_mb default), and single-threaded OpenBLAS under PyTorch.
+BENCH_ENV := MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=536870912 \
+  OPENBLAS_NUM_THREADS=1 GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR))
+
 bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)
+	$(BENCH_ENV) $(PYTHON) tests/bench/client_bench.py
 
 format:
 	git ls-files '*.cc' '*.h' | xargs clang-format -i

@@ -1,0 +1,155 @@
+"""Client-side benchmarks of gradserve's stateful API, from the Python client
+(grpcio) against a local server, with baselines measured in the same run:
+
+- TrainStep of the 784-256-10 MLP (batch 64, SGD momentum) vs PyTorch's
+  forward + backward + optimizer.step() in this process, same threads;
+- Compute with session_id vs stateless Compute (weights in every request) of
+  the same MLP;
+- ComputeStream of 1000 small requests vs 1000 sequential unary Computes;
+- the tiny 3-layer graph, cached, vs an empty call (Health/Check).
+
+Medians of --reps timed repetitions after --warmup. Run by `make bench`
+with Debian's /usr/bin/python3."""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import gs  # noqa: E402
+from gradserve.v1 import session_pb2 as spb  # noqa: E402
+
+pb = gs.pb
+
+
+def median_ms(f, reps, warmup):
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        f()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def mlp(rng):
+    params = {"W1": rng.normal(0, 0.05, (256, 784)), "b1": np.zeros(256),
+              "W2": rng.normal(0, 0.05, (10, 256)), "b2": np.zeros(10)}
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    g = gs.graph([gs.node("fc1", "Linear", ["x", "W1", "b1"], ["h"]),
+                  gs.node("relu", "ReLU", ["h"], ["a"]),
+                  gs.node("fc2", "Linear", ["a", "W2", "b2"], ["logits"]),
+                  gs.node("loss", "CrossEntropyLoss", ["logits", "labels"], ["L"])],
+                 inputs=["x", "labels"], parameters=params)
+    x = rng.normal(size=(64, 784)).astype(np.float32)
+    labels = rng.integers(0, 10, 64).astype(np.int64)
+    return g, params, x, labels
+
+
+def torch_train_step_ms(params, x, labels, threads, reps, warmup):
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(threads)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = torch.optim.SGD(p.values(), lr=0.01, momentum=0.9)
+    xt, lt = torch.tensor(x), torch.tensor(labels)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        h = F.relu(F.linear(xt, p["W1"], p["b1"]))
+        F.cross_entropy(F.linear(h, p["W2"], p["b2"]), lt).backward()
+        opt.step()
+    return median_ms(step, reps, warmup)
+
+
+def train_step_bench(server, threads, args):
+    rng = np.random.default_rng(0)
+    g, params, x, labels = mlp(rng)
+    created = server.rpc.CreateSession(spb.CreateSessionRequest(
+        graph=g, optimizer=spb.Optimizer(sgd=spb.SGD(lr=0.01, momentum=0.9))))
+    request = spb.TrainStepRequest(session_id=created.session.session_id, loss="L")
+    request.feeds["x"].CopyFrom(gs.tensor(x))
+    request.feeds["labels"].CopyFrom(gs.tensor(labels))
+    ours = median_ms(lambda: server.rpc.TrainStep(request, timeout=60),
+                     args.reps, args.warmup)
+    theirs = torch_train_step_ms(params, x, labels, threads, args.reps, args.warmup)
+    print(f"{'TrainStep MLP 784-256-10 b64':40s} {ours:9.3f} ms   PyTorch in-process "
+          f"{theirs:9.3f} ms   gradserve/PyTorch {ours / theirs:6.2f}x")
+
+    stateless = gs.compute_request(g, feeds={"x": x, "labels": labels}, loss="L")
+    with_session = pb.ComputeRequest(session_id=created.session.session_id, loss="L")
+    with_session.feeds["x"].CopyFrom(gs.tensor(x))
+    with_session.feeds["labels"].CopyFrom(gs.tensor(labels))
+    a = median_ms(lambda: server.rpc.Compute(with_session, timeout=60), args.reps, args.warmup)
+    b = median_ms(lambda: server.rpc.Compute(stateless, timeout=60), args.reps, args.warmup)
+    print(f"{'Compute MLP, session_id vs stateless':40s} {a:9.3f} ms   stateless "
+          f"{b:9.3f} ms   session/stateless {a / b:6.2f}x")
+
+
+def tiny(rng):
+    p = {"W1": rng.normal(size=(8, 4)), "W2": rng.normal(size=(8, 8)),
+         "W3": rng.normal(size=(2, 8))}
+    g = gs.graph([gs.node("fc1", "Linear", ["x", "W1"], ["h1"]),
+                  gs.node("act1", "Tanh", ["h1"], ["a1"]),
+                  gs.node("fc2", "Linear", ["a1", "W2"], ["h2"]),
+                  gs.node("act2", "ReLU", ["h2"], ["a2"]),
+                  gs.node("fc3", "Linear", ["a2", "W3"], ["y"]),
+                  gs.node("loss", "MSELoss", ["y", "t"], ["L"])],
+                 inputs=["x", "t"], parameters=p)
+    return gs.compute_request(g, feeds={"x": rng.normal(size=(4, 4)),
+                                        "t": rng.normal(size=(4, 2))}, loss="L")
+
+
+def small_calls_bench(server, args):
+    rng = np.random.default_rng(1)
+    request = tiny(rng)
+    # The serialized empty grpc.health.v1.HealthCheckRequest is no bytes.
+    health = server.channel.unary_unary("/grpc.health.v1.Health/Check")
+    empty = median_ms(lambda: health(b"", timeout=10), args.reps * 10, args.warmup)
+    cached = median_ms(lambda: server.rpc.Compute(request, timeout=10),
+                       args.reps * 10, args.warmup)
+    print(f"{'tiny 3-layer, cached, over gRPC':40s} {cached:9.3f} ms   empty call "
+          f"{empty:9.3f} ms   tiny/empty {cached / empty:6.2f}x")
+
+    n = 1000
+
+    def unary():
+        for _ in range(n):
+            server.rpc.Compute(request, timeout=60)
+
+    def stream():
+        count = sum(1 for _ in server.rpc.ComputeStream(iter([request] * n), timeout=120))
+        assert count == n
+
+    reps = max(3, args.reps // 10)
+    u = median_ms(unary, reps, 1)
+    s = median_ms(stream, reps, 1)
+    print(f"{'1000 tiny Computes: stream vs unary':40s} {s:9.1f} ms   unary    "
+          f"{u:9.1f} ms   throughput {u / s:6.2f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    server = gs.Server()
+    try:
+        info = server.rpc.GetServerInfo(pb.GetServerInfoRequest())
+        threads = info.threads_per_worker
+        print(f"client_bench: Python grpcio client, server {info.workers} worker(s) x "
+              f"{threads} thread(s), oneDNN {info.onednn_version} on {info.cpu_isa}, "
+              f"medians of {args.reps} (PyTorch {threads} thread(s), "
+              f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
+        train_step_bench(server, threads, args)
+        small_calls_bench(server, args)
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
