@@ -188,6 +188,14 @@ absl::Status Info(Client& client, const Options& o, std::ostream& out) {
       << info.limits().max_tensor_elements() << " elements a tensor, "
       << info.limits().max_graph_nodes() << " nodes a graph, "
       << info.limits().max_request_bytes() << " bytes a request\n"
+      << "program cache: " << info.program_cache().hits() << " hits, "
+      << info.program_cache().misses() << " misses, "
+      << info.program_cache().entries() << " programs in "
+      << info.program_cache().bytes() << " of "
+      << info.program_cache().capacity_bytes() << " bytes\n"
+      << "held: " << info.sessions() << " session(s), " << info.activations()
+      << " activation(s); features: " << absl::StrJoin(info.features(), ", ")
+      << "\n"
       << info.ops_size() << " ops:\n";
   for (const pb::OpInfo& op : info.ops()) {
     std::vector<std::string> inputs, attrs;
