@@ -97,6 +97,18 @@ Tensor Tensor::Empty(DType dtype, Shape shape) {
   return t;
 }
 
+Tensor Tensor::Adopt(DType dtype, Shape shape, std::shared_ptr<void> owner,
+                     void* data) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = ElementCount(shape);
+  t.shape_ = std::move(shape);
+  t.storage_bytes_ = t.num_bytes();
+  t.storage_ =
+      std::shared_ptr<uint8_t>(std::move(owner), static_cast<uint8_t*>(data));
+  return t;
+}
+
 Tensor Tensor::EmptyWithLayout(const TensorMeta& meta,
                                std::shared_ptr<const Layout> layout,
                                size_t bytes) {

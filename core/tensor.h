@@ -94,6 +94,11 @@ class Tensor {
   static Tensor EmptyWithLayout(const TensorMeta& meta,
                                 std::shared_ptr<const Layout> layout,
                                 size_t bytes);
+  // A tensor over `data`, which `owner` keeps alive (a received message's
+  // buffer), not copied; the caller has checked that it holds exactly
+  // `shape`'s elements.
+  static Tensor Adopt(DType dtype, Shape shape, std::shared_ptr<void> owner,
+                      void* data);
   template <typename T>
   static Tensor FromValues(Shape shape, absl::Span<const T> values);
   template <typename T>

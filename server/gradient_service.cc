@@ -115,9 +115,12 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
         RETURN_IF_ERROR(ctx.check_cancelled());
         Request parsed;
         RETURN_IF_ERROR(ParseMessage(*request, &parsed));
-        Reply reply;
-        RETURN_IF_ERROR(handler(ctx, parsed, &reply));
-        return SerializeMessage(reply, response);
+        Reply rest;
+        WireMessage reply;
+        RETURN_IF_ERROR(handler(ctx, parsed, &rest, &reply));
+        reply.AddRest(rest);
+        reply.Finish(response);
+        return absl::OkStatus();
       });
       reservation->Release();
       reactor->Finish(ToGrpcStatus(status));
@@ -156,12 +159,13 @@ void GradientServiceImpl::AddComputeRpcs() {
   const Limits& limits = runtime_->limits();
   AddUnary<pb::ComputeRequest, pb::ComputeResponse>(
       "Compute", Where::kPool,
-      [this](const runtime::CallContext& ctx, const pb::ComputeRequest& r,
-             pb::ComputeResponse* out) { return Compute(ctx, r, out); });
+      [this](const runtime::CallContext& ctx, pb::ComputeRequest& r,
+             pb::ComputeResponse*,
+             WireMessage* wire) { return Compute(ctx, r, wire); });
   AddUnary<pb::DescribeRequest, pb::DescribeResponse>(
       "Describe", Where::kPool,
-      [this, &limits](const runtime::CallContext& ctx,
-                      const pb::DescribeRequest& r, pb::DescribeResponse* out) {
+      [this, &limits](const runtime::CallContext& ctx, pb::DescribeRequest& r,
+                      pb::DescribeResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, DescribeCallFromProto(r, limits));
         ASSIGN_OR_RETURN(GraphSummary summary,
                          runtime_->Describe(ctx, std::move(call)));
@@ -170,38 +174,39 @@ void GradientServiceImpl::AddComputeRpcs() {
       });
   AddUnary<pb::ForwardRequest, pb::ForwardResponse>(
       "Forward", Where::kPool,
-      [this, &limits](const runtime::CallContext& ctx,
-                      const pb::ForwardRequest& r, pb::ForwardResponse* out) {
+      [this, &limits](const runtime::CallContext& ctx, pb::ForwardRequest& r,
+                      pb::ForwardResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, ForwardCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto reply, runtime_->Forward(ctx, std::move(call)));
-        ForwardReplyToProto(reply, out);
+        ForwardReplyToWire(reply, out, wire);
         return absl::OkStatus();
       });
   AddUnary<pb::BackwardRequest, pb::BackwardResponse>(
       "Backward", Where::kPool,
-      [this, &limits](const runtime::CallContext& ctx,
-                      const pb::BackwardRequest& r, pb::BackwardResponse* out) {
+      [this, &limits](const runtime::CallContext& ctx, pb::BackwardRequest& r,
+                      pb::BackwardResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, BackwardCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto gradients,
                          runtime_->Backward(ctx, std::move(call)));
-        TensorsToProto(gradients, out->mutable_gradients());
+        wire->AddTensorMap(pb::BackwardResponse::kGradientsFieldNumber,
+                           gradients);
         return absl::OkStatus();
       });
 }
 
 absl::Status GradientServiceImpl::Compute(const runtime::CallContext& ctx,
-                                          const pb::ComputeRequest& request,
-                                          pb::ComputeResponse* response) {
+                                          pb::ComputeRequest& request,
+                                          WireMessage* response) {
   ASSIGN_OR_RETURN(auto call,
                    ComputeCallFromProto(request, runtime_->limits()));
   ASSIGN_OR_RETURN(RunResult result, runtime_->Compute(ctx, std::move(call)));
-  RunResultToProto(result, response);
+  RunResultToWire(result, response);
   return absl::OkStatus();
 }
 
 absl::Status GradientServiceImpl::ComputeFromBytes(
     const runtime::CallContext& ctx, const grpc::ByteBuffer& request,
-    pb::ComputeResponse* response) {
+    WireMessage* response) {
   return Guarded([&]() -> absl::Status {
     pb::ComputeRequest parsed;
     RETURN_IF_ERROR(ParseMessage(request, &parsed));
@@ -214,8 +219,8 @@ void GradientServiceImpl::AddSessionRpcs() {
   AddUnary<pb::CreateSessionRequest, pb::CreateSessionResponse>(
       "CreateSession", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx,
-                      const pb::CreateSessionRequest& r,
-                      pb::CreateSessionResponse* out) {
+                      pb::CreateSessionRequest& r,
+                      pb::CreateSessionResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, CreateSessionCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto info,
                          runtime_->CreateSession(ctx, std::move(call)));
@@ -224,14 +229,14 @@ void GradientServiceImpl::AddSessionRpcs() {
       });
   AddUnary<pb::CloseSessionRequest, pb::CloseSessionResponse>(
       "CloseSession", Where::kPool,
-      [this](const runtime::CallContext& ctx, const pb::CloseSessionRequest& r,
-             pb::CloseSessionResponse*) {
+      [this](const runtime::CallContext& ctx, pb::CloseSessionRequest& r,
+             pb::CloseSessionResponse*, WireMessage*) {
         return runtime_->CloseSession(ctx, r.session_id());
       });
   AddUnary<pb::ListSessionsRequest, pb::ListSessionsResponse>(
       "ListSessions", Where::kPool,
-      [this](const runtime::CallContext& ctx, const pb::ListSessionsRequest&,
-             pb::ListSessionsResponse* out) {
+      [this](const runtime::CallContext& ctx, pb::ListSessionsRequest&,
+             pb::ListSessionsResponse* out, WireMessage*) {
         for (const auto& info : runtime_->ListSessions(ctx)) {
           SessionInfoToProto(info, out->add_sessions());
         }
@@ -239,18 +244,18 @@ void GradientServiceImpl::AddSessionRpcs() {
       });
   AddUnary<pb::GetParametersRequest, pb::GetParametersResponse>(
       "GetParameters", Where::kPool,
-      [this](const runtime::CallContext& ctx, const pb::GetParametersRequest& r,
-             pb::GetParametersResponse* out) {
+      [this](const runtime::CallContext& ctx, pb::GetParametersRequest& r,
+             pb::GetParametersResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto values, runtime_->GetParameters(
                                           ctx, GetParametersCallFromProto(r)));
-        SessionValuesToProto(values, out);
+        SessionValuesToWire(values, out, wire);
         return absl::OkStatus();
       });
   AddUnary<pb::SetParametersRequest, pb::SetParametersResponse>(
       "SetParameters", Where::kSessionStrand,
       [this, &limits](const runtime::CallContext& ctx,
-                      const pb::SetParametersRequest& r,
-                      pb::SetParametersResponse* out) {
+                      pb::SetParametersRequest& r,
+                      pb::SetParametersResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, SetParametersCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto info,
                          runtime_->SetParameters(ctx, std::move(call)));
@@ -259,12 +264,11 @@ void GradientServiceImpl::AddSessionRpcs() {
       });
   AddUnary<pb::TrainStepRequest, pb::TrainStepResponse>(
       "TrainStep", Where::kSessionStrand,
-      [this, &limits](const runtime::CallContext& ctx,
-                      const pb::TrainStepRequest& r,
-                      pb::TrainStepResponse* out) {
+      [this, &limits](const runtime::CallContext& ctx, pb::TrainStepRequest& r,
+                      pb::TrainStepResponse* out, WireMessage* wire) {
         ASSIGN_OR_RETURN(auto call, TrainStepCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto reply, runtime_->TrainStep(ctx, std::move(call)));
-        TrainStepReplyToProto(reply, out);
+        TrainStepReplyToWire(reply, out, wire);
         return absl::OkStatus();
       });
 }
@@ -274,8 +278,8 @@ void GradientServiceImpl::AddInfoRpcs() {
   // gRPC's thread.
   AddUnary<pb::GetServerInfoRequest, pb::GetServerInfoResponse>(
       "GetServerInfo", Where::kHere,
-      [this](const runtime::CallContext&, const pb::GetServerInfoRequest&,
-             pb::GetServerInfoResponse* out) {
+      [this](const runtime::CallContext&, pb::GetServerInfoRequest&,
+             pb::GetServerInfoResponse* out, WireMessage*) {
         *out = ServerInfo();
         return absl::OkStatus();
       });

@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "runtime/runtime.h"
+#include "server/codec/wire_message.h"
 
 namespace gradserve::server {
 
@@ -33,17 +34,18 @@ class GradientServiceImpl final : public pb::GradientService::Service {
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
   absl::Status Compute(const runtime::CallContext& ctx,
-                       const pb::ComputeRequest& request,
-                       pb::ComputeResponse* response);
+                       pb::ComputeRequest& request, WireMessage* response);
   absl::Status ComputeFromBytes(const runtime::CallContext& ctx,
                                 const grpc::ByteBuffer& request,
-                                pb::ComputeResponse* response);
+                                WireMessage* response);
 
  private:
   enum class Where { kPool, kSessionStrand, kHere };
+  // Decodes the request (taking its tensors' bytes), runs the use case, and
+  // writes the reply: tensors into the WireMessage, the rest into Reply.
   template <typename Request, typename Reply>
   using Handler = std::function<absl::Status(const runtime::CallContext&,
-                                             const Request&, Reply*)>;
+                                             Request&, Reply*, WireMessage*)>;
 
   template <typename Request, typename Reply>
   void AddUnary(absl::string_view method, Where where,

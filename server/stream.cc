@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "core/status_macros.h"
+#include "server/codec/wire_message.h"
 #include "server/gradient_service.h"
 #include "server/rpc.h"
 
@@ -100,13 +101,12 @@ class ComputeStreamReactor
 
   // On the pool: one request, answered in band.
   void Process(uint64_t index, const grpc::ByteBuffer& request) {
-    pb::ComputeStreamResponse reply;
-    absl::Status status = cancelled_
-                              ? absl::CancelledError("the stream was cancelled")
-                              : service_->ComputeFromBytes(
-                                    ctx_, request, reply.mutable_response());
+    WireMessage response;
+    absl::Status status =
+        cancelled_ ? absl::CancelledError("the stream was cancelled")
+                   : service_->ComputeFromBytes(ctx_, request, &response);
     std::unique_lock<std::mutex> lock(mu_);
-    Complete(index, status, &reply);
+    Complete(index, status, status.ok() ? &response : nullptr);
     const bool last = done_ && outstanding_ == 0;
     lock.unlock();
     if (last) delete this;
@@ -114,22 +114,21 @@ class ComputeStreamReactor
 
   // Under mu_: item `index` has its reply (or its error).
   void Complete(uint64_t index, const absl::Status& status,
-                pb::ComputeStreamResponse* reply) {
-    pb::ComputeStreamResponse error;
-    if (!status.ok() || reply == nullptr) reply = &error;
+                WireMessage* response) {
+    pb::ComputeStreamResponse rest;
+    rest.set_index(index);
     if (!status.ok()) {
-      error.set_code(static_cast<int>(status.code()));
-      error.set_error_message(std::string(status.message()));
+      rest.set_code(static_cast<int>(status.code()));
+      rest.set_error_message(std::string(status.message()));
     }
-    reply->set_index(index);
+    WireMessage reply;
+    reply.AddRest(rest);
+    if (response != nullptr) {
+      reply.AddMessage(pb::ComputeStreamResponse::kResponseFieldNumber,
+                       std::move(*response));
+    }
     Item& item = items_[index - items_.front().index];
-    if (!SerializeMessage(*reply, &item.reply).ok()) {
-      error.Clear();
-      error.set_index(index);
-      error.set_code(static_cast<int>(absl::StatusCode::kInternal));
-      error.set_error_message("cannot serialize the reply");
-      (void)SerializeMessage(error, &item.reply);
-    }
+    reply.Finish(&item.reply);
     item.ready = true;
     --outstanding_;
     MaybeWrite();

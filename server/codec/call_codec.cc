@@ -39,7 +39,7 @@ Mode ModeFromProto(pb::Mode mode) {
 }
 
 absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
-    const pb::ComputeRequest& r, const Limits& limits) {
+    pb::ComputeRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   RETURN_IF_ERROR(batch.Check(r.feeds(), "feeds"));
   RETURN_IF_ERROR(batch.Check(r.output_gradients(), "output_gradients"));
@@ -47,10 +47,11 @@ absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
   ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
   RETURN_IF_ERROR(batch.CheckTotal());
   ComputeArgs& args = call.args;
-  ASSIGN_OR_RETURN(args.feeds, TensorsFromProto(r.feeds(), "feeds", limits));
-  ASSIGN_OR_RETURN(
-      args.output_gradients,
-      TensorsFromProto(r.output_gradients(), "output_gradients", limits));
+  ASSIGN_OR_RETURN(args.feeds,
+                   TakeTensorsFromProto(r.mutable_feeds(), "feeds", limits));
+  ASSIGN_OR_RETURN(args.output_gradients,
+                   TakeTensorsFromProto(r.mutable_output_gradients(),
+                                        "output_gradients", limits));
   args.fetch.assign(r.fetch().begin(), r.fetch().end());
   args.loss = r.loss();
   args.wrt.assign(r.wrt().begin(), r.wrt().end());
@@ -59,14 +60,15 @@ absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
   return call;
 }
 
-void RunResultToProto(const RunResult& result, pb::ComputeResponse* out) {
-  TensorsToProto(result.outputs, out->mutable_outputs());
-  TensorsToProto(result.gradients, out->mutable_gradients());
-  TensorsToProto(result.buffers, out->mutable_buffers());
+void RunResultToWire(const RunResult& result, WireMessage* out) {
+  out->AddTensorMap(pb::ComputeResponse::kOutputsFieldNumber, result.outputs);
+  out->AddTensorMap(pb::ComputeResponse::kGradientsFieldNumber,
+                    result.gradients);
+  out->AddTensorMap(pb::ComputeResponse::kBuffersFieldNumber, result.buffers);
 }
 
 absl::StatusOr<runtime::DescribeCall> DescribeCallFromProto(
-    const pb::DescribeRequest& r, const Limits& limits) {
+    pb::DescribeRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   runtime::DescribeCall call;
   ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
@@ -96,13 +98,14 @@ void SummaryToProto(const GraphSummary& summary, pb::DescribeResponse* out) {
 }
 
 absl::StatusOr<runtime::ForwardCall> ForwardCallFromProto(
-    const pb::ForwardRequest& r, const Limits& limits) {
+    pb::ForwardRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   RETURN_IF_ERROR(batch.Check(r.feeds(), "feeds"));
   runtime::ForwardCall call;
   ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
   RETURN_IF_ERROR(batch.CheckTotal());
-  ASSIGN_OR_RETURN(call.feeds, TensorsFromProto(r.feeds(), "feeds", limits));
+  ASSIGN_OR_RETURN(call.feeds,
+                   TakeTensorsFromProto(r.mutable_feeds(), "feeds", limits));
   call.fetch.assign(r.fetch().begin(), r.fetch().end());
   call.loss = r.loss();
   call.wrt.assign(r.wrt().begin(), r.wrt().end());
@@ -112,25 +115,25 @@ absl::StatusOr<runtime::ForwardCall> ForwardCallFromProto(
   return call;
 }
 
-void ForwardReplyToProto(const runtime::ForwardReply& reply,
-                         pb::ForwardResponse* out) {
-  TensorsToProto(reply.outputs, out->mutable_outputs());
-  TensorsToProto(reply.buffers, out->mutable_buffers());
-  out->set_activation_id(reply.activation_id);
-  out->set_expires_unix_ms(reply.expires_unix_ms);
+void ForwardReplyToWire(const runtime::ForwardReply& reply,
+                        pb::ForwardResponse* rest, WireMessage* out) {
+  rest->set_activation_id(reply.activation_id);
+  rest->set_expires_unix_ms(reply.expires_unix_ms);
+  out->AddTensorMap(pb::ForwardResponse::kOutputsFieldNumber, reply.outputs);
+  out->AddTensorMap(pb::ForwardResponse::kBuffersFieldNumber, reply.buffers);
 }
 
 absl::StatusOr<runtime::BackwardCall> BackwardCallFromProto(
-    const pb::BackwardRequest& r, const Limits& limits) {
+    pb::BackwardRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   RETURN_IF_ERROR(batch.Check(r.output_gradients(), "output_gradients"));
   RETURN_IF_ERROR(batch.CheckTotal());
   runtime::BackwardCall call;
   call.activation_id = r.activation_id();
   call.args.from_loss = r.from_loss();
-  ASSIGN_OR_RETURN(
-      call.args.grad_seeds,
-      TensorsFromProto(r.output_gradients(), "output_gradients", limits));
+  ASSIGN_OR_RETURN(call.args.grad_seeds,
+                   TakeTensorsFromProto(r.mutable_output_gradients(),
+                                        "output_gradients", limits));
   call.args.wrt.assign(r.wrt().begin(), r.wrt().end());
   call.args.keep = r.keep();
   return call;

@@ -11,26 +11,29 @@
 #include "core/compute.h"
 #include "gradserve/v1/gradient_service.pb.h"
 #include "runtime/calls.h"
+#include "server/codec/wire_message.h"
 
 namespace gradserve::server {
 
 namespace pb = ::gradserve::v1;
 
-absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
-    const pb::ComputeRequest& r, const Limits& limits);
-void RunResultToProto(const RunResult& result, pb::ComputeResponse* out);
+absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(pb::ComputeRequest& r,
+                                                          const Limits& limits);
+// A ComputeResponse's fields.
+void RunResultToWire(const RunResult& result, WireMessage* out);
 
 absl::StatusOr<runtime::DescribeCall> DescribeCallFromProto(
-    const pb::DescribeRequest& r, const Limits& limits);
+    pb::DescribeRequest& r, const Limits& limits);
 void SummaryToProto(const GraphSummary& summary, pb::DescribeResponse* out);
 
-absl::StatusOr<runtime::ForwardCall> ForwardCallFromProto(
-    const pb::ForwardRequest& r, const Limits& limits);
-void ForwardReplyToProto(const runtime::ForwardReply& reply,
-                         pb::ForwardResponse* out);
+absl::StatusOr<runtime::ForwardCall> ForwardCallFromProto(pb::ForwardRequest& r,
+                                                          const Limits& limits);
+// A ForwardResponse: the id and expiry in `rest`, the tensors in `out`.
+void ForwardReplyToWire(const runtime::ForwardReply& reply,
+                        pb::ForwardResponse* rest, WireMessage* out);
 
 absl::StatusOr<runtime::BackwardCall> BackwardCallFromProto(
-    const pb::BackwardRequest& r, const Limits& limits);
+    pb::BackwardRequest& r, const Limits& limits);
 
 Mode ModeFromProto(pb::Mode mode);
 

@@ -41,8 +41,7 @@ struct HasSessionId<R, std::void_t<decltype(std::declval<R>().session_id())>>
 
 }  // namespace
 
-absl::StatusOr<GraphDef> GraphFromProto(const pb::Graph& g,
-                                        const Limits& limits) {
+absl::StatusOr<GraphDef> GraphFromProto(pb::Graph& g, const Limits& limits) {
   if (g.nodes_size() > limits.max_graph_nodes) {
     return absl::ResourceExhaustedError(
         absl::StrCat("graph has ", g.nodes_size(), " nodes, over the limit of ",
@@ -51,15 +50,13 @@ absl::StatusOr<GraphDef> GraphFromProto(const pb::Graph& g,
   GraphDef graph;
   graph.inputs.assign(g.inputs().begin(), g.inputs().end());
   graph.outputs.assign(g.outputs().begin(), g.outputs().end());
-  for (const auto& [name, t] : g.parameters()) {
-    ASSIGN_OR_RETURN(
-        graph.parameters[name],
-        TensorFromProto(t, Keyed("graph.parameters", name), limits));
-  }
-  for (const auto& [name, t] : g.buffers()) {
-    ASSIGN_OR_RETURN(graph.buffers[name],
-                     TensorFromProto(t, Keyed("graph.buffers", name), limits));
-  }
+  using Ordered = std::map<std::string, Tensor>;
+  ASSIGN_OR_RETURN(graph.parameters,
+                   TakeTensorsFromProto<Ordered>(g.mutable_parameters(),
+                                                 "graph.parameters", limits));
+  ASSIGN_OR_RETURN(graph.buffers,
+                   TakeTensorsFromProto<Ordered>(g.mutable_buffers(),
+                                                 "graph.buffers", limits));
   graph.nodes.reserve(g.nodes_size());
   for (const pb::Node& n : g.nodes()) {
     NodeDef node;
@@ -77,7 +74,7 @@ absl::StatusOr<GraphDef> GraphFromProto(const pb::Graph& g,
 }
 
 template <typename Request>
-absl::StatusOr<runtime::ModelSource> ModelFromProto(const Request& r,
+absl::StatusOr<runtime::ModelSource> ModelFromProto(Request& r,
                                                     TensorBatch& batch,
                                                     const Limits& limits) {
   runtime::ModelSource model;
@@ -86,7 +83,7 @@ absl::StatusOr<runtime::ModelSource> ModelFromProto(const Request& r,
     RETURN_IF_ERROR(batch.Check(r.graph().parameters(), "graph.parameters"));
     RETURN_IF_ERROR(batch.Check(r.graph().buffers(), "graph.buffers"));
     RETURN_IF_ERROR(batch.CheckTotal());
-    ASSIGN_OR_RETURN(model.graph, GraphFromProto(r.graph(), limits));
+    ASSIGN_OR_RETURN(model.graph, GraphFromProto(*r.mutable_graph(), limits));
     return model;
   }
   if (r.model_case() == Request::kOnnxModel) {
@@ -108,12 +105,12 @@ absl::StatusOr<runtime::ModelSource> ModelFromProto(const Request& r,
 }
 
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
-    const pb::ComputeRequest&, TensorBatch&, const Limits&);
+    pb::ComputeRequest&, TensorBatch&, const Limits&);
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
-    const pb::DescribeRequest&, TensorBatch&, const Limits&);
+    pb::DescribeRequest&, TensorBatch&, const Limits&);
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
-    const pb::ForwardRequest&, TensorBatch&, const Limits&);
+    pb::ForwardRequest&, TensorBatch&, const Limits&);
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
-    const pb::CreateSessionRequest&, TensorBatch&, const Limits&);
+    pb::CreateSessionRequest&, TensorBatch&, const Limits&);
 
 }  // namespace gradserve::server

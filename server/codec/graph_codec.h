@@ -10,15 +10,15 @@
 
 namespace gradserve::server {
 
-// The graph's parameters and buffers are converted too; check them first
-// with a TensorBatch (ModelFromProto does).
-absl::StatusOr<GraphDef> GraphFromProto(const pb::Graph& g,
-                                        const Limits& limits);
+// The graph's parameters and buffers are converted too, taking their data
+// bytes from the message; check them first with a TensorBatch
+// (ModelFromProto does).
+absl::StatusOr<GraphDef> GraphFromProto(pb::Graph& g, const Limits& limits);
 
 // A request's model oneof: its graph's tensors are checked into `batch`
 // (the caller checks the batch's total before converting anything else).
 template <typename Request>
-absl::StatusOr<runtime::ModelSource> ModelFromProto(const Request& r,
+absl::StatusOr<runtime::ModelSource> ModelFromProto(Request& r,
                                                     TensorBatch& batch,
                                                     const Limits& limits);
 

@@ -70,7 +70,7 @@ void OptimizerToProto(const OptimizerConfig& config, pb::Optimizer* out) {
 }
 
 absl::StatusOr<runtime::CreateSessionCall> CreateSessionCallFromProto(
-    const pb::CreateSessionRequest& r, const Limits& limits) {
+    pb::CreateSessionRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   runtime::CreateSessionCall call;
   ASSIGN_OR_RETURN(call.model, ModelFromProto(r, batch, limits));
@@ -102,16 +102,19 @@ runtime::GetParametersCall GetParametersCallFromProto(
   return call;
 }
 
-void SessionValuesToProto(const runtime::SessionValues& values,
-                          pb::GetParametersResponse* out) {
-  TensorsToProto(values.parameters, out->mutable_parameters());
-  TensorsToProto(values.buffers, out->mutable_buffers());
-  TensorsToProto(values.optimizer_state, out->mutable_optimizer_state());
-  out->set_step(values.step);
+void SessionValuesToWire(const runtime::SessionValues& values,
+                         pb::GetParametersResponse* rest, WireMessage* out) {
+  rest->set_step(values.step);
+  out->AddTensorMap(pb::GetParametersResponse::kParametersFieldNumber,
+                    values.parameters);
+  out->AddTensorMap(pb::GetParametersResponse::kBuffersFieldNumber,
+                    values.buffers);
+  out->AddTensorMap(pb::GetParametersResponse::kOptimizerStateFieldNumber,
+                    values.optimizer_state);
 }
 
 absl::StatusOr<runtime::SetParametersCall> SetParametersCallFromProto(
-    const pb::SetParametersRequest& r, const Limits& limits) {
+    pb::SetParametersRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   RETURN_IF_ERROR(batch.Check(r.parameters(), "parameters"));
   RETURN_IF_ERROR(batch.Check(r.buffers(), "buffers"));
@@ -120,25 +123,27 @@ absl::StatusOr<runtime::SetParametersCall> SetParametersCallFromProto(
   runtime::SetParametersCall call;
   call.session_id = r.session_id();
   using Ordered = std::map<std::string, Tensor>;
-  ASSIGN_OR_RETURN(call.parameters, TensorsFromProto<Ordered>(
-                                        r.parameters(), "parameters", limits));
-  ASSIGN_OR_RETURN(call.buffers,
-                   TensorsFromProto<Ordered>(r.buffers(), "buffers", limits));
+  ASSIGN_OR_RETURN(call.parameters,
+                   TakeTensorsFromProto<Ordered>(r.mutable_parameters(),
+                                                 "parameters", limits));
+  ASSIGN_OR_RETURN(call.buffers, TakeTensorsFromProto<Ordered>(
+                                     r.mutable_buffers(), "buffers", limits));
   ASSIGN_OR_RETURN(call.optimizer_state,
-                   TensorsFromProto<Ordered>(r.optimizer_state(),
-                                             "optimizer_state", limits));
+                   TakeTensorsFromProto<Ordered>(r.mutable_optimizer_state(),
+                                                 "optimizer_state", limits));
   if (r.has_step()) call.step = r.step();
   return call;
 }
 
 absl::StatusOr<runtime::TrainStepCall> TrainStepCallFromProto(
-    const pb::TrainStepRequest& r, const Limits& limits) {
+    pb::TrainStepRequest& r, const Limits& limits) {
   TensorBatch batch(limits);
   RETURN_IF_ERROR(batch.Check(r.feeds(), "feeds"));
   RETURN_IF_ERROR(batch.CheckTotal());
   runtime::TrainStepCall call;
   call.session_id = r.session_id();
-  ASSIGN_OR_RETURN(call.feeds, TensorsFromProto(r.feeds(), "feeds", limits));
+  ASSIGN_OR_RETURN(call.feeds,
+                   TakeTensorsFromProto(r.mutable_feeds(), "feeds", limits));
   call.loss = r.loss();
   call.fetch.assign(r.fetch().begin(), r.fetch().end());
   call.seed = r.seed();
@@ -146,12 +151,12 @@ absl::StatusOr<runtime::TrainStepCall> TrainStepCallFromProto(
   return call;
 }
 
-void TrainStepReplyToProto(const runtime::TrainStepReply& reply,
-                           pb::TrainStepResponse* out) {
-  TensorToProto(reply.loss, out->mutable_loss());
-  TensorsToProto(reply.outputs, out->mutable_outputs());
-  out->set_step(reply.step);
-  out->set_grad_norm(reply.grad_norm);
+void TrainStepReplyToWire(const runtime::TrainStepReply& reply,
+                          pb::TrainStepResponse* rest, WireMessage* out) {
+  rest->set_step(reply.step);
+  rest->set_grad_norm(reply.grad_norm);
+  out->AddTensor(pb::TrainStepResponse::kLossFieldNumber, reply.loss);
+  out->AddTensorMap(pb::TrainStepResponse::kOutputsFieldNumber, reply.outputs);
 }
 
 }  // namespace gradserve::server

@@ -7,6 +7,7 @@
 #include "core/train/optimizer.h"
 #include "gradserve/v1/gradient_service.pb.h"
 #include "runtime/calls.h"
+#include "server/codec/wire_message.h"
 
 namespace gradserve::server {
 
@@ -17,21 +18,21 @@ absl::StatusOr<OptimizerConfig> OptimizerFromProto(const pb::Optimizer& o);
 void OptimizerToProto(const OptimizerConfig& config, pb::Optimizer* out);
 
 absl::StatusOr<runtime::CreateSessionCall> CreateSessionCallFromProto(
-    const pb::CreateSessionRequest& r, const Limits& limits);
+    pb::CreateSessionRequest& r, const Limits& limits);
 void SessionInfoToProto(const runtime::SessionInfo& info, pb::SessionInfo* out);
 
 runtime::GetParametersCall GetParametersCallFromProto(
     const pb::GetParametersRequest& r);
-void SessionValuesToProto(const runtime::SessionValues& values,
-                          pb::GetParametersResponse* out);
+void SessionValuesToWire(const runtime::SessionValues& values,
+                         pb::GetParametersResponse* rest, WireMessage* out);
 
 absl::StatusOr<runtime::SetParametersCall> SetParametersCallFromProto(
-    const pb::SetParametersRequest& r, const Limits& limits);
+    pb::SetParametersRequest& r, const Limits& limits);
 
 absl::StatusOr<runtime::TrainStepCall> TrainStepCallFromProto(
-    const pb::TrainStepRequest& r, const Limits& limits);
-void TrainStepReplyToProto(const runtime::TrainStepReply& reply,
-                           pb::TrainStepResponse* out);
+    pb::TrainStepRequest& r, const Limits& limits);
+void TrainStepReplyToWire(const runtime::TrainStepReply& reply,
+                          pb::TrainStepResponse* rest, WireMessage* out);
 
 }  // namespace gradserve::server
 

@@ -120,6 +120,21 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
   return out;
 }
 
+absl::StatusOr<Tensor> TakeTensorFromProto(pb::Tensor* t,
+                                           absl::string_view what,
+                                           const Limits& limits) {
+  const bool raw = t->float_values_size() == 0 && t->int64_values_size() == 0 &&
+                   t->dtype() != pb::DATA_TYPE_BFLOAT16;
+  if (!raw || t->data().empty()) return TensorFromProto(*t, what, limits);
+  RETURN_IF_ERROR(CheckTensor(*t, what, limits).status());
+  auto bytes = std::make_shared<std::string>();
+  bytes->swap(*t->mutable_data());
+  void* data = bytes->data();
+  return Tensor::Adopt(CoreType(t->dtype()),
+                       Shape(t->shape().begin(), t->shape().end()),
+                       std::move(bytes), data);
+}
+
 void TensorToProto(const Tensor& t, pb::Tensor* out) {
   // The server computes in float32; a float64 tensor (reference path only)
   // would be a bug, and is narrowed rather than sent mislabelled.

@@ -31,6 +31,11 @@ absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
                                        absl::string_view what,
                                        const Limits& limits);
+// The same, taking the message's `data` bytes as the tensor's storage
+// instead of copying them (the message keeps the rest).
+absl::StatusOr<Tensor> TakeTensorFromProto(pb::Tensor* t,
+                                           absl::string_view what,
+                                           const Limits& limits);
 void TensorToProto(const Tensor& t, pb::Tensor* out);
 
 // "feeds['x']".
@@ -51,14 +56,15 @@ class TensorBatch {
   int64_t bytes_ = 0;
 };
 
-// Converts a checked map into a TensorMap or a std::map.
+// Converts a checked map into a TensorMap or a std::map, taking the
+// messages' data bytes (TakeTensorFromProto).
 template <typename Map = TensorMap>
-absl::StatusOr<Map> TensorsFromProto(const TensorProtoMap& map,
-                                     absl::string_view field,
-                                     const Limits& limits) {
+absl::StatusOr<Map> TakeTensorsFromProto(TensorProtoMap* map,
+                                         absl::string_view field,
+                                         const Limits& limits) {
   Map tensors;
-  for (const auto& [name, t] : map) {
-    auto tensor = TensorFromProto(t, Keyed(field, name), limits);
+  for (auto& [name, t] : *map) {
+    auto tensor = TakeTensorFromProto(&t, Keyed(field, name), limits);
     if (!tensor.ok()) return tensor.status();
     tensors[name] = *std::move(tensor);
   }
