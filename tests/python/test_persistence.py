@@ -128,7 +128,7 @@ def test_sigterm_then_restart_continues_bit_for_bit(tmp_path):
 
 def test_kill_9_loses_only_the_steps_after_the_last_snapshot(tmp_path):
     state_dir = str(tmp_path)
-    server = gs.Server(f"--state_dir={state_dir}", "--snapshot_seconds=1")
+    server = gs.Server(f"--state_dir={state_dir}", "--snapshot_seconds=2")
     try:
         sid = create(server)
         for i in range(3):
@@ -136,7 +136,7 @@ def test_kill_9_loses_only_the_steps_after_the_last_snapshot(tmp_path):
         path = file_of(state_dir, sid)
         assert gs.wait_until(lambda: snapshot_in(path).step == 3, timeout=10)
         at_snapshot = state(server, sid)
-        # Right after a snapshot: the next one is a second away.
+        # Right after a snapshot: the next one is two seconds away.
         for i in range(3, 5):
             step(server, sid, i)
         assert state(server, sid)[1] == 5
@@ -145,7 +145,7 @@ def test_kill_9_loses_only_the_steps_after_the_last_snapshot(tmp_path):
         server.close()
     assert snapshot_in(path).step == 3
 
-    restarted = gs.Server(f"--state_dir={state_dir}", "--snapshot_seconds=1")
+    restarted = gs.Server(f"--state_dir={state_dir}", "--snapshot_seconds=2")
     try:
         assert state(restarted, sid) == at_snapshot
         # It goes on from step 3: the lost steps again give step 4 and 5.
