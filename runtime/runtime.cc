@@ -63,6 +63,20 @@ void Runtime::JanitorLoop() {
   }
 }
 
+absl::Status Runtime::EnablePersistence(
+    const PersistenceOptions& options,
+    std::shared_ptr<const SessionCodec> codec) {
+  if (persistence_ != nullptr) {
+    return absl::FailedPreconditionError("persistence is already on");
+  }
+  ASSIGN_OR_RETURN(
+      persistence_,
+      SessionPersistence::Open(options, std::move(codec), &sessions_, limits_));
+  persistence_->Restore();
+  persistence_->Start();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
                                                 ModelSource source) {
   Model model;
@@ -194,7 +208,9 @@ absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
 
 absl::Status Runtime::CloseSession(const CallContext& ctx,
                                    const std::string& session_id) {
-  return sessions_.Close(ctx.tenant, session_id);
+  RETURN_IF_ERROR(sessions_.Close(ctx.tenant, session_id));
+  if (persistence_ != nullptr) persistence_->Forget(session_id);
+  return absl::OkStatus();
 }
 
 std::vector<SessionInfo> Runtime::ListSessions(const CallContext& ctx) {

@@ -21,6 +21,7 @@
 #include "runtime/activations.h"
 #include "runtime/calls.h"
 #include "runtime/memory_budget.h"
+#include "runtime/persistence.h"
 #include "runtime/sessions.h"
 
 namespace gradserve::runtime {
@@ -63,6 +64,13 @@ class Runtime {
   absl::StatusOr<TrainStepReply> TrainStep(const CallContext& ctx,
                                            TrainStepCall call);
 
+  // Restores the sessions saved in options.state_dir and snapshots them
+  // there from then on (runtime/persistence.h). Call once, before serving.
+  absl::Status EnablePersistence(const PersistenceOptions& options,
+                                 std::shared_ptr<const SessionCodec> codec);
+  // Null when sessions are not persisted.
+  SessionPersistence* persistence() { return persistence_.get(); }
+
   ComputePool* pool() { return pool_; }
   MemoryBudget& memory_budget() { return budget_; }
   SessionManager& sessions() { return sessions_; }
@@ -95,6 +103,7 @@ class Runtime {
   MemoryBudget budget_;
   SessionManager sessions_;
   ActivationStore activations_;
+  std::unique_ptr<SessionPersistence> persistence_;  // before sessions_ goes
   std::mutex janitor_mu_;
   std::condition_variable janitor_wake_;
   bool stopping_ = false;

@@ -180,6 +180,11 @@ absl::Status SessionManager::Close(const std::string& tenant,
   return absl::OkStatus();
 }
 
+bool SessionManager::Contains(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sessions_.contains(id);
+}
+
 std::vector<SessionInfo> SessionManager::List(const std::string& tenant) const {
   std::vector<SessionInfo> infos;
   for (const auto& session : All()) {

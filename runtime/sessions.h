@@ -106,6 +106,9 @@ class SessionManager {
   absl::StatusOr<std::shared_ptr<Session>> Find(const std::string& tenant,
                                                 const std::string& id);
   absl::Status Close(const std::string& tenant, const std::string& id);
+  // Whether the manager holds that id (closed and expired ones: no); does
+  // not touch the session.
+  bool Contains(const std::string& id) const;
   std::vector<SessionInfo> List(const std::string& tenant) const;
   std::vector<std::shared_ptr<Session>> All() const;
   void Expire(absl::Time now);

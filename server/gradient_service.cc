@@ -86,6 +86,9 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   static_info_.add_features("sessions");
   static_info_.add_features("forward_backward");
   static_info_.add_features("compute_stream");
+  if (runtime->persistence() != nullptr) {
+    static_info_.add_features("persistence");
+  }
   AddComputeRpcs();
   AddSessionRpcs();
   AddInfoRpcs();

@@ -72,6 +72,13 @@ ABSL_FLAG(int32_t, stream_window,
 ABSL_FLAG(int64_t, malloc_retain_mb, 512,
           "freed memory (MiB) kept for reuse rather than returned to the OS: "
           "large tensors then reuse warm pages; 0 = the C library's default");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory where sessions are saved (one file each, written "
+          "atomically) and restored from at start; empty = sessions live "
+          "only as long as the process");
+ABSL_FLAG(double, snapshot_seconds, 30,
+          "with --state_dir, how often changed sessions are saved; they are "
+          "saved too on SIGTERM/SIGINT once calls in flight finish");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -145,6 +152,9 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_activation_ttl_seconds);
   rt.activations.max_bytes = absl::GetFlag(FLAGS_max_activation_bytes);
   options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
+  options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.persistence.snapshot_interval =
+      absl::Seconds(absl::GetFlag(FLAGS_snapshot_seconds));
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);

@@ -8,6 +8,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/codec/snapshot_codec.h"
 
 namespace gradserve::server {
 
@@ -30,6 +31,12 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   runtime_options.limits.max_result_bytes = max_message;
   server->runtime_ =
       std::make_unique<runtime::Runtime>(runtime_options, server->pool_.get());
+  if (!options.persistence.state_dir.empty()) {
+    absl::Status restored = server->runtime_->EnablePersistence(
+        options.persistence,
+        std::make_shared<SnapshotCodec>(server->runtime_->limits()));
+    if (!restored.ok()) return restored;
+  }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = max_message;
   server->service_ = std::make_unique<GradientServiceImpl>(
@@ -69,6 +76,10 @@ void GradientServer::Shutdown(absl::Duration grace) {
       server_->Wait();
     }
     pool_.reset();  // runs what is left (cancelled calls end at once), joins
+    // No step runs now: the last snapshot has every session's last step.
+    if (runtime_ != nullptr && runtime_->persistence() != nullptr) {
+      runtime_->persistence()->StopAndSnapshot();
+    }
   });
 }
 

@@ -25,6 +25,9 @@ struct ServerOptions {
   int64_t max_message_bytes = int64_t{1} << 30;
   // limits.max_result_bytes is set from max_message_bytes.
   runtime::RuntimeOptions runtime;
+  // Sessions saved in persistence.state_dir (off when empty), restored at
+  // Start, snapshotted periodically and at Shutdown.
+  runtime::PersistenceOptions persistence;
   ServiceOptions service;
 };
 
@@ -42,6 +45,7 @@ class GradientServer {
 
   // Health turns NOT_SERVING and new calls are refused; calls in flight get
   // `grace` to finish before they are cancelled. Returns when all are done.
+  // Then, with persistence on, the sessions are snapshotted a last time.
   // Safe to call more than once.
   void Shutdown(absl::Duration grace);
 

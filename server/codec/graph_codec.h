@@ -15,6 +15,9 @@ namespace gradserve::server {
 // (ModelFromProto does).
 absl::StatusOr<GraphDef> GraphFromProto(pb::Graph& g, const Limits& limits);
 
+// The graph as the wire has it, parameter and buffer values included.
+void GraphToProto(const GraphDef& graph, pb::Graph* out);
+
 // A request's model oneof: its graph's tensors are checked into `batch`
 // (the caller checks the batch's total before converting anything else).
 template <typename Request>

@@ -2,6 +2,7 @@
 process on a free loopback port, and a Compute wrapper."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,15 +129,21 @@ class Server:
             return ""
         return self.process.stdout.read()
 
-    def close(self):
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Sends `sig` (SIGTERM: graceful; SIGKILL: a crash), waits for the
+        process to end and returns its exit code (SIGKILL after `timeout`)."""
         self.channel.close()
         if self.alive():
-            self.process.terminate()
+            self.process.send_signal(sig)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
+
+    def close(self):
+        self.stop()
         self.process.stdout.close()
 
 
