@@ -29,7 +29,7 @@ void SnapshotToProto(const runtime::SessionSpec& spec,
 }
 
 absl::StatusOr<runtime::SessionSpec> SnapshotFromProto(
-    const pb::SessionSnapshot& snapshot, const Limits& limits) {
+    pb::SessionSnapshot& snapshot, const Limits& limits) {
   if (snapshot.format_version() != kSnapshotFormatVersion) {
     return absl::DataLossError(
         absl::StrCat("format_version ", snapshot.format_version(),
@@ -43,15 +43,17 @@ absl::StatusOr<runtime::SessionSpec> SnapshotFromProto(
   spec.tenant = snapshot.tenant();
   spec.label = snapshot.label();
   spec.ttl_seconds = snapshot.ttl_seconds();
-  ASSIGN_OR_RETURN(spec.graph, GraphFromProto(snapshot.graph(), limits));
+  ASSIGN_OR_RETURN(spec.graph,
+                   GraphFromProto(*snapshot.mutable_graph(), limits));
   if (snapshot.has_optimizer()) {
     ASSIGN_OR_RETURN(spec.optimizer, OptimizerFromProto(snapshot.optimizer()));
   }
   spec.frozen.assign(snapshot.frozen().begin(), snapshot.frozen().end());
   using Ordered = std::map<std::string, Tensor>;
   ASSIGN_OR_RETURN(spec.optimizer_state,
-                   TensorsFromProto<Ordered>(snapshot.optimizer_state(),
-                                             "optimizer_state", limits));
+                   TakeTensorsFromProto<Ordered>(
+                       snapshot.mutable_optimizer_state(), "optimizer_state",
+                       limits));
   if (snapshot.step() < 0) {
     return absl::DataLossError(
         absl::StrCat("step must be >= 0, got ", snapshot.step()));

@@ -25,7 +25,7 @@ void SnapshotToProto(const runtime::SessionSpec& spec,
                      pb::SessionSnapshot* out);
 // Tensors are checked against `limits`; errors name the field.
 absl::StatusOr<runtime::SessionSpec> SnapshotFromProto(
-    const pb::SessionSnapshot& snapshot, const Limits& limits);
+    pb::SessionSnapshot& snapshot, const Limits& limits);
 
 class SnapshotCodec final : public runtime::SessionCodec {
  public:
