@@ -10,3 +10,14 @@ def server():
     yield s
     assert s.alive(), f"gradserve died during the tests: {s.output()}"
     s.close()
+
+
+@pytest.fixture(scope="session")
+def train_server():
+    """A gradserve for the many small TrainSteps of the session suites: two
+    workers of one thread each (OpenMP teams only cost time at these sizes,
+    and much of it when the machine's cores are busy)."""
+    s = gs.Server("--workers=2", "--threads_per_worker=1")
+    yield s
+    assert s.alive(), f"gradserve died during the tests: {s.output()}"
+    s.close()
