@@ -101,10 +101,11 @@ def test_restore_without_step_is_a_different_trajectory_for_adam(train_server):
     server.close_session(b)
 
 
-def test_frozen_parameters_stay_and_keep_no_state(train_server):
+@pytest.mark.parametrize("frozen", [["conv_weight", "bn_bias"], ["bn_weight", "bn_bias"]],
+                         ids=["conv_and_bn_bias", "batch_norm"])
+def test_frozen_parameters_stay_and_keep_no_state(train_server, frozen):
     server = train_server
     model, g = models.make("cnn", seed=2)
-    frozen = ["conv_weight", "bn_bias"]
     for name, p in model.named_parameters():
         p.requires_grad_(models._name(name) not in frozen)
     trained = sorted(n for n in gs.arrays(g.parameters) if n not in frozen)
