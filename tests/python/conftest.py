@@ -21,3 +21,22 @@ def train_server():
     yield s
     assert s.alive(), f"gradserve died during the tests: {s.output()}"
     s.close()
+
+
+@pytest.fixture
+def start_server():
+    """Starts servers with flags (one thread per worker unless the flags say
+    otherwise, as for train_server); checks and closes them after the test."""
+    started = []
+
+    def start(*flags):
+        if not any(f.startswith("--threads_per_worker") for f in flags):
+            flags = ("--threads_per_worker=1", *flags)
+        s = gs.Server(*flags)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        assert s.alive(), f"gradserve died during the test: {s.output()}"
+        s.close()

@@ -6,29 +6,12 @@ import time
 
 import grpc
 import numpy as np
-import pytest
 
 import gs
 import models
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-@pytest.fixture
-def flagged():
-    """Servers started with flags, closed (and checked alive) afterwards."""
-    started = []
-
-    def start(*flags):
-        s = gs.Server(*flags)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        assert s.alive(), s.output()
-        s.close()
 
 
 def mlp(seed=0):
@@ -44,8 +27,8 @@ def assert_not_found(error, id_):
     assert id_ in error.details(), error.details()
 
 
-def test_sessions_and_activations_expire_when_idle(flagged):
-    server = flagged("--session_ttl_seconds=1", "--activation_ttl_seconds=1")
+def test_sessions_and_activations_expire_when_idle(start_server):
+    server = start_server("--session_ttl_seconds=1", "--activation_ttl_seconds=1")
     g, batch = mlp(), feeds()
     now_ms = time.time() * 1000
     explicit = server.create_session(g, optimizer=gs.sgd(lr=0.1), ttl_seconds=1)
@@ -85,8 +68,8 @@ def test_sessions_and_activations_expire_when_idle(flagged):
     assert server.info().activations == 0
 
 
-def test_max_sessions(flagged):
-    server = flagged("--max_sessions=2")
+def test_max_sessions(start_server):
+    server = start_server("--max_sessions=2")
     g = mlp()
     first = server.create_session(g).session_id
     server.create_session(g, optimizer=gs.adam())
@@ -99,12 +82,12 @@ def test_max_sessions(flagged):
     assert server.info().sessions == 2
 
 
-def test_max_session_bytes_counts_optimizer_state(flagged):
+def test_max_session_bytes_counts_optimizer_state(start_server):
     g = mlp()
     params = sum(gs.to_numpy(t).nbytes for t in g.parameters.values())
     # Room for two SGD sessions (no state) or one SGD with momentum (one
     # state tensor per parameter), never an Adam one (two).
-    server = flagged(f"--max_session_bytes={2 * params + params // 2}")
+    server = start_server(f"--max_session_bytes={2 * params + params // 2}")
     error = gs.rpc_error(server.create_session, g, optimizer=gs.adam())
     assert error.code() == EXHAUSTED
     assert "--max_session_bytes" in error.details(), error.details()
@@ -131,11 +114,11 @@ def wide_graph(width):
                     parameters={"W": rng.normal(size=(width, width)).astype(np.float32)})
 
 
-def test_max_activation_bytes(flagged):
+def test_max_activation_bytes(start_server):
     # One Forward of this graph holds x (for dW) and tanh's output: about
     # 2 * 64 * 256 * 4 = 128 KiB; the limit lets one be held, not two.
     width, batch = 256, 64
-    server = flagged(f"--max_activation_bytes={200 * 1024}")
+    server = start_server(f"--max_activation_bytes={200 * 1024}")
     g = wide_graph(width)
     x = {"x": np.ones((batch, width), np.float32)}
     held = server.forward(g, x, loss="L")
