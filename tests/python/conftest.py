@@ -13,10 +13,10 @@ def server():
 
 
 @pytest.fixture(scope="session")
-def train_server():
-    """A gradserve for the many small TrainSteps of the session suites: two
-    workers of one thread each (OpenMP teams only cost time at these sizes,
-    and much of it when the machine's cores are busy)."""
+def quick_server():
+    """A gradserve for the many small requests of the session and stream
+    suites: two workers of one thread each (OpenMP teams only cost time at
+    these sizes, and much of it when the machine's cores are busy)."""
     s = gs.Server("--workers=2", "--threads_per_worker=1")
     yield s
     assert s.alive(), f"gradserve died during the tests: {s.output()}"
@@ -26,7 +26,7 @@ def train_server():
 @pytest.fixture
 def start_server():
     """Starts servers with flags (one thread per worker unless the flags say
-    otherwise, as for train_server); checks and closes them after the test."""
+    otherwise, as for quick_server); checks and closes them after the test."""
     started = []
 
     def start(*flags):

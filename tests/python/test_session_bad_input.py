@@ -225,8 +225,9 @@ def test_train_step_refusals_change_nothing(server, mlp_session):
     check(gs.rpc_error(server.train_step, sid, {"x": feeds()["x"]}, "L"), INVALID, "'labels'")
     check(gs.rpc_error(server.train_step, sid, {**feeds(), "x": np.ones((8, 3), np.float32)},
                        "L"), INVALID, "'fc1'", "x's last dim")
-    check(gs.rpc_error(server.train_step, sid, feeds(), "L", learning_rate=-1.0), INVALID,
-          "learning_rate")
+    for lr in (-1.0, float("nan"), float("inf")):
+        check(gs.rpc_error(server.train_step, sid, feeds(), "L", learning_rate=lr), INVALID,
+              "learning_rate")
     check(gs.rpc_error(server.train_step, sid, feeds(), "L", fetch=["nope"]), INVALID,
           "'nope'")
     gs.assert_same(snapshot(server, sid), before, "after refused TrainSteps")

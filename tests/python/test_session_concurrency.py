@@ -55,8 +55,8 @@ def sequential_reference(server, g, optimizer, data, order):
     return losses, values
 
 
-def test_four_clients_on_one_session_equal_sequential_steps(train_server):
-    server = train_server
+def test_four_clients_on_one_session_equal_sequential_steps(quick_server):
+    server = quick_server
     _, g = models.make("mlp", seed=1)
     rng = np.random.default_rng(1)
     data = [models.batch("mlp", rng) for _ in range(CLIENTS * STEPS_EACH)]
@@ -79,8 +79,8 @@ def test_four_clients_on_one_session_equal_sequential_steps(train_server):
     assert reference.step == values.step
 
 
-def test_sessions_train_in_parallel_without_interfering(train_server):
-    server = train_server
+def test_sessions_train_in_parallel_without_interfering(quick_server):
+    server = quick_server
     # Session A: a few slow steps (a wide layer), queued at once on its
     # strand. Session B: many quick ones. With two workers, B is never held
     # up behind A's queue: all of B's steps finish before A's last one.
@@ -129,3 +129,57 @@ def test_sessions_train_in_parallel_without_interfering(train_server):
         _, reference = sequential_reference(server, g, opt, data, applied)
         gs.assert_same(values.parameters, reference.parameters, "parameters")
         gs.assert_same(values.optimizer_state, reference.optimizer_state, "state")
+
+
+def test_readers_see_whole_versions_while_steps_apply(quick_server):
+    # Compute and GetParameters on a session while TrainSteps publish new
+    # versions: every answer is one of the versions the steps produced,
+    # never a mix of two.
+    server = quick_server
+    _, g = models.make("mlp", seed=5)
+    rng = np.random.default_rng(5)
+    data = [models.batch("mlp", rng) for _ in range(20)]
+    probe = models.batch("mlp", rng)
+    optimizer = gs.sgd(lr=0.2, momentum=0.9)
+
+    def logits(session):
+        request = gs.compute_request(session, probe, fetch=["logits"])
+        return server.compute(request).outputs["logits"].tobytes()
+
+    def parameters(session):
+        values = server.get_parameters(session).parameters
+        return tuple(values[k].tobytes() for k in sorted(values))
+
+    reference = server.create_session(g, optimizer=optimizer).session_id
+    versions_logits, versions = [logits(reference)], [parameters(reference)]
+    for feeds in data:
+        server.train_step(reference, feeds, "L")
+        versions_logits.append(logits(reference))
+        versions.append(parameters(reference))
+    server.close_session(reference)
+    assert len(set(versions)) == len(versions)
+
+    session = server.create_session(g, optimizer=optimizer).session_id
+    done = threading.Event()
+    seen_logits, seen = [], []
+
+    def trainer():
+        for feeds in data:
+            server.train_step(session, feeds, "L")
+        done.set()
+
+    def compute_reader():
+        while not done.is_set():
+            seen_logits.append(logits(session))
+
+    def parameter_reader():
+        while not done.is_set():
+            seen.append(parameters(session))
+
+    run_threads([trainer, compute_reader, parameter_reader])
+    server.close_session(session)
+    assert seen_logits and seen
+    assert set(seen_logits) <= set(versions_logits)
+    assert set(seen) <= set(versions)
+    # They ran during the steps, not only before or after them.
+    assert len(set(seen_logits)) >= 2 and len(set(seen)) >= 2

@@ -130,13 +130,13 @@ def train_both(server, kind, name, max_grad_norm, scheduled, steps=STEPS):
 @pytest.mark.parametrize("name,max_grad_norm,scheduled", SCENARIOS,
                          ids=[f"{n}{'-clip' if c else ''}{'-schedule' if s else ''}"
                               for n, c, s in SCENARIOS])
-def test_train_step_matches_torch_optim(train_server, kind, name, max_grad_norm, scheduled):
-    worst = train_both(train_server, kind, name, max_grad_norm, scheduled)
+def test_train_step_matches_torch_optim(quick_server, kind, name, max_grad_norm, scheduled):
+    worst = train_both(quick_server, kind, name, max_grad_norm, scheduled)
     key = f"{kind} {name}{' clip' if max_grad_norm else ''}{' schedule' if scheduled else ''}"
     print(f"\nmax relative error {key}: {worst:.3g}")
 
 
-def test_adamw_default_weight_decay_is_torchs_1e_2(train_server):
+def test_adamw_default_weight_decay_is_torchs_1e_2(quick_server):
     # The parity above would also pass if AdamW's unset weight decay were 0
     # only when 0 and 1e-2 were indistinguishable here: they are not.
     proto = gs.adam(lr=0.01, decoupled_weight_decay=True)
@@ -146,40 +146,40 @@ def test_adamw_default_weight_decay_is_torchs_1e_2(train_server):
     decayed = torch.optim.AdamW(model.parameters(), lr=0.01)
     assert decayed.defaults["weight_decay"] == 1e-2
     plain = torch.optim.AdamW(no_decay.parameters(), lr=0.01, weight_decay=0.0)
-    session = train_server.create_session(g, optimizer=proto).session_id
+    session = quick_server.create_session(g, optimizer=proto).session_id
     rng = np.random.default_rng(5)
     for _ in range(5):
         feeds = models.batch("mlp", rng)
-        train_server.train_step(session, feeds, "L")
+        quick_server.train_step(session, feeds, "L")
         for m, opt in ((model, decayed), (no_decay, plain)):
             opt.zero_grad()
             models.torch_loss(m, feeds)[0].backward()
             opt.step()
-    got = train_server.get_parameters(session).parameters
-    train_server.close_session(session)
+    got = quick_server.get_parameters(session).parameters
+    quick_server.close_session(session)
     for key, want in models.parameters_of(model).items():
         assert relative_error(got[key], want) <= TOLERANCE, key
     undecayed = models.parameters_of(no_decay)
     assert max(relative_error(got[k], undecayed[k]) for k in got) > 10 * TOLERANCE
 
 
-def test_torch_reference_is_not_trivially_matched(train_server):
+def test_torch_reference_is_not_trivially_matched(quick_server):
     # The comparison can fail: a session trained with another lr ends up far
     # from torch's trajectory.
     proto, make_torch = OPTIMIZERS["sgd_momentum"]
     model, g = models.make("mlp", seed=3)
     optimizer = make_torch(model.parameters())
     other = gs.sgd(lr=0.1 * (1 + 1e-3), momentum=0.9)
-    session = train_server.create_session(g, optimizer=other).session_id
+    session = quick_server.create_session(g, optimizer=other).session_id
     rng = np.random.default_rng(11)
     for _ in range(5):
         feeds = models.batch("mlp", rng)
-        train_server.train_step(session, feeds, "L")
+        quick_server.train_step(session, feeds, "L")
         optimizer.zero_grad()
         models.torch_loss(model, feeds)[0].backward()
         optimizer.step()
-    got = train_server.get_parameters(session).parameters
-    train_server.close_session(session)
+    got = quick_server.get_parameters(session).parameters
+    quick_server.close_session(session)
     want = models.parameters_of(model)
     assert max(relative_error(got[k], want[k]) for k in got) > 10 * TOLERANCE
 

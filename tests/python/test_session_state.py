@@ -36,8 +36,8 @@ def values_of(v):
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
-def test_checkpoint_restore_continues_bit_for_bit(train_server, kind, opt):
-    server = train_server
+def test_checkpoint_restore_continues_bit_for_bit(quick_server, kind, opt):
+    server = quick_server
     # The CNN draws its dropout masks from each step's seed.
     _, g = models.make(kind, seed=1, explicit_mask=False)
     data = batches(kind, 20)
@@ -79,10 +79,10 @@ def test_checkpoint_restore_continues_bit_for_bit(train_server, kind, opt):
     server.close_session(restored)
 
 
-def test_restore_without_step_is_a_different_trajectory_for_adam(train_server):
+def test_restore_without_step_is_a_different_trajectory_for_adam(quick_server):
     # Adam's bias correction depends on the step: leaving it out of the
     # restore changes the result, so the test above depends on it.
-    server = train_server
+    server = quick_server
     _, g = models.make("mlp", seed=1)
     data = batches("mlp", 12)
     a = server.create_session(g, optimizer=gs.adam(lr=0.01)).session_id
@@ -103,8 +103,8 @@ def test_restore_without_step_is_a_different_trajectory_for_adam(train_server):
 
 @pytest.mark.parametrize("frozen", [["conv_weight", "bn_bias"], ["bn_weight", "bn_bias"]],
                          ids=["conv_and_bn_bias", "batch_norm"])
-def test_frozen_parameters_stay_and_keep_no_state(train_server, frozen):
-    server = train_server
+def test_frozen_parameters_stay_and_keep_no_state(quick_server, frozen):
+    server = quick_server
     model, g = models.make("cnn", seed=2)
     for name, p in model.named_parameters():
         p.requires_grad_(models._name(name) not in frozen)
@@ -238,4 +238,46 @@ def test_compute_on_a_session_sees_the_latest_step(server):
     out = server.compute(gs.compute_request(sid, {**probe, **zero}, fetch=["logits"])).outputs
     bias = server.get_parameters(sid, names=["fc2_bias"]).parameters["fc2_bias"]
     gs.assert_same(out["logits"], np.broadcast_to(bias, out["logits"].shape).copy())
+    server.close_session(sid)
+
+
+def test_parameters_the_loss_does_not_reach_are_left_alone(quick_server):
+    # As torch.optim skips parameters whose .grad is None: no update, no
+    # weight decay, no state, and not in the clipped norm.
+    server = quick_server
+    model, g = models.make("mlp", seed=7)
+    g.nodes.append(gs.node("aux", "Linear", ["x", "aux_weight"], ["aux"]))
+    aux = np.ones((3, models.MLP_IN), np.float32)
+    g.parameters["aux_weight"].CopyFrom(gs.tensor(aux))
+    sid = server.create_session(g, optimizer=gs.sgd(lr=0.1, momentum=0.9, weight_decay=0.1,
+                                                    max_grad_norm=0.3)).session_id
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    for feeds in batches("mlp", 3):
+        reply = server.train_step(sid, feeds, "L")
+        optimizer.zero_grad()
+        models.torch_loss(model, feeds)[0].backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.3).item()
+        optimizer.step()
+        assert reply.grad_norm == pytest.approx(norm, rel=1e-5)
+    values = server.get_parameters(sid, include_optimizer_state=True)
+    gs.assert_same(values.parameters["aux_weight"], aux, "aux_weight")
+    assert not any(k.startswith("aux_weight/") for k in values.optimizer_state)
+    for name, want in models.parameters_of(model).items():
+        np.testing.assert_allclose(values.parameters[name], want, rtol=1e-5, atol=1e-6)
+    server.close_session(sid)
+
+
+def test_a_held_activation_keeps_the_values_it_was_computed_with(server):
+    # Forward on a session, a TrainStep, then Backward: the gradients are
+    # those of the values before the step (steps never write in place).
+    _, g = models.make("mlp", seed=8)
+    sid = server.create_session(g, optimizer=gs.adam(lr=0.05)).session_id
+    feeds = models.batch("mlp", np.random.default_rng(8))
+    held = server.forward(sid, feeds, loss="L")
+    before = server.compute(gs.compute_request(sid, feeds, loss="L"))
+    server.train_step(sid, feeds, "L")
+    after = server.compute(gs.compute_request(sid, feeds, loss="L"))
+    grads = server.backward(held.activation_id, from_loss=True)
+    gs.assert_same(grads, before.gradients, "held activation")
+    assert not gs.bitwise_equal(after.gradients["fc1_weight"], grads["fc1_weight"])
     server.close_session(sid)
