@@ -9,6 +9,7 @@ import pytest
 
 import gs
 import models
+import test_op_parity
 
 TRAIN, EVAL = gs.pb.MODE_TRAIN, gs.pb.MODE_EVAL
 SIDE = models.CNN_SHAPE[1] // 2
@@ -136,3 +137,32 @@ def test_kept_activation_of_the_cnn_gives_the_same_gradients_each_time(server):
         g, feeds, loss="L", seed=5)).gradients, "loss only")
     gs.assert_same(seed_only, server.compute(gs.compute_request(
         g, feeds, fetch=["f"], output_gradients=seeds, seed=5)).gradients, "seed only")
+
+
+OP_CASES = test_op_parity.CASES + test_op_parity.BATCH_NORM_CASES
+
+
+@pytest.mark.parametrize("case", OP_CASES, ids=[c.id for c in OP_CASES])
+def test_every_op_forward_backward_equals_compute_and_keeps(quick_server, case):
+    server = quick_server
+    # One node of each op: Forward, two kept Backwards and a last one all give
+    # Compute's gradients (no op changes what its tape saved).
+    rng = np.random.default_rng(0)
+    values = {name: make(rng) for name, make in case.inputs if name}
+    node = gs.node("node", case.op, [name for name, _ in case.inputs], ["y"], **case.attrs)
+    g = gs.graph([node], inputs=list(values), outputs=["y"])
+    wrt = [name for name, v in values.items() if v.dtype == np.float32]
+    if case.loss:
+        args, seeds = dict(loss="y"), None
+    else:
+        shape = server.compute(gs.compute_request(g, values, fetch=["y"])).outputs["y"].shape
+        args, seeds = dict(fetch=["y"]), {"y": rng.uniform(-1, 1, size=shape).astype(np.float32)}
+    compute = server.compute(gs.compute_request(g, values, output_gradients=seeds, wrt=wrt,
+                                                seed=1, **args))
+    fwd = server.forward(g, values, wrt=wrt, seed=1, **args)
+    gs.assert_same(gs.arrays(fwd.outputs), compute.outputs, "outputs")
+    gs.assert_same(gs.arrays(fwd.buffers), compute.buffers, "buffers")
+    for keep in (True, True, False):
+        grads = server.backward(fwd.activation_id, from_loss=case.loss, output_gradients=seeds,
+                                keep=keep)
+        gs.assert_same(grads, compute.gradients, f"keep={keep}")
