@@ -3,12 +3,14 @@ new session continues bit for bit; frozen parameters stay put and keep no
 optimizer state; SetParameters replaces what it names; Compute and Forward
 on a session report updated running statistics without changing it."""
 
+import grpc
 import numpy as np
 import pytest
 import torch
 
 import gs
 import models
+from gradserve.v1 import tensor_pb2
 
 torch.set_num_threads(1)
 
@@ -280,4 +282,42 @@ def test_a_held_activation_keeps_the_values_it_was_computed_with(server):
     grads = server.backward(held.activation_id, from_loss=True)
     gs.assert_same(grads, before.gradients, "held activation")
     assert not gs.bitwise_equal(after.gradients["fc1_weight"], grads["fc1_weight"])
+    server.close_session(sid)
+
+
+def test_ids_carry_the_route_the_client_asks_for(server):
+    _, g = models.make("mlp", seed=9)
+    feeds = models.batch("mlp", np.random.default_rng(9))
+    route = (("gradserve-route", "shard-7"),)
+    sid = server.rpc.CreateSession(gs.spb.CreateSessionRequest(graph=g), metadata=route,
+                                   timeout=30).session.session_id
+    assert sid.startswith("shard-7.") and len(sid) == len("shard-7.") + 32
+    request = gs.pb.ForwardRequest(graph=g, loss="L")
+    gs.fill(request.feeds, feeds)
+    aid = server.rpc.Forward(request, metadata=route, timeout=30).activation_id
+    assert aid.startswith("shard-7.")
+    # A session's activations go where the session is.
+    assert server.forward(sid, feeds, loss="L").activation_id.startswith("shard-7.")
+    for bad in ("bad route!", "x" * 65, "a.b"):
+        for call in (lambda md: server.rpc.CreateSession(
+                         gs.spb.CreateSessionRequest(graph=g), metadata=md, timeout=30),
+                     lambda md: server.rpc.Forward(request, metadata=md, timeout=30)):
+            error = gs.rpc_error(call, (("gradserve-route", bad),))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+            assert "route" in error.details(), error.details()
+    server.close_session(sid)
+
+
+def test_describe_on_a_session_is_describe_on_its_graph(server):
+    _, g = models.make("cnn", seed=9)
+    sid = server.create_session(g).session_id
+    shapes = {"x": tensor_pb2.TensorShape(dims=[8, *models.CNN_SHAPE]),
+              "labels": tensor_pb2.TensorShape(dims=[8], dtype=tensor_pb2.DATA_TYPE_INT64),
+              "mask": tensor_pb2.TensorShape(dims=[8, 64])}
+    on_session = server.rpc.Describe(gs.pb.DescribeRequest(session_id=sid, input_shapes=shapes),
+                                     timeout=30)
+    on_graph = server.rpc.Describe(gs.pb.DescribeRequest(graph=g, input_shapes=shapes),
+                                   timeout=30)
+    assert on_session == on_graph
+    assert on_session.total_parameters == sum(v.size for v in gs.arrays(g.parameters).values())
     server.close_session(sid)
