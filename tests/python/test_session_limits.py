@@ -70,6 +70,7 @@ def test_sessions_and_activations_expire_when_idle(start_server):
 
 def test_max_sessions(start_server):
     server = start_server("--max_sessions=2")
+    assert server.info().limits.max_sessions == 2
     g = mlp()
     first = server.create_session(g).session_id
     server.create_session(g, optimizer=gs.adam())
@@ -88,6 +89,7 @@ def test_max_session_bytes_counts_optimizer_state(start_server):
     # Room for two SGD sessions (no state) or one SGD with momentum (one
     # state tensor per parameter), never an Adam one (two).
     server = start_server(f"--max_session_bytes={2 * params + params // 2}")
+    assert server.info().limits.max_session_bytes == 2 * params + params // 2
     error = gs.rpc_error(server.create_session, g, optimizer=gs.adam())
     assert error.code() == EXHAUSTED
     assert "--max_session_bytes" in error.details(), error.details()
@@ -119,6 +121,7 @@ def test_max_activation_bytes(start_server):
     # 2 * 64 * 256 * 4 = 128 KiB; the limit lets one be held, not two.
     width, batch = 256, 64
     server = start_server(f"--max_activation_bytes={200 * 1024}")
+    assert server.info().limits.max_activation_bytes == 200 * 1024
     g = wide_graph(width)
     x = {"x": np.ones((batch, width), np.float32)}
     held = server.forward(g, x, loss="L")
