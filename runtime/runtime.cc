@@ -144,6 +144,8 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
                                               ForwardCall call) {
   ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
   RETURN_IF_ERROR(activations_.CheckTtl(call.ttl_seconds));
+  // The activation's id carries the route, as a new session's does.
+  if (!model.route.empty()) RETURN_IF_ERROR(CheckRoute(model.route));
   ProgramRequest request;
   request.given = MetasOf(call.feeds);
   request.fetch = call.fetch;

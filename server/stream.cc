@@ -5,6 +5,7 @@
 // answered in band and the stream goes on; cancelling the stream skips the
 // work still queued.
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <mutex>
 
@@ -21,7 +22,7 @@ class ComputeStreamReactor
  public:
   ComputeStreamReactor(GradientServiceImpl* service,
                        grpc::CallbackServerContext* context)
-      : service_(service), context_(context), ctx_(CallContextOf(context)) {
+      : service_(service), ctx_(StreamContext(context)) {
     std::lock_guard<std::mutex> lock(mu_);
     ReadNext();
   }
@@ -90,6 +91,22 @@ class ComputeStreamReactor
     grpc::ByteBuffer reply;
   };
 
+  // The stream's items poll this between nodes. Not the call's context:
+  // gRPC frees that after OnDone, and items still computing then (behind an
+  // unsent reply when the client went away) would read freed memory.
+  runtime::CallContext StreamContext(grpc::CallbackServerContext* context) {
+    runtime::CallContext ctx = CallContextOf(context);
+    ctx.check_cancelled = [this, deadline = context->deadline()] {
+      if (std::chrono::system_clock::now() > deadline) {
+        return absl::DeadlineExceededError(
+            "the call's deadline passed while computing");
+      }
+      if (cancelled_) return absl::CancelledError("the stream was cancelled");
+      return absl::OkStatus();
+    };
+    return ctx;
+  }
+
   size_t Window() const {
     return static_cast<size_t>(std::max(1, service_->options().stream_window));
   }
@@ -148,6 +165,7 @@ class ComputeStreamReactor
     if (finished_ || writing_) return;
     if (broken_) {
       finished_ = true;
+      cancelled_ = true;  // no reply can be sent: skip the work left
       Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                           "the client stopped reading the stream"));
       return;
@@ -159,7 +177,6 @@ class ComputeStreamReactor
   }
 
   GradientServiceImpl* const service_;
-  grpc::CallbackServerContext* const context_;
   const runtime::CallContext ctx_;
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;

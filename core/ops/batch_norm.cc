@@ -95,12 +95,12 @@ class BatchNormOp : public Op {
       if (!info.backward_will_run || needs_running_grads_) {
         return absl::OkStatus();
       }
-      const bool affine_grads = (has_weight_ && info.needs_grad[kWeight]) ||
-                                (has_bias_ && info.needs_grad[kBias]);
+      // oneDNN 2.6 has backward_data (dx only) just for BatchNorm without
+      // weight and bias; with either, dx comes with their gradients.
       dnnl::batch_normalization_backward::primitive_desc bwd(
           dnnl::batch_normalization_backward::desc(
-              affine_grads ? dnnl::prop_kind::backward
-                           : dnnl::prop_kind::backward_data,
+              has_weight_ || has_bias_ ? dnnl::prop_kind::backward
+                                       : dnnl::prop_kind::backward_data,
               data_, data_, eps, flags),
           DefaultAttr(), CpuEngine(), fwd);
       backward_ = MakePrimitive<dnnl::batch_normalization_backward>(bwd);

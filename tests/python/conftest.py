@@ -10,3 +10,33 @@ def server():
     yield s
     assert s.alive(), f"gradserve died during the tests: {s.output()}"
     s.close()
+
+
+@pytest.fixture(scope="session")
+def quick_server():
+    """A gradserve for the many small requests of the session and stream
+    suites: two workers of one thread each (OpenMP teams only cost time at
+    these sizes, and much of it when the machine's cores are busy)."""
+    s = gs.Server("--workers=2", "--threads_per_worker=1")
+    yield s
+    assert s.alive(), f"gradserve died during the tests: {s.output()}"
+    s.close()
+
+
+@pytest.fixture
+def start_server():
+    """Starts servers with flags (one thread per worker unless the flags say
+    otherwise, as for quick_server); checks and closes them after the test."""
+    started = []
+
+    def start(*flags):
+        if not any(f.startswith("--threads_per_worker") for f in flags):
+            flags = ("--threads_per_worker=1", *flags)
+        s = gs.Server(*flags)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        assert s.alive(), f"gradserve died during the test: {s.output()}"
+        s.close()

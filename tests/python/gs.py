@@ -1,5 +1,6 @@
 """Helpers for the Python tests: numpy <-> Tensor, graph building, a server
-process on a free loopback port, and a Compute wrapper."""
+process on a free loopback port, and wrappers for Compute, sessions and
+Forward/Backward (numpy in and out)."""
 
 import os
 import signal
@@ -19,6 +20,7 @@ import grpc  # noqa: E402
 from gradserve.v1 import gradient_service_pb2 as pb  # noqa: E402
 from gradserve.v1 import gradient_service_pb2_grpc as pb_grpc  # noqa: E402
 from gradserve.v1 import graph_pb2  # noqa: E402
+from gradserve.v1 import session_pb2 as spb  # noqa: E402
 from gradserve.v1 import tensor_pb2  # noqa: E402
 
 GRADSERVE = os.path.join(BUILD_DIR, "server", "gradserve")
@@ -77,13 +79,59 @@ def graph(nodes, inputs=(), parameters=None, buffers=None, outputs=()):
 
 def compute_request(g, feeds=None, fetch=(), loss="", output_gradients=None, wrt=(),
                     mode=pb.MODE_UNSPECIFIED, seed=0):
-    req = pb.ComputeRequest(graph=g, fetch=list(fetch), loss=loss, wrt=list(wrt),
-                            mode=mode, seed=seed)
-    for name, value in (feeds or {}).items():
-        req.feeds[name].CopyFrom(tensor(value))
-    for name, value in (output_gradients or {}).items():
-        req.output_gradients[name].CopyFrom(tensor(value))
+    """A ComputeRequest on a Graph, or on a session when `g` is its id (str)."""
+    req = pb.ComputeRequest(fetch=list(fetch), loss=loss, wrt=list(wrt), mode=mode,
+                            seed=seed)
+    if isinstance(g, str):
+        req.session_id = g
+    else:
+        req.graph.CopyFrom(g)
+    fill(req.feeds, feeds)
+    fill(req.output_gradients, output_gradients)
     return req
+
+
+def fill(pb_map, arrays):
+    """Puts numpy arrays into a proto map<string, Tensor>."""
+    for name, value in (arrays or {}).items():
+        pb_map[name].CopyFrom(tensor(value))
+
+
+def arrays(pb_map):
+    """A proto map<string, Tensor> as a dict of numpy arrays."""
+    return {k: to_numpy(v) for k, v in pb_map.items()}
+
+
+def sgd(lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+        max_grad_norm=0.0):
+    return spb.Optimizer(sgd=spb.SGD(lr=lr, momentum=momentum, dampening=dampening,
+                                     weight_decay=weight_decay, nesterov=nesterov),
+                         max_grad_norm=max_grad_norm)
+
+
+def adam(max_grad_norm=0.0, **fields):
+    """Adam (AdamW with decoupled_weight_decay=True); unset fields stay unset."""
+    return spb.Optimizer(adam=spb.Adam(**fields), max_grad_norm=max_grad_norm)
+
+
+class Values:
+    """GetParametersResponse as numpy."""
+
+    def __init__(self, response):
+        self.parameters = arrays(response.parameters)
+        self.buffers = arrays(response.buffers)
+        self.optimizer_state = arrays(response.optimizer_state)
+        self.step = response.step
+
+
+class Step:
+    """TrainStepResponse as numpy."""
+
+    def __init__(self, response):
+        self.loss = to_numpy(response.loss)
+        self.outputs = arrays(response.outputs)
+        self.step = response.step
+        self.grad_norm = response.grad_norm
 
 
 class Result:
@@ -110,7 +158,11 @@ class Server:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.channel = grpc.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE)])
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            # Retry the first connection soon: the process is just starting.
+            ("grpc.initial_reconnect_backoff_ms", 50),
+            ("grpc.min_reconnect_backoff_ms", 50),
+            ("grpc.max_reconnect_backoff_ms", 200)])
         try:
             grpc.channel_ready_future(self.channel).result(timeout=30)
         except grpc.FutureTimeoutError:
@@ -120,6 +172,62 @@ class Server:
 
     def compute(self, request, timeout=120):
         return Result(self.rpc.Compute(request, timeout=timeout))
+
+    def create_session(self, g, optimizer=None, frozen=(), ttl_seconds=0, label=""):
+        """A new session of graph `g`; returns its SessionInfo."""
+        request = spb.CreateSessionRequest(graph=g, frozen=list(frozen),
+                                           ttl_seconds=ttl_seconds, label=label)
+        if optimizer is not None:
+            request.optimizer.CopyFrom(optimizer)
+        return self.rpc.CreateSession(request, timeout=60).session
+
+    def close_session(self, session_id):
+        self.rpc.CloseSession(spb.CloseSessionRequest(session_id=session_id), timeout=30)
+
+    def train_step(self, session_id, feeds, loss, fetch=(), seed=0, learning_rate=0.0,
+                   timeout=60):
+        request = spb.TrainStepRequest(session_id=session_id, loss=loss, fetch=list(fetch),
+                                       seed=seed, learning_rate=learning_rate)
+        fill(request.feeds, feeds)
+        return Step(self.rpc.TrainStep(request, timeout=timeout))
+
+    def get_parameters(self, session_id, names=(), include_optimizer_state=False):
+        return Values(self.rpc.GetParameters(spb.GetParametersRequest(
+            session_id=session_id, names=list(names),
+            include_optimizer_state=include_optimizer_state), timeout=30))
+
+    def set_parameters(self, session_id, parameters=None, buffers=None,
+                       optimizer_state=None, step=None):
+        request = spb.SetParametersRequest(session_id=session_id)
+        fill(request.parameters, parameters)
+        fill(request.buffers, buffers)
+        fill(request.optimizer_state, optimizer_state)
+        if step is not None:
+            request.step = step
+        return self.rpc.SetParameters(request, timeout=30).session
+
+    def forward(self, model, feeds=None, fetch=(), loss="", wrt=(),
+                mode=pb.MODE_UNSPECIFIED, seed=0, ttl_seconds=0):
+        """Forward on a Graph or a session id (str); returns the ForwardResponse."""
+        request = pb.ForwardRequest(fetch=list(fetch), loss=loss, wrt=list(wrt), mode=mode,
+                                    seed=seed, ttl_seconds=ttl_seconds)
+        if isinstance(model, str):
+            request.session_id = model
+        else:
+            request.graph.CopyFrom(model)
+        fill(request.feeds, feeds)
+        return self.rpc.Forward(request, timeout=60)
+
+    def backward(self, activation_id, from_loss=False, output_gradients=None, wrt=(),
+                 keep=False):
+        """Backward on a held activation; returns the gradients as numpy."""
+        request = pb.BackwardRequest(activation_id=activation_id, from_loss=from_loss,
+                                     wrt=list(wrt), keep=keep)
+        fill(request.output_gradients, output_gradients)
+        return arrays(self.rpc.Backward(request, timeout=60).gradients)
+
+    def info(self):
+        return self.rpc.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
 
     def alive(self):
         return self.process.poll() is None
@@ -154,3 +262,29 @@ def wait_until(predicate, timeout=10.0):
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def rpc_error(call, *args, **kwargs):
+    """The grpc.RpcError `call` raises (fails the test when it returns)."""
+    try:
+        call(*args, **kwargs)
+    except grpc.RpcError as e:
+        return e
+    raise AssertionError(f"{getattr(call, '__name__', call)} succeeded; an error was expected")
+
+
+def bitwise_equal(a, b):
+    """Same dtype, shape and bytes."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def assert_same(a, b, what=""):
+    """Dicts (or arrays) equal bit for bit."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{what}: {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_same(a[k], b[k], f"{what}[{k}]")
+        return
+    assert bitwise_equal(a, b), f"{what}: not bitwise equal (max diff " \
+        f"{np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))})"

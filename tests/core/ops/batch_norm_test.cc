@@ -44,6 +44,18 @@ INSTANTIATE_TEST_SUITE_P(
              (std::get<2>(info.param) ? "Affine" : "Plain");
     });
 
+// dL/dx alone while weight and bias are there (frozen or not asked for): the
+// oneDNN path then still computes with them.
+TEST(BatchNorm, GradientOfXAloneWithWeightAndBias) {
+  for (Mode mode : {Mode::kTrain, Mode::kEval}) {
+    for (const Shape& shape : {Shape{6, 3}, Shape{2, 16, 3, 3}}) {
+      OpCase o = BatchNormCase(shape, mode);
+      for (int i = 1; i < 5; ++i) o.inputs[i].differentiable = false;
+      ExpectGradientsCorrect(o);
+    }
+  }
+}
+
 // The batch [N=4, C=1] = {1, 2, 3, 6}: mean 3, biased variance 3.5, unbiased
 // 14/3. Values checked against torch.nn.functional.batch_norm.
 TEST(BatchNorm, TrainUsesBatchStatisticsAndUpdatesRunningOnes) {
