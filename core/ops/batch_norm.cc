@@ -30,6 +30,13 @@ class BatchNormOp : public Op {
     RETURN_IF_ERROR(c.ExpectFloat(kX));
     RETURN_IF_ERROR(c.ExpectRankBetween(kX, 2, 4));
     const Shape& x = c.shape(kX);
+    for (int i : {kMean, kVar}) {
+      if (c.has_input(i)) continue;
+      return c.Error(c.Describe(i),
+                     " is missing; inputs are positional (x, weight, bias, "
+                     "running_mean, running_var): leave out weight or bias "
+                     "with \"\"");
+    }
     for (int i : {kWeight, kBias, kMean, kVar}) {
       if (!c.has_input(i)) continue;
       RETURN_IF_ERROR(c.ExpectFloat(i));
@@ -58,6 +65,16 @@ class BatchNormOp : public Op {
 
   int64_t ForwardFlops() const override {
     return MulSat(outputs_[0].num_elements(), train_ ? 8 : 4);
+  }
+
+  // Per-channel tensors beyond the output: TRAIN's batch statistics and
+  // new running ones, oneDNN's scale and shift gradients (computed with dx
+  // even when not wanted), and the loops' three per-channel sums. An empty
+  // x (EVAL) needs none of them.
+  int64_t ExtraBytes() const override {
+    if (outputs_[0].num_elements() == 0) return 0;
+    const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    return MulSat(channels_, dsize * ((train_ ? 4 : 0) + 2 + 3));
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -92,15 +109,16 @@ class BatchNormOp : public Op {
           dnnl::batch_normalization_forward::desc(kind, data_, eps, flags),
           DefaultAttr(), CpuEngine());
       forward_ = MakePrimitive<dnnl::batch_normalization_forward>(fwd);
-      if (!info.backward_will_run || needs_running_grads_) {
+      if (!info.backward_will_run || needs_running_grads_ ||
+          !info.needs_grad[kX]) {
         return absl::OkStatus();
       }
-      const bool affine_grads = (has_weight_ && info.needs_grad[kWeight]) ||
-                                (has_bias_ && info.needs_grad[kBias]);
+      // oneDNN 2.6 has no backward_data with a scale or shift: backward
+      // computes their gradients too (Backward drops those not wanted).
       dnnl::batch_normalization_backward::primitive_desc bwd(
           dnnl::batch_normalization_backward::desc(
-              affine_grads ? dnnl::prop_kind::backward
-                           : dnnl::prop_kind::backward_data,
+              has_weight_ || has_bias_ ? dnnl::prop_kind::backward
+                                       : dnnl::prop_kind::backward_data,
               data_, data_, eps, flags),
           DefaultAttr(), CpuEngine(), fwd);
       backward_ = MakePrimitive<dnnl::batch_normalization_backward>(bwd);
@@ -159,43 +177,22 @@ class BatchNormOp : public Op {
     return absl::OkStatus();
   }
 
+  // oneDNN when dx is wanted; the loops otherwise (they compute the
+  // per-channel gradients without an x-sized dx nobody asked for), for the
+  // EVAL gradients of the running statistics, for float64 and empty x.
   absl::Status Backward(BackwardContext& ctx) const override {
-    const DType dtype = outputs_[0].dtype;
     const Tensor& mean = train_ ? ctx.saved()[0] : ctx.input(kMean);
     const Tensor& var = train_ ? ctx.saved()[1] : ctx.input(kVar);
-    const bool dw = has_weight_ && ctx.needs_grad(kWeight);
-    const bool db = has_bias_ && ctx.needs_grad(kBias);
-    if (backward_) {
-      return CatchDnnl(node_, [&] {
-        DnnlRunner& dnnl = ctx.dnnl();
-        Tensor dx = EmptyIn(outputs_[0], data_);
-        Tensor dscale = Tensor::Empty(dtype, {channels_});
-        Tensor dshift = Tensor::Empty(dtype, {channels_});
-        const auto c_desc = PlainDesc({channels_});
-        std::unordered_map<int, memory> args = {
-            {DNNL_ARG_SRC,
-             WrapTensor(data_, Reordered(ctx.input(kX), data_, dnnl))},
-            {DNNL_ARG_DIFF_DST,
-             WrapTensor(data_, Reordered(ctx.grad_output(0), data_, dnnl))},
-            {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
-            {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
-            {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
-        AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
-        if (has_weight_) args[DNNL_ARG_DIFF_SCALE] = WrapTensor(c_desc, dscale);
-        if (has_bias_) args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(c_desc, dshift);
-        dnnl.Execute(*backward_, std::move(args));
-        if (ctx.needs_grad(kX)) ctx.SetGradInput(kX, std::move(dx));
-        if (dw) ctx.SetGradInput(kWeight, std::move(dscale));
-        if (db) ctx.SetGradInput(kBias, std::move(dshift));
-        return absl::OkStatus();
-      });
-    }
+    if (backward_) return BackwardDnnl(ctx, mean, var);
     // The loops read plain tensors.
     const Tensor x = Plain(ctx.input(kX), ctx.dnnl());
     const Tensor dy = Plain(ctx.grad_output(0), ctx.dnnl());
+    const DType dtype = outputs_[0].dtype;
     std::vector<Tensor> grads(5);
     for (int i = 0; i < 5; ++i) {
-      if (ctx.needs_grad(i)) {
+      // Training normalises with batch statistics: the running ones do not
+      // reach the output, and their gradient stays zero.
+      if (ctx.needs_grad(i) && (i <= kBias || !train_)) {
         grads[i] = Tensor::Zeros(dtype, i == kX ? x.shape() : Shape{channels_});
       }
     }
@@ -203,17 +200,43 @@ class BatchNormOp : public Op {
       BackwardLoop<decltype(zero)>(x, dy, mean, var, ctx.input(kWeight), grads);
     });
     for (int i = 0; i < 5; ++i) {
-      // Training normalises with batch statistics: the running ones do not
-      // reach the output, and their gradient stays zero.
-      if (grads[i].defined() &&
-          (i == kX || i == kWeight || i == kBias || !train_)) {
-        ctx.SetGradInput(i, std::move(grads[i]));
-      }
+      if (grads[i].defined()) ctx.SetGradInput(i, std::move(grads[i]));
     }
     return absl::OkStatus();
   }
 
  private:
+  absl::Status BackwardDnnl(BackwardContext& ctx, const Tensor& mean,
+                            const Tensor& var) const {
+    return CatchDnnl(node_, [&] {
+      DnnlRunner& dnnl = ctx.dnnl();
+      const DType dtype = outputs_[0].dtype;
+      Tensor dx = EmptyIn(outputs_[0], data_);
+      // The primitive writes the gradient of a present weight or bias, wanted
+      // or not.
+      Tensor dscale =
+          has_weight_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
+      Tensor dshift = has_bias_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
+      const auto c_desc = PlainDesc({channels_});
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC,
+           WrapTensor(data_, Reordered(ctx.input(kX), data_, dnnl))},
+          {DNNL_ARG_DIFF_DST,
+           WrapTensor(data_, Reordered(ctx.grad_output(0), data_, dnnl))},
+          {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
+          {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
+          {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
+      AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
+      if (has_weight_) args[DNNL_ARG_DIFF_SCALE] = WrapTensor(c_desc, dscale);
+      if (has_bias_) args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(c_desc, dshift);
+      dnnl.Execute(*backward_, std::move(args));
+      ctx.SetGradInput(kX, std::move(dx));
+      if (ctx.needs_grad(kWeight)) ctx.SetGradInput(kWeight, std::move(dscale));
+      if (ctx.needs_grad(kBias)) ctx.SetGradInput(kBias, std::move(dshift));
+      return absl::OkStatus();
+    });
+  }
+
   void AddAffine(const Tensor& weight, const Tensor& bias,
                  std::unordered_map<int, memory>* args) const {
     if (has_weight_)
@@ -271,6 +294,8 @@ class BatchNormOp : public Op {
   void BackwardLoop(const Tensor& x, const Tensor& dy, const Tensor& mean,
                     const Tensor& var, const Tensor& weight,
                     std::vector<Tensor>& grads) const {
+    // No elements: every gradient stays zero, and needs no per-channel sums.
+    if (x.num_elements() == 0) return;
     const T* xp = x.data<T>();
     const T* gp = dy.data<T>();
     std::vector<T> invstd(channels_), sum_dy(channels_, 0),
