@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/gradcheck.h"
-#include "core/plan.h"
 #include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/status_testing.h"
@@ -76,20 +75,21 @@ void ExpectFiniteDifferencesAgree(const OpCase& c, const GraphDef& graph,
 
 }  // namespace
 
-absl::StatusOr<std::vector<TensorMeta>> OutputMetas(
-    const OpCase& c, const GraphDef& graph,
-    const absl::flat_hash_map<std::string, TensorMeta>& feeds) {
-  // Describe would plan in TRAIN, where some cases (BatchNorm of one value
-  // per channel) are invalid.
-  PlanRequest request;
-  request.given = feeds;
-  request.mode = c.mode;
-  request.describe_only = true;
-  ASSIGN_OR_RETURN(auto plan, Plan::Build(graph, request, Limits{}));
-  const PlannedNode& node = plan->nodes()[0];
-  return std::vector<TensorMeta>(
-      node.op->outputs().begin(),
-      node.op->outputs().begin() + node.outputs.size());
+absl::StatusOr<std::vector<TensorMeta>> OutputMetas(const GraphDef& graph,
+                                                    ComputeArgs args) {
+  args.fetch = graph.outputs;
+  args.float_dtype = DType::kFloat64;  // the loops: no primitives to build
+  args.loss.clear();
+  args.output_gradients.clear();
+  args.wrt.clear();
+  ASSIGN_OR_RETURN(RunResult r, Compute(graph, args, Limits{}));
+  std::vector<TensorMeta> metas;
+  for (const std::string& name : graph.outputs) {
+    TensorMeta meta = r.outputs.at(name).meta();
+    if (IsFloating(meta.dtype)) meta.dtype = DType::kFloat32;
+    metas.push_back(std::move(meta));
+  }
+  return metas;
 }
 
 ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph) {
@@ -104,9 +104,7 @@ ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph) {
     if (in.placement == Placement::kFeed) args.feeds[in.name] = std::move(t);
   }
   // Seeds need the output shapes.
-  absl::flat_hash_map<std::string, TensorMeta> metas;
-  for (const auto& [name, t] : args.feeds) metas[name] = t.meta();
-  auto outputs = OutputMetas(c, graph, metas);
+  auto outputs = OutputMetas(graph, args);
   if (!outputs.ok()) return args;  // the run reports the error
   const std::vector<TensorMeta>& outs = *outputs;
   std::vector<int> seeded = c.seeded_outputs;

@@ -82,10 +82,11 @@ std::vector<std::vector<int>> NonEmptySubsets(const std::vector<int>& inputs);
 // `Linear(x, w, "") TRAIN wrt {w}, x:feed w:parameter`, for traces.
 std::string CaseName(const OpCase& c);
 
-// The metas of the case's outputs, planned in the case's mode with `feeds`.
-absl::StatusOr<std::vector<TensorMeta>> OutputMetas(
-    const OpCase& c, const GraphDef& graph,
-    const absl::flat_hash_map<std::string, TensorMeta>& feeds);
+// The metas of a graph's outputs, from a forward run of `args` (its feeds,
+// mode and seed; Describe plans in TRAIN only, where some EVAL cases, such as
+// BatchNorm of one value per channel, are invalid).
+absl::StatusOr<std::vector<TensorMeta>> OutputMetas(const GraphDef& graph,
+                                                    ComputeArgs args);
 
 // Feeds, seeds (random dL/dy) and wrt for a case and its graph.
 ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph);
