@@ -201,27 +201,34 @@ class LinearOp : public Op {
   void BackwardLoops(const BackwardContext& ctx, Tensor& dx, Tensor& dw) const {
     const T* g = ctx.grad_output(0).data<T>();
     if (dx.defined()) {
-      const T* w = ctx.input(1).data<T>();
-      T* p = dx.data<T>();
-      for (int64_t n = 0; n < batch_; ++n) {
-        for (int64_t i = 0; i < in_; ++i) {
-          T sum = 0;
-          for (int64_t o = 0; o < out_; ++o)
-            sum += g[n * out_ + o] * w[o * in_ + i];
-          p[n * in_ + i] = sum;
-        }
-      }
+      Product<T>({batch_, in_, out_}, {g, out_, 1},
+                 {ctx.input(1).data<T>(), in_, 1}, dx.data<T>());
     }
     if (dw.defined()) {
-      const T* x = ctx.input(0).data<T>();
-      T* p = dw.data<T>();
-      for (int64_t o = 0; o < out_; ++o) {
-        for (int64_t i = 0; i < in_; ++i) {
-          T sum = 0;
-          for (int64_t n = 0; n < batch_; ++n)
-            sum += g[n * out_ + o] * x[n * in_ + i];
-          p[o * in_ + i] = sum;
-        }
+      Product<T>({out_, in_, batch_}, {g, 1, out_},
+                 {ctx.input(0).data<T>(), in_, 1}, dw.data<T>());
+    }
+  }
+
+  // A strided matrix: element (i, j) at data[i * row + j * col].
+  template <typename T>
+  struct Strided {
+    const T* data;
+    int64_t row, col;
+    T at(int64_t i, int64_t j) const { return data[i * row + j * col]; }
+  };
+  struct Dims {
+    int64_t rows, cols, inner;
+  };
+
+  // out (row-major [rows, cols]) = a [rows, inner] · b [inner, cols].
+  template <typename T>
+  static void Product(Dims d, Strided<T> a, Strided<T> b, T* out) {
+    for (int64_t i = 0; i < d.rows; ++i) {
+      for (int64_t j = 0; j < d.cols; ++j) {
+        T sum = 0;
+        for (int64_t k = 0; k < d.inner; ++k) sum += a.at(i, k) * b.at(k, j);
+        out[i * d.cols + j] = sum;
       }
     }
   }
