@@ -180,17 +180,11 @@ void ExpectAllocatesOnlyWhatItNeeds(const OpCase& c, DType float_dtype) {
 class EmptyBatch : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(EmptyBatch, AllocatesOnlyInputsOutputsAndGradients) {
-  auto it = EmptyCases().find(GetParam());
-  ASSERT_NE(it, EmptyCases().end())
-      << "op " << GetParam() << " has no entry in EmptyCases()";
-  ASSERT_FALSE(it->second.empty());
-  for (const OpCase& base : it->second) {
-    for (const auto& subset : NonEmptySubsets(FloatInputs(base))) {
-      for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
-        ExpectAllocatesOnlyWhatItNeeds(WithWrt(base, subset), dtype);
-      }
+  ForEachWrtSubset(EmptyCases(), GetParam(), [](const OpCase& c) {
+    for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+      ExpectAllocatesOnlyWhatItNeeds(c, dtype);
     }
-  }
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(RegisteredOps, EmptyBatch,

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "core/op_registry.h"
+#include "gtest/gtest.h"
 
 namespace gradserve::testing {
 namespace {
@@ -266,6 +267,23 @@ std::vector<std::string> RegisteredOps() {
     names.push_back(schema->name);
   }
   return names;
+}
+
+void ForEachWrtSubset(const std::map<std::string, std::vector<OpCase>>& table,
+                      const std::string& op,
+                      const std::function<void(const OpCase&)>& f) {
+  auto it = table.find(op);
+  if (it == table.end() || it->second.empty()) {
+    ADD_FAILURE() << "op " << op << " has no case in the table";
+    return;
+  }
+  for (const OpCase& base : it->second) {
+    const std::vector<int> floats = FloatInputs(base);
+    EXPECT_FALSE(floats.empty()) << CaseName(base);
+    for (const std::vector<int>& subset : NonEmptySubsets(floats)) {
+      f(WithWrt(base, subset));
+    }
+  }
 }
 
 }  // namespace gradserve::testing

@@ -4,6 +4,7 @@
 #ifndef GRADSERVE_TESTS_CORE_OP_SWEEP_CASES_H_
 #define GRADSERVE_TESTS_CORE_OP_SWEEP_CASES_H_
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,6 +23,12 @@ const std::map<std::string, std::vector<OpCase>>& EmptyCases();
 
 // The names of the registered ops, sorted.
 std::vector<std::string> RegisteredOps();
+
+// Calls f for every case of `op` in `table` with each non-empty subset of
+// its floating inputs as wrt; fails (gtest) when the table has no case.
+void ForEachWrtSubset(const std::map<std::string, std::vector<OpCase>>& table,
+                      const std::string& op,
+                      const std::function<void(const OpCase&)>& f);
 
 }  // namespace gradserve::testing
 

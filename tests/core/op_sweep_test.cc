@@ -14,21 +14,13 @@ constexpr Placements kPlacements[] = {
 class OpSweep : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(OpSweep, EveryWrtSubsetAndPlacementMatchesFiniteDifferences) {
-  auto it = SweepCases().find(GetParam());
-  ASSERT_NE(it, SweepCases().end())
-      << "op " << GetParam() << " has no entry in SweepCases()";
-  ASSERT_FALSE(it->second.empty());
-  for (const OpCase& base : it->second) {
-    const std::vector<int> floats = FloatInputs(base);
-    ASSERT_FALSE(floats.empty()) << CaseName(base);
-    for (const std::vector<int>& subset : NonEmptySubsets(floats)) {
-      for (Placements p : kPlacements) {
-        OpCase c = Placed(WithWrt(base, subset), p);
-        c.fd_max_elements = 8;
-        ExpectGradientsCorrect(c);
-      }
+  ForEachWrtSubset(SweepCases(), GetParam(), [](const OpCase& c) {
+    for (Placements p : kPlacements) {
+      OpCase placed = Placed(c, p);
+      placed.fd_max_elements = 8;
+      ExpectGradientsCorrect(placed);
     }
-  }
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(RegisteredOps, OpSweep,
