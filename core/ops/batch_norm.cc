@@ -33,9 +33,9 @@ class BatchNormOp : public Op {
     for (int i : {kMean, kVar}) {
       if (c.has_input(i)) continue;
       return c.Error(c.Describe(i),
-                     " is missing; inputs are positional (x, weight, bias, "
-                     "running_mean, running_var): leave out weight or bias "
-                     "with \"\"");
+                     " is required but was not given; inputs are positional "
+                     "(x, weight, bias, running_mean, running_var): leave "
+                     "weight or bias out with \"\"");
     }
     for (int i : {kWeight, kBias, kMean, kVar}) {
       if (!c.has_input(i)) continue;
@@ -69,12 +69,12 @@ class BatchNormOp : public Op {
 
   // Per-channel tensors beyond the output: TRAIN's batch statistics and
   // new running ones, oneDNN's scale and shift gradients (computed with dx
-  // even when not wanted), and the loops' three per-channel sums. An empty
-  // x (EVAL) needs none of them.
+  // even when not wanted), and the loops' invstd and two double sums. An
+  // empty x (EVAL) needs none of them.
   int64_t ExtraBytes() const override {
     if (outputs_[0].num_elements() == 0) return 0;
     const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
-    return MulSat(channels_, dsize * ((train_ ? 4 : 0) + 2 + 3));
+    return MulSat(channels_, dsize * ((train_ ? 4 : 0) + 2 + 1) + 2 * 8);
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -298,8 +298,10 @@ class BatchNormOp : public Op {
     if (x.num_elements() == 0) return;
     const T* xp = x.data<T>();
     const T* gp = dy.data<T>();
-    std::vector<T> invstd(channels_), sum_dy(channels_, 0),
-        sum_dy_xhat(channels_, 0);
+    // The sums run over a channel's N·H·W elements: in double, also for
+    // float32 (where oneDNN's blocked sums would otherwise serve).
+    std::vector<T> invstd(channels_);
+    std::vector<double> sum_dy(channels_, 0), sum_dy_xhat(channels_, 0);
     for (int64_t c = 0; c < channels_; ++c) {
       invstd[c] = 1 / std::sqrt(var.data<T>()[c] + static_cast<T>(epsilon_));
     }
@@ -317,22 +319,23 @@ class BatchNormOp : public Op {
       T* dx = grads[kX].data<T>();
       const T n = static_cast<T>(per_channel_);
       ForEach([&](int64_t c, int64_t i) {
-        dx[i] = train_
-                    ? w(c) * invstd[c] / n *
-                          (n * gp[i] - sum_dy[c] - xhat(c, i) * sum_dy_xhat[c])
-                    : w(c) * invstd[c] * gp[i];
+        dx[i] = train_ ? w(c) * invstd[c] / n *
+                             (n * gp[i] - static_cast<T>(sum_dy[c]) -
+                              xhat(c, i) * static_cast<T>(sum_dy_xhat[c]))
+                       : w(c) * invstd[c] * gp[i];
       });
     }
     for (int64_t c = 0; c < channels_; ++c) {
-      if (grads[kWeight].defined())
-        grads[kWeight].data<T>()[c] = sum_dy_xhat[c];
-      if (grads[kBias].defined()) grads[kBias].data<T>()[c] = sum_dy[c];
+      const T sdy = static_cast<T>(sum_dy[c]);
+      const T sdy_xhat = static_cast<T>(sum_dy_xhat[c]);
+      if (grads[kWeight].defined()) grads[kWeight].data<T>()[c] = sdy_xhat;
+      if (grads[kBias].defined()) grads[kBias].data<T>()[c] = sdy;
       // EVAL: y = (x - rm)·w/√(rv + eps) + b.
       if (grads[kMean].defined())
-        grads[kMean].data<T>()[c] = -w(c) * invstd[c] * sum_dy[c];
+        grads[kMean].data<T>()[c] = -w(c) * invstd[c] * sdy;
       if (grads[kVar].defined()) {
         grads[kVar].data<T>()[c] =
-            T(-0.5) * w(c) * sum_dy_xhat[c] * invstd[c] * invstd[c];
+            T(-0.5) * w(c) * sdy_xhat * invstd[c] * invstd[c];
       }
     }
   }

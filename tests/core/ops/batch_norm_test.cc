@@ -126,8 +126,8 @@ TEST(BatchNorm, MissingRunningStatisticsAreRejectedByPosition) {
     for (Mode mode : {Mode::kTrain, Mode::kEval}) {
       OpCase o("BatchNorm", inputs);
       o.mode = mode;
-      const std::vector<std::string> parts = {"node 'node' (BatchNorm)",
-                                              missing, "missing", "positional"};
+      const std::vector<std::string> parts = {
+          "node 'node' (BatchNorm)", missing, "required", "positional"};
       ExpectError(o, absl::StatusCode::kInvalidArgument, parts);
       std::vector<Tensor> values;
       for (size_t i = 0; i < inputs.size(); ++i) {
