@@ -30,6 +30,13 @@ class BatchNormOp : public Op {
     RETURN_IF_ERROR(c.ExpectFloat(kX));
     RETURN_IF_ERROR(c.ExpectRankBetween(kX, 2, 4));
     const Shape& x = c.shape(kX);
+    for (int i : {kMean, kVar}) {
+      if (c.has_input(i)) continue;
+      return c.Error(c.Describe(i),
+                     " is required but was not given; inputs are positional "
+                     "(x, weight, bias, running_mean, running_var): leave "
+                     "weight or bias out with \"\"");
+    }
     for (int i : {kWeight, kBias, kMean, kVar}) {
       if (!c.has_input(i)) continue;
       RETURN_IF_ERROR(c.ExpectFloat(i));
@@ -58,6 +65,16 @@ class BatchNormOp : public Op {
 
   int64_t ForwardFlops() const override {
     return MulSat(outputs_[0].num_elements(), train_ ? 8 : 4);
+  }
+
+  // Per-channel tensors beyond the output: TRAIN's batch statistics and
+  // new running ones, oneDNN's scale and shift gradients (computed with dx
+  // even when not wanted), and the loops' invstd and two double sums. An
+  // empty x (EVAL) needs none of them.
+  int64_t ExtraBytes() const override {
+    if (outputs_[0].num_elements() == 0) return 0;
+    const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    return MulSat(channels_, dsize * ((train_ ? 4 : 0) + 2 + 1) + 2 * 8);
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -92,11 +109,12 @@ class BatchNormOp : public Op {
           dnnl::batch_normalization_forward::desc(kind, data_, eps, flags),
           DefaultAttr(), CpuEngine());
       forward_ = MakePrimitive<dnnl::batch_normalization_forward>(fwd);
-      if (!info.backward_will_run || needs_running_grads_) {
+      if (!info.backward_will_run || needs_running_grads_ ||
+          !info.needs_grad[kX]) {
         return absl::OkStatus();
       }
-      // oneDNN 2.6 has backward_data (dx only) just for BatchNorm without
-      // weight and bias; with either, dx comes with their gradients.
+      // oneDNN 2.6 has no backward_data with a scale or shift: backward
+      // computes their gradients too (Backward drops those not wanted).
       dnnl::batch_normalization_backward::primitive_desc bwd(
           dnnl::batch_normalization_backward::desc(
               has_weight_ || has_bias_ ? dnnl::prop_kind::backward
@@ -159,43 +177,22 @@ class BatchNormOp : public Op {
     return absl::OkStatus();
   }
 
+  // oneDNN when dx is wanted; the loops otherwise (they compute the
+  // per-channel gradients without an x-sized dx nobody asked for), for the
+  // EVAL gradients of the running statistics, for float64 and empty x.
   absl::Status Backward(BackwardContext& ctx) const override {
-    const DType dtype = outputs_[0].dtype;
     const Tensor& mean = train_ ? ctx.saved()[0] : ctx.input(kMean);
     const Tensor& var = train_ ? ctx.saved()[1] : ctx.input(kVar);
-    const bool dw = has_weight_ && ctx.needs_grad(kWeight);
-    const bool db = has_bias_ && ctx.needs_grad(kBias);
-    if (backward_) {
-      return CatchDnnl(node_, [&] {
-        DnnlRunner& dnnl = ctx.dnnl();
-        Tensor dx = EmptyIn(outputs_[0], data_);
-        Tensor dscale = Tensor::Empty(dtype, {channels_});
-        Tensor dshift = Tensor::Empty(dtype, {channels_});
-        const auto c_desc = PlainDesc({channels_});
-        std::unordered_map<int, memory> args = {
-            {DNNL_ARG_SRC,
-             WrapTensor(data_, Reordered(ctx.input(kX), data_, dnnl))},
-            {DNNL_ARG_DIFF_DST,
-             WrapTensor(data_, Reordered(ctx.grad_output(0), data_, dnnl))},
-            {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
-            {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
-            {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
-        AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
-        if (has_weight_) args[DNNL_ARG_DIFF_SCALE] = WrapTensor(c_desc, dscale);
-        if (has_bias_) args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(c_desc, dshift);
-        dnnl.Execute(*backward_, std::move(args));
-        if (ctx.needs_grad(kX)) ctx.SetGradInput(kX, std::move(dx));
-        if (dw) ctx.SetGradInput(kWeight, std::move(dscale));
-        if (db) ctx.SetGradInput(kBias, std::move(dshift));
-        return absl::OkStatus();
-      });
-    }
+    if (backward_) return BackwardDnnl(ctx, mean, var);
     // The loops read plain tensors.
     const Tensor x = Plain(ctx.input(kX), ctx.dnnl());
     const Tensor dy = Plain(ctx.grad_output(0), ctx.dnnl());
+    const DType dtype = outputs_[0].dtype;
     std::vector<Tensor> grads(5);
     for (int i = 0; i < 5; ++i) {
-      if (ctx.needs_grad(i)) {
+      // Training normalises with batch statistics: the running ones do not
+      // reach the output, and their gradient stays zero.
+      if (ctx.needs_grad(i) && (i <= kBias || !train_)) {
         grads[i] = Tensor::Zeros(dtype, i == kX ? x.shape() : Shape{channels_});
       }
     }
@@ -203,17 +200,43 @@ class BatchNormOp : public Op {
       BackwardLoop<decltype(zero)>(x, dy, mean, var, ctx.input(kWeight), grads);
     });
     for (int i = 0; i < 5; ++i) {
-      // Training normalises with batch statistics: the running ones do not
-      // reach the output, and their gradient stays zero.
-      if (grads[i].defined() &&
-          (i == kX || i == kWeight || i == kBias || !train_)) {
-        ctx.SetGradInput(i, std::move(grads[i]));
-      }
+      if (grads[i].defined()) ctx.SetGradInput(i, std::move(grads[i]));
     }
     return absl::OkStatus();
   }
 
  private:
+  absl::Status BackwardDnnl(BackwardContext& ctx, const Tensor& mean,
+                            const Tensor& var) const {
+    return CatchDnnl(node_, [&] {
+      DnnlRunner& dnnl = ctx.dnnl();
+      const DType dtype = outputs_[0].dtype;
+      Tensor dx = EmptyIn(outputs_[0], data_);
+      // The primitive writes the gradient of a present weight or bias, wanted
+      // or not.
+      Tensor dscale =
+          has_weight_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
+      Tensor dshift = has_bias_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
+      const auto c_desc = PlainDesc({channels_});
+      std::unordered_map<int, memory> args = {
+          {DNNL_ARG_SRC,
+           WrapTensor(data_, Reordered(ctx.input(kX), data_, dnnl))},
+          {DNNL_ARG_DIFF_DST,
+           WrapTensor(data_, Reordered(ctx.grad_output(0), data_, dnnl))},
+          {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
+          {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
+          {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
+      AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
+      if (has_weight_) args[DNNL_ARG_DIFF_SCALE] = WrapTensor(c_desc, dscale);
+      if (has_bias_) args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(c_desc, dshift);
+      dnnl.Execute(*backward_, std::move(args));
+      ctx.SetGradInput(kX, std::move(dx));
+      if (ctx.needs_grad(kWeight)) ctx.SetGradInput(kWeight, std::move(dscale));
+      if (ctx.needs_grad(kBias)) ctx.SetGradInput(kBias, std::move(dshift));
+      return absl::OkStatus();
+    });
+  }
+
   void AddAffine(const Tensor& weight, const Tensor& bias,
                  std::unordered_map<int, memory>* args) const {
     if (has_weight_)
@@ -271,10 +294,14 @@ class BatchNormOp : public Op {
   void BackwardLoop(const Tensor& x, const Tensor& dy, const Tensor& mean,
                     const Tensor& var, const Tensor& weight,
                     std::vector<Tensor>& grads) const {
+    // No elements: every gradient stays zero, and needs no per-channel sums.
+    if (x.num_elements() == 0) return;
     const T* xp = x.data<T>();
     const T* gp = dy.data<T>();
-    std::vector<T> invstd(channels_), sum_dy(channels_, 0),
-        sum_dy_xhat(channels_, 0);
+    // The sums run over a channel's N·H·W elements: in double, also for
+    // float32 (where oneDNN's blocked sums would otherwise serve).
+    std::vector<T> invstd(channels_);
+    std::vector<double> sum_dy(channels_, 0), sum_dy_xhat(channels_, 0);
     for (int64_t c = 0; c < channels_; ++c) {
       invstd[c] = 1 / std::sqrt(var.data<T>()[c] + static_cast<T>(epsilon_));
     }
@@ -292,22 +319,23 @@ class BatchNormOp : public Op {
       T* dx = grads[kX].data<T>();
       const T n = static_cast<T>(per_channel_);
       ForEach([&](int64_t c, int64_t i) {
-        dx[i] = train_
-                    ? w(c) * invstd[c] / n *
-                          (n * gp[i] - sum_dy[c] - xhat(c, i) * sum_dy_xhat[c])
-                    : w(c) * invstd[c] * gp[i];
+        dx[i] = train_ ? w(c) * invstd[c] / n *
+                             (n * gp[i] - static_cast<T>(sum_dy[c]) -
+                              xhat(c, i) * static_cast<T>(sum_dy_xhat[c]))
+                       : w(c) * invstd[c] * gp[i];
       });
     }
     for (int64_t c = 0; c < channels_; ++c) {
-      if (grads[kWeight].defined())
-        grads[kWeight].data<T>()[c] = sum_dy_xhat[c];
-      if (grads[kBias].defined()) grads[kBias].data<T>()[c] = sum_dy[c];
+      const T sdy = static_cast<T>(sum_dy[c]);
+      const T sdy_xhat = static_cast<T>(sum_dy_xhat[c]);
+      if (grads[kWeight].defined()) grads[kWeight].data<T>()[c] = sdy_xhat;
+      if (grads[kBias].defined()) grads[kBias].data<T>()[c] = sdy;
       // EVAL: y = (x - rm)·w/√(rv + eps) + b.
       if (grads[kMean].defined())
-        grads[kMean].data<T>()[c] = -w(c) * invstd[c] * sum_dy[c];
+        grads[kMean].data<T>()[c] = -w(c) * invstd[c] * sdy;
       if (grads[kVar].defined()) {
         grads[kVar].data<T>()[c] =
-            T(-0.5) * w(c) * sum_dy_xhat[c] * invstd[c] * invstd[c];
+            T(-0.5) * w(c) * sdy_xhat * invstd[c] * invstd[c];
       }
     }
   }

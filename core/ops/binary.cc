@@ -101,6 +101,23 @@ class BinaryOp : public Op {
 
   int64_t ForwardFlops() const override { return ElementCount(out_); }
 
+  // Backward's output-shaped products beyond the input gradients: Mul's for
+  // each input it sums down to a broadcast shape; Div's dY/B and (dY/B)·Y,
+  // which it needs whichever gradient is wanted.
+  int64_t ExtraBytes() const override {
+    const int64_t bytes = outputs_[0].num_bytes();
+    switch (kind_) {
+      case Kind::kMul:
+        return bytes * ((a_ != out_) + (b_ != out_));
+      case Kind::kDiv:
+        return 2 * bytes;
+      case Kind::kAdd:
+      case Kind::kSub:
+        break;
+    }
+    return 0;
+  }
+
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {
     SavedValues s;
     if (kind_ == Kind::kMul) {

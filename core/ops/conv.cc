@@ -140,7 +140,8 @@ class ConvOp : public Op {
         bd_weights_ = pd.weights_desc();
         bd_diff_src_ = pd.diff_src_desc();
       }
-      if (info.needs_grad[1] || (has_bias_ && info.needs_grad[2])) {
+      // db alone is a sum of dY (Backward): backward-weights serves dW.
+      if (info.needs_grad[1]) {
         auto desc = has_bias_ ? dnnl::convolution_backward_weights::desc(
                                     alg, src, weights, bias, dst, strides,
                                     dilates, padding, padding)
@@ -218,7 +219,14 @@ class ConvOp : public Op {
                       {DNNL_ARG_DIFF_SRC, WrapTensor(bd_diff_src_, dx)}});
         ctx.SetGradInput(0, std::move(dx));
       }
-      if (need_dw || need_db) {
+      if (need_db && !need_dw) {
+        Tensor db = Tensor::Zeros(dtype, {w_[0]});
+        Tensor none;
+        BackwardLoop<float>(Plain(dy, dnnl), ctx.input(0), ctx.input(1), none,
+                            none, db);
+        ctx.SetGradInput(2, std::move(db));
+      }
+      if (need_dw) {
         Tensor diff_dst = Reordered(dy, bw_diff_dst_, dnnl);
         Tensor src = Reordered(ctx.input(0), bw_src_, dnnl);
         Tensor dw_blocked = EmptyIn({dtype, w_}, bw_diff_weights_);

@@ -39,11 +39,17 @@ class DropoutOp : public Op {
       return c.attrs().Invalid("p", "in [0, 1)");
     op->train_ = c.mode() == Mode::kTrain;
     op->given_mask_ = c.has_input(kMask);
+    op->num_outputs_ = c.num_outputs();
     op->outputs_ = {c.input(kX), c.input(kX)};
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+  // A drawn mask the node does not output (kept for Backward).
+  int64_t ExtraBytes() const override {
+    return train_ && !given_mask_ && num_outputs_ == 1 ? outputs_[0].num_bytes()
+                                                       : 0;
+  }
   int64_t BackwardFlops() const override { return outputs_[0].num_elements(); }
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {
@@ -89,57 +95,61 @@ class DropoutOp : public Op {
     return absl::OkStatus();
   }
 
+  // TRAIN: y = x·mask·s with s = 1/(1 - p), so dx = dy·mask·s and
+  // dmask = dy·x·s, plus the gradient of the mask output when it is the
+  // given mask. EVAL: y = x; the mask reaches no output.
   absl::Status Backward(BackwardContext& ctx) const override {
-    const DType dtype = outputs_[0].dtype;
-    const int64_t n = outputs_[0].num_elements();
-    Tensor dx, dm;
-    if (ctx.has_grad_output(0)) {
-      const Tensor& dy = ctx.grad_output(0);
-      if (!train_) {
-        dx = dy;
-      } else {
-        const Tensor& mask = given_mask_ ? ctx.input(kMask) : ctx.saved()[0];
-        DispatchFloat(dtype, [&](auto zero) {
-          using T = decltype(zero);
-          const T scale = static_cast<T>(1 / (1 - p_));
-          const T* g = dy.data<T>();
-          if (ctx.needs_grad(kX)) {
-            dx = Tensor::Empty(dy.meta());
-            const T* m = mask.data<T>();
-            for (int64_t i = 0; i < n; ++i)
-              dx.data<T>()[i] = g[i] * m[i] * scale;
-          }
-          if (ctx.needs_grad(kMask)) {
-            dm = Tensor::Empty(dy.meta());
-            const T* xp = ctx.input(kX).data<T>();
-            for (int64_t i = 0; i < n; ++i)
-              dm.data<T>()[i] = g[i] * xp[i] * scale;
-          }
-        });
-      }
+    const bool dy = ctx.has_grad_output(0);
+    if (!train_) {
+      if (dy && ctx.needs_grad(kX)) ctx.SetGradInput(kX, ctx.grad_output(0));
+      return absl::OkStatus();
     }
-    // In TRAIN a given mask is also the second output, unchanged.
-    if (train_ && given_mask_ && ctx.needs_grad(kMask) &&
-        ctx.has_grad_output(1)) {
-      const Tensor& g = ctx.grad_output(1);
-      if (!dm.defined()) {
-        dm = g;
-      } else {
-        DispatchFloat(dtype, [&](auto zero) {
-          using T = decltype(zero);
-          for (int64_t i = 0; i < n; ++i) dm.data<T>()[i] += g.data<T>()[i];
-        });
-      }
+    if (dy && ctx.needs_grad(kX)) {
+      const Tensor& mask = given_mask_ ? ctx.input(kMask) : ctx.saved()[0];
+      ctx.SetGradInput(kX, Scaled(ctx.grad_output(0), mask));
     }
-    if (ctx.needs_grad(kX) && dx.defined()) ctx.SetGradInput(kX, std::move(dx));
-    if (ctx.needs_grad(kMask) && dm.defined())
-      ctx.SetGradInput(kMask, std::move(dm));
+    if (!ctx.needs_grad(kMask)) return absl::OkStatus();
+    // needs_grad(kMask) implies a given mask. Only a node that names the
+    // mask output has a gradient slot for it.
+    const bool dmask_out = num_outputs_ > 1 && ctx.has_grad_output(1);
+    Tensor dm;
+    if (dy) dm = Scaled(ctx.grad_output(0), ctx.input(kX));
+    if (dmask_out)
+      dm = dm.defined() ? Sum(dm, ctx.grad_output(1)) : ctx.grad_output(1);
+    if (dm.defined()) ctx.SetGradInput(kMask, std::move(dm));
     return absl::OkStatus();
   }
 
  private:
+  // g·m/(1 - p), elementwise.
+  Tensor Scaled(const Tensor& g, const Tensor& m) const {
+    Tensor out = Tensor::Empty(g.meta());
+    DispatchFloat(g.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T scale = static_cast<T>(1 / (1 - p_));
+      const T* gp = g.data<T>();
+      const T* mp = m.data<T>();
+      T* o = out.data<T>();
+      for (int64_t i = 0; i < out.num_elements(); ++i)
+        o[i] = gp[i] * mp[i] * scale;
+    });
+    return out;
+  }
+
+  // a + b into a, which Backward allocated.
+  static Tensor Sum(Tensor a, const Tensor& b) {
+    DispatchFloat(a.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      T* ap = a.data<T>();
+      const T* bp = b.data<T>();
+      for (int64_t i = 0; i < a.num_elements(); ++i) ap[i] += bp[i];
+    });
+    return a;
+  }
+
   double p_ = 0.5;
   bool train_ = true, given_mask_ = false;
+  int num_outputs_ = 1;  // the node's: 2 when it names the mask output
 };
 
 OpSchema DropoutSchema() {

@@ -51,6 +51,16 @@ class LayerNormOp : public Op {
     return MulSat(outputs_[0].num_elements(), 8);
   }
 
+  // The per-row statistics Forward keeps, and oneDNN's scale and shift
+  // gradients when they are not wanted (the loops, which serve empty x,
+  // compute only what is).
+  int64_t ExtraBytes() const override {
+    const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    const int64_t scratch =
+        RunsOnDnnl(outputs_[0]) ? (has_weight_ + has_bias_) * cols_ : 0;
+    return MulSat(dsize, MulSat(2, rows_) + scratch);
+  }
+
   SavedValues Saves(const std::vector<bool>&) const override {
     SavedValues s{{kX}, {}};
     if (has_weight_) s.inputs.push_back(kWeight);
@@ -73,13 +83,16 @@ class LayerNormOp : public Op {
           dnnl::layer_normalization_forward::desc(kind, data, eps, flags),
           DefaultAttr(), CpuEngine());
       forward_ = MakePrimitive<dnnl::layer_normalization_forward>(fwd);
-      if (!info.backward_will_run) return absl::OkStatus();
-      const bool affine_grads = (has_weight_ && info.needs_grad[kWeight]) ||
-                                (has_bias_ && info.needs_grad[kBias]);
+      // Without dx the loops serve (no x-sized dx nobody asked for).
+      if (!info.backward_will_run || !info.needs_grad[kX]) {
+        return absl::OkStatus();
+      }
+      // oneDNN 2.6 has no backward_data with a scale or shift: backward
+      // computes their gradients too (Backward drops those not wanted).
       dnnl::layer_normalization_backward::primitive_desc bwd(
           dnnl::layer_normalization_backward::desc(
-              affine_grads ? dnnl::prop_kind::backward
-                           : dnnl::prop_kind::backward_data,
+              has_weight_ || has_bias_ ? dnnl::prop_kind::backward
+                                       : dnnl::prop_kind::backward_data,
               data, data, eps, flags),
           DefaultAttr(), CpuEngine(), fwd);
       backward_ = MakePrimitive<dnnl::layer_normalization_backward>(bwd);
@@ -115,41 +128,53 @@ class LayerNormOp : public Op {
 
   absl::Status Backward(BackwardContext& ctx) const override {
     const DType dtype = outputs_[0].dtype;
-    const Tensor& mean = ctx.saved()[0];
-    const Tensor& var = ctx.saved()[1];
-    Tensor dx = Tensor::Empty(dtype, outputs_[0].shape);
-    Tensor dw = Tensor::Zeros(dtype, normalized_);
-    Tensor db = Tensor::Zeros(dtype, normalized_);
+    // The loops accumulate dw and db.
+    auto wanted = [&](int i) {
+      return ctx.needs_grad(i) ? Tensor::Zeros(dtype, normalized_) : Tensor();
+    };
+    Tensor dx = ctx.needs_grad(kX) ? Tensor::Empty(outputs_[0]) : Tensor();
+    Tensor dw = wanted(kWeight);
+    Tensor db = wanted(kBias);
     if (backward_) {
-      std::unordered_map<int, memory> args = {
-          {DNNL_ARG_SRC, WrapTensor(Data(), ctx.input(kX))},
-          {DNNL_ARG_DIFF_DST, WrapTensor(Data(), ctx.grad_output(0))},
-          {DNNL_ARG_MEAN, WrapTensor(PlainDesc({rows_}), mean)},
-          {DNNL_ARG_VARIANCE, WrapTensor(PlainDesc({rows_}), var)},
-          {DNNL_ARG_DIFF_SRC, WrapTensor(Data(), dx)}};
-      AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
-      if (has_weight_)
-        args[DNNL_ARG_DIFF_SCALE] = WrapTensor(PlainDesc({cols_}), dw);
-      if (has_bias_)
-        args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(PlainDesc({cols_}), db);
-      RETURN_IF_ERROR(
-          ExecuteDnnl(ctx.dnnl(), node_, *backward_, std::move(args)));
+      RETURN_IF_ERROR(BackwardDnnl(ctx, dx, dw, db));
     } else {
       DispatchFloat(dtype, [&](auto zero) {
         BackwardLoop<decltype(zero)>(ctx.input(kX), ctx.input(kWeight),
-                                     ctx.grad_output(0), mean, var, dx, dw, db);
+                                     ctx.grad_output(0), ctx.saved()[0],
+                                     ctx.saved()[1], dx, dw, db);
       });
     }
-    if (ctx.needs_grad(kX)) ctx.SetGradInput(kX, std::move(dx));
-    if (has_weight_ && ctx.needs_grad(kWeight))
-      ctx.SetGradInput(kWeight, std::move(dw));
-    if (has_bias_ && ctx.needs_grad(kBias))
-      ctx.SetGradInput(kBias, std::move(db));
+    if (dx.defined()) ctx.SetGradInput(kX, std::move(dx));
+    if (dw.defined()) ctx.SetGradInput(kWeight, std::move(dw));
+    if (db.defined()) ctx.SetGradInput(kBias, std::move(db));
     return absl::OkStatus();
   }
 
  private:
   memory::desc Data() const { return PlainDesc({rows_, cols_}); }
+
+  // dx, and dw and db where defined; the primitive writes the gradient of
+  // a present weight or bias, wanted or not (then into scratch).
+  absl::Status BackwardDnnl(BackwardContext& ctx, Tensor& dx, Tensor& dw,
+                            Tensor& db) const {
+    const DType dtype = outputs_[0].dtype;
+    Tensor dscale =
+        dw.defined() || !has_weight_ ? dw : Tensor::Empty(dtype, normalized_);
+    Tensor dshift =
+        db.defined() || !has_bias_ ? db : Tensor::Empty(dtype, normalized_);
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, WrapTensor(Data(), ctx.input(kX))},
+        {DNNL_ARG_DIFF_DST, WrapTensor(Data(), ctx.grad_output(0))},
+        {DNNL_ARG_MEAN, WrapTensor(PlainDesc({rows_}), ctx.saved()[0])},
+        {DNNL_ARG_VARIANCE, WrapTensor(PlainDesc({rows_}), ctx.saved()[1])},
+        {DNNL_ARG_DIFF_SRC, WrapTensor(Data(), dx)}};
+    AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
+    if (has_weight_)
+      args[DNNL_ARG_DIFF_SCALE] = WrapTensor(PlainDesc({cols_}), dscale);
+    if (has_bias_)
+      args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(PlainDesc({cols_}), dshift);
+    return ExecuteDnnl(ctx.dnnl(), node_, *backward_, std::move(args));
+  }
 
   void AddAffine(const Tensor& weight, const Tensor& bias,
                  std::unordered_map<int, memory>* args) const {
@@ -182,11 +207,14 @@ class LayerNormOp : public Op {
     }
   }
 
+  // Writes dx and adds into dw and db (zeroed), where defined.
   template <typename T>
   void BackwardLoop(const Tensor& x, const Tensor& weight, const Tensor& dy,
                     const Tensor& mean, const Tensor& var, Tensor& dx,
                     Tensor& dw, Tensor& db) const {
     const T n = static_cast<T>(cols_);
+    T* dwp = dw.defined() ? dw.data<T>() : nullptr;
+    T* dbp = db.defined() ? db.data<T>() : nullptr;
     for (int64_t r = 0; r < rows_; ++r) {
       const T* row = x.data<T>() + r * cols_;
       const T* g = dy.data<T>() + r * cols_;
@@ -200,9 +228,10 @@ class LayerNormOp : public Op {
         const T xhat = (row[k] - m) * invstd;
         sum += gw;
         sum_xhat += gw * xhat;
-        dw.data<T>()[k] += g[k] * xhat;
-        db.data<T>()[k] += g[k];
+        if (dwp) dwp[k] += g[k] * xhat;
+        if (dbp) dbp[k] += g[k];
       }
+      if (!dx.defined()) continue;
       for (int64_t k = 0; k < cols_; ++k) {
         const T gw = g[k] * (has_weight_ ? weight.data<T>()[k] : T(1));
         const T xhat = (row[k] - m) * invstd;

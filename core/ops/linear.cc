@@ -85,11 +85,15 @@ class LinearOp : public Op {
             eng, fwd_pd);
         backward_data_ = MakePrimitive<inner_product_backward_data>(pd);
       }
-      bool weights = info.needs_grad[1] || (has_bias_ && info.needs_grad[2]);
-      if (info.backward_will_run && weights) {
+      // dW needs x; db alone is a sum of dY (BiasGradient), so the
+      // backward-weights primitive runs only for dW, writing db beside it
+      // when that is wanted too.
+      if (info.backward_will_run && info.needs_grad[1]) {
+        backward_bias_ = has_bias_ && info.needs_grad[2];
         auto desc =
-            has_bias_ ? inner_product_backward_weights::desc(src, wei, bia, dst)
-                      : inner_product_backward_weights::desc(src, wei, dst);
+            backward_bias_
+                ? inner_product_backward_weights::desc(src, wei, bia, dst)
+                : inner_product_backward_weights::desc(src, wei, dst);
         inner_product_backward_weights::primitive_desc pd(desc, DefaultAttr(),
                                                           eng, fwd_pd);
         backward_weights_ = MakePrimitive<inner_product_backward_weights>(pd);
@@ -131,84 +135,29 @@ class LinearOp : public Op {
   }
 
   absl::Status Backward(BackwardContext& ctx) const override {
-    const Tensor& dy = ctx.grad_output(0);
-    const bool need_dx = ctx.needs_grad(0);
-    const bool need_dw = ctx.needs_grad(1);
-    const bool need_db = has_bias_ && ctx.needs_grad(2);
     const DType dtype = outputs_[0].dtype;
-    Tensor dx = need_dx ? Tensor::Empty(dtype, InputShape()) : Tensor();
-    // oneDNN's backward-weights primitive writes dW and db together.
-    Tensor dw = need_dw || (need_db && backward_weights_)
-                    ? Tensor::Empty(dtype, {out_, in_})
-                    : Tensor();
-    Tensor db = need_db || (need_dw && has_bias_ && backward_weights_)
-                    ? Tensor::Empty(dtype, {out_})
-                    : Tensor();
+    Tensor dx =
+        ctx.needs_grad(0) ? Tensor::Empty(dtype, InputShape()) : Tensor();
+    Tensor dw =
+        ctx.needs_grad(1) ? Tensor::Empty(dtype, {out_, in_}) : Tensor();
+    Tensor db = has_bias_ && ctx.needs_grad(2) ? Tensor::Empty(dtype, {out_})
+                                               : Tensor();
     if (forward_) {
-      RETURN_IF_ERROR(CatchDnnl(node_, [&] {
-        auto dy_mem = WrapTensor(PlainDesc({batch_, out_}), dy);
-        if (need_dx) {
-          ctx.dnnl().Execute(
-              *backward_data_,
-              {{DNNL_ARG_DIFF_DST, dy_mem},
-               {DNNL_ARG_WEIGHTS,
-                WrapTensor(PlainDesc({out_, in_}), ctx.input(1))},
-               {DNNL_ARG_DIFF_SRC, WrapTensor(PlainDesc({batch_, in_}), dx)}});
-        }
-        if (dw.defined()) {
-          std::unordered_map<int, dnnl::memory> args = {
-              {DNNL_ARG_DIFF_DST, dy_mem},
-              {DNNL_ARG_SRC,
-               WrapTensor(PlainDesc({batch_, in_}), ctx.input(0))},
-              {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), dw)}};
-          if (has_bias_) {
-            args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({out_}), db);
-          }
-          ctx.dnnl().Execute(*backward_weights_, std::move(args));
-        }
-        return absl::OkStatus();
-      }));
+      RETURN_IF_ERROR(BackwardDnnl(ctx, dx, dw, db));
     } else {
       DispatchFloat(dtype, [&](auto zero) {
-        using T = decltype(zero);
-        const T* g = dy.data<T>();
-        if (need_dx) {
-          const T* w = ctx.input(1).data<T>();
-          T* p = dx.data<T>();
-          for (int64_t n = 0; n < batch_; ++n) {
-            for (int64_t i = 0; i < in_; ++i) {
-              T sum = 0;
-              for (int64_t o = 0; o < out_; ++o)
-                sum += g[n * out_ + o] * w[o * in_ + i];
-              p[n * in_ + i] = sum;
-            }
-          }
-        }
-        if (dw.defined()) {
-          const T* x = ctx.input(0).data<T>();
-          T* p = dw.data<T>();
-          for (int64_t o = 0; o < out_; ++o) {
-            for (int64_t i = 0; i < in_; ++i) {
-              T sum = 0;
-              for (int64_t n = 0; n < batch_; ++n)
-                sum += g[n * out_ + o] * x[n * in_ + i];
-              p[o * in_ + i] = sum;
-            }
-          }
-        }
-        if (db.defined()) {
-          T* p = db.data<T>();
-          for (int64_t o = 0; o < out_; ++o) {
-            T sum = 0;
-            for (int64_t n = 0; n < batch_; ++n) sum += g[n * out_ + o];
-            p[o] = sum;
-          }
-        }
+        BackwardLoops<decltype(zero)>(ctx, dx, dw);
       });
     }
-    if (need_dx) ctx.SetGradInput(0, std::move(dx));
-    if (need_dw) ctx.SetGradInput(1, std::move(dw));
-    if (need_db) ctx.SetGradInput(2, std::move(db));
+    // Unless backward-weights wrote it, db is dY summed over the batch.
+    if (db.defined() && !(forward_ && dw.defined())) {
+      DispatchFloat(dtype, [&](auto zero) {
+        BiasGradient<decltype(zero)>(ctx.grad_output(0), db);
+      });
+    }
+    if (dx.defined()) ctx.SetGradInput(0, std::move(dx));
+    if (dw.defined()) ctx.SetGradInput(1, std::move(dw));
+    if (db.defined()) ctx.SetGradInput(2, std::move(db));
     return absl::OkStatus();
   }
 
@@ -219,8 +168,85 @@ class LinearOp : public Op {
     return s;
   }
 
+  // dx and dW (where defined) on oneDNN; db too when backward-weights
+  // computes it with dW.
+  absl::Status BackwardDnnl(BackwardContext& ctx, Tensor& dx, Tensor& dw,
+                            Tensor& db) const {
+    return CatchDnnl(node_, [&] {
+      auto dy_mem = WrapTensor(PlainDesc({batch_, out_}), ctx.grad_output(0));
+      if (dx.defined()) {
+        ctx.dnnl().Execute(
+            *backward_data_,
+            {{DNNL_ARG_DIFF_DST, dy_mem},
+             {DNNL_ARG_WEIGHTS,
+              WrapTensor(PlainDesc({out_, in_}), ctx.input(1))},
+             {DNNL_ARG_DIFF_SRC, WrapTensor(PlainDesc({batch_, in_}), dx)}});
+      }
+      if (dw.defined()) {
+        std::unordered_map<int, dnnl::memory> args = {
+            {DNNL_ARG_DIFF_DST, dy_mem},
+            {DNNL_ARG_SRC, WrapTensor(PlainDesc({batch_, in_}), ctx.input(0))},
+            {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), dw)}};
+        if (backward_bias_) {
+          args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({out_}), db);
+        }
+        ctx.dnnl().Execute(*backward_weights_, std::move(args));
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  // dx = dY · W and dW = dYᵀ · x, where defined.
+  template <typename T>
+  void BackwardLoops(const BackwardContext& ctx, Tensor& dx, Tensor& dw) const {
+    const T* g = ctx.grad_output(0).data<T>();
+    if (dx.defined()) {
+      Product<T>({batch_, in_, out_}, {g, out_, 1},
+                 {ctx.input(1).data<T>(), in_, 1}, dx.data<T>());
+    }
+    if (dw.defined()) {
+      Product<T>({out_, in_, batch_}, {g, 1, out_},
+                 {ctx.input(0).data<T>(), in_, 1}, dw.data<T>());
+    }
+  }
+
+  // A strided matrix: element (i, j) at data[i * row + j * col].
+  template <typename T>
+  struct Strided {
+    const T* data;
+    int64_t row, col;
+    T at(int64_t i, int64_t j) const { return data[i * row + j * col]; }
+  };
+  struct Dims {
+    int64_t rows, cols, inner;
+  };
+
+  // out (row-major [rows, cols]) = a [rows, inner] · b [inner, cols].
+  template <typename T>
+  static void Product(Dims d, Strided<T> a, Strided<T> b, T* out) {
+    for (int64_t i = 0; i < d.rows; ++i) {
+      for (int64_t j = 0; j < d.cols; ++j) {
+        T sum = 0;
+        for (int64_t k = 0; k < d.inner; ++k) sum += a.at(i, k) * b.at(k, j);
+        out[i * d.cols + j] = sum;
+      }
+    }
+  }
+
+  template <typename T>
+  void BiasGradient(const Tensor& dy, Tensor& db) const {
+    const T* g = dy.data<T>();
+    T* p = db.data<T>();
+    for (int64_t o = 0; o < out_; ++o) {
+      T sum = 0;
+      for (int64_t n = 0; n < batch_; ++n) sum += g[n * out_ + o];
+      p[o] = sum;
+    }
+  }
+
   int64_t batch_ = 0, in_ = 0, out_ = 0;
   bool has_bias_ = false;
+  bool backward_bias_ = false;  // backward-weights also writes db
   std::optional<DnnlPrimitive> forward_, backward_data_, backward_weights_;
 };
 

@@ -1,10 +1,13 @@
 #include "tests/core/op_test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/gradcheck.h"
+#include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/status_testing.h"
 
@@ -18,7 +21,77 @@ std::vector<std::string> OutputNames(const OpCase& c) {
   return names;
 }
 
-// Feeds, seeds and wrt for a case.
+absl::string_view PlacementName(Placement p) {
+  switch (p) {
+    case Placement::kFeed:
+      return "feed";
+    case Placement::kParameter:
+      return "parameter";
+    case Placement::kBuffer:
+      return "buffer";
+  }
+  return "";
+}
+
+// The shape of the case's input `name`.
+Shape InputShape(const OpCase& c, const std::string& name) {
+  for (const TestInput& in : c.inputs) {
+    if (in.name == name) return in.shape;
+  }
+  return {};
+}
+
+// Exactly the names of args.wrt have gradients, of their inputs' shapes.
+void ExpectGradientsOfWrt(const OpCase& c, const ComputeArgs& args,
+                          const RunResult& r, const std::string& what) {
+  EXPECT_EQ(r.gradients.size(), args.wrt.size()) << what;
+  for (const std::string& name : args.wrt) {
+    auto it = r.gradients.find(name);
+    if (it == r.gradients.end()) {
+      ADD_FAILURE() << what << ": no gradient for " << name;
+      continue;
+    }
+    EXPECT_EQ(it->second.shape(), InputShape(c, name)) << what << " " << name;
+  }
+}
+
+void ExpectFiniteDifferencesAgree(const OpCase& c, const GraphDef& graph,
+                                  const ComputeArgs& args) {
+  GradCheckOptions options;
+  options.tolerance = c.fd_tolerance;
+  options.epsilon = c.fd_epsilon;
+  options.max_elements = c.fd_max_elements;
+  auto checks = CheckGradients(graph, args, options, Limits{});
+  ASSERT_TRUE(checks.ok()) << checks.status();
+  for (const TensorGradCheck& check : *checks) {
+    EXPECT_TRUE(check.passed)
+        << "d/d" << check.name << "[" << check.worst_index << "]: analytic "
+        << check.worst_analytic << " vs numeric " << check.worst_numeric;
+    if (ElementCount(InputShape(c, check.name)) > 0) {
+      EXPECT_GT(check.checked, 0) << check.name;
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<TensorMeta>> OutputMetas(const GraphDef& graph,
+                                                    ComputeArgs args) {
+  args.fetch = graph.outputs;
+  args.float_dtype = DType::kFloat64;  // the loops: no primitives to build
+  args.loss.clear();
+  args.output_gradients.clear();
+  args.wrt.clear();
+  ASSIGN_OR_RETURN(RunResult r, Compute(graph, args, Limits{}));
+  std::vector<TensorMeta> metas;
+  for (const std::string& name : graph.outputs) {
+    TensorMeta meta = r.outputs.at(name).meta();
+    if (IsFloating(meta.dtype)) meta.dtype = DType::kFloat32;
+    metas.push_back(std::move(meta));
+  }
+  return metas;
+}
+
 ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph) {
   ComputeArgs args;
   args.mode = c.mode;
@@ -26,16 +99,14 @@ ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph) {
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const TestInput& in = c.inputs[i];
     if (in.name.empty()) continue;
-    Tensor t = MakeInput(in, c.seed * 1000 + i);
+    Tensor t = CaseInput(c, i);
     if (in.differentiable && IsFloating(t.dtype())) args.wrt.push_back(in.name);
-    args.feeds[in.name] = std::move(t);
+    if (in.placement == Placement::kFeed) args.feeds[in.name] = std::move(t);
   }
-  // Seeds need the output shapes: infer them with Describe.
-  absl::flat_hash_map<std::string, TensorMeta> metas;
-  for (const auto& [name, t] : args.feeds) metas[name] = t.meta();
-  auto summary = Describe(graph, metas, Limits{});
-  if (!summary.ok()) return args;  // the run reports the error
-  const std::vector<TensorMeta>& outs = summary->nodes[0].outputs;
+  // Seeds need the output shapes.
+  auto outputs = OutputMetas(graph, args);
+  if (!outputs.ok()) return args;  // the run reports the error
+  const std::vector<TensorMeta>& outs = *outputs;
   std::vector<int> seeded = c.seeded_outputs;
   if (seeded.empty()) {
     for (int j = 0; j < c.num_outputs; ++j) {
@@ -50,8 +121,6 @@ ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph) {
   if (args.output_gradients.empty()) args.wrt.clear();
   return args;
 }
-
-}  // namespace
 
 Tensor MakeInput(const TestInput& in, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -93,15 +162,31 @@ Tensor MakeInput(const TestInput& in, uint64_t seed) {
   return t;
 }
 
+Tensor CaseInput(const OpCase& c, size_t i) {
+  return MakeInput(c.inputs[i], c.seed * 1000 + i);
+}
+
 GraphDef SingleOpGraph(const OpCase& c) {
   GraphDef g;
   NodeDef node;
   node.name = "node";
   node.op = c.op;
   node.attributes = c.attrs;
-  for (const TestInput& in : c.inputs) {
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const TestInput& in = c.inputs[i];
     node.inputs.push_back(in.name);
-    if (!in.name.empty()) g.inputs.push_back(in.name);
+    if (in.name.empty()) continue;
+    switch (in.placement) {
+      case Placement::kFeed:
+        g.inputs.push_back(in.name);
+        break;
+      case Placement::kParameter:
+        g.parameters[in.name] = CaseInput(c, i);
+        break;
+      case Placement::kBuffer:
+        g.buffers[in.name] = CaseInput(c, i);
+        break;
+    }
   }
   node.outputs = OutputNames(c);
   g.outputs = node.outputs;
@@ -109,46 +194,129 @@ GraphDef SingleOpGraph(const OpCase& c) {
   return g;
 }
 
-absl::StatusOr<RunResult> RunCase(const OpCase& c, DType float_dtype) {
+OpCase Placed(OpCase c, Placements p) {
+  const Placement cycle[] = {Placement::kFeed, Placement::kParameter,
+                             Placement::kBuffer};
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    TestInput& in = c.inputs[i];
+    switch (p) {
+      case Placements::kAllFeeds:
+        in.placement = Placement::kFeed;
+        break;
+      case Placements::kAllParameters:
+        in.placement = Placement::kParameter;
+        break;
+      case Placements::kMixed:
+      case Placements::kMixedRotated:
+        in.placement = cycle[(i + (p == Placements::kMixed ? 0 : 1)) % 3];
+        break;
+    }
+    // Parameters are trainable floats; labels stay with the data.
+    if (in.init == Init::kLabels && in.placement == Placement::kParameter) {
+      in.placement = p == Placements::kAllParameters ? Placement::kBuffer
+                                                     : Placement::kFeed;
+    }
+  }
+  return c;
+}
+
+std::vector<int> FloatInputs(const OpCase& c) {
+  std::vector<int> floats;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    if (!c.inputs[i].name.empty() && c.inputs[i].init != Init::kLabels) {
+      floats.push_back(static_cast<int>(i));
+    }
+  }
+  return floats;
+}
+
+OpCase WithWrt(OpCase c, const std::vector<int>& subset) {
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    c.inputs[i].differentiable =
+        std::find(subset.begin(), subset.end(), i) != subset.end();
+  }
+  return c;
+}
+
+std::vector<std::vector<int>> NonEmptySubsets(const std::vector<int>& inputs) {
+  std::vector<std::vector<int>> subsets;
+  for (uint32_t bits = 1; bits < (1u << inputs.size()); ++bits) {
+    std::vector<int> subset;
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      if (bits & (1u << k)) subset.push_back(inputs[k]);
+    }
+    subsets.push_back(std::move(subset));
+  }
+  return subsets;
+}
+
+std::string CaseName(const OpCase& c) {
+  std::vector<std::string> inputs, wrt, placed;
+  for (const TestInput& in : c.inputs) {
+    inputs.push_back(in.name.empty() ? "\"\"" : in.name);
+    if (in.name.empty()) continue;
+    if (in.differentiable && in.init != Init::kLabels) wrt.push_back(in.name);
+    placed.push_back(absl::StrCat(in.name, ":", PlacementName(in.placement)));
+  }
+  return absl::StrCat(c.op, "(", absl::StrJoin(inputs, ", "), ") ",
+                      c.mode == Mode::kTrain ? "TRAIN" : "EVAL", " wrt {",
+                      absl::StrJoin(wrt, ", "), "}, ",
+                      absl::StrJoin(placed, " "));
+}
+
+absl::StatusOr<RunResult> RunCase(const OpCase& c, DType float_dtype,
+                                  const Limits& limits) {
   GraphDef graph = SingleOpGraph(c);
   ComputeArgs args = CaseArgs(c, graph);
   args.float_dtype = float_dtype;
-  return Compute(graph, args, Limits{});
+  return Compute(graph, args, limits);
+}
+
+ComputeArgs ValueArgs(const OpCase& c, std::vector<Tensor> values, Tensor seed,
+                      DType float_dtype) {
+  ComputeArgs args;
+  args.float_dtype = float_dtype;
+  args.mode = c.mode;
+  args.seed = c.seed;
+  for (size_t i = 0; i < c.inputs.size() && i < values.size(); ++i) {
+    if (!c.inputs[i].name.empty()) {
+      args.feeds[c.inputs[i].name] = std::move(values[i]);
+    }
+  }
+  if (seed.defined()) args.output_gradients["out0"] = std::move(seed);
+  return args;
+}
+
+absl::StatusOr<RunResult> RunPlaced(const OpCase& c, std::vector<Tensor> values,
+                                    Tensor seed, DType float_dtype) {
+  return Compute(SingleOpGraph(c),
+                 ValueArgs(c, std::move(values), std::move(seed), float_dtype),
+                 Limits{});
 }
 
 void ExpectGradientsCorrect(const OpCase& c) {
-  SCOPED_TRACE(absl::StrCat("op ", c.op));
+  SCOPED_TRACE(CaseName(c));
   GraphDef graph = SingleOpGraph(c);
   ComputeArgs args = CaseArgs(c, graph);
-  GradCheckOptions options;
-  options.tolerance = c.fd_tolerance;
-  options.epsilon = c.fd_epsilon;
-  options.max_elements = 64;
-  if (!args.wrt.empty()) {
-    auto checks = CheckGradients(graph, args, options, Limits{});
-    ASSERT_TRUE(checks.ok()) << checks.status();
-    for (const TensorGradCheck& check : *checks) {
-      EXPECT_TRUE(check.passed)
-          << "d/d" << check.name << "[" << check.worst_index << "]: analytic "
-          << check.worst_analytic << " vs numeric " << check.worst_numeric;
-      EXPECT_GT(check.checked, 0) << check.name;
-    }
-  }
+  if (!args.wrt.empty()) ExpectFiniteDifferencesAgree(c, graph, args);
   args.float_dtype = DType::kFloat64;
   auto exact = Compute(graph, args, Limits{});
   ASSERT_TRUE(exact.ok()) << exact.status();
+  ExpectGradientsOfWrt(c, args, *exact, "float64");
   args.float_dtype = DType::kFloat32;
   auto fast = Compute(graph, args, Limits{});
   ASSERT_TRUE(fast.ok()) << fast.status();
+  ExpectGradientsOfWrt(c, args, *fast, "float32");
   for (const auto& [name, t] : exact->outputs) {
     ExpectClose(fast->outputs.at(name), t, c.float32_tolerance,
                 absl::StrCat("output ", name));
   }
-  ASSERT_EQ(fast->gradients.size(), exact->gradients.size());
   for (const auto& [name, t] : exact->gradients) {
+    ASSERT_EQ(fast->gradients.count(name), 1u) << name;
     ExpectClose(fast->gradients.at(name), t, c.float32_tolerance,
                 absl::StrCat("gradient of ", name));
   }
+  ASSERT_EQ(fast->buffers.size(), exact->buffers.size());
   for (const auto& [name, t] : exact->buffers) {
     ExpectClose(fast->buffers.at(name), t, c.float32_tolerance,
                 absl::StrCat("buffer ", name));

@@ -23,14 +23,18 @@ enum class Init {
   kBernoulli,      // 0 or 1 with probability 1/2
 };
 
+// Where a case's graph takes an input's value from.
+enum class Placement { kFeed, kParameter, kBuffer };
+
 struct TestInput {
   std::string name;  // "" = an optional input left out
   Shape shape;
   Init init = Init::kUniform;
   double lo = -1.0;
   double hi = 1.0;
-  int64_t classes = 0;         // kLabels
-  bool differentiable = true;  // include in wrt (float inputs only)
+  int64_t classes = 0;                     // kLabels
+  bool differentiable = true;              // include in wrt (float inputs only)
+  Placement placement = Placement::kFeed;  // int64 inputs: never kParameter
 };
 
 struct OpCase {
@@ -50,20 +54,62 @@ struct OpCase {
   // Finite-difference check in float64.
   double fd_tolerance = 1e-6;
   double fd_epsilon = 1e-6;
+  int64_t fd_max_elements = 64;  // per tensor, spread over it
 };
 
 // Deterministic random tensors (float32 unless kLabels).
 Tensor MakeInput(const TestInput& in, uint64_t seed);
 
-// The one-node graph of a case: graph inputs "in0".., outputs "out0"...
+// The value of input i of a case, drawn from the case's seed.
+Tensor CaseInput(const OpCase& c, size_t i);
+
+// The one-node graph "node" of a case: its inputs are graph inputs,
+// parameters or buffers as placed; outputs "out0"...
 GraphDef SingleOpGraph(const OpCase& c);
+
+// How the sweeps place a case's inputs: every one fed, every float one a
+// parameter (int64 ones buffers), or input i fed, a parameter or a buffer by
+// (i + rotation) % 3.
+enum class Placements { kAllFeeds, kAllParameters, kMixed, kMixedRotated };
+OpCase Placed(OpCase c, Placements p);
+
+// Indices of the present floating inputs of a case.
+std::vector<int> FloatInputs(const OpCase& c);
+// The case with exactly the inputs of `subset` (indices) differentiable.
+OpCase WithWrt(OpCase c, const std::vector<int>& subset);
+// Every non-empty subset of FloatInputs(c), as index lists.
+std::vector<std::vector<int>> NonEmptySubsets(const std::vector<int>& inputs);
+// `Linear(x, w, "") TRAIN wrt {w}, x:feed w:parameter`, for traces.
+std::string CaseName(const OpCase& c);
+
+// The metas of a graph's outputs, from a forward run of `args` (its feeds,
+// mode and seed; Describe plans in TRAIN only, where some EVAL cases, such as
+// BatchNorm of one value per channel, are invalid).
+absl::StatusOr<std::vector<TensorMeta>> OutputMetas(const GraphDef& graph,
+                                                    ComputeArgs args);
+
+// Feeds, seeds (random dL/dy) and wrt for a case and its graph.
+ComputeArgs CaseArgs(const OpCase& c, const GraphDef& graph);
 
 // Runs the case forward and backward in float32 or float64, with the inputs
 // drawn from the case's seed.
-absl::StatusOr<RunResult> RunCase(const OpCase& c, DType float_dtype);
+absl::StatusOr<RunResult> RunCase(const OpCase& c, DType float_dtype,
+                                  const Limits& limits = Limits{});
+
+// Arguments that feed given values (in the order of c.inputs; a feed
+// overrides a parameter's or buffer's value), with dL/d(out0) = `seed` when
+// it is defined, and no wrt.
+ComputeArgs ValueArgs(const OpCase& c, std::vector<Tensor> values, Tensor seed,
+                      DType float_dtype);
+
+// Runs a case on given values, its inputs graph inputs, parameters or
+// buffers as placed; no wrt: the gradients are those of all parameters.
+absl::StatusOr<RunResult> RunPlaced(const OpCase& c, std::vector<Tensor> values,
+                                    Tensor seed, DType float_dtype);
 
 // Asserts (with gtest) that the gradients pass a finite-difference check in
-// float64, and that float32 outputs and gradients match float64 ones.
+// float64, that exactly the differentiable inputs get one, of their shape,
+// and that float32 outputs and gradients match float64 ones.
 void ExpectGradientsCorrect(const OpCase& c);
 
 // Asserts that planning or running the case fails with `code` and a message

@@ -232,6 +232,22 @@ class Server:
     def alive(self):
         return self.process.poll() is None
 
+    def serving(self):
+        """grpc.health.v1.Health/Check with an empty request answers SERVING
+        (field 1 = 1)."""
+        check = self.channel.unary_unary("/grpc.health.v1.Health/Check",
+                                         request_serializer=lambda b: b,
+                                         response_deserializer=lambda b: b)
+        return check(b"", timeout=10) == b"\x08\x01"
+
+    def peak_rss_bytes(self):
+        """The process's peak resident set (VmHWM), from /proc."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/<pid>/status")
+
     def output(self):
         if self.alive():
             return ""

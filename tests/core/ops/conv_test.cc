@@ -143,6 +143,38 @@ TEST(Conv2d, EmptyBatch) {
   ExpectClose(r->gradients.at("b"), F32({2}, {0, 0}), 0, "db");
 }
 
+// The bias gradient without the weight's (wrt [b] or [x, b]) ran oneDNN's
+// backward-weights without x, a null read inside oneDNN.
+TEST(Conv, BiasGradientWithoutTheWeights) {
+  const ConvCase blocked = {"Channels16", {1, 16, 4, 4}, {16, 16, 3, 3}, true};
+  for (const auto& [op, conv] : {std::make_pair("Conv1d", Conv1dCases()[0]),
+                                 std::make_pair("Conv2d", Conv2dCases()[0]),
+                                 std::make_pair("Conv2d", blocked)}) {
+    for (const std::vector<int>& wrt : {std::vector<int>{2}, {0, 2}}) {
+      for (Placements p : {Placements::kAllFeeds, Placements::kMixed}) {
+        ExpectGradientsCorrect(Placed(WithWrt(MakeCase(op, conv), wrt), p));
+      }
+    }
+  }
+}
+
+// The same with the weight a buffer: db = dY summed per channel.
+TEST(Conv, BiasGradientOfABufferWeight) {
+  OpCase c("Conv2d", {{"x", {1, 1, 3, 3}}, {"w", {2, 1, 2, 2}}, {"b", {2}}});
+  c.inputs[1].placement = Placement::kBuffer;
+  c.inputs[2].placement = Placement::kParameter;
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunPlaced(
+        c,
+        {F32({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9}),
+         F32({2, 1, 2, 2}, {1, 0, 0, -1, 0, 1, 1, 0}), F32({2}, {0.5, -0.5})},
+        F32({1, 2, 2, 2}, {1, 2, 3, 4, -1, 0, 0, 5}), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->gradients.size(), 1u);
+    ExpectClose(r->gradients.at("b"), F32({2}, {10, 4}), 0, "db");
+  }
+}
+
 struct BadConv {
   std::string name;
   std::string op;

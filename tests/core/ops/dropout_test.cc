@@ -84,6 +84,36 @@ TEST(Dropout, ExplicitMaskOverridesTheDraw) {
   ExpectGradientsCorrect(c);
 }
 
+// A given mask in wrt on a node without the mask output: Backward read the
+// gradient of a second output the node does not have (heap overflow).
+// dL/dmask = dL/dy·x/(1 - p), the mask being a factor of y = x·mask/(1 - p).
+TEST(Dropout, GradientOfAGivenMaskWithoutTheMaskOutput) {
+  OpCase c("Dropout", {{"x", {4}}, {"m", {4}, Init::kBernoulli}}, {{"p", 0.5}});
+  for (const std::vector<int>& wrt : {std::vector<int>{1}, {0, 1}}) {
+    for (Placements p : {Placements::kAllFeeds, Placements::kMixed}) {
+      ExpectGradientsCorrect(Placed(WithWrt(c, wrt), p));
+    }
+  }
+  auto r = RunOnValues(c, {F32({4}, {1, 2, 3, 4}), F32({4}, {1, 0, 0, 1})},
+                       F32({4}, {1, -1, 2, 0.5}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->gradients.at("m"), F32({4}, {2, -4, 12, 4}), 0, "dmask");
+}
+
+// Named, the mask output is the given mask: its gradient adds to dL/dmask.
+TEST(Dropout, GradientOfAGivenMaskThroughBothOutputs) {
+  OpCase c("Dropout", {{"x", {4}}, {"m", {4}}}, {{"p", 0.5}});
+  c.num_outputs = 2;
+  ComputeArgs args;
+  args.feeds = {{"x", F32({4}, {1, 2, 3, 4})}, {"m", F32({4}, {1, 0, 0, 1})}};
+  args.output_gradients = {{"out0", F32({4}, {1, 1, 1, 1})},
+                           {"out1", F32({4}, {10, 20, 30, 40})}};
+  args.wrt = {"m"};
+  auto r = Compute(SingleOpGraph(c), args, Limits{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->gradients.at("m"), F32({4}, {12, 24, 36, 48}), 0, "dmask");
+}
+
 TEST(Dropout, EvalIsTheIdentity) {
   OpCase c = DropoutCase({3, 4}, 0.5, 1);
   c.mode = Mode::kEval;

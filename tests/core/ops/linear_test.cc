@@ -50,6 +50,34 @@ TEST(Linear, EmptyBatch) {
               "dw");
 }
 
+// The bias gradient without the weight's (wrt [b] or [x, b]) ran oneDNN's
+// backward-weights without x: INTERNAL "could not execute a primitive".
+TEST(Linear, BiasGradientWithoutTheWeights) {
+  const OpCase c("Linear", {{"x", {5, 7}}, {"w", {3, 7}}, {"b", {3}}});
+  for (const std::vector<int>& wrt : {std::vector<int>{2}, {0, 2}}) {
+    for (Placements p : {Placements::kAllFeeds, Placements::kMixed}) {
+      ExpectGradientsCorrect(Placed(WithWrt(c, wrt), p));
+    }
+  }
+}
+
+// The same when the weight is a buffer: the gradients of all parameters
+// are then the bias's alone, db = dY summed over the batch.
+TEST(Linear, BiasGradientOfABufferWeight) {
+  OpCase c("Linear", {{"x", {2, 2}}, {"w", {2, 2}}, {"b", {2}}});
+  c.inputs[1].placement = Placement::kBuffer;
+  c.inputs[2].placement = Placement::kParameter;
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunPlaced(c,
+                       {F32({2, 2}, {1, 2, 3, 4}), F32({2, 2}, {1, 0, 0, 1}),
+                        F32({2}, {0, 0})},
+                       F32({2, 2}, {1, 2, 3, 4}), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->gradients.size(), 1u);
+    ExpectClose(r->gradients.at("b"), F32({2}, {4, 6}), 0, "db");
+  }
+}
+
 TEST(Linear, RejectsMismatchedWeight) {
   ExpectError(OpCase("Linear", {{"x", {4, 6}}, {"w", {2, 5}}, {""}}),
               absl::StatusCode::kInvalidArgument,

@@ -19,21 +19,13 @@ namespace gradserve::testing {
 inline absl::StatusOr<RunResult> RunOnValues(
     const OpCase& c, std::vector<Tensor> values, Tensor seed = Tensor(),
     DType float_dtype = DType::kFloat32) {
-  GraphDef graph = SingleOpGraph(c);
-  ComputeArgs args;
-  args.float_dtype = float_dtype;
-  args.mode = c.mode;
-  args.seed = c.seed;
-  for (size_t i = 0; i < c.inputs.size() && i < values.size(); ++i) {
-    const std::string& name = c.inputs[i].name;
-    if (name.empty()) continue;
-    if (seed.defined() && IsFloating(values[i].dtype())) {
-      args.wrt.push_back(name);
-    }
-    args.feeds[name] = std::move(values[i]);
+  const bool backward = seed.defined();
+  ComputeArgs args =
+      ValueArgs(c, std::move(values), std::move(seed), float_dtype);
+  for (const auto& [name, value] : args.feeds) {
+    if (backward && IsFloating(value.dtype())) args.wrt.push_back(name);
   }
-  if (seed.defined()) args.output_gradients["out0"] = std::move(seed);
-  return Compute(graph, args, Limits{});
+  return Compute(SingleOpGraph(c), args, Limits{});
 }
 
 // Expects the case to be rejected once its input `i` (schema name

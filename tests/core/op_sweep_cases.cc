@@ -1,0 +1,289 @@
+#include "tests/core/op_sweep_cases.h"
+
+#include <utility>
+
+#include "core/op_registry.h"
+#include "gtest/gtest.h"
+
+namespace gradserve::testing {
+namespace {
+
+using Ints = std::vector<int64_t>;
+
+TestInput In(std::string name, Shape shape, double lo = -1, double hi = 1) {
+  return {std::move(name), std::move(shape), Init::kUniform, lo, hi};
+}
+TestInput Away(std::string name, Shape shape) {
+  return {std::move(name), std::move(shape), Init::kAwayFromZero, 0.1, 1};
+}
+TestInput Labels(std::string name, int64_t n, int64_t classes) {
+  TestInput t{std::move(name), {n}, Init::kLabels};
+  t.classes = classes;
+  return t;
+}
+TestInput Mask(std::string name, Shape shape) {
+  return {std::move(name), std::move(shape), Init::kBernoulli};
+}
+const TestInput kAbsent{""};
+
+OpCase WithOutputs(OpCase c, int outputs) {
+  c.num_outputs = outputs;
+  return c;
+}
+OpCase InMode(OpCase c, Mode mode) {
+  c.mode = mode;
+  return c;
+}
+
+std::vector<OpCase> Binary(const std::string& op, double lo = -1) {
+  return {OpCase(op, {In("a", {2, 3}), In("b", {2, 3}, lo, 2)}),
+          OpCase(op, {In("a", {2, 1}), In("b", {1, 3}, lo, 2)}),
+          OpCase(op, {In("a", {2, 3}), In("b", {3}, lo, 2)})};
+}
+
+std::vector<OpCase> Unary(const std::string& op, TestInput x,
+                          AttrMap attrs = {}) {
+  return {OpCase(op, {std::move(x)}, std::move(attrs))};
+}
+
+std::vector<OpCase> Softmax(const std::string& op) {
+  return {OpCase(op, {In("x", {2, 4}, -3, 3)}),
+          OpCase(op, {In("x", {2, 3, 2}, -3, 3)}, {{"axis", int64_t{1}}})};
+}
+
+std::vector<OpCase> Conv(const std::string& op, int spatial) {
+  const Shape k(spatial, 2);
+  auto shape = [&](Shape lead, int64_t extent) {
+    lead.insert(lead.end(), spatial, extent);
+    return lead;
+  };
+  const AttrValue grouped_stride =
+      spatial == 1 ? AttrValue(int64_t{2}) : AttrValue(Ints{2, 1});
+  const AttrValue padding =
+      spatial == 1 ? AttrValue(int64_t{1}) : AttrValue(Ints{1, 0});
+  return {
+      OpCase(op, {In("x", shape({2, 2}, 4)), In("w", shape({3, 2}, 2)),
+                  In("b", {3})}),
+      OpCase(op,
+             {In("x", shape({1, 4}, 5)), In("w", shape({4, 2}, 3)), kAbsent},
+             {{"groups", int64_t{2}},
+              {"stride", grouped_stride},
+              {"padding", padding}}),
+      // Enough channels for oneDNN's blocked layouts.
+      OpCase(op, {In("x", shape({1, 16}, 3)), In("w", shape({16, 16}, 1)),
+                  In("b", {16})}),
+  };
+}
+
+std::vector<OpCase> Pool(const std::string& op) {
+  return {OpCase(op, {In("x", {1, 2, 4, 4})}, {{"kernel", Ints{2, 2}}}),
+          OpCase(op, {In("x", {1, 1, 5, 5})},
+                 {{"kernel", Ints{3, 3}},
+                  {"stride", Ints{2, 2}},
+                  {"padding", Ints{1, 1}}})};
+}
+
+// x, weight and bias (each present or not), running mean and variance.
+OpCase BatchNorm(Shape x, Mode mode, bool weight, bool bias) {
+  const Shape c = {x[1]};
+  return InMode(
+      OpCase("BatchNorm", {In("x", std::move(x), -2, 2),
+                           weight ? In("w", c, 0.5, 1.5) : kAbsent,
+                           bias ? In("b", c) : kAbsent, In("rm", c, -0.5, 0.5),
+                           In("rv", c, 0.5, 2)}),
+      mode);
+}
+
+std::vector<OpCase> BatchNorms() {
+  std::vector<OpCase> cases;
+  for (Mode mode : {Mode::kTrain, Mode::kEval}) {
+    for (int affine = 0; affine < 4; ++affine) {
+      cases.push_back(BatchNorm({4, 3}, mode, affine & 1, affine & 2));
+    }
+  }
+  cases.push_back(BatchNorm({2, 3, 3}, Mode::kTrain, true, true));
+  cases.push_back(BatchNorm({2, 2, 2, 3}, Mode::kEval, true, true));
+  return cases;
+}
+
+std::vector<OpCase> LayerNorms() {
+  return {
+      OpCase("LayerNorm",
+             {In("x", {3, 4}, -2, 2), In("w", {4}, 0.5, 1.5), In("b", {4})}),
+      OpCase("LayerNorm", {In("x", {3, 4}, -2, 2), In("w", {4}), kAbsent}),
+      OpCase("LayerNorm", {In("x", {3, 4}, -2, 2), kAbsent, In("b", {4})}),
+      OpCase("LayerNorm", {In("x", {2, 2, 3}, -2, 2), kAbsent, kAbsent},
+             {{"axes", int64_t{2}}}),
+  };
+}
+
+std::vector<OpCase> Dropouts() {
+  const AttrMap p = {{"p", 0.3}};
+  const OpCase drawn("Dropout", {In("x", {3, 4})}, p);
+  const OpCase given("Dropout", {In("x", {3, 4}), Mask("m", {3, 4})}, p);
+  return {drawn,
+          WithOutputs(drawn, 2),
+          given,
+          WithOutputs(given, 2),
+          InMode(drawn, Mode::kEval),
+          InMode(WithOutputs(given, 2), Mode::kEval)};
+}
+
+std::vector<OpCase> Losses(const std::string& op, TestInput first,
+                           TestInput target) {
+  std::vector<OpCase> cases;
+  for (const char* reduction : {"mean", "sum"}) {
+    cases.push_back(OpCase(op, {first, target}, {{"reduction", reduction}}));
+  }
+  return cases;
+}
+
+std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
+  std::map<std::string, std::vector<OpCase>> t;
+  t["Linear"] = {
+      OpCase("Linear", {In("x", {3, 4}), In("w", {2, 4}), In("b", {2})}),
+      OpCase("Linear", {In("x", {2, 2, 3}), In("w", {2, 3}), kAbsent})};
+  t["MatMul"] = {OpCase("MatMul", {In("a", {3, 4}), In("b", {4, 2})}),
+                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 2, 3})}),
+                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 3})})};
+  t["Add"] = Binary("Add");
+  t["Sub"] = Binary("Sub");
+  t["Mul"] = Binary("Mul");
+  t["Div"] = Binary("Div", 0.5);
+  t["Scale"] = Unary("Scale", In("x", {2, 3}), {{"factor", 2.5}});
+  t["Sum"] = {OpCase("Sum", {In("x", {2, 3, 2})}),
+              OpCase("Sum", {In("x", {2, 3, 2})},
+                     {{"axes", Ints{1}}, {"keepdims", int64_t{1}}})};
+  t["Mean"] = {OpCase("Mean", {In("x", {2, 3, 2})}),
+               OpCase("Mean", {In("x", {2, 3, 2})}, {{"axes", Ints{0, -1}}})};
+  t["ReLU"] = Unary("ReLU", Away("x", {2, 3}));
+  t["LeakyReLU"] = Unary("LeakyReLU", Away("x", {2, 3}), {{"alpha", 0.2}});
+  t["ELU"] = Unary("ELU", Away("x", {2, 3}), {{"alpha", 0.7}});
+  t["GELU"] = Unary("GELU", In("x", {2, 3}, -3, 3));
+  t["Tanh"] = Unary("Tanh", In("x", {2, 3}, -2, 2));
+  t["Sigmoid"] = Unary("Sigmoid", In("x", {2, 3}, -3, 3));
+  t["Exp"] = Unary("Exp", In("x", {2, 3}));
+  t["Log"] = Unary("Log", In("x", {2, 3}, 0.2, 3));
+  t["Softmax"] = Softmax("Softmax");
+  t["LogSoftmax"] = Softmax("LogSoftmax");
+  t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
+  t["Reshape"] = Unary("Reshape", In("x", {2, 3, 2}), {{"shape", Ints{3, -1}}});
+  t["Concat"] = {
+      OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
+      OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
+             {{"axis", int64_t{0}}})};
+  t["Conv1d"] = Conv("Conv1d", 1);
+  t["Conv2d"] = Conv("Conv2d", 2);
+  t["MaxPool2d"] = Pool("MaxPool2d");
+  t["AvgPool2d"] = Pool("AvgPool2d");
+  t["BatchNorm"] = BatchNorms();
+  t["LayerNorm"] = LayerNorms();
+  t["Dropout"] = Dropouts();
+  t["MSELoss"] = Losses("MSELoss", In("p", {2, 3}), In("t", {2, 3}));
+  t["CrossEntropyLoss"] =
+      Losses("CrossEntropyLoss", In("z", {3, 4}, -2, 2), Labels("t", 3, 4));
+  t["CrossEntropyLoss"].push_back(
+      OpCase("CrossEntropyLoss",
+             {In("z", {3, 4}, -2, 2), {"t", {3, 4}, Init::kProbabilities}}));
+  t["NLLLoss"] =
+      Losses("NLLLoss", In("lp", {3, 4}, -3, -0.1), Labels("t", 3, 4));
+  t["BCELoss"] =
+      Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
+  t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
+                                  In("t", {2, 3}, 0, 1));
+  return t;
+}
+
+// A zero batch; the other dims large where an op might allocate per dim.
+std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
+  constexpr int64_t kWide = int64_t{1} << 20;
+  constexpr int64_t kChannels = int64_t{1} << 14;
+  std::map<std::string, std::vector<OpCase>> t;
+  t["Linear"] = {
+      OpCase("Linear", {In("x", {0, 5}), In("w", {3, 5}), In("b", {3})})};
+  t["MatMul"] = {OpCase("MatMul", {In("a", {0, 4}), In("b", {4, 3})})};
+  for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
+    t[op] = {OpCase(op, {In("a", {0, 4096}), In("b", {1, 4096}, 0.5, 2)})};
+  }
+  for (const char* op :
+       {"Scale", "ReLU", "LeakyReLU", "ELU", "GELU", "Tanh", "Sigmoid", "Exp",
+        "Log", "Flatten", "Softmax", "LogSoftmax"}) {
+    t[op] = Unary(op, In("x", {0, kWide, 1}, 0.5, 2));
+  }
+  t["Reshape"] = Unary("Reshape", In("x", {0, kWide}), {{"shape", Ints{0, 4}}});
+  t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
+  t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
+  t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};
+  t["Conv1d"] = {OpCase(
+      "Conv1d", {In("x", {0, 2, kWide}), In("w", {3, 2, 2}), In("b", {3})})};
+  t["Conv2d"] = {OpCase("Conv2d", {In("x", {0, 2, 1024, 1024}),
+                                   In("w", {3, 2, 2, 2}), In("b", {3})})};
+  for (const char* op : {"MaxPool2d", "AvgPool2d"}) {
+    t[op] = {
+        OpCase(op, {In("x", {0, 2, 2048, 2048})}, {{"kernel", Ints{2, 2}}})};
+  }
+  // TRAIN needs more than one value per channel: EVAL only.
+  t["BatchNorm"] = {BatchNorm({0, kChannels}, Mode::kEval, false, false),
+                    BatchNorm({0, kChannels, 4}, Mode::kEval, true, true)};
+  t["LayerNorm"] = {
+      OpCase("LayerNorm", {In("x", {0, kWide}), kAbsent, kAbsent}),
+      OpCase("LayerNorm", {In("x", {0, kChannels}), In("w", {kChannels}),
+                           In("b", {kChannels})})};
+  const OpCase drop("Dropout", {In("x", {0, kWide}), Mask("m", {0, kWide})});
+  t["Dropout"] = {drop, WithOutputs(drop, 2), InMode(drop, Mode::kEval),
+                  OpCase("Dropout", {In("x", {0, kWide})})};
+  t["MSELoss"] = {
+      OpCase("MSELoss", {In("p", {0, kWide}), In("t", {0, kWide})})};
+  t["BCELoss"] = {OpCase(
+      "BCELoss", {In("p", {0, kWide}, 0.1, 0.9), In("t", {0, kWide}, 0, 1)})};
+  t["BCEWithLogitsLoss"] = {OpCase(
+      "BCEWithLogitsLoss", {In("z", {0, kWide}), In("t", {0, kWide}, 0, 1)})};
+  t["CrossEntropyLoss"] = {
+      OpCase("CrossEntropyLoss", {In("z", {0, kWide}), Labels("t", 0, kWide)}),
+      OpCase("CrossEntropyLoss",
+             {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
+  t["NLLLoss"] = {
+      OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  return t;
+}
+
+}  // namespace
+
+const std::map<std::string, std::vector<OpCase>>& SweepCases() {
+  static const auto* const cases =
+      new std::map<std::string, std::vector<OpCase>>(MakeSweepCases());
+  return *cases;
+}
+
+const std::map<std::string, std::vector<OpCase>>& EmptyCases() {
+  static const auto* const cases =
+      new std::map<std::string, std::vector<OpCase>>(MakeEmptyCases());
+  return *cases;
+}
+
+std::vector<std::string> RegisteredOps() {
+  std::vector<std::string> names;
+  for (const OpSchema* schema : OpRegistry::Global().All()) {
+    names.push_back(schema->name);
+  }
+  return names;
+}
+
+void ForEachWrtSubset(const std::map<std::string, std::vector<OpCase>>& table,
+                      const std::string& op,
+                      const std::function<void(const OpCase&)>& f) {
+  auto it = table.find(op);
+  if (it == table.end() || it->second.empty()) {
+    ADD_FAILURE() << "op " << op << " has no case in the table";
+    return;
+  }
+  for (const OpCase& base : it->second) {
+    const std::vector<int> floats = FloatInputs(base);
+    EXPECT_FALSE(floats.empty()) << CaseName(base);
+    for (const std::vector<int>& subset : NonEmptySubsets(floats)) {
+      f(WithWrt(base, subset));
+    }
+  }
+}
+
+}  // namespace gradserve::testing
