@@ -2,6 +2,7 @@
 process on a free loopback port, and a Compute wrapper."""
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -83,6 +84,27 @@ def compute_request(g, feeds=None, fetch=(), loss="", output_gradients=None, wrt
     for name, value in (output_gradients or {}).items():
         req.output_gradients[name].CopyFrom(tensor(value))
     return req
+
+
+# Sessions and activations live on one replica; calls naming one send the
+# route part of its id ("<route>.<32 hex>") so a balancer hashes them there,
+# and CreateSession/Forward send the route the new id is to start with.
+ROUTE_METADATA = "gradserve-route"
+
+
+def new_route():
+    """A random route, as the C++ client draws one: 8 hex digits."""
+    return secrets.token_hex(4)
+
+
+def route_of(object_id):
+    """The route of a session or activation id ('' when it has none)."""
+    return object_id.rpartition(".")[0]
+
+
+def routed(route):
+    """Call metadata that sends `route` (pass as metadata=...)."""
+    return ((ROUTE_METADATA, route),)
 
 
 class Result:
