@@ -15,7 +15,9 @@
 // picks for the route (ReplicaFor below). The choice depends only on the
 // route and the set of addresses, so another client (another process, the
 // list in another order) given the same set reaches the same replica, and
-// an address left out moves only the routes that were on it. A single
+// an address left out moves only the routes that were on it. (nginx's ring
+// places routes otherwise: a session made through a balancer is reached
+// through it, not over a list.) A single
 // address or a name ("dns:///...") hides the replicas from the client:
 // routed calls then go over the one channel with the metadata, which is
 // right behind a balancer, not for a name that resolves to several
