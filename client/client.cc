@@ -4,6 +4,9 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -20,61 +23,131 @@ namespace gradserve::client {
 namespace pb = ::gradserve::v1;
 namespace health = ::grpc::health::v1;
 
-absl::StatusOr<std::string> ChannelTarget(const std::string& target) {
-  if (target.find(',') == std::string::npos) return target;
-  std::vector<std::string> v4, v6;
+namespace {
+
+// One "host:port" or "[v6]:port" as "ip:port" / "[ip]:port".
+absl::StatusOr<std::string> Resolve(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server address '", address, "' has no port"));
+  }
+  std::string host(
+      absl::StripSuffix(absl::StripPrefix(address.substr(0, colon), "["), "]"));
+  const std::string port(address.substr(colon + 1));
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server address '", address, "' does not resolve"));
+  }
+  char ip[INET6_ADDRSTRLEN] = {};
+  std::string resolved;
+  if (found->ai_family == AF_INET6) {
+    inet_ntop(AF_INET6,
+              &reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr, ip,
+              sizeof(ip));
+    resolved = absl::StrCat("[", ip, "]:", port);
+  } else {
+    inet_ntop(AF_INET,
+              &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, ip,
+              sizeof(ip));
+    resolved = absl::StrCat(ip, ":", port);
+  }
+  freeaddrinfo(found);
+  return resolved;
+}
+
+bool IsV6(const std::string& resolved) { return resolved[0] == '['; }
+
+uint64_t Fnv1a(absl::string_view bytes, uint64_t hash) {
+  for (unsigned char c : bytes) hash = (hash ^ c) * 0x100000001b3ull;
+  return hash;
+}
+
+// MurmurHash3's finalizer: every input bit flips each output bit about half
+// the time, so the highest of several hashes is a fair draw.
+uint64_t Mix(uint64_t h) {
+  h = (h ^ (h >> 33)) * 0xff51afd7ed558ccdull;
+  h = (h ^ (h >> 33)) * 0xc4ceb9fe1a85ec53ull;
+  return h ^ (h >> 33);
+}
+
+std::string DrawRoute() {
+  std::random_device device;
+  std::uniform_int_distribution<uint32_t> any;
+  return absl::StrCat(absl::Hex(any(device), absl::kZeroPad8));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ListedAddresses(
+    const std::string& target) {
+  std::vector<std::string> addresses;
+  if (target.find(',') == std::string::npos) return addresses;
   for (absl::string_view address :
        absl::StrSplit(target, ',', absl::SkipEmpty())) {
-    // host:port, or [v6]:port
-    const size_t colon = address.rfind(':');
-    if (colon == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("server address '", address, "' has no port"));
-    }
-    std::string host(absl::StripSuffix(
-        absl::StripPrefix(address.substr(0, colon), "["), "]"));
-    const std::string port(address.substr(colon + 1));
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* found = nullptr;
-    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 ||
-        found == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("server address '", address, "' does not resolve"));
-    }
-    char ip[INET6_ADDRSTRLEN] = {};
-    if (found->ai_family == AF_INET6) {
-      inet_ntop(AF_INET6,
-                &reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr, ip,
-                sizeof(ip));
-      v6.push_back(absl::StrCat("[", ip, "]:", port));
-    } else {
-      inet_ntop(AF_INET,
-                &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, ip,
-                sizeof(ip));
-      v4.push_back(absl::StrCat(ip, ":", port));
-    }
-    freeaddrinfo(found);
+    ASSIGN_OR_RETURN(std::string resolved, Resolve(address));
+    addresses.push_back(std::move(resolved));
   }
-  if (!v4.empty() && !v6.empty()) {
+  return addresses;
+}
+
+absl::StatusOr<std::string> ChannelTarget(const std::string& target) {
+  if (target.find(',') == std::string::npos) return target;
+  ASSIGN_OR_RETURN(std::vector<std::string> addresses, ListedAddresses(target));
+  const auto v6 = std::count_if(addresses.begin(), addresses.end(), IsV6);
+  if (v6 != 0 && v6 != static_cast<int64_t>(addresses.size())) {
     return absl::InvalidArgumentError(
         "server addresses mix IPv4 and IPv6; use one family");
   }
-  return v4.empty() ? absl::StrCat("ipv6:", absl::StrJoin(v6, ","))
-                    : absl::StrCat("ipv4:", absl::StrJoin(v4, ","));
+  return absl::StrCat(v6 != 0 ? "ipv6:" : "ipv4:",
+                      absl::StrJoin(addresses, ","));
+}
+
+std::string RouteOfId(const std::string& id) {
+  const size_t dot = id.rfind('.');
+  return dot == std::string::npos ? "" : id.substr(0, dot);
+}
+
+size_t ReplicaFor(const std::string& route,
+                  const std::vector<std::string>& addresses) {
+  size_t best = 0;
+  uint64_t best_hash = 0;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    // FNV-1a of address, a separator that no address holds, and the route.
+    uint64_t hash = Fnv1a(addresses[i], 0xcbf29ce484222325ull);
+    hash = Mix(Fnv1a(route, Fnv1a(absl::string_view("\n", 1), hash)));
+    if (i == 0 || hash > best_hash) {
+      best = i;
+      best_hash = hash;
+    }
+  }
+  return best;
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     const ClientOptions& options) {
   ASSIGN_OR_RETURN(std::string target, ChannelTarget(options.target));
-  return std::unique_ptr<Client>(new Client(options, target));
+  ASSIGN_OR_RETURN(std::vector<std::string> addresses,
+                   ListedAddresses(options.target));
+  return std::unique_ptr<Client>(new Client(options, target, addresses));
 }
 
-Client::Client(const ClientOptions& options, const std::string& target)
-    : timeout_(options.timeout) {
+Client::Client(const ClientOptions& options, const std::string& target,
+               const std::vector<std::string>& addresses)
+    : timeout_(options.timeout), addresses_(addresses) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // One channel per listed address, for routed calls.
+  for (const std::string& address : addresses_) {
+    replicas_.push_back(pb::GradientService::NewStub(grpc::CreateCustomChannel(
+        absl::StrCat(IsV6(address) ? "ipv6:" : "ipv4:", address),
+        grpc::InsecureChannelCredentials(), args)));
+  }
   // Every call to the next address: spreads load over replicas when the
   // target names several (a list, or a DNS name with several records).
   args.SetLoadBalancingPolicyName("round_robin");
@@ -84,12 +157,13 @@ Client::Client(const ClientOptions& options, const std::string& target)
   health_ = health::Health::NewStub(channel_);
 }
 
-template <typename Request, typename Response, typename Call>
-absl::StatusOr<Response> Client::Unary(const Request& request, Call call) {
+template <typename Response, typename Call>
+absl::StatusOr<Response> Client::Unary(const std::string& route, Call call) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  if (!route.empty()) context.AddMetadata(kRouteMetadata, route);
   Response response;
-  grpc::Status status = call(&context, request, &response);
+  grpc::Status status = call(&context, &response);
   if (!status.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                         status.error_message());
@@ -97,11 +171,23 @@ absl::StatusOr<Response> Client::Unary(const Request& request, Call call) {
   return response;
 }
 
+template <typename Request, typename Response>
+absl::StatusOr<Response> Client::Routed(Method<Request, Response> method,
+                                        const Request& request,
+                                        const std::string& route) {
+  Stub& stub = StubFor(route);
+  return Unary<Response>(route, [&](auto* context, Response* response) {
+    return (stub.*method)(context, request, response);
+  });
+}
+
+Client::Stub& Client::StubFor(const std::string& route) {
+  if (route.empty() || replicas_.empty()) return *service_;
+  return *replicas_[ReplicaFor(route, addresses_)];
+}
+
 absl::StatusOr<pb::GetServerInfoResponse> Client::Info() {
-  return Unary<pb::GetServerInfoRequest, pb::GetServerInfoResponse>(
-      pb::GetServerInfoRequest(), [&](auto* c, const auto& req, auto* resp) {
-        return service_->GetServerInfo(c, req, resp);
-      });
+  return Routed(&Stub::GetServerInfo, pb::GetServerInfoRequest(), "");
 }
 
 absl::StatusOr<health::HealthCheckResponse::ServingStatus> Client::Health(
@@ -109,28 +195,83 @@ absl::StatusOr<health::HealthCheckResponse::ServingStatus> Client::Health(
   health::HealthCheckRequest request;
   request.set_service(service);
   auto response =
-      Unary<health::HealthCheckRequest, health::HealthCheckResponse>(
-          request, [&](auto* c, const auto& req, auto* resp) {
-            return health_->Check(c, req, resp);
-          });
+      Unary<health::HealthCheckResponse>("", [&](auto* context, auto* out) {
+        return health_->Check(context, request, out);
+      });
   if (!response.ok()) return response.status();
   return response->status();
 }
 
 absl::StatusOr<pb::DescribeResponse> Client::Describe(
     const pb::DescribeRequest& request) {
-  return Unary<pb::DescribeRequest, pb::DescribeResponse>(
-      request, [&](auto* c, const auto& req, auto* resp) {
-        return service_->Describe(c, req, resp);
-      });
+  return Routed(&Stub::Describe, request, RouteOfId(request.session_id()));
 }
 
 absl::StatusOr<pb::ComputeResponse> Client::Compute(
     const pb::ComputeRequest& request) {
-  return Unary<pb::ComputeRequest, pb::ComputeResponse>(
-      request, [&](auto* c, const auto& req, auto* resp) {
-        return service_->Compute(c, req, resp);
-      });
+  return Routed(&Stub::Compute, request, RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::CreateSessionResponse> Client::CreateSession(
+    const pb::CreateSessionRequest& request, const std::string& route) {
+  return Routed(&Stub::CreateSession, request,
+                route.empty() ? DrawRoute() : route);
+}
+
+absl::StatusOr<pb::CloseSessionResponse> Client::CloseSession(
+    const pb::CloseSessionRequest& request) {
+  return Routed(&Stub::CloseSession, request, RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::ListSessionsResponse> Client::ListSessions() {
+  if (replicas_.empty()) {
+    return Routed(&Stub::ListSessions, pb::ListSessionsRequest(), "");
+  }
+  pb::ListSessionsResponse all;
+  for (size_t i = 0; i < replicas_.size(); ++i) {
+    auto listed =
+        Unary<pb::ListSessionsResponse>("", [&](auto* context, auto* out) {
+          return replicas_[i]->ListSessions(context, {}, out);
+        });
+    if (!listed.ok()) {
+      return absl::Status(
+          listed.status().code(),
+          absl::StrCat("listing the sessions of ", addresses_[i], ": ",
+                       listed.status().message()));
+    }
+    for (auto& session : *listed->mutable_sessions()) {
+      *all.add_sessions() = std::move(session);
+    }
+  }
+  return all;
+}
+
+absl::StatusOr<pb::GetParametersResponse> Client::GetParameters(
+    const pb::GetParametersRequest& request) {
+  return Routed(&Stub::GetParameters, request, RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::SetParametersResponse> Client::SetParameters(
+    const pb::SetParametersRequest& request) {
+  return Routed(&Stub::SetParameters, request, RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::TrainStepResponse> Client::TrainStep(
+    const pb::TrainStepRequest& request) {
+  return Routed(&Stub::TrainStep, request, RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::ForwardResponse> Client::Forward(
+    const pb::ForwardRequest& request, const std::string& route) {
+  if (request.has_session_id()) {
+    return Routed(&Stub::Forward, request, RouteOfId(request.session_id()));
+  }
+  return Routed(&Stub::Forward, request, route.empty() ? DrawRoute() : route);
+}
+
+absl::StatusOr<pb::BackwardResponse> Client::Backward(
+    const pb::BackwardRequest& request) {
+  return Routed(&Stub::Backward, request, RouteOfId(request.activation_id()));
 }
 
 }  // namespace gradserve::client

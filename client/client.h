@@ -1,10 +1,33 @@
-// A small C++ client for gradserve: one channel, a deadline on every call,
-// and the server's status carried back as an absl::Status.
+// A small C++ client for gradserve: a deadline on every call, and the
+// server's status carried back as an absl::Status.
+//
+// Sessions and activations live on the one replica that made them. Their
+// ids are "<route>.<32 hex>", and every call that names one sends the
+// metadata `gradserve-route: <route>`; CreateSession and Forward send the
+// route the caller chose or one the client draws (8 hex digits), and the
+// server starts the new id with it. A balancer in front of the replicas
+// hashes on that metadata (deploy/nginx.conf), so all calls of a session
+// reach its replica; calls without it (Compute of a graph, Info) spread.
+//
+// A target that is a list of addresses has no balancer in front, so the
+// client is its own: besides the round-robin channel it keeps a channel per
+// address, and sends a routed call to the address that rendezvous hashing
+// picks for the route (ReplicaFor below). The choice depends only on the
+// route and the set of addresses, so another client (another process, the
+// list in another order) given the same set reaches the same replica, and
+// an address left out moves only the routes that were on it. (nginx's ring
+// places routes otherwise: a session made through a balancer is reached
+// through it, not over a list.) A single
+// address or a name ("dns:///...") hides the replicas from the client:
+// routed calls then go over the one channel with the metadata, which is
+// right behind a balancer, not for a name that resolves to several
+// replicas directly (list them instead).
 #ifndef GRADSERVE_CLIENT_CLIENT_H_
 #define GRADSERVE_CLIENT_CLIENT_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -29,6 +52,24 @@ struct ClientOptions {
 // is passed on.
 absl::StatusOr<std::string> ChannelTarget(const std::string& target);
 
+// The addresses of a comma-separated list, resolved as ChannelTarget does
+// ("10.0.0.1:50051", "[::1]:50051"); empty for a target that is no list.
+absl::StatusOr<std::vector<std::string>> ListedAddresses(
+    const std::string& target);
+
+// The metadata key of routes (the server's kRouteMetadata, server/rpc.h).
+inline constexpr char kRouteMetadata[] = "gradserve-route";
+
+// The route part of a session or activation id ("" when it has none).
+std::string RouteOfId(const std::string& id);
+
+// Which of `addresses` holds the objects of `route`: the one with the
+// highest hash of (address, route) (64-bit FNV-1a and MurmurHash3's
+// finalizer), i.e. rendezvous hashing.
+// Needs a non-empty list.
+size_t ReplicaFor(const std::string& route,
+                  const std::vector<std::string>& addresses);
+
 class Client {
  public:
   // Fails only for a list with a host name that does not resolve.
@@ -40,19 +81,61 @@ class Client {
       const std::string& service = "");
   absl::StatusOr<gradserve::v1::DescribeResponse> Describe(
       const gradserve::v1::DescribeRequest& request);
+  // Compute and Describe of a graph spread; of a session_id they go to the
+  // session's replica.
   absl::StatusOr<gradserve::v1::ComputeResponse> Compute(
       const gradserve::v1::ComputeRequest& request);
 
- private:
-  Client(const ClientOptions& options, const std::string& target);
+  // Sessions. `route` (1 to 64 of [A-Za-z0-9_-]) groups sessions on one
+  // replica; empty: the client draws one.
+  absl::StatusOr<gradserve::v1::CreateSessionResponse> CreateSession(
+      const gradserve::v1::CreateSessionRequest& request,
+      const std::string& route = "");
+  absl::StatusOr<gradserve::v1::CloseSessionResponse> CloseSession(
+      const gradserve::v1::CloseSessionRequest& request);
+  // With a list of addresses, the sessions of every replica; else those of
+  // the replica the call reaches (behind a balancer: any one of them).
+  absl::StatusOr<gradserve::v1::ListSessionsResponse> ListSessions();
+  absl::StatusOr<gradserve::v1::GetParametersResponse> GetParameters(
+      const gradserve::v1::GetParametersRequest& request);
+  absl::StatusOr<gradserve::v1::SetParametersResponse> SetParameters(
+      const gradserve::v1::SetParametersRequest& request);
+  absl::StatusOr<gradserve::v1::TrainStepResponse> TrainStep(
+      const gradserve::v1::TrainStepRequest& request);
 
-  template <typename Request, typename Response, typename Call>
-  absl::StatusOr<Response> Unary(const Request& request, Call call);
+  // Forward of a graph keeps its activations under `route` (empty: a drawn
+  // one); of a session, under the session's route (`route` is not used).
+  absl::StatusOr<gradserve::v1::ForwardResponse> Forward(
+      const gradserve::v1::ForwardRequest& request,
+      const std::string& route = "");
+  absl::StatusOr<gradserve::v1::BackwardResponse> Backward(
+      const gradserve::v1::BackwardRequest& request);
+
+ private:
+  using Stub = gradserve::v1::GradientService::Stub;
+  template <typename Request, typename Response>
+  using Method = grpc::Status (Stub::*)(grpc::ClientContext*, const Request&,
+                                        Response*);
+
+  Client(const ClientOptions& options, const std::string& target,
+         const std::vector<std::string>& addresses);
+
+  template <typename Response, typename Call>
+  absl::StatusOr<Response> Unary(const std::string& route, Call call);
+  // `method` on the stub for `route` ("" = round-robin, no metadata).
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Routed(Method<Request, Response> method,
+                                  const Request& request,
+                                  const std::string& route);
+  Stub& StubFor(const std::string& route);
 
   const absl::Duration timeout_;
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<gradserve::v1::GradientService::Stub> service_;
+  std::unique_ptr<Stub> service_;  // round-robin over all addresses
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  // A list's addresses and a channel to each (empty for other targets).
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<Stub>> replicas_;
 };
 
 }  // namespace gradserve::client

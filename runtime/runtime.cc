@@ -142,6 +142,8 @@ absl::StatusOr<GraphSummary> Runtime::Describe(const CallContext& ctx,
 
 absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
                                               ForwardCall call) {
+  // The route of the new activation id, as CreateSession checks it.
+  if (!ctx.route.empty()) RETURN_IF_ERROR(CheckRoute(ctx.route));
   ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
   RETURN_IF_ERROR(activations_.CheckTtl(call.ttl_seconds));
   // The activation's id carries the route, as a new session's does.

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 import gs  # noqa: E402
 from gradserve.v1 import gradient_service_pb2 as pb  # noqa: E402
 from gradserve.v1 import gradient_service_pb2_grpc as pb_grpc  # noqa: E402
+from gradserve.v1 import session_pb2  # noqa: E402
 
 IMAGE = "localhost/gradserve:test-deploy"
 
@@ -62,14 +63,31 @@ def connect(address):
 # ---------------------------------------------------------------- files
 
 
-def test_kubernetes_manifests_parse_and_agree():
+def nginx_conf():
+    with open(os.path.join(ROOT, "deploy", "nginx.conf")) as f:
+        return f.read()
+
+
+def upstream_servers(conf):
+    """The server lines of the upstream, in order."""
+    block = re.search(r"# BEGIN replicas\n(.*?)# END replicas", conf, re.S).group(1)
+    return re.findall(r"^\s*server (\S+);$", block, re.M)
+
+
+def k8s_docs():
     docs = {}
-    for name in ("deployment.yaml", "service.yaml", "hpa.yaml"):
+    for name in ("statefulset.yaml", "service.yaml", "balancer.yaml"):
         with open(os.path.join(ROOT, "deploy", "k8s", name)) as f:
             for doc in yaml.safe_load_all(f):
                 docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    deployment = docs[("Deployment", "gradserve")]
-    pod = deployment["spec"]["template"]["spec"]
+    return docs
+
+
+def test_kubernetes_manifests_parse_and_agree():
+    docs = k8s_docs()
+    replicas = docs[("StatefulSet", "gradserve")]
+    assert replicas["spec"]["serviceName"] == "gradserve-headless"
+    pod = replicas["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["grpc"]["port"] == 50051
     assert container["livenessProbe"]["grpc"]["port"] == 50051
@@ -77,18 +95,47 @@ def test_kubernetes_manifests_parse_and_agree():
                  if a.startswith("--shutdown_grace_seconds="))
     assert pod["terminationGracePeriodSeconds"] > grace
     assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"]
-    assert docs[("Service", "gradserve-headless")]["spec"]["clusterIP"] == "None"
-    assert "clusterIP" not in docs[("Service", "gradserve")]["spec"]
-    hpa = docs[("HorizontalPodAutoscaler", "gradserve")]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "gradserve"
+    headless = docs[("Service", "gradserve-headless")]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["selector"] == replicas["spec"]["selector"]["matchLabels"]
+    # One Service per replica, each selecting its pod, is a server line of
+    # the balancer, whose config is deploy/nginx.conf itself.
+    names = [f"gradserve-{i}" for i in range(replicas["spec"]["replicas"])]
+    for name in names:
+        spec = docs[("Service", name)]["spec"]
+        assert spec["selector"] == {"statefulset.kubernetes.io/pod-name": name}
+        assert "clusterIP" not in spec
+        assert spec["ports"][0]["port"] == 50051
+    config = docs[("ConfigMap", "gradserve-balancer")]["data"]["nginx.conf"]
+    assert config == nginx_conf()
+    assert upstream_servers(config) == [f"{n}:50051" for n in names]
+    # Clients' Service reaches the nginx pods, and only them.
+    balancer = docs[("Deployment", "gradserve-balancer")]["spec"]
+    labels = balancer["template"]["metadata"]["labels"]
+    entry = docs[("Service", "gradserve")]["spec"]
+    assert "clusterIP" not in entry
+    assert entry["selector"] == labels
+    assert not set(headless["selector"].items()) <= set(labels.items())
+    nginx = balancer["template"]["spec"]["containers"][0]
+    assert nginx["ports"][0]["containerPort"] == 8080
+    assert nginx["readinessProbe"]["tcpSocket"]["port"] == 8080
+    assert "listen 8080 http2;" in config
+    mount = nginx["volumeMounts"][0]
+    assert (mount["mountPath"], mount["subPath"]) == ("/etc/nginx/nginx.conf", "nginx.conf")
 
 
 def test_compose_file_parses():
     with open(os.path.join(ROOT, "deploy", "compose.yaml")) as f:
         compose = yaml.safe_load(f)
-    assert set(compose["services"]) == {"gradserve", "balancer"}
-    assert compose["services"]["gradserve"]["deploy"]["replicas"] >= 2
-    assert "health" in compose["services"]["gradserve"]["healthcheck"]["test"]
+    services = compose["services"]
+    balancer = services.pop("balancer")
+    # Each replica a service of its own, each a server line of nginx.conf.
+    assert len(services) >= 2
+    assert upstream_servers(nginx_conf()) == [f"{n}:50051" for n in sorted(services)]
+    assert set(balancer["depends_on"]) == set(services)
+    for service in services.values():
+        assert "health" in service["healthcheck"]["test"]
+        assert "replicas" not in service.get("deploy", {})
 
 
 class Nginx:
@@ -98,19 +145,35 @@ class Nginx:
     def __init__(self, backends):
         self.dir = tempfile.mkdtemp(prefix="gradserve-nginx-")
         self.port = gs.free_port()
-        with open(os.path.join(ROOT, "deploy", "nginx.conf")) as f:
-            conf = f.read()
-        servers = "".join(f"server {b};\n    " for b in backends)
-        conf, n = re.subn(r"server gradserve:50051;\n    ", servers, conf)
+        servers = "".join(f"    server {b};\n" for b in backends)
+        conf, n = re.subn(r"(# BEGIN replicas\n).*?(\s*# END replicas)",
+                          lambda m: m.group(1) + servers + m.group(2), nginx_conf(),
+                          flags=re.S)
         assert n == 1
         conf = conf.replace("listen 8080 http2;", f"listen 127.0.0.1:{self.port} http2;")
         conf = conf.replace("pid /tmp/nginx.pid;", f"pid {self.dir}/nginx.pid;")
+        self.access_log = os.path.join(self.dir, "logs", "access.log")
+        conf, n = re.subn(r"access_log /dev/stdout (\w+);",
+                          lambda m: f"access_log {self.access_log} {m.group(1)};", conf)
+        assert n == 1
         self.conf = os.path.join(self.dir, "nginx.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
         for sub in ("logs", "tmp"):
             os.makedirs(os.path.join(self.dir, sub))
         self.process = None
+
+    def calls(self):
+        """The access log: (method, route, upstream, grpc status) per call;
+        route "" for none (nginx logs "-", a route these tests do not use)."""
+        pattern = re.compile(r'\S+ /gradserve\.v1\.GradientService/(\w+) route="([^"]*)" '
+                             r'upstream=(\S+) grpc_status=(\S*) ')
+        calls = []
+        with open(self.access_log) as f:
+            for line in f:
+                method, route, upstream, status = pattern.match(line).groups()
+                calls.append((method, "" if route == "-" else route, upstream, status))
+        return calls
 
     def check(self):
         return subprocess.run(["nginx", "-t", "-p", self.dir, "-c", self.conf,
@@ -160,10 +223,11 @@ def test_burst_through_nginx_reaches_every_replica(replicas):
     address = nginx.start()
     try:
         channel, service = connect(address)
+        # Calls without a route hash on a random id: 50 each expected.
         seen = [service.GetServerInfo(pb.GetServerInfoRequest(), timeout=30)
-                .limits.max_graph_nodes for _ in range(30)]
+                .limits.max_graph_nodes for _ in range(150)]
         counts = {n: seen.count(n) for n in (1001, 1002, 1003)}
-        assert all(c >= 5 for c in counts.values()), counts
+        assert all(c >= 25 for c in counts.values()), counts
         # A concurrent burst of computations, every one correct.
         with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
             jobs = []
@@ -172,6 +236,134 @@ def test_burst_through_nginx_reaches_every_replica(replicas):
                 jobs.append((pool.submit(service.Compute, request, timeout=60), expected))
             for future, expected in jobs:
                 check_linear(future.result(), expected)
+        channel.close()
+    finally:
+        nginx.stop()
+
+
+def regression_graph():
+    """y = x·Wᵀ + b, loss = MSE(y, t): a model to train in a session."""
+    rng = np.random.default_rng(7)
+    return gs.graph([gs.node("fc", "Linear", ["x", "W", "b"], ["y"]),
+                     gs.node("mse", "MSELoss", ["y", "t"], ["loss"])],
+                    inputs=["x", "t"],
+                    parameters={"W": rng.normal(size=(2, 3)), "b": np.zeros(2)},
+                    outputs=["y"])
+
+
+def regression_feeds(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    return {"x": gs.tensor(x), "t": gs.tensor(x[:, :2] * 2.0 - 1.0)}
+
+
+def exercise_session(service, session_id):
+    """20 TrainSteps, and Forward then Backward 5 times on the session and
+    5 times on the graph under new routes; every call routed. Returns the
+    routes of the graph Forwards."""
+    meta = gs.routed(gs.route_of(session_id))
+    for step in range(1, 21):
+        reply = service.TrainStep(session_pb2.TrainStepRequest(
+            session_id=session_id, feeds=regression_feeds(step), loss="loss"),
+            metadata=meta, timeout=60)
+        assert reply.step == step
+    routes = []
+    for i in range(10):
+        on_session = i % 2 == 0
+        route = gs.route_of(session_id) if on_session else gs.new_route()
+        forward = pb.ForwardRequest(feeds=regression_feeds(100 + i), loss="loss")
+        compute = pb.ComputeRequest(feeds=regression_feeds(100 + i), loss="loss",
+                                    wrt=["W", "b"])
+        if on_session:
+            forward.session_id = compute.session_id = session_id
+        else:
+            forward.graph.CopyFrom(regression_graph())
+            compute.graph.CopyFrom(regression_graph())
+            routes.append(route)
+        held = service.Forward(forward, metadata=gs.routed(route), timeout=60)
+        assert gs.route_of(held.activation_id) == route
+        grads = service.Backward(pb.BackwardRequest(activation_id=held.activation_id,
+                                                    from_loss=True),
+                                 metadata=gs.routed(gs.route_of(held.activation_id)),
+                                 timeout=60)
+        # Forward then Backward is what one Compute gives (the session's
+        # Compute is routed too: it needs the session's parameters).
+        once = service.Compute(compute, metadata=gs.routed(route) if on_session else (),
+                               timeout=60)
+        for name in ("W", "b"):
+            np.testing.assert_array_equal(gs.to_numpy(grads.gradients[name]),
+                                          gs.to_numpy(once.gradients[name]))
+    return routes
+
+
+def test_sessions_through_nginx_stay_on_their_replica(replicas):
+    nginx = Nginx([s.address for s in replicas])
+    address = nginx.start()
+    try:
+        channel, service = connect(address)
+        sessions = []
+        for _ in range(12):
+            route = gs.new_route()
+            request = session_pb2.CreateSessionRequest(graph=regression_graph(),
+                                                       label=route)
+            request.optimizer.sgd.lr = 0.05
+            created = service.CreateSession(request, metadata=gs.routed(route),
+                                            timeout=60)
+            assert gs.route_of(created.session.session_id) == route
+            sessions.append(created.session.session_id)
+        # Six sessions at a time; any NOT_FOUND (a call on the wrong
+        # replica) raises here.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            graph_routes = [r for routes in pool.map(
+                lambda sid: exercise_session(service, sid), sessions) for r in routes]
+
+        # Each session is on exactly one replica, with all 20 steps, and
+        # the sessions are spread over more than one replica (all 12 on one
+        # of three: 3 · 3^-12).
+        holders = {}
+        for index, replica in enumerate(replicas):
+            for info in replica.rpc.ListSessions(session_pb2.ListSessionsRequest(),
+                                                 timeout=30).sessions:
+                holders.setdefault(info.session_id, []).append(index)
+                assert info.step == 20, info
+        assert sorted(holders) == sorted(sessions)
+        assert all(len(h) == 1 for h in holders.values()), holders
+        spread = {h[0] for h in holders.values()}
+        assert len(spread) > 1, holders
+
+        # Stateless calls still reach all three replicas.
+        request, expected = linear_request()
+        for _ in range(60):
+            check_linear(service.Compute(request, timeout=60), expected)
+
+        # nginx's log agrees: every call of a route went to one replica, that
+        # of its session; every call succeeded; stateless Compute spread.
+        calls = nginx.calls()
+        upstreams = {}
+        for method, route, upstream, status in calls:
+            assert status == "0", (method, route, upstream, status)
+            if route:
+                upstreams.setdefault(route, set()).add(upstream)
+        assert all(len(u) == 1 for u in upstreams.values()), upstreams
+        for sid in sessions:
+            assert upstreams[gs.route_of(sid)] == {replicas[holders[sid][0]].address}
+        assert set(graph_routes) <= set(upstreams)
+        stateless = [u for m, r, u, _ in calls if m == "Compute" and not r]
+        assert len(stateless) == 60 + 5 * len(sessions)
+        assert set(stateless) == {s.address for s in replicas}, stateless
+
+        # Without the route, a session's calls land anywhere: NOT_FOUND
+        # on the replicas that do not hold it (all 15 right: 3^-15).
+        codes = []
+        for i in range(15):
+            try:
+                service.TrainStep(session_pb2.TrainStepRequest(
+                    session_id=sessions[0], feeds=regression_feeds(i), loss="loss"),
+                    timeout=60)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}, codes
         channel.close()
     finally:
         nginx.stop()

@@ -3,6 +3,7 @@ process on a free loopback port, and wrappers for Compute, sessions and
 Forward/Backward (numpy in and out)."""
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -132,6 +133,27 @@ class Step:
         self.outputs = arrays(response.outputs)
         self.step = response.step
         self.grad_norm = response.grad_norm
+
+
+# Sessions and activations live on one replica; calls naming one send the
+# route part of its id ("<route>.<32 hex>") so a balancer hashes them there,
+# and CreateSession/Forward send the route the new id is to start with.
+ROUTE_METADATA = "gradserve-route"
+
+
+def new_route():
+    """A random route, as the C++ client draws one: 8 hex digits."""
+    return secrets.token_hex(4)
+
+
+def route_of(object_id):
+    """The route of a session or activation id ('' when it has none)."""
+    return object_id.rpartition(".")[0]
+
+
+def routed(route):
+    """Call metadata that sends `route` (pass as metadata=...)."""
+    return ((ROUTE_METADATA, route),)
 
 
 class Result:

@@ -6,11 +6,14 @@
 #include <future>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "server/codec/tensor_codec.h"
+#include "server/rpc.h"
 
 namespace gradserve::server {
 namespace {
@@ -207,6 +210,119 @@ TEST_F(ServerTest, ShutdownLetsCallsInFlightFinish) {
   // No new calls are taken.
   pb::ComputeResponse out;
   EXPECT_FALSE(Compute(Chain(1, 4, 2), &out, std::chrono::seconds(2)).ok());
+}
+
+// Calls through a balancer carry the gradserve-route metadata; new
+// session and activation ids start with it, so a balancer hashing on it
+// sends every later call of the object to this replica.
+class RouteTest : public ServerTest {
+ protected:
+  void SetUp() override { Start(); }
+
+  static void Route(grpc::ClientContext* ctx, const std::string& route) {
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::seconds(60));
+    if (!route.empty()) ctx->AddMetadata(kRouteMetadata, route);
+  }
+
+  grpc::Status CreateSession(const std::string& route, std::string* id) {
+    grpc::ClientContext ctx;
+    Route(&ctx, route);
+    pb::CreateSessionRequest r;
+    *r.mutable_graph() = Chain(1, 4, 2).graph();
+    pb::CreateSessionResponse out;
+    grpc::Status s = service_->CreateSession(&ctx, r, &out);
+    *id = out.session().session_id();
+    return s;
+  }
+
+  grpc::Status Forward(const std::string& route, pb::ForwardRequest r,
+                       std::string* id) {
+    grpc::ClientContext ctx;
+    Route(&ctx, route);
+    pb::ForwardResponse out;
+    grpc::Status s = service_->Forward(&ctx, r, &out);
+    *id = out.activation_id();
+    return s;
+  }
+
+  static pb::ForwardRequest ForwardOnGraph() {
+    pb::ComputeRequest c = Chain(1, 4, 2);
+    pb::ForwardRequest r;
+    *r.mutable_graph() = c.graph();
+    *r.mutable_feeds() = c.feeds();
+    r.add_fetch("h0");
+    return r;
+  }
+};
+
+// "<route>.<32 lowercase hex digits>"
+::testing::AssertionResult IdUnder(const std::string& route,
+                                   const std::string& id) {
+  const std::string prefix = route + ".";
+  bool ok = absl::StartsWith(id, prefix) && id.size() == prefix.size() + 32;
+  for (size_t i = prefix.size(); ok && i < id.size(); ++i) {
+    ok = absl::ascii_isxdigit(id[i]) && !absl::ascii_isupper(id[i]);
+  }
+  if (ok) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "'" << id << "' is not '" << route << ".' and 32 hex digits";
+}
+
+TEST_F(RouteTest, NewSessionIdsStartWithTheRoute) {
+  std::string id;
+  ASSERT_TRUE(CreateSession("replica_7-b", &id).ok());
+  EXPECT_TRUE(IdUnder("replica_7-b", id));
+  const std::string longest(64, 'r');
+  ASSERT_TRUE(CreateSession(longest, &id).ok());
+  EXPECT_TRUE(IdUnder(longest, id));
+  // Without the metadata the server draws a route: 8 hex digits.
+  ASSERT_TRUE(CreateSession("", &id).ok());
+  ASSERT_GT(id.size(), 9u);
+  EXPECT_TRUE(IdUnder(id.substr(0, 8), id));
+  for (char c : id.substr(0, 8)) EXPECT_TRUE(absl::ascii_isxdigit(c)) << id;
+}
+
+TEST_F(RouteTest, NewActivationIdsStartWithTheRoute) {
+  std::string activation;
+  ASSERT_TRUE(Forward("fwd-3", ForwardOnGraph(), &activation).ok());
+  EXPECT_TRUE(IdUnder("fwd-3", activation));
+  // The route gets to the activation's replica: Backward finds it.
+  grpc::ClientContext ctx;
+  Route(&ctx, "fwd-3");
+  pb::BackwardRequest b;
+  b.set_activation_id(activation);
+  (*b.mutable_output_gradients())["h0"] = Floats({2, 4}, 1.0f);
+  pb::BackwardResponse grads;
+  grpc::Status s = service_->Backward(&ctx, b, &grads);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(grads.gradients().count("W"), 1u);
+  // A Forward on a session keeps the session's route, whatever is sent.
+  std::string session;
+  ASSERT_TRUE(CreateSession("sess-1", &session).ok());
+  pb::ForwardRequest on_session = ForwardOnGraph();
+  on_session.set_session_id(session);
+  ASSERT_TRUE(Forward("sess-1", on_session, &activation).ok());
+  EXPECT_TRUE(IdUnder("sess-1", activation));
+  ASSERT_TRUE(Forward("", on_session, &activation).ok());
+  EXPECT_TRUE(IdUnder("sess-1", activation));
+}
+
+TEST_F(RouteTest, BadRoutesAreRefusedNamingThem) {
+  for (const std::string& bad :
+       {std::string("a.b"), std::string("a/b"), std::string(65, 'r')}) {
+    std::string id;
+    grpc::Status s = CreateSession(bad, &id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(s.error_message().find("route '" + bad.substr(0, 20)),
+              std::string::npos)
+        << s.error_message();
+    s = Forward(bad, ForwardOnGraph(), &id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(s.error_message().find("route '" + bad.substr(0, 20)),
+              std::string::npos)
+        << s.error_message();
+  }
 }
 
 TEST(GradientServer, ReportsAnAddressItCannotBind) {
