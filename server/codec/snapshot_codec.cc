@@ -50,10 +50,9 @@ absl::StatusOr<runtime::SessionSpec> SnapshotFromProto(
   }
   spec.frozen.assign(snapshot.frozen().begin(), snapshot.frozen().end());
   using Ordered = std::map<std::string, Tensor>;
-  ASSIGN_OR_RETURN(spec.optimizer_state,
-                   TakeTensorsFromProto<Ordered>(
-                       snapshot.mutable_optimizer_state(), "optimizer_state",
-                       limits));
+  ASSIGN_OR_RETURN(spec.optimizer_state, TakeTensorsFromProto<Ordered>(
+                                             snapshot.mutable_optimizer_state(),
+                                             "optimizer_state", limits));
   if (snapshot.step() < 0) {
     return absl::DataLossError(
         absl::StrCat("step must be >= 0, got ", snapshot.step()));

@@ -20,9 +20,10 @@ TEST(MemoryBudget, ReservesUpToItsCapacityAndReleases) {
   MemoryBudget budget(100);
   auto a = budget.Reserve(60, "a");
   ASSERT_TRUE(a.ok());
-  ExpectStatus(budget.Reserve(50, "the request").status(),
-               absl::StatusCode::kResourceExhausted,
-               {"the request needs 50 bytes", "hold 60", "of the server's 100"});
+  ExpectStatus(
+      budget.Reserve(50, "the request").status(),
+      absl::StatusCode::kResourceExhausted,
+      {"the request needs 50 bytes", "hold 60", "of the server's 100"});
   a->Release();
   EXPECT_EQ(budget.in_use(), 0);
   {
@@ -143,8 +144,8 @@ TEST(SessionManager, TenantsTtlAndClose) {
   EXPECT_EQ(sessions.List("bob").size(), 0u);
   EXPECT_EQ(sessions.List("alice").size(), 1u);
   sessions.Expire(absl::Now() + absl::Seconds(2));
-  ExpectStatus(sessions.Find("alice", id).status(),
-               absl::StatusCode::kNotFound, {id, "expired"});
+  ExpectStatus(sessions.Find("alice", id).status(), absl::StatusCode::kNotFound,
+               {id, "expired"});
   ExpectStatus(sessions.Close("alice", id), absl::StatusCode::kNotFound, {id});
 }
 

@@ -47,14 +47,16 @@ TEST(Strand, DifferentStrandsRunInParallel) {
   // Each task waits for the other: they finish only if they run at once.
   auto meet = [&] {
     ++arrived;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (arrived.load() < 2 && std::chrono::steady_clock::now() < until) {
     }
     if (arrived.load() == 2) both = true;
   };
   ASSERT_TRUE(a->Submit(meet));
   ASSERT_TRUE(b->Submit(meet));
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!both && std::chrono::steady_clock::now() < until) {
     std::this_thread::yield();
   }
