@@ -15,10 +15,14 @@
 #include "absl/strings/strip.h"
 #include "core/dnnl_util.h"
 #include "server/allocator.h"
+#include "server/openmp_env.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:50051",
-          "HOST:PORT to listen on (port 0 picks a free port)");
+          "where to listen: HOST:PORT (port 0 picks a free port) or "
+          "unix:///path/to.sock for same-host clients; several, "
+          "comma-separated, listen on all (e.g. "
+          "0.0.0.0:50051,unix:///run/gradserve.sock)");
 ABSL_FLAG(int32_t, workers, 0,
           "requests computed at once; 0 = CPUs / threads_per_worker");
 ABSL_FLAG(int32_t, threads_per_worker, 0,
@@ -105,6 +109,7 @@ int64_t DefaultInflightBytes() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  gradserve::server::UsePassiveOpenMpWaits(argv);
   // Signals are taken by sigwait below, never by a handler: block them
   // before any thread starts so that every thread inherits the mask.
   sigset_t signals;

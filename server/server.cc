@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -45,8 +49,17 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  const std::vector<std::string> addresses =
+      absl::StrSplit(options.address, ',', absl::SkipWhitespace());
+  if (addresses.empty()) {
+    return absl::InvalidArgumentError("address: give at least one address");
+  }
+  // One port per address; port() reports the first TCP one's.
+  std::vector<int> ports(addresses.size(), 0);
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    builder.AddListeningPort(addresses[i], grpc::InsecureServerCredentials(),
+                             &ports[i]);
+  }
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
   // gRPC's default SO_REUSEPORT would let a second server share a busy port
@@ -54,10 +67,16 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options.address,
-                     " (address in use, or not an address of this host?)"));
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    if (server->server_ == nullptr || ports[i] == 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", addresses[i],
+          " (address in use, not an address of this host, or a socket path "
+          "that cannot be created?)"));
+    }
+    if (server->port_ == 0 && !absl::StartsWith(addresses[i], "unix:")) {
+      server->port_ = ports[i];
+    }
   }
   grpc::HealthCheckServiceInterface* health =
       server->server_->GetHealthCheckService();

@@ -19,6 +19,7 @@
 namespace gradserve::server {
 
 struct ServerOptions {
+  // Where to listen: HOST:PORT or unix:///path, several comma-separated.
   std::string address = "0.0.0.0:50051";
   runtime::PoolShape pool = {0, 0};  // zeros: chosen from the available CPUs
   int max_queue = 256;
@@ -38,7 +39,8 @@ class GradientServer {
       const ServerOptions& options);
   ~GradientServer();
 
-  // The bound port (the chosen one when the address asked for port 0).
+  // The bound port of the first TCP address (the chosen one when it asked
+  // for port 0); 0 when the server listens on unix sockets only.
   int port() const { return port_; }
   const runtime::PoolShape& pool_shape() const { return pool_->shape(); }
   runtime::Runtime& runtime() { return *runtime_; }

@@ -26,6 +26,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "server/allocator.h"
+#include "server/openmp_env.h"
 #include "server/codec/call_codec.h"
 #include "server/server.h"
 #include "tests/bench/raw_onednn.h"
@@ -394,6 +395,7 @@ int Main() {
 }  // namespace gradserve::bench
 
 int main(int argc, char** argv) {
+  gradserve::server::UsePassiveOpenMpWaits(argv);  // as gradserve does
   absl::SetProgramUsageMessage(
       "Times fwd+bwd in-process and over gRPC, next to an empty gRPC call.\n"
       "Usage: gradserve_bench [--reps=N] [--warmup=N] [--threads=T]");

@@ -172,11 +172,12 @@ def free_port():
 class Server:
     """A gradserve process on a free loopback port, stopped on close()."""
 
-    def __init__(self, *flags):
+    def __init__(self, *flags, also_listen=()):
+        """`also_listen`: more addresses (unix:///path) next to the TCP port."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [GRADSERVE, f"--address={self.address}", *flags],
+            [GRADSERVE, "--address=" + ",".join([self.address, *also_listen]), *flags],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.channel = grpc.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
