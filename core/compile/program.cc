@@ -462,6 +462,10 @@ absl::Status Program::Prepare() {
     }
     RETURN_IF_ERROR(pn.op->Prepare(info));
   }
+  for (const ProgramNode& pn : nodes_) {
+    flops_ = SaturatingAdd(flops_, pn.op->ForwardFlops());
+    if (pn.runs_backward) flops_ = SaturatingAdd(flops_, pn.op->BackwardFlops());
+  }
   const int64_t primitives =
       PrimitivesCreatedOnThisThread() - primitives_before;
   bytes_ = static_cast<int64_t>(nodes_.size()) * kNodeBytes +

@@ -102,6 +102,8 @@ class Program {
   int64_t result_bytes_bound() const { return result_bytes_bound_; }
   // Memory the compiled program itself holds, estimated (its primitives).
   int64_t bytes() const { return bytes_; }
+  // Floating-point operations of a forward and backward run (saturated).
+  int64_t flops() const { return flops_; }
 
  private:
   absl::Status BindRequest(const ProgramRequest& request, const Limits& limits);
@@ -133,6 +135,7 @@ class Program {
   int64_t saved_bytes_bound_ = 0;
   int64_t result_bytes_bound_ = 0;
   int64_t bytes_ = 0;
+  int64_t flops_ = 0;
 };
 
 }  // namespace gradserve

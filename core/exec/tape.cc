@@ -1,5 +1,7 @@
 #include "core/exec/tape.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <new>
 
@@ -82,11 +84,31 @@ auto Guarded(F&& f) -> decltype(f()) {
 
 }  // namespace
 
+// Small programs run on the calling thread alone: every oneDNN primitive
+// call opens an OpenMP parallel region, and below this many operations
+// waking the team's sleeping threads costs more than they save.
+constexpr int64_t kParallelFlops = int64_t{1} << 20;
+
+// The calling thread's OpenMP team size for the life of the object.
+class TeamSize {
+ public:
+  explicit TeamSize(const Program& program) : saved_(omp_get_max_threads()) {
+    if (program.flops() < kParallelFlops && saved_ > 1) omp_set_num_threads(1);
+  }
+  ~TeamSize() { omp_set_num_threads(saved_); }
+
+ private:
+  const int saved_;
+};
+
 // One forward or backward pass over a tape, on the calling thread.
 class Tape::Pass {
  public:
   Pass(Tape& tape, const RunControl& control)
-      : tape_(tape), program_(*tape.program_), control_(control) {}
+      : tape_(tape),
+        program_(*tape.program_),
+        control_(control),
+        team_(*tape.program_) {}
 
   absl::Status Bind(const TensorMap& feeds, const ValueSet& state) {
     for (int id : program_.sources()) {
@@ -322,6 +344,7 @@ class Tape::Pass {
   Tape& tape_;
   const Program& program_;
   const RunControl& control_;
+  TeamSize team_;
   DnnlRunner& dnnl_ = ThreadRunner();
 };
 
