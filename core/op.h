@@ -188,7 +188,7 @@ class Op {
   void set_node(std::string node) { node_ = std::move(node); }
 
   virtual int64_t ForwardFlops() const { return 0; }
-  virtual int64_t BackwardFlops() const { return 2 * ForwardFlops(); }
+  virtual int64_t BackwardFlops() const { return MulSat(2, ForwardFlops()); }
   // Bytes the op allocates beyond its outputs (saved tensors, workspaces),
   // counted against the request's memory limit.
   virtual int64_t ExtraBytes() const { return 0; }

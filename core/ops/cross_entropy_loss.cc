@@ -46,7 +46,7 @@ class CrossEntropyLossOp : public LossOp {
   }
 
   int64_t ExtraBytes() const override {
-    return n_ * static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    return MulSat(n_, static_cast<int64_t>(DTypeSize(outputs_[0].dtype)));
   }
 
   // Backward recomputes softmax = e^(x − lse) from the saved logits and the
