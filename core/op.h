@@ -71,6 +71,13 @@ class OpConfig {
     return absl::UnimplementedError(
         absl::StrCat("node '", node_, "' (", op_, "): ", parts...));
   }
+  // RESOURCE_EXHAUSTED, worded like Error(): a size derived from the inputs
+  // (a dim, an element count) that int64 cannot hold.
+  template <typename... Args>
+  absl::Status TooLarge(const Args&... parts) const {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("node '", node_, "' (", op_, "): ", parts...));
+  }
   // "input 'weight' (value 'W1')".
   std::string Describe(int i) const;
 
