@@ -64,8 +64,11 @@ void ForEachTaskRange(int64_t tasks, int64_t work, F&& f) {
   if (tasks == 0) return;
   const int64_t ranges = std::clamp<int64_t>(work / kMinWorkPerRange, 1,
                                              std::min(tasks, kMaxRanges));
+  // No region for one range: a parallel ChunkedSum inside it would be a
+  // nested region, whose threads libgomp starts anew each time (~3 ms).
+  if (ranges == 1) return f(0, tasks);
   const int64_t per = (tasks + ranges - 1) / ranges;
-#pragma omp parallel for schedule(static) if (ranges > 1)
+#pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < ranges; ++r) {
     f(r * per, std::min(tasks, (r + 1) * per));
   }
