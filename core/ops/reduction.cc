@@ -54,21 +54,25 @@ void ForEachOffset(const Axes& axes, F&& f) {
   ForEachOffset(axes, 0, Size(axes), std::forward<F>(f));
 }
 
+// Input elements below which a sum stays on the calling thread: waking
+// OpenMP's idle threads (tens of microseconds, more on a loaded machine)
+// would cost more than they save.
+constexpr int64_t kParallelWork = int64_t{1} << 20;
+
 // Splits tasks [0, tasks) of `work` input elements in all into contiguous
 // ranges and calls f(begin, end) for each, in parallel when there is enough
-// work. Each task's result does not depend on the split.
+// work (dynamically: a descheduled thread holds nobody up). Each task's
+// result does not depend on the split.
 template <typename F>
 void ForEachTaskRange(int64_t tasks, int64_t work, F&& f) {
-  constexpr int64_t kMinWorkPerRange = int64_t{1} << 15;
   constexpr int64_t kMaxRanges = 64;
-  if (tasks == 0) return;
-  const int64_t ranges = std::clamp<int64_t>(work / kMinWorkPerRange, 1,
-                                             std::min(tasks, kMaxRanges));
   // No region for one range: a parallel ChunkedSum inside it would be a
   // nested region, whose threads libgomp starts anew each time (~3 ms).
-  if (ranges == 1) return f(0, tasks);
+  if (tasks == 0) return;
+  if (tasks == 1 || work < kParallelWork) return f(0, tasks);
+  const int64_t ranges = std::min(tasks, kMaxRanges);
   const int64_t per = (tasks + ranges - 1) / ranges;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t r = 0; r < ranges; ++r) {
     f(r * per, std::min(tasks, (r + 1) * per));
   }
@@ -90,14 +94,15 @@ double ContiguousSum(const T* p, int64_t n) {
 }
 
 // ContiguousSum in fixed chunks whose sums are added in order: the same
-// result on any number of threads, and the chunks in parallel when asked.
+// result on any number of threads, and the chunks in parallel when asked
+// and long enough.
 template <typename T>
 double ChunkedSum(const T* p, int64_t n, bool parallel) {
   constexpr int64_t kChunk = int64_t{1} << 16;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   if (chunks <= 1) return ContiguousSum(p, n);
   std::vector<double> partial(chunks);
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(dynamic) if (parallel && n >= kParallelWork)
   for (int64_t c = 0; c < chunks; ++c) {
     partial[c] =
         ContiguousSum(p + c * kChunk, std::min(kChunk, n - c * kChunk));
