@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/status_macros.h"
 
 namespace gradserve {
 
@@ -144,6 +145,17 @@ absl::StatusOr<std::vector<int64_t>> Attributes::GetInts(absl::string_view name,
   const auto& ints = std::get<std::vector<int64_t>>(value);
   if (length != 0 && ints.size() != length) {
     return Invalid(name, absl::StrCat(length, " ints"));
+  }
+  return ints;
+}
+
+absl::StatusOr<std::vector<int64_t>> Attributes::GetIntsInRange(
+    absl::string_view name, size_t length, int64_t min, int64_t max) const {
+  ASSIGN_OR_RETURN(std::vector<int64_t> ints, GetInts(name, length));
+  for (int64_t v : ints) {
+    if (v < min || v > max) {
+      return Invalid(name, absl::StrCat(">= ", min, " and <= ", max));
+    }
   }
   return ints;
 }

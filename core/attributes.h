@@ -3,6 +3,7 @@
 #define GRADSERVE_CORE_ATTRIBUTES_H_
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <variant>
@@ -22,6 +23,11 @@ using AttrValue = std::variant<int64_t, double, std::string,
 
 AttrType TypeOf(const AttrValue& value);
 std::string AttrValueToString(const AttrValue& value);
+
+// The largest value of an attribute that is a spatial extent (kernel,
+// stride, padding, dilation, groups), and of the extents derived from it:
+// oneDNN keeps such sizes in int, whatever dnnl_dim_t holds.
+constexpr int64_t kMaxAttrExtent = std::numeric_limits<int32_t>::max();
 
 // One attribute an op accepts. `default_value` empty = required.
 struct AttrSpec {
@@ -51,6 +57,12 @@ class Attributes {
   // any length when `length` is 0.
   absl::StatusOr<std::vector<int64_t>> GetInts(absl::string_view name,
                                                size_t length = 0) const;
+  // GetInts() with every value in [min, max], else INVALID_ARGUMENT naming
+  // the node, the attribute, the range and what came.
+  absl::StatusOr<std::vector<int64_t>> GetIntsInRange(absl::string_view name,
+                                                      size_t length,
+                                                      int64_t min,
+                                                      int64_t max) const;
   bool Has(absl::string_view name) const { return values_.contains(name); }
 
   // A message naming the node and attribute, for range errors.

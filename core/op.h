@@ -71,6 +71,13 @@ class OpConfig {
     return absl::UnimplementedError(
         absl::StrCat("node '", node_, "' (", op_, "): ", parts...));
   }
+  // RESOURCE_EXHAUSTED, worded like Error(): a size derived from the inputs
+  // (a dim, an element count) that int64 cannot hold.
+  template <typename... Args>
+  absl::Status TooLarge(const Args&... parts) const {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("node '", node_, "' (", op_, "): ", parts...));
+  }
   // "input 'weight' (value 'W1')".
   std::string Describe(int i) const;
 
@@ -189,7 +196,7 @@ class Op {
   void set_node(std::string node) { node_ = std::move(node); }
 
   virtual int64_t ForwardFlops() const { return 0; }
-  virtual int64_t BackwardFlops() const { return 2 * ForwardFlops(); }
+  virtual int64_t BackwardFlops() const { return MulSat(2, ForwardFlops()); }
   // Bytes the op allocates beyond its outputs (saved tensors, workspaces),
   // counted against the request's memory limit.
   virtual int64_t ExtraBytes() const { return 0; }

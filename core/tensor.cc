@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #include "absl/status/status.h"
@@ -53,34 +54,33 @@ std::string ShapeToString(absl::Span<const int64_t> shape) {
 absl::StatusOr<int64_t> CheckedElementCount(absl::Span<const int64_t> shape,
                                             int64_t limit,
                                             absl::string_view what) {
-  int64_t count = 1;
-  bool over = false;
   for (int64_t d : shape) {
     if (d < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": dimensions must be >= 0, got shape ", ShapeToString(shape)));
     }
-    // Keep multiplying only while the product stays within the limit; a zero
-    // dim later still makes the tensor empty.
-    if (d == 0) return 0;
-    if (over || count > limit / d) {
-      over = true;
-      continue;
-    }
-    count *= d;
   }
-  if (over) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(what, ": shape ", ShapeToString(shape),
-                     " has more elements than the limit of ", limit));
+  limit = std::min(limit, kMaxTensorElements);
+  // The product of the non-zero dims stays within the limit also for an
+  // empty tensor, whose other dims must not overflow what is derived from
+  // them (a Flatten, a Concat).
+  bool empty = false;
+  int64_t nonzero = 1;
+  for (int64_t d : shape) {
+    empty = empty || d == 0;
+    if (d > 0) nonzero = MulSat(nonzero, d);
   }
-  return count;
+  if (nonzero > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": shape ", ShapeToString(shape), " has more elements",
+        empty ? " in its non-zero dims" : "", " than the limit of ", limit,
+        empty ? " (the dims of an empty tensor are bounded too)" : ""));
+  }
+  return empty ? 0 : nonzero;
 }
 
 int64_t ElementCount(absl::Span<const int64_t> shape) {
-  int64_t count = 1;
-  for (int64_t d : shape) count *= d;
-  return count;
+  return CheckedProduct(shape).value_or(std::numeric_limits<int64_t>::max());
 }
 
 std::string TensorMeta::ToString() const {

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "core/checked_math.h"
 
 namespace gradserve {
 
@@ -42,13 +43,23 @@ using Shape = std::vector<int64_t>;
 // "[2, 3]"; a scalar is "[]".
 std::string ShapeToString(absl::Span<const int64_t> shape);
 
-// The product of the dims, or an error when a dim is negative or the product
-// exceeds `limit` (checked before it can overflow). `what` names the tensor.
+// The most elements a tensor may have whatever the configured limit, so that
+// byte sizes (at most 8 bytes an element) and sums of a few of them stay far
+// inside int64.
+constexpr int64_t kMaxTensorElements = int64_t{1} << 56;
+
+// The product of the dims, checked for every tensor the planner sees (inputs
+// and every inferred output): INVALID_ARGUMENT when any dim is negative,
+// RESOURCE_EXHAUSTED when the product of the non-zero dims exceeds `limit`
+// (or kMaxTensorElements). An empty tensor's other dims are bounded too, so
+// every dim, and every product of dims, of an accepted shape fits in int64
+// with room to spare. `what` names the tensor.
 absl::StatusOr<int64_t> CheckedElementCount(absl::Span<const int64_t> shape,
                                             int64_t limit,
                                             absl::string_view what);
 
-// The product of the dims of a shape already known to be valid.
+// The product of the dims, saturating at INT64_MAX: exact for every shape
+// CheckedElementCount accepts (and for its sub-shapes).
 int64_t ElementCount(absl::Span<const int64_t> shape);
 
 // Dtype and shape of a value, known before it is computed.
@@ -58,7 +69,7 @@ struct TensorMeta {
 
   int64_t num_elements() const { return ElementCount(shape); }
   int64_t num_bytes() const {
-    return num_elements() * static_cast<int64_t>(DTypeSize(dtype));
+    return MulSat(num_elements(), static_cast<int64_t>(DTypeSize(dtype)));
   }
   std::string ToString() const;  // "float32 [2, 3]"
   bool operator==(const TensorMeta& o) const {

@@ -4,7 +4,8 @@
 // second source against a first source of the output's shape: Add and Mul
 // swap their operands when `a` is the one broadcast; Sub and Div with a
 // broadcast `a`, and both operands broadcast, run the loop. Backward sums
-// each input's gradient over the dims it was broadcast along (a Reduction):
+// each input's gradient over the dims it was broadcast along (a Reduction,
+// accumulated in double):
 //   Add: dA = Σ dY            Sub: dB = -Σ dY
 //   Mul: dA = Σ dY·B          dB = Σ dY·A
 //   Div: dA = Σ dY/B          dB = -Σ (dY/B)·Y   (= -Σ dY·A/B²)
@@ -95,6 +96,8 @@ class BinaryOp : public Op {
     op->out_ = *out;
     op->a_padded_ = PadToRank(op->a_, out->size());
     op->b_padded_ = PadToRank(op->b_, out->size());
+    op->sum_a_ = Reduction(*out, BroadcastDims(op->a_, *out));
+    op->sum_b_ = Reduction(*out, BroadcastDims(op->b_, *out));
     op->outputs_ = {{c.float_dtype(), *out}};
     return std::unique_ptr<Op>(std::move(op));
   }
@@ -134,10 +137,6 @@ class BinaryOp : public Op {
     const DType dtype = outputs_[0].dtype;
     const bool dnnl =
         RunsOnDnnl({dtype, out_}) && out_.size() <= DNNL_MAX_NDIMS;
-    RETURN_IF_ERROR(
-        sum_a_.emplace(out_, BroadcastDims(a_, out_)).Prepare(node_, dtype, 1));
-    RETURN_IF_ERROR(sum_b_.emplace(out_, BroadcastDims(b_, out_))
-                        .Prepare(node_, dtype, NegatesB() ? -1 : 1));
     if (!dnnl) return absl::OkStatus();
     return CatchDnnl(node_, [&] {
       const dnnl::algorithm alg = BinaryAlg(kind_);
@@ -209,13 +208,9 @@ class BinaryOp : public Op {
         break;
       }
     }
-    if (ctx.needs_grad(0)) {
-      ASSIGN_OR_RETURN(Tensor da, SumTo(ctx, *sum_a_, full_a, a_, false));
-      ctx.SetGradInput(0, std::move(da));
-    }
+    if (ctx.needs_grad(0)) ctx.SetGradInput(0, SumTo(sum_a_, full_a, a_, 1));
     if (ctx.needs_grad(1)) {
-      ASSIGN_OR_RETURN(Tensor db, SumTo(ctx, *sum_b_, full_b, b_, NegatesB()));
-      ctx.SetGradInput(1, std::move(db));
+      ctx.SetGradInput(1, SumTo(sum_b_, full_b, b_, NegatesB() ? -1 : 1));
     }
     return absl::OkStatus();
   }
@@ -246,15 +241,13 @@ class BinaryOp : public Op {
     return out;
   }
 
-  // Sums a full-shape gradient down to an input's shape (`negated`: the
-  // reduction was prepared with scale -1); a view when nothing was
-  // broadcast and no sign changes.
-  absl::StatusOr<Tensor> SumTo(BackwardContext& ctx, const Reduction& sum,
-                               const Tensor& full, const Shape& shape,
-                               bool negated) const {
-    if (sum.count() == 1 && !negated) return full.Reshaped(shape);
+  // Sums a full-shape gradient down to an input's shape, times `scale` (1
+  // or -1); a view when nothing was broadcast and no sign changes.
+  static Tensor SumTo(const Reduction& sum, const Tensor& full,
+                      const Shape& shape, double scale) {
+    if (sum.count() == 1 && scale == 1) return full.Reshaped(shape);
     Tensor out = Tensor::Empty(full.dtype(), shape);
-    RETURN_IF_ERROR(sum.Run(node_, ctx.dnnl(), full, out));
+    sum.Run(full, out, scale);
     return out;
   }
 
@@ -262,7 +255,7 @@ class BinaryOp : public Op {
   Shape a_, b_, out_, a_padded_, b_padded_;
   bool swapped_ = false;
   std::optional<Binary> forward_, times_a_, times_b_, over_b_, times_y_;
-  std::optional<Reduction> sum_a_, sum_b_;
+  Reduction sum_a_, sum_b_;
 };
 
 OpSchema BinarySchema(const std::string& name, Kind kind,

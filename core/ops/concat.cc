@@ -1,8 +1,10 @@
 // Concat: inputs x1, x2, ... joined along one axis. Every input is seen as
 // [outer, size_i, inner] and the output as [outer, Σ size_i, inner]. float32
 // runs the oneDNN concat primitive forward and, backward, one reorder per
-// input from its slice of dY (a sub-memory descriptor); float64, int64 and
-// empty shapes copy blocks of bytes.
+// input from its slice of dY (a sub-memory descriptor); float64, int64,
+// empty shapes and more inputs than one oneDNN concat takes copy blocks of
+// bytes.
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -25,6 +27,11 @@ void CopyBlocks(int64_t count, size_t block, const uint8_t* src,
     std::memcpy(dst + b * dst_pitch, src + b * src_pitch, block);
   }
 }
+
+// The most sources one oneDNN concat takes: DNNL_ARG_MULTIPLE_SRC + k names
+// source k only below DNNL_ARG_MULTIPLE_DST. More inputs are block copies.
+constexpr int64_t kMaxDnnlSources =
+    DNNL_ARG_MULTIPLE_DST - DNNL_ARG_MULTIPLE_SRC;
 
 class ConcatOp : public Op {
  public:
@@ -59,8 +66,16 @@ class ConcatOp : public Op {
                        "; inputs must have rank ", rank,
                        " and equal dims except along axis ", axis);
       }
+      op->offsets_.push_back(y[axis]);
       op->sizes_.push_back(in.shape[axis]);
-      y[axis] += in.shape[axis];
+      const std::optional<int64_t> total = CheckedAdd(y[axis], in.shape[axis]);
+      if (!total) {
+        return c.TooLarge("the inputs' dims along axis ", axis,
+                          " add up to more than int64 holds (at ",
+                          c.Describe(i), " of shape ", ShapeToString(in.shape),
+                          ")");
+      }
+      y[axis] = *total;
     }
     op->axis_ = axis;
     op->split_ = SplitAtAxis(y, axis);
@@ -71,7 +86,11 @@ class ConcatOp : public Op {
   SavedValues Saves(const std::vector<bool>&) const override { return {}; }
 
   absl::Status Prepare(const PrepareInfo& info) override {
-    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();  // block copies
+    const int64_t sources = std::count_if(
+        sizes_.begin(), sizes_.end(), [](int64_t size) { return size > 0; });
+    if (!RunsOnDnnl(outputs_[0]) || sources > kMaxDnnlSources) {
+      return absl::OkStatus();  // block copies
+    }
     return CatchDnnl(node_, [&] {
       auto& eng = CpuEngine();
       std::vector<dnnl::memory::desc> srcs;
@@ -146,12 +165,7 @@ class ConcatOp : public Op {
   dnnl::memory::desc SliceDesc(size_t i) const {
     return Desc(split_.dim)
         .submemory_desc({split_.outer, sizes_[i], split_.inner},
-                        {0, Offset(i), 0});
-  }
-  int64_t Offset(size_t i) const {
-    int64_t offset = 0;
-    for (size_t j = 0; j < i; ++j) offset += sizes_[j];
-    return offset;
+                        {0, offsets_[i], 0});
   }
   // Bytes of one [size, inner] block, and where input i's block starts in
   // an output row.
@@ -159,7 +173,7 @@ class ConcatOp : public Op {
     return static_cast<size_t>(size * split_.inner) *
            DTypeSize(outputs_[0].dtype);
   }
-  size_t OffsetBytes(size_t i) const { return BlockBytes(Offset(i)); }
+  size_t OffsetBytes(size_t i) const { return BlockBytes(offsets_[i]); }
   Shape InputShape(size_t i) const {
     Shape shape = outputs_[0].shape;
     shape[axis_] = sizes_[i];
@@ -167,8 +181,9 @@ class ConcatOp : public Op {
   }
 
   int axis_ = 0;
-  std::vector<int64_t> sizes_;  // each input's dim along the axis
-  AxisSplit split_;             // of the output
+  std::vector<int64_t> sizes_;    // each input's dim along the axis
+  std::vector<int64_t> offsets_;  // where each input starts along it
+  AxisSplit split_;               // of the output
   std::optional<DnnlPrimitive> forward_;
   std::vector<std::optional<DnnlPrimitive>> slices_;  // per input
 };

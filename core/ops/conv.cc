@@ -15,6 +15,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/window.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -38,17 +39,16 @@ class ConvOp : public Op {
     const Shape& w = c.shape(1);
     auto op = std::make_unique<ConvOp>();
     op->spatial_ = spatial;
-    ASSIGN_OR_RETURN(op->stride_, c.attrs().GetInts("stride", spatial));
-    ASSIGN_OR_RETURN(op->padding_, c.attrs().GetInts("padding", spatial));
-    ASSIGN_OR_RETURN(op->dilation_, c.attrs().GetInts("dilation", spatial));
-    op->groups_ = c.attrs().GetInt("groups");
-    for (int d = 0; d < spatial; ++d) {
-      if (op->stride_[d] < 1) return c.attrs().Invalid("stride", ">= 1");
-      if (op->dilation_[d] < 1) return c.attrs().Invalid("dilation", ">= 1");
-      if (op->padding_[d] < 0) return c.attrs().Invalid("padding", ">= 0");
-    }
+    const Attributes& a = c.attrs();
+    ASSIGN_OR_RETURN(op->stride_,
+                     a.GetIntsInRange("stride", spatial, 1, kMaxAttrExtent));
+    ASSIGN_OR_RETURN(op->padding_,
+                     a.GetIntsInRange("padding", spatial, 0, kMaxAttrExtent));
+    ASSIGN_OR_RETURN(op->dilation_,
+                     a.GetIntsInRange("dilation", spatial, 1, kMaxAttrExtent));
+    op->groups_ = a.GetInt("groups");
     const int64_t g = op->groups_;
-    if (g < 1) return c.attrs().Invalid("groups", ">= 1");
+    if (g < 1) return a.Invalid("groups", ">= 1");
     if (x[1] < 1 || x[1] % g != 0) {
       return c.Error(c.Describe(0), " has ", x[1],
                      " channels, expected a positive multiple of groups = ", g);
@@ -62,20 +62,12 @@ class ConvOp : public Op {
       RETURN_IF_ERROR(c.ExpectFloat(2));
       RETURN_IF_ERROR(c.ExpectShape(2, {w[0]}));
     }
+    ASSIGN_OR_RETURN(
+        std::vector<int64_t> spatial_out,
+        WindowOutputDims(c, {Shape(w.begin() + 2, w.end()), op->stride_,
+                             op->padding_, op->dilation_}));
     Shape y = {x[0], w[0]};
-    for (int d = 0; d < spatial; ++d) {
-      const int64_t in = x[2 + d], k = w[2 + d];
-      const int64_t span = op->dilation_[d] * (k - 1) + 1;  // dilated kernel
-      const int64_t padded = in + 2 * op->padding_[d];
-      if (k < 1 || span > padded) {
-        return c.Error(
-            "kernel ", ShapeToString(absl::MakeConstSpan(w).subspan(2)),
-            " (dilated extent ", span, " in dim ", d,
-            ") is larger than the padded input ", padded, " (", c.Describe(0),
-            " ", ShapeToString(x), ", padding ", op->padding_[d], ")");
-      }
-      y.push_back((padded - span) / op->stride_[d] + 1);
-    }
+    y.insert(y.end(), spatial_out.begin(), spatial_out.end());
     op->x_ = x;
     op->w_ = w;
     op->has_bias_ = c.has_input(2);

@@ -46,7 +46,7 @@ class CrossEntropyLossOp : public LossOp {
   }
 
   int64_t ExtraBytes() const override {
-    return n_ * static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    return MulSat(n_, static_cast<int64_t>(DTypeSize(outputs_[0].dtype)));
   }
 
   // Backward recomputes softmax = e^(x − lse) from the saved logits and the
@@ -74,17 +74,15 @@ class CrossEntropyLossOp : public LossOp {
       for (int64_t n = 0; n < n_; ++n) {
         const T* row = x + n * classes_;
         const T m = *std::max_element(row, row + classes_);
-        T s = 0;
+        double s = 0;  // in double, as every sum over many elements
         for (int64_t c = 0; c < classes_; ++c) s += std::exp(row[c] - m);
-        lse[n] = m + std::log(s);
+        lse[n] = static_cast<T>(m + std::log(s));
         if (labels_) {
           sum += lse[n] - row[target.data<int64_t>()[n]];
         } else {
           const T* t = target.data<T>() + n * classes_;
-          T term = 0;
           for (int64_t c = 0; c < classes_; ++c)
-            term += t[c] * (lse[n] - row[c]);
-          sum += term;
+            sum += t[c] * (lse[n] - row[c]);
         }
       }
       y.data<T>()[0] = Reduce<T>(sum);
@@ -118,8 +116,9 @@ class CrossEntropyLossOp : public LossOp {
             }
           } else {
             const T* t = ctx.input(1).data<T>() + n * classes_;
-            T total = 0;
-            for (int64_t c = 0; c < classes_; ++c) total += t[c];
+            double sum = 0;
+            for (int64_t c = 0; c < classes_; ++c) sum += t[c];
+            const T total = static_cast<T>(sum);
             for (int64_t c = 0; c < classes_; ++c) {
               d[c] = ScaleTerm(std::exp(row[c] - lse[n]) * total - t[c], dy);
             }

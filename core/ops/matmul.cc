@@ -118,8 +118,10 @@ class MatMulOp : public Op {
     const int64_t n = a[a.size() - 2];
     const int64_t batch = ElementCount(batch_dims);
     // A shared b multiplies all of a's rows at once: a is [1, batch * N, K].
+    const int64_t rows =
+        ElementCount(absl::MakeConstSpan(a).first(a.size() - 1));
     auto op = batched_b ? std::make_unique<MatMulOp>(a, b, batch, n)
-                        : std::make_unique<MatMulOp>(a, b, 1, batch * n);
+                        : std::make_unique<MatMulOp>(a, b, 1, rows);
     Shape y = a;
     y.back() = b.back();
     op->outputs_ = {{c.float_dtype(), y}};
@@ -138,7 +140,8 @@ class MatMulOp : public Op {
         grad_b_(a_.Transposed(), dy_) {}
 
   int64_t ForwardFlops() const override {
-    return MulSat(MulSat(MulSat(2 * a_.batch, a_.rows), a_.cols), b_.cols);
+    return MulSat(MulSat(MulSat(MulSat(2, a_.batch), a_.rows), a_.cols),
+                  b_.cols);
   }
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {

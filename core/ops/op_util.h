@@ -3,10 +3,10 @@
 #define GRADSERVE_CORE_OPS_OP_UTIL_H_
 
 #include <cstdint>
-#include <limits>
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/checked_math.h"
 #include "core/op.h"
 
 namespace gradserve {
@@ -17,15 +17,6 @@ template <typename F>
 decltype(auto) DispatchFloat(DType dtype, F&& f) {
   if (dtype == DType::kFloat64) return f(double{});
   return f(float{});
-}
-
-// a * b, saturating at INT64_MAX; for FLOP counts of large shapes.
-inline int64_t MulSat(int64_t a, int64_t b) {
-  if (a == 0 || b == 0) return 0;
-  if (a > std::numeric_limits<int64_t>::max() / b) {
-    return std::numeric_limits<int64_t>::max();
-  }
-  return a * b;
 }
 
 // Wraps an op constructed with its output metas as the factory result.

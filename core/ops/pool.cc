@@ -14,6 +14,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/window.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -29,36 +30,20 @@ class PoolOp : public Op {
     RETURN_IF_ERROR(c.ExpectRank(0, 4));
     auto op = std::make_unique<PoolOp>();
     op->max_ = max;
-    ASSIGN_OR_RETURN(op->kernel_, c.attrs().GetInts("kernel", 2));
-    ASSIGN_OR_RETURN(std::vector<int64_t> stride, c.attrs().GetInts("stride"));
-    op->stride_ = op->kernel_;
-    if (!stride.empty()) {
-      ASSIGN_OR_RETURN(op->stride_, c.attrs().GetInts("stride", 2));
-    }
-    ASSIGN_OR_RETURN(op->padding_, c.attrs().GetInts("padding", 2));
+    RETURN_IF_ERROR(op->ReadWindow(c.attrs()));
     const Shape& x = c.shape(0);
+    ASSIGN_OR_RETURN(
+        std::vector<int64_t> spatial_out,
+        WindowOutputDims(c, {op->kernel_, op->stride_, op->padding_, {1, 1}}));
     Shape y = {x[0], x[1]};
-    for (int d = 0; d < 2; ++d) {
-      if (op->kernel_[d] < 1) return c.attrs().Invalid("kernel", ">= 1");
-      if (op->stride_[d] < 1) return c.attrs().Invalid("stride", ">= 1");
-      if (op->padding_[d] < 0 || 2 * op->padding_[d] > op->kernel_[d]) {
-        return c.attrs().Invalid("padding", ">= 0 and at most half the kernel");
-      }
-      const int64_t padded = x[2 + d] + 2 * op->padding_[d];
-      if (op->kernel_[d] > padded) {
-        return c.Error("kernel ", ShapeToString(op->kernel_),
-                       " is larger than the padded input ", padded, " in dim ",
-                       2 + d, " (", c.Describe(0), " ", ShapeToString(x), ")");
-      }
-      y.push_back((padded - op->kernel_[d]) / op->stride_[d] + 1);
-    }
+    y.insert(y.end(), spatial_out.begin(), spatial_out.end());
     op->x_ = x;
     op->outputs_ = {{c.float_dtype(), y}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override {
-    return MulSat(outputs_[0].num_elements(), kernel_[0] * kernel_[1]);
+    return MulSat(outputs_[0].num_elements(), MulSat(kernel_[0], kernel_[1]));
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -189,6 +174,25 @@ class PoolOp : public Op {
   }
 
  private:
+  // kernel, stride (empty = kernel) and padding (at most half the kernel).
+  absl::Status ReadWindow(const Attributes& a) {
+    ASSIGN_OR_RETURN(kernel_, a.GetIntsInRange("kernel", 2, 1, kMaxAttrExtent));
+    ASSIGN_OR_RETURN(std::vector<int64_t> stride, a.GetInts("stride"));
+    stride_ = kernel_;
+    if (!stride.empty()) {
+      ASSIGN_OR_RETURN(stride_,
+                       a.GetIntsInRange("stride", 2, 1, kMaxAttrExtent));
+    }
+    ASSIGN_OR_RETURN(padding_,
+                     a.GetIntsInRange("padding", 2, 0, kMaxAttrExtent));
+    for (int d = 0; d < 2; ++d) {
+      if (padding_[d] > kernel_[d] / 2) {
+        return a.Invalid("padding", ">= 0 and at most half the kernel");
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // Calls f(o, taps) for every output element o, where taps(g) calls g(i)
   // for the input elements of o's window that lie inside the input.
   template <typename F>

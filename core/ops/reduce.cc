@@ -1,11 +1,10 @@
 // Sum and Mean over a set of axes (all by default), with or without keepdims.
-// Forward is a Reduction (oneDNN for float32); backward broadcasts dY back
+// Forward is a Reduction (accumulated in double); backward broadcasts dY back
 // over the reduced dims (scaled by 1/count for Mean) in one loop for both
 // dtypes. Reducing nothing (only size-1 axes) is a view both ways.
 #include <algorithm>
 #include <string>
 
-#include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduction.h"
@@ -57,17 +56,14 @@ class ReduceOp : public Op {
 
   SavedValues Saves(const std::vector<bool>&) const override { return {}; }
 
-  absl::Status Prepare(const PrepareInfo&) override {
-    return reduction_.Prepare(node_, outputs_[0].dtype, Scale());
-  }
-
   absl::Status Forward(ForwardContext& ctx) const override {
     const Tensor& x = ctx.input(0);
     if (reduction_.count() == 1) {
       ctx.SetOutput(0, x.Reshaped(outputs_[0].shape));
       return absl::OkStatus();
     }
-    return reduction_.Run(node_, ctx.dnnl(), x, ctx.AllocateOutput(0));
+    reduction_.Run(x, ctx.AllocateOutput(0), Scale());
+    return absl::OkStatus();
   }
 
   absl::Status Backward(BackwardContext& ctx) const override {

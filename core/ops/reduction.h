@@ -2,17 +2,16 @@
 // broadcasting ops use it backward to sum dY down to each input's shape.
 // Adjacent dims that are both reduced or both kept are merged first, so the
 // work is a reduction over alternating [kept, reduced, kept, ...] groups.
-// float32 runs oneDNN's reduction primitive; float64, empty tensors and
-// more groups than oneDNN takes run one loop.
+//
+// Every sum accumulates in double, float32 and float64 alike, in loops that
+// read the input in order and vectorise: float32 sums of 2^28 elements stay
+// within a few float32 ulps of the exact sum (oneDNN's reduction primitive
+// accumulates in float32 and loses most of such a sum).
 #ifndef GRADSERVE_CORE_OPS_REDUCTION_H_
 #define GRADSERVE_CORE_OPS_REDUCTION_H_
 
-#include <optional>
 #include <vector>
 
-#include "absl/status/status.h"
-#include "absl/strings/string_view.h"
-#include "core/dnnl_util.h"
 #include "core/tensor.h"
 
 namespace gradserve {
@@ -20,19 +19,17 @@ namespace gradserve {
 class Reduction {
  public:
   Reduction() = default;
-  // `full` is the input's shape; reduced[d] marks the dims summed away.
+  // `full` is the input's shape (a valid one); reduced[d] marks the dims
+  // summed away.
   Reduction(const Shape& full, const std::vector<bool>& reduced);
 
   // Input elements per output element (1 when only size-1 dims reduce:
   // then the output is the input's data).
   int64_t count() const { return count_; }
-  int64_t input_elements() const { return ElementCount(groups_); }
 
-  // Builds the float32 primitive computing scale · Σ; call once.
-  absl::Status Prepare(absl::string_view node, DType dtype, double scale);
-  // out = scale · Σ in, with `out` holding count()-fold fewer elements.
-  absl::Status Run(absl::string_view node, DnnlRunner& dnnl, const Tensor& in,
-                   Tensor& out) const;
+  // out = scale · Σ in, with `out` (float32 or float64, like `in`) holding
+  // count()-fold fewer elements.
+  void Run(const Tensor& in, Tensor& out, double scale = 1) const;
 
   // Calls f(i, o) for every input element i, in order, with o the output
   // element it reduces into.
@@ -40,13 +37,12 @@ class Reduction {
   void ForEachElement(F&& f) const;
 
  private:
-  Shape ReducedGroups() const;
+  template <typename T>
+  void RunTyped(const T* in, T* out, double scale) const;
 
   int64_t count_ = 1;
-  double scale_ = 1;
   Shape groups_;  // merged dims of the input, without size-1 dims
   std::vector<bool> group_reduced_;
-  std::optional<DnnlPrimitive> primitive_;
 };
 
 template <typename F>

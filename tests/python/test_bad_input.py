@@ -70,6 +70,22 @@ def set_node(index, **fields):
     return fn
 
 
+INT64_MAX = (1 << 63) - 1
+IMAGE = np.ones((1, 1, 4, 4), np.float32)
+KERNEL = np.ones((1, 1, 3, 3), np.float32)
+
+
+def shaped(*shape):
+    """A float32 tensor of `shape` carrying no values (for empty shapes)."""
+    return tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=list(shape))
+
+
+def with_feeds(request, **feeds):
+    for name, t in feeds.items():
+        request.feeds[name].CopyFrom(t)
+    return request
+
+
 CASES = {
     "data byte count": (mutate(set_feed("x", data=b"\0" * 20)), INVALID, ["'x'", "20"]),
     "float_values count": (mutate(lambda r: (r.feeds["x"].ClearField("data"),
@@ -201,6 +217,30 @@ CASES = {
     "dropout p = 1": (
         lambda: single("Dropout", ["x"], {"x": np.ones(4, np.float32)}, p=1.0),
         INVALID, ["'n1'", "'p'"]),
+    # Shapes and attributes at the edges of int64 (an adversarial probe).
+    "conv padding int64 max": (
+        lambda: single("Conv2d", ["x", "w"], {"x": IMAGE, "w": KERNEL}, padding=[INT64_MAX, 0]),
+        INVALID, ["'n1'", "'padding'", "<= 2147483647", str(INT64_MAX)]),
+    "conv stride 2^31": (
+        lambda: single("Conv2d", ["x", "w"], {"x": IMAGE, "w": KERNEL}, stride=[1 << 31, 1]),
+        INVALID, ["'n1'", "'stride'", "2147483648"]),
+    "conv stride plus padding beyond int": (
+        lambda: single("Conv2d", ["x", "w"], {"x": IMAGE, "w": KERNEL},
+                       stride=[(1 << 31) - 1, 1], padding=[1, 0]),
+        INVALID, ["'n1'", "'stride'", "stride plus padding"]),
+    "pool padding int64 max": (
+        lambda: single("MaxPool2d", ["x"], {"x": IMAGE}, kernel=[2, 2], padding=[INT64_MAX, 0]),
+        INVALID, ["'n1'", "'padding'", str(INT64_MAX)]),
+    "negative dim after a zero dim": (
+        lambda: with_feeds(single("ReLU", ["x"], {"x": X}), x=shaped(0, -5)),
+        INVALID, ["'x'", "[0, -5]"]),
+    "empty tensor with huge dims": (
+        lambda: with_feeds(single("Flatten", ["x"], {"x": X}), x=shaped(0, 3, 1 << 62)),
+        EXHAUSTED, ["'x'", "[0, 3, 4611686018427387904]", "non-zero dims"]),
+    "concat of empty tensors with huge dims": (
+        lambda: with_feeds(single("Concat", ["a", "b"], {"a": X, "b": X}),
+                           a=shaped(0, 1 << 62), b=shaped(0, 1 << 62)),
+        EXHAUSTED, ["[0, 4611686018427387904]", "non-zero dims"]),
     "small request, huge output": (
         lambda: single("Add", ["a", "b"], {"a": np.ones((100000, 1), np.float32),
                                            "b": np.ones((1, 100000), np.float32)}),
@@ -239,3 +279,47 @@ def test_describe_rejects_missing_input_shape(server):
         server.rpc.Describe(request, timeout=30)
     assert error.value.code() == INVALID
     assert "'t'" in error.value.details()
+
+
+def describe_request(op, input_shapes, **attrs):
+    g = gs.graph([gs.node("n1", op, list(input_shapes), ["y"], **attrs)],
+                 inputs=list(input_shapes))
+    request = pb.DescribeRequest(graph=g)
+    for name, dims in input_shapes.items():
+        request.input_shapes[name].dims.extend(dims)
+        request.input_shapes[name].dtype = tensor_pb2.DATA_TYPE_FLOAT32
+    return request
+
+
+# Describe runs the same shape rules as Compute (it used to answer a shape
+# for MaxPool2d padding 2^63 - 1, for [0, -5] and for [0, 3, 2^62]).
+DESCRIBE_CASES = {
+    "pool padding int64 max": (
+        describe_request("MaxPool2d", {"x": [1, 1, 4, 4]}, kernel=[2, 2],
+                         padding=[INT64_MAX, 0]),
+        INVALID, ["'n1'", "'padding'", str(INT64_MAX)]),
+    "conv dilation beyond int": (
+        describe_request("Conv1d", {"x": [1, 1, 9], "w": [1, 1, 3]}, dilation=(1 << 31) - 1),
+        INVALID, ["'n1'", "'dilation'", "dilated kernel extent"]),
+    "negative dim after a zero dim": (
+        describe_request("ReLU", {"x": [0, -5]}), INVALID, ["'x'", "[0, -5]"]),
+    "empty tensor with huge dims": (
+        describe_request("Flatten", {"x": [0, 3, 1 << 62]}), EXHAUSTED,
+        ["'x'", "[0, 3, 4611686018427387904]"]),
+    "concat of empty tensors with huge dims": (
+        describe_request("Concat", {"a": [0, 1 << 62], "b": [0, 1 << 62]}), EXHAUSTED,
+        ["[0, 4611686018427387904]"]),
+}
+
+
+@pytest.mark.parametrize("name", list(DESCRIBE_CASES))
+def test_describe_rejected_with_named_culprit(server, name):
+    request, code, parts = DESCRIBE_CASES[name]
+    with pytest.raises(grpc.RpcError) as error:
+        server.rpc.Describe(request, timeout=30)
+    assert error.value.code() == code, error.value.details()
+    for part in parts:
+        assert part in error.value.details(), (part, error.value.details())
+    # The server is still there and describes a good graph.
+    response = server.rpc.Describe(describe_request("Flatten", {"x": [0, 3, 4]}), timeout=30)
+    assert list(response.nodes[0].output_shapes[0].dims) == [0, 12]

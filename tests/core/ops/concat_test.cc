@@ -1,3 +1,4 @@
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
 #include "tests/core/ops/tensor_op_test_util.h"
@@ -83,6 +84,56 @@ TEST(Concat, EmptyOutputs) {
       y[1] += shapes[1][1];
       EXPECT_EQ(r->outputs.at("out0").shape(), y);
       EXPECT_EQ(r->gradients.at("b").shape(), shapes[1]);
+    }
+  }
+}
+
+// Input i is [2, 1] holding {i, -i}, or [2, 0] for every tenth; the output
+// gradient's column k is {2k, 2k + 1}.
+void ExpectManyInputsConcatenate(int inputs, DType dtype) {
+  SCOPED_TRACE(absl::StrCat(inputs, " inputs, ", DTypeName(dtype)));
+  OpCase c("Concat", {});
+  std::vector<Tensor> values;
+  std::vector<float> top, bottom;
+  for (int i = 0; i < inputs; ++i) {
+    const int64_t width = i % 10 == 9 ? 0 : 1;
+    c.inputs.push_back({absl::StrCat("in", i), {2, width}});
+    values.push_back(Tensor::Zeros(DType::kFloat32, {2, width}));
+    if (width == 0) continue;
+    values.back() =
+        F32({2, 1}, {static_cast<float>(i), -static_cast<float>(i)});
+    top.push_back(static_cast<float>(i));
+    bottom.push_back(-static_cast<float>(i));
+  }
+  const int64_t columns = static_cast<int64_t>(top.size());
+  std::vector<float> y = top, dy(2 * columns);
+  y.insert(y.end(), bottom.begin(), bottom.end());
+  for (int64_t k = 0; k < columns; ++k) {
+    dy[k] = static_cast<float>(2 * k);
+    dy[columns + k] = static_cast<float>(2 * k + 1);
+  }
+  auto r = RunOnValues(c, std::move(values), F32({2, columns}, dy), dtype);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({2, columns}, y), 0, "y");
+  int64_t k = 0;
+  for (int i = 0; i < inputs; ++i) {
+    const Tensor& dx = r->gradients.at(absl::StrCat("in", i));
+    if (i % 10 == 9) {
+      EXPECT_EQ(dx.shape(), (Shape{2, 0}));
+      continue;
+    }
+    ExpectClose(dx, F32({2, 1}, {dy[k], dy[columns + k]}), 0,
+                absl::StrCat("dx", i));
+    ++k;
+  }
+}
+
+TEST(Concat, MoreInputsThanOneDnnConcatTakes) {
+  // One oneDNN concat takes 1024 sources (the probe's 3073 inputs got
+  // INTERNAL); 1137 inputs have 1024 non-empty ones, 1138 have 1025.
+  for (int inputs : {1137, 1138, 3073, 5000}) {
+    for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+      ExpectManyInputsConcatenate(inputs, dtype);
     }
   }
 }

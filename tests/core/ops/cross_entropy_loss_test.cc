@@ -163,6 +163,26 @@ TEST(CrossEntropyLoss, LargeLogitsStayFinite) {
   }
 }
 
+// 2^25 equal logits: the loss is log(2^25) (a float32 sum of the 2^25 ones
+// stops at 2^24 and gave log(2^24)); the probability target's sum too.
+TEST(CrossEntropyLoss, SumOverManyClassesIsAccurate) {
+  const int64_t classes = int64_t{1} << 25;
+  const Tensor x = Tensor::Zeros(DType::kFloat32, {1, classes});
+  Tensor t = Tensor::Empty(DType::kFloat32, {1, classes});
+  std::fill_n(t.data<float>(), classes, 1.f / static_cast<float>(classes));
+  const double expected = std::log(static_cast<double>(classes));
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    for (const NamedTensors& inputs :
+         {NamedTensors{{"x", x}, {"y", I64({1}, {0})}},
+          NamedTensors{{"x", x}, {"t", t}}}) {
+      auto r = RunLoss("CrossEntropyLoss", "mean", inputs, {}, dtype);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_NEAR(LossValue(*r), expected, 2e-7 * expected);
+    }
+  }
+}
+
 TEST(CrossEntropyLoss, EmptyBatch) {
   ExpectEmptyReductions("CrossEntropyLoss",
                         {{"x", F32({0, 3}, {})}, {"y", I64({0}, {})}}, {"x"});

@@ -1,5 +1,9 @@
+#include <algorithm>
 #include <cmath>
+#include <string>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
 #include "tests/core/ops/tensor_op_test_util.h"
@@ -67,7 +71,7 @@ TEST_P(ReduceGradients, OnlySizeOneAxesIsAView) {
 TEST_P(ReduceGradients, LargeReduction) {
   OpCase c = ReduceCase(GetParam(), {1000, 1000}, {});
   c.inputs[0].lo = 0;  // all positive: the sum grows to 5e5
-  // oneDNN's float32 sum of 1e6 values stays within the default 1e-4 of the
+  // The float32 sum of 1e6 values stays within the default 1e-4 of the
   // float64 one. The finite differences need a larger step instead: a 1e-6
   // change to one of 1e6 values is lost to float64 rounding of a 5e5 sum,
   // and Sum and Mean are linear, so a large step costs no accuracy.
@@ -76,8 +80,8 @@ TEST_P(ReduceGradients, LargeReduction) {
 }
 
 TEST_P(ReduceGradients, MoreAlternatingGroupsThanOneDnnDims) {
-  // 14 alternating reduced and kept dims cannot merge; oneDNN takes at most
-  // 12 dims, so this runs on the loop in float32 too.
+  // 14 alternating reduced and kept dims cannot merge: the sums walk 7 kept
+  // and 7 summed groups.
   OpCase c = ReduceCase(GetParam(), Shape(14, 2), {0, 2, 4, 6, 8, 10, 12});
   ExpectGradientsCorrect(c);
 }
@@ -201,6 +205,102 @@ TEST(Reduce, KnownGradients) {
   ASSERT_TRUE(sum.ok()) << sum.status();
   ExpectClose(sum->gradients.at("x"), F32({2, 3}, {1, 1, 1, 2, 2, 2}), 0,
               "dx of Sum");
+}
+
+// float32 sums of many elements against a float64 sum of the same values.
+// The probe found Sum of 2^28 twos giving 2^28, of 209,715,200 ones 2^27,
+// and errors 10-200 times PyTorch's from 2^24 elements on (oneDNN's
+// reduction accumulates in float32). Accumulated in double, what is left is
+// the final rounding to float32: |error| <= 2^-24 · Σ|x| and a little.
+constexpr double kBound = 0x1p-23;
+
+// Σ x and Σ |x| in double, for the float32 values of x.
+std::pair<double, double> Float64Sums(const Tensor& x) {
+  double sum = 0, abs_sum = 0;
+  for (float v : x.values<float>()) {
+    sum += v;
+    abs_sum += std::abs(v);
+  }
+  return {sum, abs_sum};
+}
+
+Tensor Filled(Shape shape, float value) {
+  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+  std::fill_n(t.data<float>(), t.num_elements(), value);
+  return t;
+}
+
+float SumOf(const std::string& op, const Tensor& x) {
+  auto r = RunOnValues(ReduceCase(op, x.shape(), {}), {x});
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? r->outputs.at("out0").data<float>()[0] : NAN;
+}
+
+TEST(ReduceAccuracy, SumsOfTheProbeAreExact) {
+  EXPECT_EQ(SumOf("Sum", Filled({int64_t{1} << 28}, 2)), 0x1p29);
+  EXPECT_EQ(SumOf("Sum", Filled({209715200}, 1)), 209715200.f);
+  EXPECT_EQ(SumOf("Mean", Filled({209715200}, 1)), 1.f);
+}
+
+TEST(ReduceAccuracy, Float32SumOf2To25ValuesWithinFloat32Rounding) {
+  for (double lo : {0.0, -1.0}) {
+    SCOPED_TRACE(absl::StrCat("uniform in [", lo, ", 1)"));
+    const Tensor x =
+        MakeInput({"x", {int64_t{1} << 25}, Init::kUniform, lo, 1.0}, 11);
+    const auto [exact, abs_sum] = Float64Sums(x);
+    EXPECT_LE(std::abs(SumOf("Sum", x) - exact), kBound * abs_sum);
+    const double n = static_cast<double>(x.num_elements());
+    EXPECT_LE(std::abs(SumOf("Mean", x) - exact / n), kBound * abs_sum / n);
+  }
+}
+
+// Every output of a reduction along `axis` of x [rows, cols] against the
+// float64 sum of its values.
+void ExpectAxisSumsAccurate(const Tensor& x, int64_t axis) {
+  SCOPED_TRACE(absl::StrCat("axis ", axis));
+  auto r = RunOnValues(ReduceCase("Sum", x.shape(), {axis}), {x});
+  ASSERT_TRUE(r.ok()) << r.status();
+  const float* y = r->outputs.at("out0").data<float>();
+  const int64_t rows = x.dim(0), cols = x.dim(1);
+  const int64_t outputs = axis == 0 ? cols : rows;
+  const int64_t length = axis == 0 ? rows : cols;
+  const int64_t step = axis == 0 ? cols : 1;
+  int failures = 0;
+  for (int64_t o = 0; o < outputs && failures < 5; ++o) {
+    const float* p = x.data<float>() + (axis == 0 ? o : o * cols);
+    double exact = 0, abs_sum = 0;
+    for (int64_t k = 0; k < length; ++k) {
+      exact += p[k * step];
+      abs_sum += std::abs(p[k * step]);
+    }
+    if (!(std::abs(y[o] - exact) <= kBound * abs_sum)) {
+      ADD_FAILURE() << "y[" << o << "] = " << y[o] << ", exact " << exact;
+      ++failures;
+    }
+  }
+}
+
+TEST(ReduceAccuracy, RowAndColumnSumsWithinFloat32Rounding) {
+  const Tensor tall =
+      MakeInput({"x", {int64_t{1} << 22, 8}, Init::kUniform, 0, 1}, 12);
+  ExpectAxisSumsAccurate(tall, 0);
+  ExpectAxisSumsAccurate(tall, 1);
+  const Tensor wide =
+      MakeInput({"x", {8, int64_t{1} << 22}, Init::kUniform, -1, 1}, 13);
+  ExpectAxisSumsAccurate(wide, 0);
+  ExpectAxisSumsAccurate(wide, 1);
+}
+
+TEST(ReduceAccuracy, BroadcastGradientWithinFloat32Rounding) {
+  // y = a + b with b [1] broadcast over a [2^25]: dL/db = Σ dY.
+  OpCase c("Add", {{"a", {int64_t{1} << 25}}, {"b", {1}}});
+  const Tensor dy =
+      MakeInput({"dy", {int64_t{1} << 25}, Init::kUniform, 0, 1}, 14);
+  auto r = RunOnValues(c, {Filled({int64_t{1} << 25}, 0), Filled({1}, 0)}, dy);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto [exact, abs_sum] = Float64Sums(dy);
+  EXPECT_LE(std::abs(r->gradients.at("b").data<float>()[0] - exact),
+            kBound * abs_sum);
 }
 
 }  // namespace

@@ -1,0 +1,32 @@
+// Sliding windows over the spatial dims of x [N, C, spatial...]
+// (convolution, pooling): the output extents as PyTorch's floor mode gives
+// them, with every intermediate checked.
+#ifndef GRADSERVE_CORE_OPS_WINDOW_H_
+#define GRADSERVE_CORE_OPS_WINDOW_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/op.h"
+
+namespace gradserve {
+
+// One entry per spatial dim. stride, padding and dilation come from
+// Attributes::GetIntsInRange (>= 1, >= 0, >= 1, at most kMaxAttrExtent).
+struct Window {
+  std::vector<int64_t> kernel, stride, padding, dilation;
+};
+
+// Per spatial dim d of input 0, with span = dilation·(kernel − 1) + 1:
+//   (x[2 + d] + 2·padding − span) / stride + 1.
+// INVALID_ARGUMENT naming the node and the attribute when the dilated
+// kernel, the padded input or stride + padding exceed kMaxAttrExtent
+// (oneDNN's descriptors compute them in int), and naming input 0 when the
+// kernel does not fit into the padded input.
+absl::StatusOr<std::vector<int64_t>> WindowOutputDims(const OpConfig& c,
+                                                      const Window& w);
+
+}  // namespace gradserve
+
+#endif  // GRADSERVE_CORE_OPS_WINDOW_H_
