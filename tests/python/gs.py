@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -99,22 +100,28 @@ def free_port():
 
 
 class Server:
-    """A gradserve process on a free loopback port, stopped on close()."""
+    """A gradserve process on a free loopback port, stopped on close().
+
+    What it prints goes to a file, not a pipe: a sanitizer's report (or any
+    long output) can never block it, and output() shows it all."""
 
     def __init__(self, *flags):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [GRADSERVE, f"--address={self.address}", *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fd, self.log_path = tempfile.mkstemp(prefix="gradserve-", suffix=".log")
+        with os.fdopen(fd, "ab") as log:  # append: the child writes at the end
+            self.process = subprocess.Popen(
+                [GRADSERVE, f"--address={self.address}", *flags],
+                stdout=log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE)])
         try:
             grpc.channel_ready_future(self.channel).result(timeout=30)
         except grpc.FutureTimeoutError:
-            self.close()
-            raise RuntimeError(f"gradserve did not start: {self.output()}")
+            output = self.output()
+            self.close(check=False)
+            raise RuntimeError(f"gradserve did not start: {output}")
         self.rpc = pb_grpc.GradientServiceStub(self.channel)
 
     def compute(self, request, timeout=120):
@@ -124,20 +131,29 @@ class Server:
         return self.process.poll() is None
 
     def output(self):
-        if self.alive():
-            return ""
-        return self.process.stdout.read()
+        """Everything the server has printed so far."""
+        with open(self.log_path, errors="replace") as log:
+            return log.read()
 
-    def close(self):
+    def close(self, check=True):
+        """Stops the server (SIGTERM). With `check`, a server that had died or
+        exits with an error (a sanitizer's report at exit, leaks say) fails
+        the caller, with what it printed."""
         self.channel.close()
-        if self.alive():
+        died = not self.alive()
+        if not died:
             self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stdout.close()
+        output = self.output()
+        os.unlink(self.log_path)
+        code = self.process.returncode
+        if check and (died or code != 0):
+            how = "had died" if died else "exited"
+            raise AssertionError(f"gradserve {how} with status {code}:\n{output}")
 
 
 def wait_until(predicate, timeout=10.0):
