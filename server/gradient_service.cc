@@ -157,7 +157,7 @@ void GradientServiceImpl::AddComputeRpcs() {
   AddUnary<pb::ComputeRequest, pb::ComputeResponse>(
       "Compute", Where::kPool,
       [this](const runtime::CallContext& ctx, const pb::ComputeRequest& r,
-             pb::ComputeResponse* out) { return Compute(ctx, r, out); });
+             pb::ComputeResponse* out) { return ComputeOne(ctx, r, out); });
   AddUnary<pb::DescribeRequest, pb::DescribeResponse>(
       "Describe", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx,
@@ -189,9 +189,9 @@ void GradientServiceImpl::AddComputeRpcs() {
       });
 }
 
-absl::Status GradientServiceImpl::Compute(const runtime::CallContext& ctx,
-                                          const pb::ComputeRequest& request,
-                                          pb::ComputeResponse* response) {
+absl::Status GradientServiceImpl::ComputeOne(const runtime::CallContext& ctx,
+                                             const pb::ComputeRequest& request,
+                                             pb::ComputeResponse* response) {
   ASSIGN_OR_RETURN(auto call,
                    ComputeCallFromProto(request, runtime_->limits()));
   ASSIGN_OR_RETURN(RunResult result, runtime_->Compute(ctx, std::move(call)));
@@ -205,7 +205,7 @@ absl::Status GradientServiceImpl::ComputeFromBytes(
   return Guarded([&]() -> absl::Status {
     pb::ComputeRequest parsed;
     RETURN_IF_ERROR(ParseMessage(request, &parsed));
-    return Compute(ctx, parsed, response);
+    return ComputeOne(ctx, parsed, response);
   });
 }
 

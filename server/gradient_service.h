@@ -32,9 +32,9 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions& options() const { return options_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
-  absl::Status Compute(const runtime::CallContext& ctx,
-                       const pb::ComputeRequest& request,
-                       pb::ComputeResponse* response);
+  absl::Status ComputeOne(const runtime::CallContext& ctx,
+                          const pb::ComputeRequest& request,
+                          pb::ComputeResponse* response);
   absl::Status ComputeFromBytes(const runtime::CallContext& ctx,
                                 const grpc::ByteBuffer& request,
                                 pb::ComputeResponse* response);

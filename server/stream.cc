@@ -20,7 +20,7 @@ class ComputeStreamReactor
  public:
   ComputeStreamReactor(GradientServiceImpl* service,
                        grpc::CallbackServerContext* context)
-      : service_(service), context_(context), ctx_(CallContextOf(context)) {
+      : service_(service), ctx_(CallContextOf(context)) {
     std::lock_guard<std::mutex> lock(mu_);
     ReadNext();
   }
@@ -160,7 +160,6 @@ class ComputeStreamReactor
   }
 
   GradientServiceImpl* const service_;
-  grpc::CallbackServerContext* const context_;
   const runtime::CallContext ctx_;
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
