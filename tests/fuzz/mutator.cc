@@ -29,7 +29,7 @@ void MutateName(const FieldRef& f, const Sites& s, Random& r) {
     return refl->SetString(m, f.field, NameOrNothing(s, r));
   }
   const int size = refl->FieldSize(*m, f.field);
-  const int kind = size == 0 ? 0 : r.Below(5);
+  const int kind = size == 0 ? 0 : r.Below(6);
   if (kind <= 1) {
     refl->AddString(m, f.field, NameOrNothing(s, r));
   } else if (kind == 2) {
@@ -37,6 +37,12 @@ void MutateName(const FieldRef& f, const Sites& s, Random& r) {
     refl->RemoveLast(m, f.field);
   } else if (kind == 3) {
     refl->SetRepeatedString(m, f.field, r.Below(size), NameOrNothing(s, r));
+  } else if (kind == 4) {
+    // One of them alone (wrt = the bias only, say).
+    const std::string kept =
+        refl->GetRepeatedString(*m, f.field, r.Below(size));
+    refl->ClearField(m, f.field);
+    refl->AddString(m, f.field, kept);
   } else {
     refl->ClearField(m, f.field);
   }
