@@ -65,7 +65,7 @@ test-deploy: build
 
 # Everything built with ASan and UBSan (GCC), then the C++ tests and the
 # Python suites, whose server is then the sanitized one. Not part of
-# `make test` (the sanitized build and run take about three times as long).
+# `make test`: the sanitized build alone took an hour on two shared cores.
 test-sanitize: deps
 	@if [ ! -f $(SANITIZE_DIR)/build.ninja ]; then \
 	  cmake -S . -B $(SANITIZE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
