@@ -7,7 +7,25 @@ PYTHON := /usr/bin/python3
 # Where this workplace keeps the offline Debian base images' recipe (podman).
 SHARED ?= ../shared
 
-.PHONY: all deps configure build serve test test-cpp test-python test-deploy bench format check-format clean
+# Sanitized builds, each in its own directory (Ninja, ccache like build/).
+SANITIZE_DIR ?= build-sanitize
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+# Halt on the first report, with stacks; leaks are detected, except the
+# process-lifetime allocations tools/lsan.supp names.
+SANITIZER_ENV := \
+  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:print_summary=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:report_error_type=1 \
+  LSAN_OPTIONS=suppressions=$(abspath tools/lsan.supp):print_suppressions=0
+# clang links libgomp (as oneDNN does), not its own OpenMP runtime: one
+# OpenMP runtime per process.
+FUZZ_CMAKE_FLAGS := -DCMAKE_CXX_COMPILER=clang++ -DGRADSERVE_FUZZ=ON \
+  -DGRADSERVE_SANITIZE=address,undefined -DGRADSERVE_PYTHON_TESTS=OFF \
+  -DOpenMP_CXX_FLAGS=-fopenmp=libgomp -DOpenMP_CXX_LIB_NAMES=gomp \
+  -DOpenMP_gomp_LIBRARY=$$(g++ -print-file-name=libgomp.so)
+
+.PHONY: all deps configure build serve test test-cpp test-python test-deploy bench format check-format clean \
+  test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus
 
 all: build
 
@@ -49,6 +67,45 @@ test-deploy: build
 # --malloc_retain_mb default), and single-threaded OpenBLAS under PyTorch.
 BENCH_ENV := MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=536870912 \
   OPENBLAS_NUM_THREADS=1 GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR))
+
+# Everything built with ASan and UBSan (GCC), then the C++ tests and the
+# Python suites, whose server is then the sanitized one. Not part of
+# `make test`: the sanitized build alone took an hour on two shared cores.
+test-sanitize: deps
+	@if [ ! -f $(SANITIZE_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(SANITIZE_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DGRADSERVE_SANITIZE=address,undefined; \
+	fi
+	cmake --build $(SANITIZE_DIR)
+	$(SANITIZER_ENV) ctest --test-dir $(SANITIZE_DIR) --output-on-failure -j$$(nproc) --timeout 1500
+	$(SANITIZER_ENV) GRADSERVE_BUILD_DIR=$(abspath $(SANITIZE_DIR)) $(PYTHON) -m pytest -q tests/python
+
+# The libFuzzer request fuzzer (tests/fuzz), built by clang with ASan and
+# UBSan into $(FUZZ_DIR): `make fuzz FUZZ_SECONDS=600`. New inputs go to
+# $(FUZZ_DIR)/fuzz-corpus, crashes to $(FUZZ_DIR)/fuzz-artifacts.
+fuzz-build:
+	@tools/install-deps.sh build
+	@tools/install-deps.sh fuzz
+	@if [ ! -f $(FUZZ_DIR)/build.ninja ]; then \
+	  cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(FUZZ_CMAKE_FLAGS); \
+	fi
+	cmake --build $(FUZZ_DIR) --target request_fuzzer request_fuzz_replay
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_DIR)/fuzz-corpus $(FUZZ_DIR)/fuzz-artifacts
+	$(SANITIZER_ENV) $(FUZZ_DIR)/tests/fuzz/request_fuzzer \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=4096 \
+	  -print_final_stats=1 -artifact_prefix=$(abspath $(FUZZ_DIR))/fuzz-artifacts/ \
+	  $(FUZZ_ARGS) $(FUZZ_DIR)/fuzz-corpus tests/fuzz/corpus
+
+# A short run (20 s) and the regression inputs, in the fuzz build.
+fuzz-smoke: fuzz-build
+	$(SANITIZER_ENV) $(FUZZ_DIR)/tests/fuzz/request_fuzz_replay tests/fuzz/regressions tests/fuzz/corpus
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+
+# Regenerates the seed corpus (tests/fuzz/make_corpus.py) with build/'s stubs.
+fuzz-corpus: build
+	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) tests/fuzz/make_corpus.py tests/fuzz/corpus
 
 bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)

@@ -164,7 +164,7 @@ void GradientServiceImpl::AddComputeRpcs() {
       "Compute", Where::kPool,
       [this](const runtime::CallContext& ctx, pb::ComputeRequest& r,
              pb::ComputeResponse*,
-             WireMessage* wire) { return Compute(ctx, r, wire); });
+             WireMessage* wire) { return ComputeOne(ctx, r, wire); });
   AddUnary<pb::DescribeRequest, pb::DescribeResponse>(
       "Describe", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx, pb::DescribeRequest& r,
@@ -197,9 +197,9 @@ void GradientServiceImpl::AddComputeRpcs() {
       });
 }
 
-absl::Status GradientServiceImpl::Compute(const runtime::CallContext& ctx,
-                                          pb::ComputeRequest& request,
-                                          WireMessage* response) {
+absl::Status GradientServiceImpl::ComputeOne(const runtime::CallContext& ctx,
+                                             pb::ComputeRequest& request,
+                                             WireMessage* response) {
   ASSIGN_OR_RETURN(auto call,
                    ComputeCallFromProto(request, runtime_->limits()));
   ASSIGN_OR_RETURN(RunResult result, runtime_->Compute(ctx, std::move(call)));
@@ -213,7 +213,7 @@ absl::Status GradientServiceImpl::ComputeFromBytes(
   return Guarded([&]() -> absl::Status {
     pb::ComputeRequest parsed;
     RETURN_IF_ERROR(ParseMessage(request, &parsed));
-    return Compute(ctx, parsed, response);
+    return ComputeOne(ctx, parsed, response);
   });
 }
 

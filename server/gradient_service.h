@@ -33,8 +33,8 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions& options() const { return options_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
-  absl::Status Compute(const runtime::CallContext& ctx,
-                       pb::ComputeRequest& request, WireMessage* response);
+  absl::Status ComputeOne(const runtime::CallContext& ctx,
+                          pb::ComputeRequest& request, WireMessage* response);
   absl::Status ComputeFromBytes(const runtime::CallContext& ctx,
                                 const grpc::ByteBuffer& request,
                                 WireMessage* response);

@@ -5,6 +5,7 @@
 #   tools/install-deps.sh build    what building and the C++ tests need (the
 #                                  Docker image's build stage)
 #   tools/install-deps.sh deploy   what `make test-deploy` adds
+#   tools/install-deps.sh fuzz     what `make fuzz` adds (clang, libFuzzer)
 set -euo pipefail
 
 build=(
@@ -21,12 +22,16 @@ python_tests=(
   libopenblas0-pthread clang-format
 )
 deploy=(podman runc debootstrap uidmap nginx python3-yaml)
+# The libFuzzer build (build-fuzz): clang 14 with its sanitizer and fuzzer
+# runtimes.
+fuzz=(clang libfuzzer-14-dev libclang-rt-14-dev)
 
 case "${1:-all}" in
   all) packages=("${build[@]}" "${python_tests[@]}") ;;
   build) packages=("${build[@]}") ;;
   deploy) packages=("${deploy[@]}") ;;
-  *) echo "usage: $0 [all|build|deploy]" >&2; exit 2 ;;
+  fuzz) packages=("${fuzz[@]}") ;;
+  *) echo "usage: $0 [all|build|deploy|fuzz]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -170,15 +171,21 @@ def free_port():
 
 
 class Server:
-    """A gradserve process on a free loopback port, stopped on close()."""
+    """A gradserve process on a free loopback port, stopped on close().
+
+    What it prints goes to a file, not a pipe: a sanitizer's report (or any
+    long output) can never block it, and output() shows it all."""
 
     def __init__(self, *flags, also_listen=()):
         """`also_listen`: more addresses (unix:///path) next to the TCP port."""
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [GRADSERVE, "--address=" + ",".join([self.address, *also_listen]), *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        fd, self.log_path = tempfile.mkstemp(prefix="gradserve-", suffix=".log")
+        self.stopped = False  # by stop(): its exit code is the caller's business
+        with os.fdopen(fd, "ab") as log:  # append: the child writes at the end
+            self.process = subprocess.Popen(
+                [GRADSERVE, "--address=" + ",".join([self.address, *also_listen]), *flags],
+                stdout=log, stderr=subprocess.STDOUT)
         self.channel = grpc.insecure_channel(self.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -189,8 +196,9 @@ class Server:
         try:
             grpc.channel_ready_future(self.channel).result(timeout=30)
         except grpc.FutureTimeoutError:
-            self.close()
-            raise RuntimeError(f"gradserve did not start: {self.output()}")
+            output = self.output()
+            self.close(check=False)
+            raise RuntimeError(f"gradserve did not start: {output}")
         self.rpc = pb_grpc.GradientServiceStub(self.channel)
 
     def compute(self, request, timeout=120):
@@ -272,15 +280,16 @@ class Server:
         raise RuntimeError("no VmHWM in /proc/<pid>/status")
 
     def output(self):
-        if self.alive():
-            return ""
-        return self.process.stdout.read()
+        """Everything the server has printed so far."""
+        with open(self.log_path, errors="replace") as log:
+            return log.read()
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Sends `sig` (SIGTERM: graceful; SIGKILL: a crash), waits for the
         process to end and returns its exit code (SIGKILL after `timeout`)."""
         self.channel.close()
         if self.alive():
+            self.stopped = True
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=timeout)
@@ -289,9 +298,20 @@ class Server:
                 self.process.wait()
         return self.process.returncode
 
-    def close(self):
-        self.stop()
-        self.process.stdout.close()
+    def close(self, check=True):
+        """Stops the server (SIGTERM). With `check`, a server that had died of
+        an error or exits with one (a sanitizer's report at exit, leaks say)
+        fails the caller, with what it printed; one the caller stopped with
+        stop() is the caller's to judge."""
+        by_caller = self.stopped
+        died = not by_caller and not self.alive()
+        code = self.stop(timeout=60)
+        output = self.output()
+        if os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+        if check and not by_caller and code != 0:
+            how = "had died" if died else "exited"
+            raise AssertionError(f"gradserve {how} with status {code}:\n{output}")
 
 
 def wait_until(predicate, timeout=10.0):

@@ -113,8 +113,18 @@ def test_sigterm_stops_cleanly():
     s = gs.Server()
     s.process.send_signal(signal.SIGTERM)
     assert s.process.wait(timeout=30) == 0
-    assert "shutting down" in s.process.stdout.read()
+    assert "shutting down" in s.output()
     s.close()
+
+
+def test_a_server_that_died_fails_close_with_what_it_printed():
+    # As a sanitizer's abort would kill it: close() (and so the session
+    # fixture, and each test after which it is dead) fails, showing the report.
+    s = gs.Server()
+    s.process.send_signal(signal.SIGABRT)
+    s.process.wait(timeout=30)
+    with pytest.raises(AssertionError, match=r"had died with status -6:\n(.|\n)*listening on"):
+        s.close()
 
 
 def test_server_flags_apply():
