@@ -25,7 +25,11 @@ dnnl::memory::dims DnnlDims(const Shape& shape);
 // Row-major ("abcd...") descriptor of a float32/int64 shape; a scalar is [1].
 dnnl::memory::desc PlainDesc(const Shape& shape, DType dtype = DType::kFloat32);
 // A memory object over a tensor's storage (oneDNN reads const inputs only).
+// It does not own the storage: the tensor must outlive every use of the
+// memory, so a temporary (a Reordered() copy, say) is refused at compile time
+// (an argument map built from one used to point at freed storage).
 dnnl::memory WrapTensor(const dnnl::memory::desc& desc, const Tensor& t);
+dnnl::memory WrapTensor(const dnnl::memory::desc& desc, Tensor&& t) = delete;
 
 // Attributes every primitive is created with: a user-provided scratchpad,
 // so that primitives may run on any thread and concurrently.

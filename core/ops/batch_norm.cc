@@ -133,9 +133,9 @@ class BatchNormOp : public Op {
     if (forward_) {
       RETURN_IF_ERROR(CatchDnnl(node_, [&] {
         Tensor y = EmptyIn(outputs_[0], data_);
+        const Tensor x = Reordered(ctx.input(kX), data_, ctx.dnnl());
         std::unordered_map<int, memory> args = {
-            {DNNL_ARG_SRC,
-             WrapTensor(data_, Reordered(ctx.input(kX), data_, ctx.dnnl()))},
+            {DNNL_ARG_SRC, WrapTensor(data_, x)},
             {DNNL_ARG_DST, WrapTensor(data_, y)},
             {DNNL_ARG_MEAN, WrapTensor(PlainDesc({channels_}), mean)},
             {DNNL_ARG_VARIANCE, WrapTensor(PlainDesc({channels_}), var)}};
@@ -218,11 +218,12 @@ class BatchNormOp : public Op {
           has_weight_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
       Tensor dshift = has_bias_ ? Tensor::Empty(dtype, {channels_}) : Tensor();
       const auto c_desc = PlainDesc({channels_});
+      // Held here: the map's memories point into them until Execute.
+      const Tensor x = Reordered(ctx.input(kX), data_, dnnl);
+      const Tensor dy = Reordered(ctx.grad_output(0), data_, dnnl);
       std::unordered_map<int, memory> args = {
-          {DNNL_ARG_SRC,
-           WrapTensor(data_, Reordered(ctx.input(kX), data_, dnnl))},
-          {DNNL_ARG_DIFF_DST,
-           WrapTensor(data_, Reordered(ctx.grad_output(0), data_, dnnl))},
+          {DNNL_ARG_SRC, WrapTensor(data_, x)},
+          {DNNL_ARG_DIFF_DST, WrapTensor(data_, dy)},
           {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
           {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
           {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};

@@ -219,9 +219,9 @@ class EltwiseOp : public Op {
   absl::Status Apply(DnnlRunner& dnnl, const Tensor& in, Tensor& out) const {
     const auto data = DataDesc();
     return CatchDnnl(node_, [&] {
-      dnnl.Execute(*forward_,
-                   {{DNNL_ARG_SRC, WrapTensor(data, Reordered(in, data, dnnl))},
-                    {DNNL_ARG_DST, WrapTensor(data, out)}});
+      const Tensor src = Reordered(in, data, dnnl);
+      dnnl.Execute(*forward_, {{DNNL_ARG_SRC, WrapTensor(data, src)},
+                               {DNNL_ARG_DST, WrapTensor(data, out)}});
       return absl::OkStatus();
     });
   }
@@ -234,14 +234,13 @@ class EltwiseOp : public Op {
     return CatchDnnl(node_, [&] {
       DnnlRunner& dnnl = ctx.dnnl();
       const bool from_output = from_ == From::kOutput;
-      const Tensor& saved = from_output ? ctx.output(0) : ctx.input(0);
-      dnnl.Execute(
-          *backward_,
-          {{from_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
-            WrapTensor(data, Reordered(saved, data, dnnl))},
-           {DNNL_ARG_DIFF_DST,
-            WrapTensor(data, Reordered(ctx.grad_output(0), data, dnnl))},
-           {DNNL_ARG_DIFF_SRC, WrapTensor(data, dx)}});
+      const Tensor saved =
+          Reordered(from_output ? ctx.output(0) : ctx.input(0), data, dnnl);
+      const Tensor dy = Reordered(ctx.grad_output(0), data, dnnl);
+      dnnl.Execute(*backward_, {{from_output ? DNNL_ARG_DST : DNNL_ARG_SRC,
+                                 WrapTensor(data, saved)},
+                                {DNNL_ARG_DIFF_DST, WrapTensor(data, dy)},
+                                {DNNL_ARG_DIFF_SRC, WrapTensor(data, dx)}});
       return absl::OkStatus();
     });
   }

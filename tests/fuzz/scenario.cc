@@ -113,6 +113,23 @@ std::string Wire(const Tensor& t) {
   return wire.SerializeAsString();
 }
 
+// Where two float tensors of one meta first differ, for a finding's text.
+std::string FirstDifference(const Tensor& a, const Tensor& b) {
+  if (a.meta().ToString() != b.meta().ToString() ||
+      (a.dtype() != DType::kFloat32 && a.dtype() != DType::kFloat64)) {
+    return "";
+  }
+  const Tensor x = a.CastFloat(DType::kFloat64);
+  const Tensor y = b.CastFloat(DType::kFloat64);
+  for (int64_t i = 0; i < x.num_elements(); ++i) {
+    const double p = x.values<double>()[i], q = y.values<double>()[i];
+    if (!(p == q || (std::isnan(p) && std::isnan(q)))) {
+      return absl::StrCat(": at ", i, ", ", p, " vs ", q);
+    }
+  }
+  return ": in bits only (NaN payloads, or -0 and 0)";
+}
+
 void ExpectSameNames(const Tensors& a, const Tensors& b,
                      absl::string_view what) {
   if (a.size() != b.size()) {
@@ -128,9 +145,9 @@ void ExpectSame(const Tensors& a, const Tensors& b, absl::string_view what) {
   for (const auto& [name, t] : a) {
     auto it = b.find(name);
     if (Wire(t) != Wire(it->second)) {
-      Finding(absl::StrCat(what, ": '", name, "' differs (",
-                           t.meta().ToString(), " vs ",
-                           it->second.meta().ToString(), ")"));
+      Finding(absl::StrCat(
+          what, ": '", name, "' differs (", t.meta().ToString(), " vs ",
+          it->second.meta().ToString(), ")", FirstDifference(t, it->second)));
     }
   }
 }

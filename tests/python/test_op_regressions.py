@@ -5,12 +5,14 @@ named; and the server alive and serving afterwards."""
 import grpc
 import numpy as np
 import pytest
+import torch
 
 import gs
 from test_op_parity import CASES
 from test_op_sweep import batch_norm_case, expect_matches_torch
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+LINEAR_W = torch.tensor(np.random.default_rng(6).standard_normal((3, 16)).astype(np.float32))
 
 
 def case(case_id):
@@ -113,3 +115,59 @@ def test_empty_layer_norm_allocates_no_normalized_size_buffers():
         assert server.serving()
     finally:
         server.close()
+
+
+BLOCKED_TAILS = {
+    # Ops that read plain tensors after a convolution's blocked output: the
+    # gradient they send back is reordered into the blocked layout.
+    "Sum": lambda t: t.sum(),
+    "Flatten-Linear": lambda t: torch.nn.functional.linear(t.flatten(1), LINEAR_W).sum(),
+}
+
+
+@pytest.mark.parametrize("tail", sorted(BLOCKED_TAILS))
+@pytest.mark.parametrize("between", ["BatchNorm", "ReLU", "ELU"])
+@pytest.mark.parametrize("mode", [gs.pb.MODE_TRAIN, gs.pb.MODE_EVAL])
+def test_blocked_output_gradient_from_a_plain_op(serving, between, tail, mode):
+    # BatchNorm's backward reordered dY into a temporary that its argument
+    # map outlived: the scratchpad reused that storage and dbeta came out as
+    # 9 instead of 10 (or 1e37) after conv -> BatchNorm -> Sum. Memories now
+    # refuse temporaries at compile time (WrapTensor(desc, Tensor&&) deleted).
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    params = {"w": w}
+    nodes = [gs.node("conv", "Conv1d", ["x", "w", ""], ["c"], padding=1, stride=2)]
+    if between == "BatchNorm":
+        params.update(g=rng.uniform(0.5, 1.5, 4).astype(np.float32),
+                      beta=rng.standard_normal(4).astype(np.float32))
+        buffers = {"rm": rng.standard_normal(4).astype(np.float32),
+                   "rv": rng.uniform(0.5, 2, 4).astype(np.float32)}
+        nodes.append(gs.node("bn", between, ["c", "g", "beta", "rm", "rv"], ["n"]))
+    else:
+        buffers = {}
+        nodes.append(gs.node("act", between, ["c"], ["n"]))
+    if tail == "Sum":
+        nodes.append(gs.node("sum", "Sum", ["n"], ["L"]))
+    else:
+        params["lw"] = LINEAR_W.numpy()
+        nodes += [gs.node("flat", "Flatten", ["n"], ["f"]),
+                  gs.node("fc", "Linear", ["f", "lw", ""], ["z"]),
+                  gs.node("sum", "Sum", ["z"], ["L"])]
+    g = gs.graph(nodes, inputs=["x"], parameters=params, buffers=buffers)
+    wrt = ["x", "w"] + (["g", "beta"] if between == "BatchNorm" else [])
+    got = serving.compute(gs.compute_request(g, feeds={"x": x}, loss="L", wrt=wrt,
+                                             mode=mode)).gradients
+
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in {"x": x, **params}.items()}
+    c = torch.nn.functional.conv1d(t["x"], t["w"], stride=2, padding=1)
+    if between == "BatchNorm":
+        n = torch.nn.functional.batch_norm(
+            c, torch.tensor(buffers["rm"]), torch.tensor(buffers["rv"]), t["g"], t["beta"],
+            training=mode == gs.pb.MODE_TRAIN)
+    else:
+        n = torch.nn.functional.relu(c) if between == "ReLU" else torch.nn.functional.elu(c)
+    BLOCKED_TAILS[tail](n).backward()
+    for name in wrt:
+        np.testing.assert_allclose(got[name], t[name].grad.numpy(), rtol=1e-4, atol=1e-4,
+                                   err_msg=f"d{name} after conv -> {between} -> {tail}")
