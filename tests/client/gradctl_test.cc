@@ -108,7 +108,7 @@ TEST_F(Gradctl, FileErrorsNameTheFile) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("/nonexistent/g.json"), std::string::npos) << r.err;
   r = Call({"compute", "--graph", kExamples + "mlp.json", "--feed", "x"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--feed takes NAME=VALUE"), std::string::npos) << r.err;
 }
 
