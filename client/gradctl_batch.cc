@@ -289,7 +289,8 @@ class Batch : public Command {
     int64_t samples = 0;
     absl::StatusOr<pb::ComputeRequest> request =
         state.jobs.Request(job, state.base, &samples);
-    absl::StatusOr<pb::ComputeResponse> response = request.status();
+    absl::StatusOr<pb::ComputeResponse> response =
+        absl::UnknownError("not called");
     int attempts = 0;
     double latency_ms = 0;
     absl::Status status = request.status();

@@ -172,8 +172,10 @@ def free_port():
 class Server:
     """A gradserve process on a free loopback port, stopped on close()."""
 
-    def __init__(self, *flags):
-        self.port = free_port()
+    def __init__(self, *flags, port=None):
+        """`port`: listen there (a restart on the same address), else on a
+        free one."""
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [GRADSERVE, f"--address={self.address}", *flags],
