@@ -19,6 +19,12 @@ from gradctl_runs import (gradctl, journal, job_file, load_graph, ok_count, read
 DIGITS_JOBS = 8  # 1438 training samples in batches of 200
 
 
+@pytest.fixture
+def server(quick_server):
+    """One thread a worker: small calls, and a machine whose cores are busy."""
+    return quick_server
+
+
 def direct(server, g, feeds, loss="loss"):
     return server.compute(gs.compute_request(g, feeds=feeds, loss=loss))
 
