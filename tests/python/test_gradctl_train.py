@@ -3,7 +3,6 @@ losses against PyTorch, schedules, divergence, checkpoints and --resume, and
 the metrics CSVs and SVG plot it writes."""
 
 import csv
-import math
 import re
 import signal
 import xml.etree.ElementTree as ET
