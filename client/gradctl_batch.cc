@@ -234,14 +234,8 @@ class Batch : public Command {
 
   std::string RunFingerprint(const pb::ComputeRequest& base,
                              const BatchJobs& jobs) const {
-    std::string request;
-    google::protobuf::io::StringOutputStream stream(&request);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    base.SerializeToCodedStream(&coded);
-    coded.Trim();
-    return Fingerprint(
-        absl::StrCat(request, "\n", jobs.Identity(), "\nreduce=", f_.reduce));
+    return Fingerprint(absl::StrCat(DeterministicBytes(base), "\n",
+                                    jobs.Identity(), "\nreduce=", f_.reduce));
   }
 
   absl::Duration RunJobs(Context& context, RunState& state,
@@ -304,7 +298,8 @@ class Batch : public Command {
             latency_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
             return response.status();
           },
-          [&](const absl::Status&) { ++state.retries; }, &state.stop);
+          [&](const absl::Status&) { ++state.retries; },
+          [&] { return state.stop || InterruptGuard::requested(); });
     }
     if (attempts > 1) ++state.retried_jobs;
     if (status.ok()) status = Save(state, job, *response, samples);
@@ -317,6 +312,10 @@ class Batch : public Command {
       state.samples += samples;
       state.latencies.Add(latency_ms);
       return;
+    }
+    if (IsRetryable(status.code()) &&
+        (state.stop || InterruptGuard::requested())) {
+      return;  // cut short, not failed: --resume runs it
     }
     if (attempts > 1 && IsRetryable(status.code())) {
       status = Annotate(status,

@@ -13,6 +13,8 @@
 #include "absl/strings/strip.h"
 #include "client/npy.h"
 #include "core/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace gradserve::client {
 namespace {
@@ -196,6 +198,16 @@ void PrintSection(std::ostream& out, const std::string& title,
   std::map<std::string, const pb::Tensor*> sorted;
   for (const auto& [name, t] : m) sorted[name] = &t;
   for (const auto& [name, t] : sorted) PrintTensor(out, name, *t);
+}
+
+std::string DeterministicBytes(const google::protobuf::Message& message) {
+  std::string bytes;
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  message.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return bytes;
 }
 
 std::string Fingerprint(absl::string_view bytes) {

@@ -98,6 +98,9 @@ void PrintSection(
     std::ostream& out, const std::string& title,
     const google::protobuf::Map<std::string, gradserve::v1::Tensor>& m);
 
+// A message's bytes with map entries in a fixed order (for fingerprints).
+std::string DeterministicBytes(const google::protobuf::Message& message);
+
 // A fingerprint of bytes (64-bit FNV-1a, hex), for telling runs apart.
 std::string Fingerprint(absl::string_view bytes);
 

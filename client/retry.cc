@@ -28,19 +28,20 @@ absl::Status CallWithRetries(
     const RetryPolicy& policy, std::mt19937_64& random,
     const std::function<absl::Status()>& call,
     const std::function<void(const absl::Status&)>& on_retry,
-    const std::atomic<bool>* stop) {
+    const std::function<bool()>& stopped) {
+  auto stop = [&] { return stopped && stopped(); };
   for (int retry = 1;; ++retry) {
     absl::Status status = call();
     if (status.ok() || !IsRetryable(status.code()) ||
         retry > policy.max_retries) {
       return status;
     }
-    if (stop != nullptr && stop->load()) return status;
+    if (stop()) return status;
     on_retry(status);
     // Sleep in slices so that a stop request is seen soon.
     const absl::Time until = absl::Now() + Backoff(policy, retry, random);
     while (absl::Now() < until) {
-      if (stop != nullptr && stop->load()) return status;
+      if (stop()) return status;
       absl::SleepFor(std::min(until - absl::Now(), absl::Milliseconds(50)));
     }
   }

@@ -5,7 +5,6 @@
 #ifndef GRADSERVE_CLIENT_RETRY_H_
 #define GRADSERVE_CLIENT_RETRY_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -36,12 +35,12 @@ absl::Duration Backoff(const RetryPolicy& policy, int retry,
 // Calls `call` until it succeeds, fails with a code that is not retryable,
 // or has been retried policy.max_retries times; waits Backoff between calls
 // and calls `on_retry(status)` before each wait. Stops waiting (returning
-// the last status) once `*stop` is set.
+// the last status) once `stopped()` says so.
 absl::Status CallWithRetries(
     const RetryPolicy& policy, std::mt19937_64& random,
     const std::function<absl::Status()>& call,
     const std::function<void(const absl::Status&)>& on_retry,
-    const std::atomic<bool>* stop = nullptr);
+    const std::function<bool()>& stopped = nullptr);
 
 }  // namespace gradserve::client
 

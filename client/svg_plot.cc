@@ -188,7 +188,8 @@ std::string RenderSvg(const std::string& title,
     Range y = p.fixed_y ? Range{p.y_min, p.y_max} : DataRange(p, false);
     const std::vector<double> xt = NiceTicks(x.lo, x.hi, 6);
     std::vector<double> yt = NiceTicks(y.lo, y.hi, 5);
-    if (!p.fixed_y && yt.size() > 1) {  // the axis ends on ticks outside the data
+    if (!p.fixed_y &&
+        yt.size() > 1) {  // the axis ends on ticks outside the data
       const double step = yt[1] - yt[0];
       y = {std::floor(y.lo / step + 1e-9) * step,
            std::ceil(y.hi / step - 1e-9) * step};

@@ -97,7 +97,7 @@ TEST(Retry, AStopRequestEndsTheWait) {
   const absl::Time start = absl::Now();
   absl::Status status = CallWithRetries(
       policy, random, [] { return absl::UnavailableError("down"); },
-      [&](const absl::Status&) { stop = true; }, &stop);
+      [&](const absl::Status&) { stop = true; }, [&] { return stop.load(); });
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
 }
