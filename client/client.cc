@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -24,6 +25,8 @@ namespace pb = ::gradserve::v1;
 namespace health = ::grpc::health::v1;
 
 namespace {
+
+constexpr char kOriginPayload[] = "type.gradserve.dev/client.origin";
 
 // One "host:port" or "[v6]:port" as "ip:port" / "[ip]:port".
 absl::StatusOr<std::string> Resolve(absl::string_view address) {
@@ -107,6 +110,10 @@ absl::StatusOr<std::string> ChannelTarget(const std::string& target) {
                       absl::StrJoin(addresses, ","));
 }
 
+bool FromServer(const absl::Status& status) {
+  return status.GetPayload(kOriginPayload).has_value();
+}
+
 std::string RouteOfId(const std::string& id) {
   const size_t dot = id.rfind('.');
   return dot == std::string::npos ? "" : id.substr(0, dot);
@@ -142,6 +149,9 @@ Client::Client(const ClientOptions& options, const std::string& target,
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(
+                  absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
   // One channel per listed address, for routed calls.
   for (const std::string& address : addresses_) {
     replicas_.push_back(pb::GradientService::NewStub(grpc::CreateCustomChannel(
@@ -165,8 +175,10 @@ absl::StatusOr<Response> Client::Unary(const std::string& route, Call call) {
   Response response;
   grpc::Status status = call(&context, &response);
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
+    absl::Status error(static_cast<absl::StatusCode>(status.error_code()),
+                       status.error_message());
+    error.SetPayload(kOriginPayload, absl::Cord("server"));
+    return error;
   }
   return response;
 }
@@ -234,10 +246,11 @@ absl::StatusOr<pb::ListSessionsResponse> Client::ListSessions() {
           return replicas_[i]->ListSessions(context, {}, out);
         });
     if (!listed.ok()) {
-      return absl::Status(
-          listed.status().code(),
-          absl::StrCat("listing the sessions of ", addresses_[i], ": ",
-                       listed.status().message()));
+      absl::Status error(listed.status().code(),
+                         absl::StrCat("listing the sessions of ", addresses_[i],
+                                      ": ", listed.status().message()));
+      error.SetPayload(kOriginPayload, absl::Cord("server"));
+      return error;
     }
     for (auto& session : *listed->mutable_sessions()) {
       *all.add_sessions() = std::move(session);

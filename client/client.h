@@ -45,6 +45,9 @@ struct ClientOptions {
   std::string target = "localhost:50051";
   absl::Duration timeout = absl::Seconds(60);
   int max_message_bytes = 1 << 30;
+  // The longest wait between attempts to reconnect to a server that went
+  // away (gRPC's default is 120 s: a restarted server would sit unused).
+  absl::Duration max_reconnect_backoff = absl::Seconds(5);
 };
 
 // The gRPC target for ClientOptions::target: a comma-separated list becomes
@@ -59,6 +62,11 @@ absl::StatusOr<std::vector<std::string>> ListedAddresses(
 
 // The metadata key of routes (the server's kRouteMetadata, server/rpc.h).
 inline constexpr char kRouteMetadata[] = "gradserve-route";
+
+// Whether a status came back from a call (the server's answer, or the
+// transport's: UNAVAILABLE, DEADLINE_EXCEEDED) rather than from the client
+// itself (a file, a flag): the client marks the statuses of its calls.
+bool FromServer(const absl::Status& status);
 
 // The route part of a session or activation id ("" when it has none).
 std::string RouteOfId(const std::string& id);

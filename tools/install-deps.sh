@@ -13,12 +13,16 @@ build=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
   libgtest-dev libgmock-dev libcli11-dev
+  # gradctl reads and writes .npz (zip) data sets
+  libzip-dev
   # C++ tests read .npy files that numpy writes
   python3 python3-numpy
 )
 # PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3).
 python_tests=(
   python3-grpcio python3-grpc-tools python3-torch python3-pytest
+  # tools/make-datasets.py: the data sets sklearn ships (digits)
+  python3-sklearn
   libopenblas0-pthread clang-format
 )
 deploy=(podman runc debootstrap uidmap nginx python3-yaml)

@@ -6,7 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_join.h"
+#include "client/client.h"
+#include "client/gradctl_common.h"
+#include "client/graph_file.h"
 #include "client/npy.h"
+#include "client/npz.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
 
@@ -108,31 +113,175 @@ TEST_F(Gradctl, FileErrorsNameTheFile) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("/nonexistent/g.json"), std::string::npos) << r.err;
   r = Call({"compute", "--graph", kExamples + "mlp.json", "--feed", "x"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--feed takes NAME=VALUE"), std::string::npos) << r.err;
 }
 
 TEST_F(Gradctl, UsageErrorsExitTwo) {
+  const std::string g = kExamples + "mlp.json";
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{
            {},
            {"frobnicate"},
            {"compute"},
            {"compute", "--graph", "g.json", "--mode", "test"},
-           {"--timeout=-1", "info"}}) {
+           {"--timeout=-1", "info"},
+           {"compute", "--graph", g, "--feed", "x"},
+           {"batch", "--graph", g, "--data", "d.npz"},  // no --out
+           {"batch", "--graph", g, "--session", "s", "--data", "d.npz", "--out",
+            "o"},
+           {"batch", "--graph", g, "--out", "o"},  // no jobs
+           {"batch", "--graph", g, "--manifest", "m.jsonl", "--map", "x=a",
+            "--out", "o"},
+           {"batch", "--graph", g, "--data", "d.npz", "--out", "o", "--reduce",
+            "max"},
+           {"batch", "--graph", g, "--data", "d.npz", "--out", "o",
+            "--concurrency", "0"},
+           {"train", "--graph", g, "--data", "d.npz", "--loss", "L"},  // no lr
+           {"train", "--graph", g, "--data", "d.npz", "--loss", "L",
+            "--optimizer", "rmsprop", "--lr", "1"},
+           {"train", "--graph", g, "--data", "d.npz", "--loss", "L", "--lr",
+            "1", "--val", "v.npz", "--val-split", "0.2"},
+           {"train", "--graph", g, "--data", "d.npz", "--loss", "L", "--lr",
+            "1", "--checkpoint-every", "5"},
+           {"train", "--graph", g, "--data", "d.npz", "--loss", "L", "--lr",
+            "1", "--lr-schedule", "linear"},
+           {"bench", "--graph", g, "--calls", "0"},
+           {"sessions"},
+           {"sessions", "get", "id"},  // no --out
+           {"sessions", "drop"}}) {
     Outcome r = Call(args, false);
-    EXPECT_EQ(r.code, 2) << args.size() << ": " << r.err;
-    EXPECT_FALSE(r.err.empty());
+    EXPECT_EQ(r.code, 2) << absl::StrJoin(args, " ") << ": " << r.err;
+    EXPECT_FALSE(r.err.empty()) << absl::StrJoin(args, " ");
   }
 }
 
+TEST_F(Gradctl, AnUnknownCommandIsNamedWithTheCommands) {
+  Outcome r = Call({"frobnicate", "--x"}, false);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err,
+            "gradctl: unknown command 'frobnicate'; the commands are: info, "
+            "health, describe, compute, batch, train, bench, sessions\n");
+  r = Call({}, false);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("a command is required; the commands are: info,"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(Gradctl, HelpExitsZero) {
-  for (std::string command : {"info", "health", "describe", "compute"}) {
+  for (std::string command : {"info", "health", "describe", "compute", "batch",
+                              "train", "bench", "sessions"}) {
     Outcome r = Call({command, "--help"}, false);
     EXPECT_EQ(r.code, 0) << command;
     EXPECT_NE(r.out.find("Usage: gradctl " + command), std::string::npos)
         << r.out;
   }
+  Outcome r = Call({"train", "--help"}, false);
+  for (std::string flag : {"--graph",         "--data",
+                           "--map",           "--loss",
+                           "--epochs",        "--batch-size",
+                           "--shuffle",       "--seed",
+                           "--optimizer",     "--lr",
+                           "--momentum",      "--weight-decay",
+                           "--max-grad-norm", "--lr-schedule",
+                           "--val",           "--val-split",
+                           "--accuracy-of",   "--checkpoint-every",
+                           "--resume",        "--save"}) {
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+  }
+  r = Call({"sessions", "get", "--help"}, false);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--optimizer-state"), std::string::npos) << r.out;
+}
+
+TEST_F(Gradctl, LocalErrorsAreNotWordedAsStatusCodes) {
+  Outcome r = Call({"batch", "--graph", "/nonexistent/g.json", "--data",
+                    "d.npz", "--out", "/tmp/gradctl_never"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err.rfind("error: /nonexistent/g.json: cannot open", 0), 0u)
+      << r.err;
+  r = Call({"train", "--graph", kExamples + "mlp.json", "--data",
+            kExamples + "x.npy", "--loss", "L", "--lr", "0.1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("x.npy: not a readable .npz"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+}
+
+TEST_F(Gradctl, BenchReportsPercentilesAndRate) {
+  Outcome r = Call({"bench", "--graph", kExamples + "mlp.json", "--feed",
+                    "x=" + kExamples + "x.npy", "--feed",
+                    "labels=" + kExamples + "labels.npy", "--loss", "L", "-n",
+                    "40", "-c", "4"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("bench: 40 calls at concurrency 4"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("calls/s"), std::string::npos);
+  EXPECT_NE(r.out.find("latency: p50 "), std::string::npos);
+  EXPECT_NE(r.out.find(", p90 "), std::string::npos);
+  EXPECT_NE(r.out.find(", p99 "), std::string::npos);
+  r = Call({"bench", "--graph", kExamples + "mlp.json", "--loss", "L", "-n",
+            "5", "--warmup", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("errors: 5 INVALID_ARGUMENT"), std::string::npos)
+      << r.out;
+}
+
+TEST_F(Gradctl, SessionsListGetSetClose) {
+  ClientOptions options;
+  options.target = "127.0.0.1:" + std::to_string(server_->port());
+  auto client = Client::Create(options);
+  ASSERT_TRUE(client.ok());
+  gradserve::v1::CreateSessionRequest create;
+  auto graph = ReadGraph(kExamples + "mlp.json");
+  ASSERT_TRUE(graph.ok());
+  *create.mutable_graph() = *graph;
+  create.mutable_optimizer()->mutable_sgd()->set_lr(0.1);
+  create.set_label("from the test");
+  auto created = (*client)->CreateSession(create);
+  ASSERT_TRUE(created.ok()) << created.status();
+  const std::string id = created->session().session_id();
+
+  Outcome r = Call({"sessions", "list"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find(id), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from the test"), std::string::npos) << r.out;
+
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("gradctl_sessions_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "s.npz").string();
+  r = Call({"sessions", "get", id, "--out", file});
+  EXPECT_EQ(r.code, 0) << r.err;
+  auto arrays = ReadNpz(file);
+  ASSERT_TRUE(arrays.ok()) << arrays.status();
+  ASSERT_EQ(arrays->count("parameters/W1"), 1u);
+  EXPECT_EQ(arrays->count("step"), 1u);
+
+  // Zeros in, zeros out; the step is set too.
+  Arrays zeros;
+  gradserve::v1::Tensor w = arrays->at("parameters/W1");
+  w.set_data(std::string(w.data().size(), '\0'));
+  zeros["parameters/W1"] = w;
+  zeros["step"] = Int64Scalar(7);
+  ASSERT_TRUE(WriteNpz(file, zeros).ok());
+  r = Call({"sessions", "set", id, "--from", file});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("step 7"), std::string::npos) << r.out;
+  gradserve::v1::GetParametersRequest get;
+  get.set_session_id(id);
+  auto state = (*client)->GetParameters(get);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->parameters().at("W1").data(), w.data());
+  EXPECT_EQ(state->step(), 7);
+
+  r = Call({"sessions", "close", id});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Call({"sessions", "close", id});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("error: NOT_FOUND: "), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(GradctlUnreachable, HealthFailsWithUnavailable) {

@@ -1,6 +1,12 @@
+import os
+import subprocess
+
 import pytest
 
 import gs
+
+MAKE_DATASETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                             "tools", "make-datasets.py")
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +57,13 @@ def server_survives(request):
     yield
     for s in shared:
         assert s.alive(), f"gradserve died during this test:\n{s.output()}"
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """tools/make-datasets.py's output: digits-train.npz, digits-val.npz and
+    digits-mlp.json in one directory (its path)."""
+    out = tmp_path_factory.mktemp("datasets")
+    subprocess.run(["/usr/bin/python3", MAKE_DATASETS, "--out", str(out)], check=True,
+                   capture_output=True, timeout=120)
+    return out

@@ -176,9 +176,10 @@ class Server:
     What it prints goes to a file, not a pipe: a sanitizer's report (or any
     long output) can never block it, and output() shows it all."""
 
-    def __init__(self, *flags, also_listen=()):
-        """`also_listen`: more addresses (unix:///path) next to the TCP port."""
-        self.port = free_port()
+    def __init__(self, *flags, port=None, also_listen=()):
+        """`port`: listen there (a restart on the same address), else on a
+        free one. `also_listen`: more addresses (unix:///path) next to it."""
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         fd, self.log_path = tempfile.mkstemp(prefix="gradserve-", suffix=".log")
         self.stopped = False  # by stop(): its exit code is the caller's business
