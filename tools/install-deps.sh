@@ -11,7 +11,7 @@ build=(
   cmake ninja-build ccache g++ pkg-config make git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
-  libgtest-dev libgmock-dev libcli11-dev
+  libgtest-dev libgmock-dev libcli11-dev libeigen3-dev
   # C++ tests read .npy files that numpy writes
   python3 python3-numpy
 )
