@@ -16,6 +16,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "client/gradctl_analysis.h"
+#include "client/gradctl_args.h"
 #include "client/graph_file.h"
 #include "client/npy.h"
 #include "core/status_macros.h"
@@ -43,29 +45,6 @@ std::string TypeName(pb::DataType dtype) {
     default:
       return "?";
   }
-}
-
-// "NAME=VALUE" -> {NAME, VALUE}.
-absl::StatusOr<std::pair<std::string, std::string>> SplitAssignment(
-    const std::string& arg, absl::string_view flag) {
-  std::pair<std::string, std::string> kv =
-      absl::StrSplit(arg, absl::MaxSplits('=', 1));
-  if (kv.first.empty() || arg.find('=') == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " takes NAME=VALUE, got '", arg, "'"));
-  }
-  return kv;
-}
-
-// --feed/--grad NAME=FILE.npy into a map of tensors.
-absl::Status ReadTensors(const std::vector<std::string>& args,
-                         absl::string_view flag,
-                         google::protobuf::Map<std::string, pb::Tensor>* out) {
-  for (const std::string& arg : args) {
-    ASSIGN_OR_RETURN(auto kv, SplitAssignment(arg, flag));
-    ASSIGN_OR_RETURN((*out)[kv.first], ReadNpy(kv.second));
-  }
-  return absl::OkStatus();
 }
 
 // --input NAME=D1,D2,...[:int64]
@@ -350,6 +329,8 @@ int RunGradctl(int argc, const char* const* argv, std::ostream& out,
   compute->add_option("--out", o.out_dir,
                       "directory for NAME.npy, grad_NAME.npy, buffer_NAME.npy");
 
+  const std::vector<GradctlCommand> commands = AddAnalysisCommands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -366,6 +347,9 @@ int RunGradctl(int argc, const char* const* argv, std::ostream& out,
     return kExitUsage;
   }
   Client& client = **created;
+  for (const GradctlCommand& c : commands) {
+    if (*c.command) return c.run(client, out, err);
+  }
   absl::Status status;
   if (*info) {
     status = Info(client, o, out);
