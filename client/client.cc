@@ -287,4 +287,22 @@ absl::StatusOr<pb::BackwardResponse> Client::Backward(
   return Routed(&Stub::Backward, request, RouteOfId(request.activation_id()));
 }
 
+absl::StatusOr<pb::CheckGradientsResponse> Client::CheckGradients(
+    const pb::CheckGradientsRequest& request) {
+  return Routed(&Stub::CheckGradients, request,
+                RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::HessianVectorProductResponse> Client::HessianVectorProduct(
+    const pb::HessianVectorProductRequest& request) {
+  return Routed(&Stub::HessianVectorProduct, request,
+                RouteOfId(request.session_id()));
+}
+
+absl::StatusOr<pb::HessianEigenvaluesResponse> Client::HessianEigenvalues(
+    const pb::HessianEigenvaluesRequest& request) {
+  return Routed(&Stub::HessianEigenvalues, request,
+                RouteOfId(request.session_id()));
+}
+
 }  // namespace gradserve::client

@@ -119,6 +119,15 @@ class Client {
   absl::StatusOr<gradserve::v1::BackwardResponse> Backward(
       const gradserve::v1::BackwardRequest& request);
 
+  // Analysis: of a graph, spread; of a session_id, on the session's replica.
+  absl::StatusOr<gradserve::v1::CheckGradientsResponse> CheckGradients(
+      const gradserve::v1::CheckGradientsRequest& request);
+  absl::StatusOr<gradserve::v1::HessianVectorProductResponse>
+  HessianVectorProduct(
+      const gradserve::v1::HessianVectorProductRequest& request);
+  absl::StatusOr<gradserve::v1::HessianEigenvaluesResponse> HessianEigenvalues(
+      const gradserve::v1::HessianEigenvaluesRequest& request);
+
  private:
   using Stub = gradserve::v1::GradientService::Stub;
   template <typename Request, typename Response>

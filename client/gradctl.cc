@@ -45,6 +45,16 @@ const CommandSpec kCommands[] = {
      DefineBench},
     {"sessions", "Lists, closes, reads or sets the server's sessions.",
      DefineSessions},
+    {"gradcheck",
+     "Checks a graph's gradients (float64 and float32 paths) against central "
+     "finite differences in float64; prints a table per tensor and exits 1 "
+     "when one fails.",
+     DefineGradcheck},
+    {"hessian",
+     "The k largest and k smallest eigenvalues of the loss's Hessian with "
+     "respect to --wrt, the gradient norm, and whether the point is a "
+     "minimum, maximum, saddle, degenerate or not critical.",
+     DefineHessian},
 };
 
 std::string CommandList() {

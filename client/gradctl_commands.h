@@ -17,6 +17,8 @@ std::unique_ptr<Command> DefineBatch(CLI::App& app);
 std::unique_ptr<Command> DefineTrain(CLI::App& app);
 std::unique_ptr<Command> DefineBench(CLI::App& app);
 std::unique_ptr<Command> DefineSessions(CLI::App& app);
+std::unique_ptr<Command> DefineGradcheck(CLI::App& app);
+std::unique_ptr<Command> DefineHessian(CLI::App& app);
 
 }  // namespace gradserve::client
 

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/analysis/diagnostics.h"
+#include "core/analysis/gradient_check.h"
 #include "core/compute.h"
 #include "core/graph.h"
 #include "core/train/optimizer.h"
@@ -39,6 +41,32 @@ struct ModelSource {
 struct ComputeCall {
   ModelSource model;
   ComputeArgs args;
+  bool diagnostics = false;
+};
+
+struct ComputeReply {
+  RunResult result;
+  std::optional<Diagnostics> diagnostics;  // when asked for
+};
+
+// CheckGradients, HessianVectorProduct and HessianEigenvalues: `args` as
+// Compute takes them (fetch and float_dtype unused).
+struct CheckGradientsCall {
+  ModelSource model;
+  ComputeArgs args;
+  GradCheckOptions options;
+};
+
+struct HessianVectorProductCall {
+  ModelSource model;
+  ComputeArgs args;
+  TensorMap vector;  // one tensor per wrt value
+};
+
+struct HessianEigenvaluesCall {
+  ModelSource model;
+  ComputeArgs args;
+  int64_t k = 0;
 };
 
 struct DescribeCall {
@@ -114,6 +142,7 @@ struct TrainStepCall {
   std::vector<std::string> fetch;
   uint64_t seed = 0;
   double learning_rate = 0;  // 0 = the optimizer's
+  bool diagnostics = false;
 };
 
 struct TrainStepReply {
@@ -121,6 +150,7 @@ struct TrainStepReply {
   std::map<std::string, Tensor> outputs;
   int64_t step = 0;
   double grad_norm = 0;
+  std::optional<Diagnostics> diagnostics;  // when asked for
 };
 
 }  // namespace gradserve::runtime

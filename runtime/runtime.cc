@@ -123,14 +123,21 @@ absl::StatusOr<MemoryBudget::Reservation> Runtime::ReserveRun(
       "computing the request");
 }
 
-absl::StatusOr<RunResult> Runtime::Compute(const CallContext& ctx,
-                                           ComputeCall call) {
+absl::StatusOr<ComputeReply> Runtime::Compute(const CallContext& ctx,
+                                              ComputeCall call) {
   ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
   ASSIGN_OR_RETURN(auto program,
                    ProgramFor(model, ProgramRequestFor(call.args)));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
-  return Run(std::move(program), call.args.feeds, *model.values,
-             call.args.output_gradients, Control(ctx, call.args.seed));
+  RunControl control = Control(ctx, call.args.seed);
+  std::optional<DiagnosticsRecorder> recorder;
+  if (call.diagnostics) control.observer = &recorder.emplace();
+  ComputeReply reply;
+  ASSIGN_OR_RETURN(reply.result,
+                   Run(std::move(program), call.args.feeds, *model.values,
+                       call.args.output_gradients, control));
+  if (recorder) reply.diagnostics = recorder->Finish(reply.result.gradients);
+  return reply;
 }
 
 absl::StatusOr<GraphSummary> Runtime::Describe(const CallContext& ctx,

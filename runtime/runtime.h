@@ -16,6 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/analysis/hessian.h"
+#include "core/analysis/objective.h"
 #include "core/compile/program_cache.h"
 #include "core/graph.h"
 #include "runtime/activations.h"
@@ -44,7 +46,8 @@ class Runtime {
   Runtime(const RuntimeOptions& options, ComputePool* pool);
   ~Runtime();
 
-  absl::StatusOr<RunResult> Compute(const CallContext& ctx, ComputeCall call);
+  absl::StatusOr<ComputeReply> Compute(const CallContext& ctx,
+                                       ComputeCall call);
   absl::StatusOr<GraphSummary> Describe(const CallContext& ctx,
                                         DescribeCall call);
   absl::StatusOr<ForwardReply> Forward(const CallContext& ctx,
@@ -63,6 +66,14 @@ class Runtime {
                                             SetParametersCall call);
   absl::StatusOr<TrainStepReply> TrainStep(const CallContext& ctx,
                                            TrainStepCall call);
+
+  // Analysis beyond gradients (runtime/analysis_calls.cc).
+  absl::StatusOr<GradientCheck> CheckGradients(const CallContext& ctx,
+                                               CheckGradientsCall call);
+  absl::StatusOr<std::map<std::string, Tensor>> HessianVectorProduct(
+      const CallContext& ctx, HessianVectorProductCall call);
+  absl::StatusOr<HessianSpectrum> HessianEigenvalues(
+      const CallContext& ctx, HessianEigenvaluesCall call);
 
   // Restores the sessions saved in options.state_dir and snapshots them
   // there from then on (runtime/persistence.h). Call once, before serving.
@@ -92,6 +103,9 @@ class Runtime {
   static Model SessionModel(const Session& session);
   absl::StatusOr<std::shared_ptr<const Program>> ProgramFor(
       const Model& model, const ProgramRequest& request);
+  // The objective of an analysis call over its model's programs and values.
+  absl::StatusOr<Objective> ObjectiveFor(const CallContext& ctx,
+                                         ModelSource source, ComputeArgs args);
   // Reserves what running `program` may allocate, and its results.
   absl::StatusOr<MemoryBudget::Reservation> ReserveRun(const Program& program);
   // Expires idle sessions and activations, once a second.

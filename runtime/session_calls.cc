@@ -156,8 +156,11 @@ absl::StatusOr<TrainStepReply> Runtime::TrainStep(const CallContext& ctx,
   Model model = SessionModel(*session);
   ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
-  ASSIGN_OR_RETURN(RunResult run, Run(program, call.feeds, *model.values, {},
-                                      Control(ctx, call.seed)));
+  RunControl control = Control(ctx, call.seed);
+  std::optional<DiagnosticsRecorder> recorder;
+  if (call.diagnostics) control.observer = &recorder.emplace();
+  ASSIGN_OR_RETURN(RunResult run,
+                   Run(program, call.feeds, *model.values, {}, control));
   const ValueSet& current = *model.values;
   const auto parameters = Trained(current, run.gradients);
   StepInput input{&parameters, &run.gradients, &current.optimizer_state,
@@ -178,6 +181,7 @@ absl::StatusOr<TrainStepReply> Runtime::TrainStep(const CallContext& ctx,
   }
   reply.step = next->step;
   reply.grad_norm = step.grad_norm;
+  if (recorder) reply.diagnostics = recorder->Finish(run.gradients);
   return reply;
 }
 

@@ -9,6 +9,7 @@
 #include "core/op_registry.h"
 #include "core/status_macros.h"
 #include "google/protobuf/descriptor.h"
+#include "server/codec/analysis_codec.h"
 #include "server/codec/call_codec.h"
 #include "server/codec/session_codec.h"
 #include "server/codec/tensor_codec.h"
@@ -86,10 +87,12 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   static_info_.add_features("sessions");
   static_info_.add_features("forward_backward");
   static_info_.add_features("compute_stream");
+  static_info_.add_features("analysis");
   if (runtime->persistence() != nullptr) {
     static_info_.add_features("persistence");
   }
   AddComputeRpcs();
+  AddAnalysisRpcs();
   AddSessionRpcs();
   AddInfoRpcs();
   AddComputeStream();
@@ -197,13 +200,52 @@ void GradientServiceImpl::AddComputeRpcs() {
       });
 }
 
+void GradientServiceImpl::AddAnalysisRpcs() {
+  const Limits& limits = runtime_->limits();
+  AddUnary<pb::CheckGradientsRequest, pb::CheckGradientsResponse>(
+      "CheckGradients", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      pb::CheckGradientsRequest& r,
+                      pb::CheckGradientsResponse* out, WireMessage*) {
+        ASSIGN_OR_RETURN(auto call, CheckGradientsCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto check,
+                         runtime_->CheckGradients(ctx, std::move(call)));
+        GradientCheckToProto(check, out);
+        return absl::OkStatus();
+      });
+  AddUnary<pb::HessianVectorProductRequest, pb::HessianVectorProductResponse>(
+      "HessianVectorProduct", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      pb::HessianVectorProductRequest& r,
+                      pb::HessianVectorProductResponse*, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto call,
+                         HessianVectorProductCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto product,
+                         runtime_->HessianVectorProduct(ctx, std::move(call)));
+        wire->AddTensorMap(
+            pb::HessianVectorProductResponse::kProductFieldNumber, product);
+        return absl::OkStatus();
+      });
+  AddUnary<pb::HessianEigenvaluesRequest, pb::HessianEigenvaluesResponse>(
+      "HessianEigenvalues", Where::kPool,
+      [this, &limits](const runtime::CallContext& ctx,
+                      pb::HessianEigenvaluesRequest& r,
+                      pb::HessianEigenvaluesResponse* out, WireMessage*) {
+        ASSIGN_OR_RETURN(auto call, HessianEigenvaluesCallFromProto(r, limits));
+        ASSIGN_OR_RETURN(auto spectrum,
+                         runtime_->HessianEigenvalues(ctx, std::move(call)));
+        SpectrumToProto(spectrum, out);
+        return absl::OkStatus();
+      });
+}
+
 absl::Status GradientServiceImpl::ComputeOne(const runtime::CallContext& ctx,
                                              pb::ComputeRequest& request,
                                              WireMessage* response) {
   ASSIGN_OR_RETURN(auto call,
                    ComputeCallFromProto(request, runtime_->limits()));
-  ASSIGN_OR_RETURN(RunResult result, runtime_->Compute(ctx, std::move(call)));
-  RunResultToWire(result, response);
+  ASSIGN_OR_RETURN(auto reply, runtime_->Compute(ctx, std::move(call)));
+  ComputeReplyToWire(reply, response);
   return absl::OkStatus();
 }
 

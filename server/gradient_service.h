@@ -54,6 +54,7 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   bool Schedule(Where where, const runtime::CallContext& ctx,
                 const grpc::ByteBuffer& request, std::function<void()> task);
   void AddComputeRpcs();
+  void AddAnalysisRpcs();
   void AddSessionRpcs();
   void AddInfoRpcs();
   void AddComputeStream();  // server/stream.cc

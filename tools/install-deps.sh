@@ -12,7 +12,7 @@ build=(
   cmake ninja-build ccache g++ pkg-config make git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers
-  libgtest-dev libgmock-dev libcli11-dev
+  libgtest-dev libgmock-dev libcli11-dev libeigen3-dev
   # gradctl reads and writes .npz (zip) data sets
   libzip-dev
   # C++ tests read .npy files that numpy writes

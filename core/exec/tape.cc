@@ -156,6 +156,7 @@ class Tape::Pass {
                                   tape_.values_[out], program_.meta(out)));
       }
       RETURN_IF_ERROR(TakeStateUpdates(pn, state.per_input, result));
+      if (control_.observer != nullptr) ObserveOutputs(static_cast<int>(n));
       for (int id : pn.free_after_forward) Release(id);
     }
     for (int id : program_.fetch()) {
@@ -174,11 +175,12 @@ class Tape::Pass {
     for (int id : program_.wrt()) is_wrt[id] = true;
     for (int n = static_cast<int>(nodes.size()) - 1; n >= 0; --n) {
       const ProgramNode& pn = nodes[n];
+      // Every consumer of this node's outputs ran before it: their
+      // gradients are complete.
+      if (control_.observer != nullptr) ObserveGradients(pn, grads);
       if (!pn.runs_backward) continue;
       RETURN_IF_ERROR(CheckCancelled());
       RETURN_IF_ERROR(BackwardNode(n, grads));
-      // Every consumer of this node's outputs ran before it: their
-      // gradients are complete.
       for (int out : pn.node->outputs) {
         if (!is_wrt[out]) grads[out] = Tensor();
       }
@@ -208,6 +210,21 @@ class Tape::Pass {
   absl::Status CheckCancelled() {
     return control_.check_cancelled ? control_.check_cancelled()
                                     : absl::OkStatus();
+  }
+
+  void ObserveOutputs(int n) {
+    for (int out : program_.nodes()[n].node->outputs) {
+      control_.observer->OnOutput(program_, n, out,
+                                  Plain(tape_.values_[out], dnnl_));
+    }
+  }
+
+  void ObserveGradients(const ProgramNode& pn,
+                        const std::vector<Tensor>& grads) {
+    for (int out : pn.node->outputs) {
+      if (!grads[out].defined()) continue;
+      control_.observer->OnGradient(program_, out, Plain(grads[out], dnnl_));
+    }
   }
 
   // New values of graph buffers (BatchNorm running statistics) go to the

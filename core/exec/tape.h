@@ -22,10 +22,25 @@ namespace gradserve {
 
 using TensorMap = absl::flat_hash_map<std::string, Tensor>;
 
+// Sees a run's values as they are computed (diagnostics): every node output
+// after its node's forward pass, and the gradient of every node output once
+// complete in the backward pass; plain tensors, valid during the call.
+class RunObserver {
+ public:
+  virtual ~RunObserver() = default;
+  // `node` is the producer's position in program.nodes().
+  virtual void OnOutput(const Program& program, int node, int value,
+                        const Tensor& plain) = 0;
+  virtual void OnGradient(const Program& program, int value,
+                          const Tensor& plain) = 0;
+};
+
 struct RunControl {
   uint64_t rng_seed = 0;  // dropout masks: same seed, same masks
   // Polled between nodes; a non-OK status stops the run with that status.
   std::function<absl::Status()> check_cancelled;
+  // Null on the normal path: then a run does nothing for observers.
+  RunObserver* observer = nullptr;
 };
 
 struct ForwardResult {

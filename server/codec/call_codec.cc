@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "server/codec/analysis_codec.h"
 #include "server/codec/graph_codec.h"
 #include "server/codec/tensor_codec.h"
 
@@ -57,14 +58,21 @@ absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(
   args.wrt.assign(r.wrt().begin(), r.wrt().end());
   args.mode = ModeFromProto(r.mode());
   args.seed = r.seed();
+  call.diagnostics = r.diagnostics();
   return call;
 }
 
-void RunResultToWire(const RunResult& result, WireMessage* out) {
+void ComputeReplyToWire(const runtime::ComputeReply& reply, WireMessage* out) {
+  const RunResult& result = reply.result;
   out->AddTensorMap(pb::ComputeResponse::kOutputsFieldNumber, result.outputs);
   out->AddTensorMap(pb::ComputeResponse::kGradientsFieldNumber,
                     result.gradients);
   out->AddTensorMap(pb::ComputeResponse::kBuffersFieldNumber, result.buffers);
+  if (reply.diagnostics) {
+    pb::ComputeResponse rest;
+    DiagnosticsToProto(*reply.diagnostics, rest.mutable_diagnostics());
+    out->AddRest(rest);
+  }
 }
 
 absl::StatusOr<runtime::DescribeCall> DescribeCallFromProto(

@@ -20,7 +20,7 @@ namespace pb = ::gradserve::v1;
 absl::StatusOr<runtime::ComputeCall> ComputeCallFromProto(pb::ComputeRequest& r,
                                                           const Limits& limits);
 // A ComputeResponse's fields.
-void RunResultToWire(const RunResult& result, WireMessage* out);
+void ComputeReplyToWire(const runtime::ComputeReply& reply, WireMessage* out);
 
 absl::StatusOr<runtime::DescribeCall> DescribeCallFromProto(
     pb::DescribeRequest& r, const Limits& limits);

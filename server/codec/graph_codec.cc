@@ -148,5 +148,11 @@ template absl::StatusOr<runtime::ModelSource> ModelFromProto(
     pb::ForwardRequest&, TensorBatch&, const Limits&);
 template absl::StatusOr<runtime::ModelSource> ModelFromProto(
     pb::CreateSessionRequest&, TensorBatch&, const Limits&);
+template absl::StatusOr<runtime::ModelSource> ModelFromProto(
+    pb::CheckGradientsRequest&, TensorBatch&, const Limits&);
+template absl::StatusOr<runtime::ModelSource> ModelFromProto(
+    pb::HessianVectorProductRequest&, TensorBatch&, const Limits&);
+template absl::StatusOr<runtime::ModelSource> ModelFromProto(
+    pb::HessianEigenvaluesRequest&, TensorBatch&, const Limits&);
 
 }  // namespace gradserve::server

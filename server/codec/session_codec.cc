@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "server/codec/analysis_codec.h"
 #include "server/codec/graph_codec.h"
 #include "server/codec/tensor_codec.h"
 
@@ -148,6 +149,7 @@ absl::StatusOr<runtime::TrainStepCall> TrainStepCallFromProto(
   call.fetch.assign(r.fetch().begin(), r.fetch().end());
   call.seed = r.seed();
   call.learning_rate = r.learning_rate();
+  call.diagnostics = r.diagnostics();
   return call;
 }
 
@@ -155,6 +157,9 @@ void TrainStepReplyToWire(const runtime::TrainStepReply& reply,
                           pb::TrainStepResponse* rest, WireMessage* out) {
   rest->set_step(reply.step);
   rest->set_grad_norm(reply.grad_norm);
+  if (reply.diagnostics) {
+    DiagnosticsToProto(*reply.diagnostics, rest->mutable_diagnostics());
+  }
   out->AddTensor(pb::TrainStepResponse::kLossFieldNumber, reply.loss);
   out->AddTensorMap(pb::TrainStepResponse::kOutputsFieldNumber, reply.outputs);
 }

@@ -19,6 +19,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
+#include "core/analysis/diagnostics.h"
 #include "core/compute.h"
 #include "core/dnnl_util.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
@@ -297,6 +298,53 @@ Stats MeasureInProcess(const Case& c) {
   });
 }
 
+// One compiled program run with and without a DiagnosticsRecorder: what
+// asking for Diagnostics costs (statistics of every node output, the norm of
+// every gradient, the warnings).
+void DiagnosticsOverhead(const Case& c) {
+  Limits limits;
+  pb::ComputeRequest request = c.request;
+  auto call = server::ComputeCallFromProto(request, limits);
+  Check(call.status(), c.name.c_str());
+  const ComputeArgs& args = call->args;
+  auto index = GraphIndex::Build(call->model.graph, limits);
+  Check(index.status(), c.name.c_str());
+  auto program = Program::Compile(*index, ProgramRequestFor(args), limits);
+  Check(program.status(), c.name.c_str());
+  const ValueSet values = ValuesOf(call->model.graph);
+  auto run = [&](RunObserver* observer) {
+    auto r = Run(*program, args.feeds, values, args.output_gradients,
+                 RunControl{args.seed, nullptr, observer});
+    Check(r.status(), c.name.c_str());
+    return *std::move(r);
+  };
+  // Interleaved, so that a busy machine slows both alike.
+  std::vector<double> off, on;
+  auto time = [](const std::function<void()>& f) {
+    const auto start = Clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(Clock::now() - start)
+        .count();
+  };
+  const int warmup = absl::GetFlag(FLAGS_warmup);
+  for (int i = 0; i < warmup + absl::GetFlag(FLAGS_reps); ++i) {
+    const double a = time([&] { run(nullptr); });
+    const double b = time([&] {
+      DiagnosticsRecorder recorder;
+      recorder.Finish(run(&recorder).gradients);
+    });
+    if (i < warmup) continue;
+    off.push_back(a);
+    on.push_back(b);
+  }
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  std::printf("%-34s %12.3f %12.3f %9.2fx\n", c.name.c_str(), median(off),
+              median(on), median(on) / median(off));
+}
+
 void CompareWithBaselines(int threads) {
   std::printf("\n%-34s %12s %12s %12s %10s %10s\n",
               "fwd+bwd, in-process (median ms)", "gradserve", "raw oneDNN",
@@ -387,6 +435,11 @@ int Main() {
                 (remote.median_ms - local.median_ms) / empty.median_ms);
   }
   srv->Shutdown(absl::Seconds(5));
+  std::printf("\n%-34s %12s %12s %10s\n", "diagnostics, fwd+bwd (median ms)",
+              "off", "on", "on/off");
+  for (Case c : {MlpCase(&rng), CnnCase(&rng), TinyCase(&rng)}) {
+    DiagnosticsOverhead(c);
+  }
   CompareWithBaselines(threads);
   return 0;
 }

@@ -161,7 +161,8 @@ TEST_F(Gradctl, AnUnknownCommandIsNamedWithTheCommands) {
   EXPECT_EQ(r.code, 2);
   EXPECT_EQ(r.err,
             "gradctl: unknown command 'frobnicate'; the commands are: info, "
-            "health, describe, compute, batch, train, bench, sessions\n");
+            "health, describe, compute, batch, train, bench, sessions, "
+            "gradcheck, hessian\n");
   r = Call({}, false);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("a command is required; the commands are: info,"),
@@ -170,8 +171,9 @@ TEST_F(Gradctl, AnUnknownCommandIsNamedWithTheCommands) {
 }
 
 TEST_F(Gradctl, HelpExitsZero) {
-  for (std::string command : {"info", "health", "describe", "compute", "batch",
-                              "train", "bench", "sessions"}) {
+  for (std::string command :
+       {"info", "health", "describe", "compute", "batch", "train", "bench",
+        "sessions", "gradcheck", "hessian"}) {
     Outcome r = Call({command, "--help"}, false);
     EXPECT_EQ(r.code, 0) << command;
     EXPECT_NE(r.out.find("Usage: gradctl " + command), std::string::npos)
@@ -282,6 +284,73 @@ TEST_F(Gradctl, SessionsListGetSetClose) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("error: NOT_FOUND: "), std::string::npos) << r.err;
   std::filesystem::remove_all(dir);
+}
+
+std::vector<std::string> ExampleMlp(std::string command) {
+  return {std::move(command),
+          "--graph",
+          kExamples + "mlp.json",
+          "--feed",
+          "x=" + kExamples + "x.npy",
+          "--feed",
+          "labels=" + kExamples + "labels.npy",
+          "--loss",
+          "L"};
+}
+
+TEST_F(Gradctl, GradcheckPrintsATablePerTensor) {
+  Outcome r = Call(ExampleMlp("gradcheck"));
+  EXPECT_EQ(r.code, 0) << r.err << r.out;
+  for (const char* part :
+       {"tensor", "max abs err", "worst at", "W1", "b1", "W2", "b2", "pass",
+        "gradcheck passed: 4 tensor(s)"}) {
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+  }
+  EXPECT_EQ(r.out.find("FAIL"), std::string::npos) << r.out;
+}
+
+TEST_F(Gradctl, GradcheckExitsOneWhenACheckFails) {
+  std::vector<std::string> args = ExampleMlp("gradcheck");
+  args.insert(args.end(), {"--wrt", "W1", "--rtol", "1e-300", "--atol",
+                           "1e-300", "--max-elements", "3"});
+  Outcome r = Call(args);
+  EXPECT_EQ(r.code, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("FAIL"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gradcheck FAILED for W1"), std::string::npos) << r.out;
+}
+
+TEST_F(Gradctl, HessianPrintsEigenvaluesAndTheVerdict) {
+  std::vector<std::string> args = ExampleMlp("hessian");
+  args.insert(args.end(), {"--k", "3"});
+  Outcome r = Call(args);
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* part : {"exact: every eigenvalue", "gradient norm",
+                           "largest", "smallest", "critical point: "}) {
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+  }
+  args.back() = "1000";  // more than the 67 parameters
+  r = Call(args);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("error: INVALID_ARGUMENT: k = 1000"), std::string::npos)
+      << r.err;
+}
+
+TEST_F(Gradctl, AnalysisUsageErrorsExitTwoAndHelpZero) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"gradcheck", "--loss", "L"},
+           {"gradcheck", "--graph", "g.json", "--session", "s"},
+           {"hessian", "--graph", "g.json"},
+           {"hessian", "--graph", "g.json", "--loss", "L", "--k", "two"}}) {
+    Outcome r = Call(args, false);
+    EXPECT_EQ(r.code, 2) << args.size() << ": " << r.err;
+  }
+  for (std::string command : {"gradcheck", "hessian"}) {
+    Outcome r = Call({command, "--help"}, false);
+    EXPECT_EQ(r.code, 0) << command;
+    EXPECT_NE(r.out.find("Usage: gradctl " + command), std::string::npos)
+        << r.out;
+  }
 }
 
 TEST(GradctlUnreachable, HealthFailsWithUnavailable) {

@@ -2,48 +2,33 @@
 // flatten, linear, cross-entropy. float32 runs in oneDNN's blocked layouts
 // between the convolutions and the flatten; it must agree with the float64
 // reference, which must agree with finite differences.
+#include "absl/strings/str_join.h"
+#include "core/analysis/gradient_check.h"
 #include "core/compute.h"
-#include "core/gradcheck.h"
 #include "gtest/gtest.h"
 #include "tests/core/op_test_util.h"
 
 namespace gradserve::testing {
 namespace {
 
-NodeDef Node(std::string name, std::string op, std::vector<std::string> inputs,
-             std::string output, AttrMap attrs = {}) {
-  NodeDef n;
-  n.name = std::move(name);
-  n.op = std::move(op);
-  n.inputs = std::move(inputs);
-  n.outputs = {std::move(output)};
-  n.attributes = std::move(attrs);
-  return n;
-}
-
-Tensor Random(Shape shape, uint64_t seed, double lo = -0.5, double hi = 0.5) {
-  return MakeInput(TestInput{"t", std::move(shape), Init::kUniform, lo, hi},
-                   seed);
-}
-
 // x [N, 3, 8, 8] -> conv 16 -> BN -> ReLU -> pool -> conv 16 -> BN -> ReLU
 // -> pool -> flatten [N, 64] -> linear 5 -> cross-entropy.
 GraphDef SmallCnnGraph() {
   GraphDef g;
   g.inputs = {"x", "labels"};
-  g.parameters["c1.w"] = Random({16, 3, 3, 3}, 1);
-  g.parameters["c1.b"] = Random({16}, 2);
-  g.parameters["bn1.w"] = Random({16}, 3, 0.5, 1.5);
-  g.parameters["bn1.b"] = Random({16}, 4);
-  g.buffers["bn1.rm"] = Random({16}, 5);
-  g.buffers["bn1.rv"] = Random({16}, 6, 0.5, 1.5);
-  g.parameters["c2.w"] = Random({16, 16, 3, 3}, 7, -0.2, 0.2);
-  g.parameters["bn2.w"] = Random({16}, 8, 0.5, 1.5);
-  g.parameters["bn2.b"] = Random({16}, 9);
-  g.buffers["bn2.rm"] = Random({16}, 10);
-  g.buffers["bn2.rv"] = Random({16}, 11, 0.5, 1.5);
-  g.parameters["fc.w"] = Random({5, 64}, 12);
-  g.parameters["fc.b"] = Random({5}, 13);
+  g.parameters["c1.w"] = Uniform({16, 3, 3, 3}, 1);
+  g.parameters["c1.b"] = Uniform({16}, 2);
+  g.parameters["bn1.w"] = Uniform({16}, 3, 0.5, 1.5);
+  g.parameters["bn1.b"] = Uniform({16}, 4);
+  g.buffers["bn1.rm"] = Uniform({16}, 5);
+  g.buffers["bn1.rv"] = Uniform({16}, 6, 0.5, 1.5);
+  g.parameters["c2.w"] = Uniform({16, 16, 3, 3}, 7, -0.2, 0.2);
+  g.parameters["bn2.w"] = Uniform({16}, 8, 0.5, 1.5);
+  g.parameters["bn2.b"] = Uniform({16}, 9);
+  g.buffers["bn2.rm"] = Uniform({16}, 10);
+  g.buffers["bn2.rv"] = Uniform({16}, 11, 0.5, 1.5);
+  g.parameters["fc.w"] = Uniform({5, 64}, 12);
+  g.parameters["fc.b"] = Uniform({5}, 13);
   const AttrMap pad1 = {{"padding", std::vector<int64_t>{1, 1}}};
   const AttrMap pool2 = {{"kernel", std::vector<int64_t>{2, 2}}};
   g.nodes = {Node("conv1", "Conv2d", {"x", "c1.w", "c1.b"}, "h1", pad1),
@@ -61,6 +46,16 @@ GraphDef SmallCnnGraph() {
              Node("loss", "CrossEntropyLoss", {"logits", "labels"}, "L")};
   g.outputs = {"logits"};
   return g;
+}
+
+// |analytic - numeric| <= 1e-6 (1 + |numeric|) on 24 elements of each
+// tensor; float32 is compared with float64 separately.
+GradCheckOptions StrictOptions() {
+  GradCheckOptions options;
+  options.rtol = options.atol = 1e-6;
+  options.max_elements_per_tensor = 24;
+  options.check_float32 = false;
+  return options;
 }
 
 // Runs g in float64 and in float32 (oneDNN, blocked layouts) and expects the
@@ -87,7 +82,7 @@ RunResult ExpectFloat32MatchesFloat64(const GraphDef& g, ComputeArgs args) {
 
 ComputeArgs CnnArgs(Mode mode) {
   ComputeArgs args;
-  args.feeds["x"] = Random({4, 3, 8, 8}, 20, -1, 1);
+  args.feeds["x"] = Uniform({4, 3, 8, 8}, 20, -1, 1);
   args.feeds["labels"] = I64({4}, {0, 3, 4, 1});
   args.loss = "L";
   args.fetch = {"logits", "h2"};
@@ -110,14 +105,12 @@ TEST_P(SmallCnn, GradientsMatchFiniteDifferences) {
   ComputeArgs args = CnnArgs(GetParam());
   args.fetch.clear();
   args.wrt = {"x", "c1.w", "bn1.w", "c2.w", "bn2.b", "fc.w"};
-  GradCheckOptions options;
-  options.max_elements = 24;
-  auto checks = CheckGradients(SmallCnnGraph(), args, options, Limits{});
+  auto checks =
+      CheckGradients(SmallCnnGraph(), args, StrictOptions(), Limits{});
   ASSERT_TRUE(checks.ok()) << checks.status();
-  for (const TensorGradCheck& c : *checks) {
-    EXPECT_TRUE(c.passed) << c.name << "[" << c.worst_index
-                          << "]: " << c.worst_analytic << " vs "
-                          << c.worst_numeric;
+  for (const TensorCheck& c : checks->tensors) {
+    EXPECT_TRUE(c.passed) << c.name << "[" << absl::StrJoin(c.worst_index, ", ")
+                          << "]: " << c.analytic << " vs " << c.numeric;
   }
 }
 
@@ -160,24 +153,22 @@ TEST(Layouts, ResidualAddOfBlockedValues) {
   // h (two consumers, in different layouts) is summed correctly.
   GraphDef g;
   g.inputs = {"x"};
-  g.parameters["w1"] = Random({16, 4, 3, 3}, 1);
-  g.parameters["w2"] = Random({16, 16, 3, 3}, 2, -0.2, 0.2);
+  g.parameters["w1"] = Uniform({16, 4, 3, 3}, 1);
+  g.parameters["w2"] = Uniform({16, 16, 3, 3}, 2, -0.2, 0.2);
   const AttrMap pad1 = {{"padding", std::vector<int64_t>{1, 1}}};
   g.nodes = {Node("c1", "Conv2d", {"x", "w1", ""}, "h", pad1),
              Node("r", "ReLU", {"h"}, "a"),
              Node("c2", "Conv2d", {"a", "w2", ""}, "u", pad1),
              Node("sum", "Add", {"a", "u"}, "y")};
   ComputeArgs args;
-  args.feeds["x"] = Random({2, 4, 6, 6}, 3, -1, 1);
-  args.output_gradients["y"] = Random({2, 16, 6, 6}, 4, -1, 1);
+  args.feeds["x"] = Uniform({2, 4, 6, 6}, 3, -1, 1);
+  args.output_gradients["y"] = Uniform({2, 16, 6, 6}, 4, -1, 1);
   args.wrt = {"x", "w1", "w2", "h"};
   ExpectFloat32MatchesFloat64(g, args);
   args.wrt = {"x", "w1", "w2"};
-  GradCheckOptions options;
-  options.max_elements = 24;
-  auto checks = CheckGradients(g, args, options, Limits{});
+  auto checks = CheckGradients(g, args, StrictOptions(), Limits{});
   ASSERT_TRUE(checks.ok()) << checks.status();
-  for (const TensorGradCheck& c : *checks) EXPECT_TRUE(c.passed) << c.name;
+  for (const TensorCheck& c : checks->tensors) EXPECT_TRUE(c.passed) << c.name;
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "core/gradcheck.h"
+#include "core/analysis/gradient_check.h"
 #include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/status_testing.h"
@@ -57,18 +57,21 @@ void ExpectGradientsOfWrt(const OpCase& c, const ComputeArgs& args,
 
 void ExpectFiniteDifferencesAgree(const OpCase& c, const GraphDef& graph,
                                   const ComputeArgs& args) {
+  // |analytic - numeric| <= tol * (1 + |numeric|); the float32 path is
+  // compared separately, outputs and buffers too.
   GradCheckOptions options;
-  options.tolerance = c.fd_tolerance;
+  options.rtol = options.atol = c.fd_tolerance;
   options.epsilon = c.fd_epsilon;
-  options.max_elements = c.fd_max_elements;
+  options.max_elements_per_tensor = c.fd_max_elements;
+  options.check_float32 = false;
   auto checks = CheckGradients(graph, args, options, Limits{});
   ASSERT_TRUE(checks.ok()) << checks.status();
-  for (const TensorGradCheck& check : *checks) {
+  for (const TensorCheck& check : checks->tensors) {
     EXPECT_TRUE(check.passed)
-        << "d/d" << check.name << "[" << check.worst_index << "]: analytic "
-        << check.worst_analytic << " vs numeric " << check.worst_numeric;
+        << "d/d" << check.name << "[" << absl::StrJoin(check.worst_index, ", ")
+        << "]: analytic " << check.analytic << " vs numeric " << check.numeric;
     if (ElementCount(InputShape(c, check.name)) > 0) {
-      EXPECT_GT(check.checked, 0) << check.name;
+      EXPECT_GT(check.elements_checked, 0) << check.name;
     }
   }
 }
@@ -328,6 +331,22 @@ void ExpectError(const OpCase& c, absl::StatusCode code,
   auto result = RunCase(c, DType::kFloat32);
   ASSERT_FALSE(result.ok()) << "op " << c.op << " accepted a bad case";
   ExpectStatus(result.status(), code, parts);
+}
+
+NodeDef Node(std::string name, std::string op, std::vector<std::string> inputs,
+             std::string output, AttrMap attrs) {
+  NodeDef n;
+  n.name = std::move(name);
+  n.op = std::move(op);
+  n.inputs = std::move(inputs);
+  n.outputs = {std::move(output)};
+  n.attributes = std::move(attrs);
+  return n;
+}
+
+Tensor Uniform(Shape shape, uint64_t seed, double lo, double hi) {
+  return MakeInput(TestInput{"t", std::move(shape), Init::kUniform, lo, hi},
+                   seed);
 }
 
 Tensor F32(Shape shape, std::vector<float> values) {

@@ -117,6 +117,13 @@ void ExpectGradientsCorrect(const OpCase& c);
 void ExpectError(const OpCase& c, absl::StatusCode code,
                  const std::vector<std::string>& parts);
 
+// A node with one output.
+NodeDef Node(std::string name, std::string op, std::vector<std::string> inputs,
+             std::string output, AttrMap attrs = {});
+
+// float32 values uniform in [lo, hi), drawn from `seed`.
+Tensor Uniform(Shape shape, uint64_t seed, double lo = -0.5, double hi = 0.5);
+
 // Builds a tensor from values (float32 / int64).
 Tensor F32(Shape shape, std::vector<float> values);
 Tensor I64(Shape shape, std::vector<int64_t> values);

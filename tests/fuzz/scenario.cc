@@ -239,22 +239,24 @@ class Runner {
     auto call = server::ComputeCallFromProto(taken, limits());
     if (!Answered(call.status(), "decoding ComputeRequest")) return;
     runtime::ComputeCall rerun = *call;
-    auto result = runtime_.Compute(ctx_, *std::move(call));
-    if (!Answered(result.status(), "Compute")) return;
-    ExpectNamed(r.fetch(), result->outputs, "Compute outputs");
-    ExpectNamed(r.wrt(), result->gradients, "Compute gradients");
+    auto reply = runtime_.Compute(ctx_, *std::move(call));
+    if (!Answered(reply.status(), "Compute")) return;
     Encode([&](server::WireMessage* out) {
-      server::RunResultToWire(*result, out);
+      server::ComputeReplyToWire(*reply, out);
     });
+    const RunResult& result = reply->result;
+    ExpectNamed(r.fetch(), result.outputs, "Compute outputs");
+    ExpectNamed(r.wrt(), result.gradients, "Compute gradients");
     // The same request again is a program cache hit, and the same bits.
     auto again = runtime_.Compute(ctx_, std::move(rerun));
     if (!again.ok()) {
       Finding(absl::StrCat("Compute answered, then the same request failed: ",
                            again.status().ToString()));
     }
-    ExpectSame(result->outputs, again->outputs, "Compute rerun outputs");
-    ExpectSame(result->gradients, again->gradients, "Compute rerun gradients");
-    ExpectSame(result->buffers, again->buffers, "Compute rerun buffers");
+    ExpectSame(result.outputs, again->result.outputs, "Compute rerun outputs");
+    ExpectSame(result.gradients, again->result.gradients,
+               "Compute rerun gradients");
+    ExpectSame(result.buffers, again->result.buffers, "Compute rerun buffers");
   }
 
   void Describe(const pb::DescribeRequest& r) {
@@ -320,9 +322,10 @@ class Runner {
                            result.status().ToString()));
     }
     if (as_planned) {
-      ExpectSame(gradients, result->gradients, "Backward vs Compute gradients");
+      ExpectSame(gradients, result->result.gradients,
+                 "Backward vs Compute gradients");
     } else {
-      ExpectClose(gradients, result->gradients,
+      ExpectClose(gradients, result->result.gradients,
                   "Backward of a subset vs its Compute gradients");
     }
   }

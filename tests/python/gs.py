@@ -93,6 +93,18 @@ def compute_request(g, feeds=None, fetch=(), loss="", output_gradients=None, wrt
     return req
 
 
+def model_request(cls, model, feeds=None, **fields):
+    """A request of message type `cls` (CheckGradientsRequest, ...) on a
+    Graph, or on a session when `model` is its id (str)."""
+    req = cls(**fields)
+    if isinstance(model, str):
+        req.session_id = model
+    else:
+        req.graph.CopyFrom(model)
+    fill(req.feeds, feeds)
+    return req
+
+
 def fill(pb_map, arrays):
     """Puts numpy arrays into a proto map<string, Tensor>."""
     for name, value in (arrays or {}).items():

@@ -230,7 +230,7 @@ TEST_F(RuntimeCountsTest, ComputeAndTrainStepRunEachPassOnce) {
   compute.args.loss = "L";
   auto result = runtime_.Compute(ctx_, compute);
   ASSERT_TRUE(result.ok()) << result.status();
-  ExpectGradW(result->gradients);
+  ExpectGradW(result->result.gradients);
   EXPECT_EQ(forwards, 1);
   EXPECT_EQ(backwards, 1);
 
