@@ -59,6 +59,7 @@ void Runtime::JanitorLoop() {
     const absl::Time now = absl::Now();
     sessions_.Expire(now);
     activations_.Expire(now);
+    shared_memory_.Expire(now);
     lock.lock();
   }
 }

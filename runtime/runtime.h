@@ -23,6 +23,7 @@
 #include "runtime/memory_budget.h"
 #include "runtime/persistence.h"
 #include "runtime/sessions.h"
+#include "runtime/shared_memory.h"
 
 namespace gradserve::runtime {
 
@@ -71,6 +72,13 @@ class Runtime {
   // Null when sessions are not persisted.
   SessionPersistence* persistence() { return persistence_.get(); }
 
+  // Turns same-host shared memory on (runtime/shared_memory.h); off until
+  // then. Call once, before serving.
+  absl::Status EnableSharedMemory(const SharedMemoryOptions& options) {
+    return shared_memory_.Enable(options);
+  }
+  SharedMemoryRegistry& shared_memory() { return shared_memory_; }
+
   ComputePool* pool() { return pool_; }
   MemoryBudget& memory_budget() { return budget_; }
   SessionManager& sessions() { return sessions_; }
@@ -94,7 +102,8 @@ class Runtime {
       const Model& model, const ProgramRequest& request);
   // Reserves what running `program` may allocate, and its results.
   absl::StatusOr<MemoryBudget::Reservation> ReserveRun(const Program& program);
-  // Expires idle sessions and activations, once a second.
+  // Expires idle sessions, activations and shared-memory regions, once a
+  // second.
   void JanitorLoop();
 
   const Limits limits_;
@@ -103,6 +112,7 @@ class Runtime {
   MemoryBudget budget_;
   SessionManager sessions_;
   ActivationStore activations_;
+  SharedMemoryRegistry shared_memory_;
   std::unique_ptr<SessionPersistence> persistence_;  // before sessions_ goes
   std::mutex janitor_mu_;
   std::condition_variable janitor_wake_;
