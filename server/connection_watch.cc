@@ -104,11 +104,9 @@ std::optional<absl::flat_hash_set<std::string>> OpenConnections(
     const int64_t before = start;
     for (const Struct* socket : ListField(*page, "socketRef")) {
       // "chttp2 ipv4:127.0.0.1:5012": the transport, then the peer.
-      absl::string_view name = StringField(*socket, "name");
-      if (const size_t space = name.find(' '); space != name.npos) {
-        name.remove_prefix(space + 1);
-      }
-      peers.insert(std::string(name));
+      const std::string name = StringField(*socket, "name");
+      const size_t space = name.find(' ');
+      peers.insert(space == std::string::npos ? name : name.substr(space + 1));
       start = std::max(start, IdField(*socket, "socketId") + 1);
     }
     if (AtEnd(*page) || start == before) return peers;

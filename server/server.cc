@@ -70,8 +70,11 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC's default SO_REUSEPORT would let a second server share a busy port
   // silently; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // The connection watch lists open connections through channelz.
-  builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
+  if (options.allow_shared_memory) {
+    // The connection watch lists open connections through channelz (on by
+    // default; said here so that no default can turn it off).
+    builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
+  }
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   for (size_t i = 0; i < addresses.size(); ++i) {

@@ -10,6 +10,7 @@ or after the idle TTL; all of it is off by default."""
 
 import os
 import subprocess
+import time
 
 import grpc
 import numpy as np
@@ -464,7 +465,11 @@ def test_regions_go_when_their_tcp_connection_closes(start_server):
         error(second.RegisterSharedMemory, pb.RegisterSharedMemoryRequest(
             region="b", key=b.key, byte_size=4096), grpc.StatusCode.RESOURCE_EXHAUSTED,
             "--shared_memory_max_regions")
+        # Kept while the connection is open, over several passes of the watch.
+        time.sleep(2.5)
         assert open_files(s, a.path) == 1
+        reply = first.Compute(scale_request(a, X[:2]), timeout=30)
+        np.testing.assert_array_equal(a.read(reply.outputs["y"]), 3 * X[:2])
         channel.close()
         assert gs.wait_until(lambda: open_files(s, a.path) == 0, timeout=15)
         b.register()
@@ -517,6 +522,7 @@ def test_unix_socket_clients_regions_go_when_none_is_connected(tmp_path):
         channel = grpc.insecure_channel(f"unix://{path}")
         stub = gs.pb_grpc.GradientServiceStub(channel)
         m = gs.SharedMemory(stub, 1 << 16)
+        time.sleep(2.5)  # kept while connected
         reply = stub.Compute(scale_request(m, X), timeout=30)
         np.testing.assert_array_equal(m.read(reply.outputs["y"]), 3 * X)
         assert open_files(s, m.path) == 1
