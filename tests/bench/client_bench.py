@@ -6,13 +6,18 @@
 - Compute with session_id vs stateless Compute (weights in every request) of
   the same MLP;
 - ComputeStream of 1000 small requests vs 1000 sequential unary Computes;
-- the tiny 3-layer graph, cached, vs an empty call (Health/Check).
+- the tiny 3-layer graph, cached, vs an empty call (Health/Check);
+- the Linear 256x1024->1024 fwd+bwd (x, W, b, dY in; y, dW, db, dx out)
+  with every tensor in same-host shared memory, vs gradserve in-process
+  (gradserve_bench --in_process_only=linear, the C++ bench's number) and vs
+  the same Compute with the tensors in the messages over TCP.
 
 Medians of --reps timed repetitions after --warmup. Run by `make bench`
 with Debian's /usr/bin/python3."""
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -132,12 +137,82 @@ def small_calls_bench(server, args):
           f"{u:9.1f} ms   throughput {u / s:6.2f}x")
 
 
+def in_process_ms(case, threads, args):
+    """gradserve_bench's in-process median for `case` (core Compute: build,
+    compile and run, no server); None when it cannot run."""
+    bench = os.path.join(gs.BUILD_DIR, "tests", "bench", "gradserve_bench")
+    done = subprocess.run([bench, f"--in_process_only={case}", f"--threads={threads}",
+                           f"--reps={args.reps}", f"--warmup={args.warmup}"],
+                          capture_output=True, text=True)
+    try:
+        return float(done.stdout.split()[-1])
+    except (IndexError, ValueError):
+        print(f"gradserve_bench --in_process_only={case} failed: {done.stderr.strip()}")
+        return None
+
+
+def linear_shared_memory_bench(server, threads, args):
+    rng = np.random.default_rng(2)
+    W = rng.normal(0, 0.1, (1024, 1024)).astype(np.float32)
+    b = rng.normal(0, 0.1, 1024).astype(np.float32)
+    x = rng.normal(size=(256, 1024)).astype(np.float32)
+    dy = rng.normal(size=(256, 1024)).astype(np.float32)
+    g = gs.graph([gs.node("fc", "Linear", ["x", "W", "b"], ["y"])], inputs=["x"],
+                 parameters={"W": W, "b": b})
+    wrt = ["W", "b", "x"]
+    plain = gs.compute_request(g, feeds={"x": x}, fetch=["y"], output_gradients={"y": dy},
+                               wrt=wrt)
+    with gs.SharedMemory(server.rpc, 16 << 20) as m:
+        placed = gs.compute_request(g, fetch=["y"], wrt=wrt)
+        for field, name, value in ((placed.graph.parameters, "W", W),
+                                   (placed.graph.parameters, "b", b),
+                                   (placed.feeds, "x", x), (placed.output_gradients, "y", dy)):
+            field[name].CopyFrom(m.put(value))
+        for name, value in (("y", dy), ("W", W), ("b", b), ("x", x)):
+            placed.output_placement[name].CopyFrom(m.place(value.shape))
+        inputs = [(m.array(t.shared_memory.offset, v.shape, np.float32), v) for t, v in
+                  ((placed.graph.parameters["W"], W), (placed.graph.parameters["b"], b),
+                   (placed.feeds["x"], x), (placed.output_gradients["y"], dy))]
+
+        # The two paths compute the same bits.
+        want = gs.Result(server.rpc.Compute(plain, timeout=60))
+        got = server.rpc.Compute(placed, timeout=60)
+        gs.assert_same(m.read(got.outputs["y"]), want.outputs["y"], "y")
+        gs.assert_same({k: m.read(v) for k, v in got.gradients.items()}, want.gradients,
+                       "gradients")
+
+        def over_shm_with_copies():
+            for view, value in inputs:
+                view[...] = value
+            reply = server.rpc.Compute(placed, timeout=60)
+            return [m.read(t) for t in (*reply.outputs.values(), *reply.gradients.values())]
+
+        def over_tcp():
+            reply = server.rpc.Compute(plain, timeout=60)
+            return [gs.to_numpy(t) for t in (*reply.outputs.values(),
+                                             *reply.gradients.values())]
+
+        shm = median_ms(lambda: server.rpc.Compute(placed, timeout=60), args.reps, args.warmup)
+        copies = median_ms(over_shm_with_copies, args.reps, args.warmup)
+        tcp = median_ms(over_tcp, args.reps, args.warmup)
+    local = in_process_ms("linear", threads, args)
+    name = "Linear 256x1024->1024 fwd+bwd"
+    if local:
+        print(f"{name + ', in-process':40s} {local:9.3f} ms   (gradserve_bench's case, "
+              f"core Compute)")
+    for label, ms in (("shared memory, call only", shm),
+                      ("shared memory + client's numpy copies", copies),
+                      ("tensors in messages over TCP", tcp)):
+        ratio = f"   /in-process {ms / local:6.2f}x" if local else ""
+        print(f"{'  ' + label:40s} {ms:9.3f} ms{ratio}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    server = gs.Server()
+    server = gs.Server("--allow_shared_memory")
     try:
         info = server.rpc.GetServerInfo(pb.GetServerInfoRequest())
         threads = info.threads_per_worker
@@ -147,6 +222,7 @@ def main():
               f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
         train_step_bench(server, threads, args)
         small_calls_bench(server, args)
+        linear_shared_memory_bench(server, threads, args)
     finally:
         server.close()
 
