@@ -21,6 +21,7 @@
 #include "runtime/activations.h"
 #include "runtime/calls.h"
 #include "runtime/memory_budget.h"
+#include "runtime/periodic.h"
 #include "runtime/persistence.h"
 #include "runtime/sessions.h"
 #include "runtime/shared_memory.h"
@@ -102,9 +103,7 @@ class Runtime {
       const Model& model, const ProgramRequest& request);
   // Reserves what running `program` may allocate, and its results.
   absl::StatusOr<MemoryBudget::Reservation> ReserveRun(const Program& program);
-  // Expires idle sessions, activations and shared-memory regions, once a
-  // second.
-  void JanitorLoop();
+  void Expire();
 
   const Limits limits_;
   ComputePool* const pool_;
@@ -114,10 +113,9 @@ class Runtime {
   ActivationStore activations_;
   SharedMemoryRegistry shared_memory_;
   std::unique_ptr<SessionPersistence> persistence_;  // before sessions_ goes
-  std::mutex janitor_mu_;
-  std::condition_variable janitor_wake_;
-  bool stopping_ = false;
-  std::thread janitor_;  // last: starts once the rest is built
+  // Expires idle sessions, activations and shared-memory regions, once a
+  // second. Last: starts once the rest is built.
+  Periodic janitor_;
 };
 
 }  // namespace gradserve::runtime

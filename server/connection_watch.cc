@@ -4,7 +4,6 @@
 #include <grpc/support/alloc.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <utility>
 
@@ -118,28 +117,7 @@ ConnectionWatch::ConnectionWatch(std::vector<std::string> listening,
                                  absl::Duration interval)
     : listening_(std::move(listening)),
       registry_(registry),
-      interval_(interval),
-      thread_([this] { Loop(); }) {}
-
-ConnectionWatch::~ConnectionWatch() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  thread_.join();
-}
-
-void ConnectionWatch::Loop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  const auto interval =
-      std::chrono::milliseconds(absl::ToInt64Milliseconds(interval_));
-  while (!wake_.wait_for(lock, interval, [this] { return stopping_; })) {
-    lock.unlock();
-    Check();
-    lock.lock();
-  }
-}
+      loop_(interval, [this] { Check(); }) {}
 
 void ConnectionWatch::Check() {
   if (!server_id_) server_id_ = FindChannelzServer(listening_);

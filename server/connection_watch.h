@@ -16,17 +16,14 @@
 #ifndef GRADSERVE_SERVER_CONNECTION_WATCH_H_
 #define GRADSERVE_SERVER_CONNECTION_WATCH_H_
 
-#include <condition_variable>
 #include <cstdint>
-#include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
+#include "runtime/periodic.h"
 #include "runtime/shared_memory.h"
 
 namespace gradserve::server {
@@ -47,22 +44,16 @@ class ConnectionWatch {
   ConnectionWatch(std::vector<std::string> listening,
                   runtime::SharedMemoryRegistry* registry,
                   absl::Duration interval = absl::Seconds(1));
-  ~ConnectionWatch();  // stops and joins
 
  private:
-  void Loop();
   // One pass: lists the connections and drops the regions of closed ones.
   void Check();
 
   const std::vector<std::string> listening_;
   runtime::SharedMemoryRegistry* const registry_;
-  const absl::Duration interval_;
-  std::optional<int64_t> server_id_;
+  std::optional<int64_t> server_id_;  // found at the first pass
   bool warned_ = false;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  std::thread thread_;  // last: starts once the rest is set
+  runtime::Periodic loop_;  // last: starts once the rest is set
 };
 
 }  // namespace gradserve::server

@@ -41,6 +41,21 @@ def median_ms(f, reps, warmup):
     return float(np.median(times))
 
 
+def interleaved_medians_ms(fs, reps, warmup):
+    """Medians of each of `fs`, timed in turn within every repetition (on a
+    busy machine, load that comes and goes then hits them alike)."""
+    for _ in range(warmup):
+        for f in fs:
+            f()
+    times = [[] for _ in fs]
+    for _ in range(reps):
+        for f, t in zip(fs, times):
+            start = time.perf_counter()
+            f()
+            t.append((time.perf_counter() - start) * 1000)
+    return [float(np.median(t)) for t in times]
+
+
 def mlp(rng):
     params = {"W1": rng.normal(0, 0.05, (256, 784)), "b1": np.zeros(256),
               "W2": rng.normal(0, 0.05, (10, 256)), "b2": np.zeros(10)}
@@ -192,14 +207,16 @@ def linear_shared_memory_bench(server, threads, args):
             return [gs.to_numpy(t) for t in (*reply.outputs.values(),
                                              *reply.gradients.values())]
 
-        shm = median_ms(lambda: server.rpc.Compute(placed, timeout=60), args.reps, args.warmup)
-        copies = median_ms(over_shm_with_copies, args.reps, args.warmup)
-        tcp = median_ms(over_tcp, args.reps, args.warmup)
-    local = in_process_ms("linear", threads, args)
+        before = in_process_ms("linear", threads, args)
+        shm, copies, tcp = interleaved_medians_ms(
+            [lambda: server.rpc.Compute(placed, timeout=60), over_shm_with_copies, over_tcp],
+            args.reps, args.warmup)
+        after = in_process_ms("linear", threads, args)
     name = "Linear 256x1024->1024 fwd+bwd"
+    local = (before + after) / 2 if before and after else None
     if local:
         print(f"{name + ', in-process':40s} {local:9.3f} ms   (gradserve_bench's case, "
-              f"core Compute)")
+              f"core Compute; {before:.3f} before, {after:.3f} after the calls below)")
     for label, ms in (("shared memory, call only", shm),
                       ("shared memory + client's numpy copies", copies),
                       ("tensors in messages over TCP", tcp)):
