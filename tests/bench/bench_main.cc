@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -40,7 +41,8 @@ ABSL_FLAG(int32_t, threads, 0,
           "server's default");
 ABSL_FLAG(std::string, in_process_only, "",
           "print only the in-process median (ms) of one case (linear, mlp, "
-          "tiny or reshape) and exit: client_bench.py's baseline");
+          "tiny or reshape), and the process's CPU ms per repetition, and "
+          "exit: client_bench.py's baseline");
 
 namespace gradserve::bench {
 namespace {
@@ -328,8 +330,14 @@ void CompareWithBaselines(int threads) {
           : "n/a");
 }
 
-// --in_process_only: one case's in-process median, with the team size the
-// server would use.
+double ProcessCpuMs() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+// --in_process_only: one case's in-process median and CPU time, with the
+// team size the server would use.
 int InProcessOnly(const std::string& name) {
   std::mt19937 rng(42);
   const std::vector<std::pair<std::string, Case (*)(std::mt19937*)>> cases = {
@@ -343,7 +351,12 @@ int InProcessOnly(const std::string& name) {
         runtime::ChoosePoolShape({0, absl::GetFlag(FLAGS_threads)},
                                  runtime::AvailableCpus())
             .threads_per_worker);
-    std::printf("%.4f\n", MeasureInProcess(make(&rng)).median_ms);
+    const Case c = make(&rng);
+    const double cpu_before = ProcessCpuMs();
+    const double median = MeasureInProcess(c).median_ms;
+    const int runs = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_reps);
+    std::printf("%.4f %.4f\n", median,
+                (ProcessCpuMs() - cpu_before) / std::max(1, runs));
     return 0;
   }
   std::fprintf(stderr, "gradserve_bench: unknown case '%s'\n", name.c_str());

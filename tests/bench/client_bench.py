@@ -41,19 +41,38 @@ def median_ms(f, reps, warmup):
     return float(np.median(times))
 
 
-def interleaved_medians_ms(fs, reps, warmup):
-    """Medians of each of `fs`, timed in turn within every repetition (on a
-    busy machine, load that comes and goes then hits them alike)."""
+def process_cpu_ms(pid):
+    """CPU time of process `pid`'s live threads so far, in ms (nanosecond
+    counters in /proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:  # the thread ended
+            pass
+    return total / 1e6
+
+
+def interleaved(fs, reps, warmup, server_pid):
+    """For each of `fs`, timed in turn within every repetition (on a busy
+    machine, load that comes and goes then hits them alike): the median wall
+    time and the mean CPU time per call of the server and of this process,
+    in ms."""
     for _ in range(warmup):
         for f in fs:
             f()
-    times = [[] for _ in fs]
+    wall = [[] for _ in fs]
+    cpu = [[0.0, 0.0] for _ in fs]
     for _ in range(reps):
-        for f, t in zip(fs, times):
+        for f, w, c in zip(fs, wall, cpu):
+            server, client = process_cpu_ms(server_pid), time.process_time()
             start = time.perf_counter()
             f()
-            t.append((time.perf_counter() - start) * 1000)
-    return [float(np.median(t)) for t in times]
+            w.append((time.perf_counter() - start) * 1000)
+            c[0] += process_cpu_ms(server_pid) - server
+            c[1] += (time.process_time() - client) * 1000
+    return [(float(np.median(w)), c[0] / reps, c[1] / reps) for w, c in zip(wall, cpu)]
 
 
 def mlp(rng):
@@ -154,14 +173,16 @@ def small_calls_bench(server, args):
 
 def in_process_ms(case, threads, args):
     """gradserve_bench's in-process median for `case` (core Compute: build,
-    compile and run, no server); None when it cannot run."""
+    compile and run, no server) and its CPU ms per run; None when it cannot
+    run."""
     bench = os.path.join(gs.BUILD_DIR, "tests", "bench", "gradserve_bench")
     done = subprocess.run([bench, f"--in_process_only={case}", f"--threads={threads}",
                            f"--reps={args.reps}", f"--warmup={args.warmup}"],
                           capture_output=True, text=True)
     try:
-        return float(done.stdout.split()[-1])
-    except (IndexError, ValueError):
+        median, cpu = (float(v) for v in done.stdout.split()[-2:])
+        return median, cpu
+    except ValueError:
         print(f"gradserve_bench --in_process_only={case} failed: {done.stderr.strip()}")
         return None
 
@@ -208,20 +229,23 @@ def linear_shared_memory_bench(server, threads, args):
                                              *reply.gradients.values())]
 
         before = in_process_ms("linear", threads, args)
-        shm, copies, tcp = interleaved_medians_ms(
+        measured = interleaved(
             [lambda: server.rpc.Compute(placed, timeout=60), over_shm_with_copies, over_tcp],
-            args.reps, args.warmup)
+            args.reps, args.warmup, server.process.pid)
         after = in_process_ms("linear", threads, args)
-    name = "Linear 256x1024->1024 fwd+bwd"
-    local = (before + after) / 2 if before and after else None
-    if local:
-        print(f"{name + ', in-process':40s} {local:9.3f} ms   (gradserve_bench's case, "
-              f"core Compute; {before:.3f} before, {after:.3f} after the calls below)")
-    for label, ms in (("shared memory, call only", shm),
-                      ("shared memory + client's numpy copies", copies),
-                      ("tensors in messages over TCP", tcp)):
-        ratio = f"   /in-process {ms / local:6.2f}x" if local else ""
-        print(f"{'  ' + label:40s} {ms:9.3f} ms{ratio}")
+    print(f"{'Linear 256x1024->1024 fwd+bwd':40s} {'wall ms':>9s} {'server CPU':>11s} "
+          f"{'client CPU':>11s} {'wall/in':>8s} {'CPU/in':>7s}")
+    local = None
+    if before and after:
+        local = ((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
+        print(f"{'  in-process (gradserve_bench)':40s} {local[0]:9.3f} {local[1]:11.3f} "
+              f"{'':11s}   (runs before and after: {before[0]:.3f} and {after[0]:.3f} ms)")
+    for label, (wall, server_cpu, client_cpu) in zip(
+            ("shared memory, call only", "shared memory + client's numpy copies",
+             "tensors in messages over TCP"), measured):
+        ratios = (f" {wall / local[0]:7.2f}x {(server_cpu + client_cpu) / local[1]:6.2f}x"
+                  if local else "")
+        print(f"{'  ' + label:40s} {wall:9.3f} {server_cpu:11.3f} {client_cpu:11.3f}{ratios}")
 
 
 def main():
