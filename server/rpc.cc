@@ -43,6 +43,7 @@ runtime::CallContext CallContextOf(grpc::CallbackServerContext* context) {
 
 bool IsSameHostPeer(absl::string_view peer) {
   return absl::StartsWith(peer, "unix:") ||
+         absl::StartsWith(peer, "unix-abstract:") ||
          absl::StartsWith(peer, "ipv4:127.") ||
          absl::StartsWith(peer, "ipv6:[::1]:") ||
          absl::StartsWith(peer, "ipv6:[::ffff:127.");

@@ -6,10 +6,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <future>
 #include <random>
