@@ -22,6 +22,9 @@ namespace gradserve::runtime {
 // Who calls, and how the call may end early.
 struct CallContext {
   std::string tenant;  // the caller's tenant; "" when auth is off
+  // The connection the call came on (gRPC's peer, e.g. "ipv4:127.0.0.1:5012"
+  // or "unix:"), for state tied to it: shared-memory regions. "" = none.
+  std::string connection;
   // The route the client asked new sessions and activations to get (the
   // gradserve-route metadata, which balancers hash on); "" = random.
   std::string route;

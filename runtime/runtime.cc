@@ -40,27 +40,15 @@ Runtime::Runtime(const RuntimeOptions& options, ComputePool* pool)
       budget_(options.max_inflight_bytes),
       sessions_(options.sessions, pool),
       activations_(options.activations),
-      janitor_([this] { JanitorLoop(); }) {}
+      janitor_(absl::Seconds(1), [this] { Expire(); }) {}
 
-Runtime::~Runtime() {
-  {
-    std::lock_guard<std::mutex> lock(janitor_mu_);
-    stopping_ = true;
-  }
-  janitor_wake_.notify_all();
-  janitor_.join();
-}
+Runtime::~Runtime() = default;
 
-void Runtime::JanitorLoop() {
-  std::unique_lock<std::mutex> lock(janitor_mu_);
-  while (!janitor_wake_.wait_for(lock, std::chrono::seconds(1),
-                                 [this] { return stopping_; })) {
-    lock.unlock();
-    const absl::Time now = absl::Now();
-    sessions_.Expire(now);
-    activations_.Expire(now);
-    lock.lock();
-  }
+void Runtime::Expire() {
+  const absl::Time now = absl::Now();
+  sessions_.Expire(now);
+  activations_.Expire(now);
+  shared_memory_.Expire(now);
 }
 
 absl::Status Runtime::EnablePersistence(

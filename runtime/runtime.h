@@ -23,8 +23,10 @@
 #include "runtime/activations.h"
 #include "runtime/calls.h"
 #include "runtime/memory_budget.h"
+#include "runtime/periodic.h"
 #include "runtime/persistence.h"
 #include "runtime/sessions.h"
+#include "runtime/shared_memory.h"
 
 namespace gradserve::runtime {
 
@@ -82,6 +84,13 @@ class Runtime {
   // Null when sessions are not persisted.
   SessionPersistence* persistence() { return persistence_.get(); }
 
+  // Turns same-host shared memory on (runtime/shared_memory.h); off until
+  // then. Call once, before serving.
+  absl::Status EnableSharedMemory(const SharedMemoryOptions& options) {
+    return shared_memory_.Enable(options);
+  }
+  SharedMemoryRegistry& shared_memory() { return shared_memory_; }
+
   ComputePool* pool() { return pool_; }
   MemoryBudget& memory_budget() { return budget_; }
   SessionManager& sessions() { return sessions_; }
@@ -108,8 +117,7 @@ class Runtime {
                                          ModelSource source, ComputeArgs args);
   // Reserves what running `program` may allocate, and its results.
   absl::StatusOr<MemoryBudget::Reservation> ReserveRun(const Program& program);
-  // Expires idle sessions and activations, once a second.
-  void JanitorLoop();
+  void Expire();
 
   const Limits limits_;
   ComputePool* const pool_;
@@ -117,11 +125,11 @@ class Runtime {
   MemoryBudget budget_;
   SessionManager sessions_;
   ActivationStore activations_;
+  SharedMemoryRegistry shared_memory_;
   std::unique_ptr<SessionPersistence> persistence_;  // before sessions_ goes
-  std::mutex janitor_mu_;
-  std::condition_variable janitor_wake_;
-  bool stopping_ = false;
-  std::thread janitor_;  // last: starts once the rest is built
+  // Expires idle sessions, activations and shared-memory regions, once a
+  // second. Last: starts once the rest is built.
+  Periodic janitor_;
 };
 
 }  // namespace gradserve::runtime

@@ -12,6 +12,7 @@
 #include "server/codec/analysis_codec.h"
 #include "server/codec/call_codec.h"
 #include "server/codec/session_codec.h"
+#include "server/codec/shared_memory_codec.h"
 #include "server/codec/tensor_codec.h"
 #include "server/rpc.h"
 
@@ -91,10 +92,14 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   if (runtime->persistence() != nullptr) {
     static_info_.add_features("persistence");
   }
+  if (runtime->shared_memory().enabled()) {
+    static_info_.add_features("shared_memory");
+  }
   AddComputeRpcs();
   AddAnalysisRpcs();
   AddSessionRpcs();
   AddInfoRpcs();
+  AddSharedMemoryRpcs();
   AddComputeStream();
 }
 
@@ -145,6 +150,22 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
           std::move(start)));
 }
 
+template <typename Request>
+absl::StatusOr<GradientServiceImpl::SharedMemoryInputs>
+GradientServiceImpl::ReadSharedMemory(const runtime::CallContext& ctx,
+                                      Request& request) {
+  SharedMemoryInputs in{
+      SharedMemoryReads(&runtime_->shared_memory(), ctx, runtime_->limits()),
+      {}};
+  RETURN_IF_ERROR(AddSharedMemoryTensors(request, &in.reads));
+  if (in.reads.empty()) return in;
+  ASSIGN_OR_RETURN(
+      in.held, runtime_->memory_budget().Reserve(
+                   in.reads.bytes(), "the request's tensors in shared memory"));
+  RETURN_IF_ERROR(in.reads.ReadAll());
+  return in;
+}
+
 bool GradientServiceImpl::Schedule(Where where, const runtime::CallContext& ctx,
                                    const grpc::ByteBuffer& request,
                                    std::function<void()> task) {
@@ -172,6 +193,7 @@ void GradientServiceImpl::AddComputeRpcs() {
       "Describe", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx, pb::DescribeRequest& r,
                       pb::DescribeResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, DescribeCallFromProto(r, limits));
         ASSIGN_OR_RETURN(GraphSummary summary,
                          runtime_->Describe(ctx, std::move(call)));
@@ -182,6 +204,7 @@ void GradientServiceImpl::AddComputeRpcs() {
       "Forward", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx, pb::ForwardRequest& r,
                       pb::ForwardResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, ForwardCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto reply, runtime_->Forward(ctx, std::move(call)));
         ForwardReplyToWire(reply, out, wire);
@@ -191,6 +214,7 @@ void GradientServiceImpl::AddComputeRpcs() {
       "Backward", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx, pb::BackwardRequest& r,
                       pb::BackwardResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, BackwardCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto gradients,
                          runtime_->Backward(ctx, std::move(call)));
@@ -242,10 +266,17 @@ void GradientServiceImpl::AddAnalysisRpcs() {
 absl::Status GradientServiceImpl::ComputeOne(const runtime::CallContext& ctx,
                                              pb::ComputeRequest& request,
                                              WireMessage* response) {
+  ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, request));
+  ASSIGN_OR_RETURN(auto placement,
+                   OutputPlacement::Check(request.output_placement(), shm.reads,
+                                          &runtime_->shared_memory(), ctx));
   ASSIGN_OR_RETURN(auto call,
                    ComputeCallFromProto(request, runtime_->limits()));
   ASSIGN_OR_RETURN(auto reply, runtime_->Compute(ctx, std::move(call)));
+  pb::ComputeResponse placed;  // the placed tensors' references
+  RETURN_IF_ERROR(placement.Write(&reply.result, &placed));
   ComputeReplyToWire(reply, response);
+  response->AddRest(placed);
   return absl::OkStatus();
 }
 
@@ -266,6 +297,7 @@ void GradientServiceImpl::AddSessionRpcs() {
       [this, &limits](const runtime::CallContext& ctx,
                       pb::CreateSessionRequest& r,
                       pb::CreateSessionResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, CreateSessionCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto info,
                          runtime_->CreateSession(ctx, std::move(call)));
@@ -301,6 +333,7 @@ void GradientServiceImpl::AddSessionRpcs() {
       [this, &limits](const runtime::CallContext& ctx,
                       pb::SetParametersRequest& r,
                       pb::SetParametersResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, SetParametersCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto info,
                          runtime_->SetParameters(ctx, std::move(call)));
@@ -311,6 +344,7 @@ void GradientServiceImpl::AddSessionRpcs() {
       "TrainStep", Where::kSessionStrand,
       [this, &limits](const runtime::CallContext& ctx, pb::TrainStepRequest& r,
                       pb::TrainStepResponse* out, WireMessage* wire) {
+        ASSIGN_OR_RETURN(auto shm, ReadSharedMemory(ctx, r));
         ASSIGN_OR_RETURN(auto call, TrainStepCallFromProto(r, limits));
         ASSIGN_OR_RETURN(auto reply, runtime_->TrainStep(ctx, std::move(call)));
         TrainStepReplyToWire(reply, out, wire);
@@ -327,6 +361,34 @@ void GradientServiceImpl::AddInfoRpcs() {
              pb::GetServerInfoResponse* out, WireMessage*) {
         *out = ServerInfo();
         return absl::OkStatus();
+      });
+}
+
+void GradientServiceImpl::AddSharedMemoryRpcs() {
+  AddUnary<pb::RegisterSharedMemoryRequest, pb::RegisterSharedMemoryResponse>(
+      "RegisterSharedMemory", Where::kPool,
+      [this](const runtime::CallContext& ctx,
+             pb::RegisterSharedMemoryRequest& r,
+             pb::RegisterSharedMemoryResponse*, WireMessage*) {
+        RETURN_IF_ERROR(
+            runtime_->shared_memory().CheckEnabled("RegisterSharedMemory"));
+        if (!IsSameHostPeer(ctx.connection)) {
+          return absl::PermissionDeniedError(absl::StrCat(
+              "RegisterSharedMemory: shared memory is for clients on the "
+              "server's host, over a unix socket or loopback; this call came "
+              "from ",
+              ctx.connection));
+        }
+        return runtime_->shared_memory().Register(ctx, r.region(), r.key(),
+                                                  r.offset(), r.byte_size());
+      });
+  AddUnary<pb::UnregisterSharedMemoryRequest,
+           pb::UnregisterSharedMemoryResponse>(
+      "UnregisterSharedMemory", Where::kPool,
+      [this](const runtime::CallContext& ctx,
+             pb::UnregisterSharedMemoryRequest& r,
+             pb::UnregisterSharedMemoryResponse*, WireMessage*) {
+        return runtime_->shared_memory().Unregister(ctx, r.region());
       });
 }
 

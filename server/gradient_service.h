@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "runtime/runtime.h"
+#include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_message.h"
 
 namespace gradserve::server {
@@ -57,7 +58,17 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   void AddAnalysisRpcs();
   void AddSessionRpcs();
   void AddInfoRpcs();
+  void AddSharedMemoryRpcs();
   void AddComputeStream();  // server/stream.cc
+  // The request's tensors carried in shared memory, read into its data
+  // bytes, which the memory budget holds until this is destroyed.
+  struct SharedMemoryInputs {
+    SharedMemoryReads reads;
+    runtime::MemoryBudget::Reservation held;
+  };
+  template <typename Request>
+  absl::StatusOr<SharedMemoryInputs> ReadSharedMemory(
+      const runtime::CallContext& ctx, Request& request);
   pb::GetServerInfoResponse ServerInfo() const;
 
   runtime::Runtime* const runtime_;

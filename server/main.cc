@@ -83,6 +83,28 @@ ABSL_FLAG(std::string, state_dir, "",
 ABSL_FLAG(double, snapshot_seconds, 30,
           "with --state_dir, how often changed sessions are saved; they are "
           "saved too on SIGTERM/SIGINT once calls in flight finish");
+ABSL_FLAG(bool, allow_shared_memory, false,
+          "let same-host clients (unix socket or loopback) pass tensors "
+          "through files in --shared_memory_dir: RegisterSharedMemory, "
+          "shared_memory tensor carriers and output_placement; any such "
+          "client can then make the server read and write files of its "
+          "user in that directory");
+ABSL_FLAG(std::string, shared_memory_dir,
+          gradserve::runtime::SharedMemoryOptions{}.directory,
+          "the directory whose files clients may register as shared-memory "
+          "regions (plain names, no symlinks, regular files of the server's "
+          "user); best one that only gradserve's clients can write");
+ABSL_FLAG(int64_t, shared_memory_max_regions,
+          gradserve::runtime::SharedMemoryOptions{}.max_regions,
+          "shared-memory regions one tenant may hold (each holds an open "
+          "file)");
+ABSL_FLAG(int64_t, shared_memory_max_bytes,
+          gradserve::runtime::SharedMemoryOptions{}.max_bytes,
+          "bytes all registered shared-memory regions together may span");
+ABSL_FLAG(uint32_t, shared_memory_ttl_seconds,
+          gradserve::runtime::SharedMemoryOptions{}.ttl_seconds,
+          "a shared-memory region unused this long is unregistered (regions "
+          "also go when their TCP connection closes); 0 = never");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -160,6 +182,14 @@ int main(int argc, char** argv) {
   options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.persistence.snapshot_interval =
       absl::Seconds(absl::GetFlag(FLAGS_snapshot_seconds));
+  options.allow_shared_memory = absl::GetFlag(FLAGS_allow_shared_memory);
+  options.shared_memory.directory = absl::GetFlag(FLAGS_shared_memory_dir);
+  options.shared_memory.max_regions =
+      absl::GetFlag(FLAGS_shared_memory_max_regions);
+  options.shared_memory.max_bytes =
+      absl::GetFlag(FLAGS_shared_memory_max_bytes);
+  options.shared_memory.ttl_seconds =
+      absl::GetFlag(FLAGS_shared_memory_ttl_seconds);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);

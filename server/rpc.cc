@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -21,6 +22,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 runtime::CallContext CallContextOf(grpc::CallbackServerContext* context) {
   runtime::CallContext ctx;
+  ctx.connection = context->peer();
   const auto& metadata = context->client_metadata();
   if (auto it = metadata.find(kRouteMetadata); it != metadata.end()) {
     ctx.route.assign(it->second.data(), it->second.size());
@@ -37,6 +39,14 @@ runtime::CallContext CallContextOf(grpc::CallbackServerContext* context) {
     return absl::OkStatus();
   };
   return ctx;
+}
+
+bool IsSameHostPeer(absl::string_view peer) {
+  return absl::StartsWith(peer, "unix:") ||
+         absl::StartsWith(peer, "unix-abstract:") ||
+         absl::StartsWith(peer, "ipv4:127.") ||
+         absl::StartsWith(peer, "ipv6:[::1]:") ||
+         absl::StartsWith(peer, "ipv6:[::ffff:127.");
 }
 
 absl::Status ParseMessage(const grpc::ByteBuffer& bytes,

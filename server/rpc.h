@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -21,9 +22,13 @@ namespace gradserve::server {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// The caller (tenant, route metadata) and a check the executor polls
-// between nodes: the call's deadline, and cancellation by the client.
+// The caller (tenant, connection, route metadata) and a check the executor
+// polls between nodes: the call's deadline, and cancellation by the client.
 runtime::CallContext CallContextOf(grpc::CallbackServerContext* context);
+
+// Whether a gRPC peer ("ipv4:127.0.0.1:5012", "unix:") is on this host:
+// a unix socket or a loopback address.
+bool IsSameHostPeer(absl::string_view peer);
 
 // Parses `bytes` into `message`; INVALID_ARGUMENT naming the message type.
 absl::Status ParseMessage(const grpc::ByteBuffer& bytes,

@@ -41,6 +41,11 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         std::make_shared<SnapshotCodec>(server->runtime_->limits()));
     if (!restored.ok()) return restored;
   }
+  if (options.allow_shared_memory) {
+    absl::Status enabled =
+        server->runtime_->EnableSharedMemory(options.shared_memory);
+    if (!enabled.ok()) return enabled;
+  }
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = max_message;
   server->service_ = std::make_unique<GradientServiceImpl>(
@@ -65,6 +70,11 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC's default SO_REUSEPORT would let a second server share a busy port
   // silently; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options.allow_shared_memory) {
+    // The connection watch lists open connections through channelz (on by
+    // default; said here so that no default can turn it off).
+    builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
+  }
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   for (size_t i = 0; i < addresses.size(); ++i) {
@@ -78,6 +88,16 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
       server->port_ = ports[i];
     }
   }
+  if (options.allow_shared_memory) {
+    std::vector<std::string> listening;
+    for (size_t i = 0; i < addresses.size(); ++i) {
+      listening.push_back(absl::StartsWith(addresses[i], "unix:")
+                              ? addresses[i]
+                              : absl::StrCat(":", ports[i]));
+    }
+    server->watch_ = std::make_unique<ConnectionWatch>(
+        std::move(listening), &server->runtime_->shared_memory());
+  }
   grpc::HealthCheckServiceInterface* health =
       server->server_->GetHealthCheckService();
   health->SetServingStatus(true);
@@ -89,6 +109,7 @@ GradientServer::~GradientServer() { Shutdown(absl::ZeroDuration()); }
 
 void GradientServer::Shutdown(absl::Duration grace) {
   std::call_once(shutdown_once_, [&] {
+    watch_.reset();
     if (server_ != nullptr) {
       server_->GetHealthCheckService()->Shutdown();
       server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));

@@ -14,6 +14,7 @@
 #include "grpcpp/server.h"
 #include "runtime/compute_pool.h"
 #include "runtime/runtime.h"
+#include "server/connection_watch.h"
 #include "server/gradient_service.h"
 
 namespace gradserve::server {
@@ -29,6 +30,10 @@ struct ServerOptions {
   // Sessions saved in persistence.state_dir (off when empty), restored at
   // Start, snapshotted periodically and at Shutdown.
   runtime::PersistenceOptions persistence;
+  // Same-host shared memory (RegisterSharedMemory, shared_memory carriers,
+  // output_placement): off unless allowed.
+  bool allow_shared_memory = false;
+  runtime::SharedMemoryOptions shared_memory;
   ServiceOptions service;
 };
 
@@ -58,6 +63,8 @@ class GradientServer {
   std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<GradientServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  // With shared memory on: drops the regions of closed connections.
+  std::unique_ptr<ConnectionWatch> watch_;
   int port_ = 0;
   std::once_flag shutdown_once_;
 };

@@ -55,15 +55,23 @@ absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
   const std::string type =
       absl::StrCat(pb::DataType_Name(t.dtype()), " ", ShapeToString(shape));
   const int carriers = !t.data().empty() + (t.float_values_size() > 0) +
-                       (t.int64_values_size() > 0);
+                       (t.int64_values_size() > 0) + t.has_shared_memory();
   if (carriers > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         what,
-        ": exactly one of data, float_values, int64_values may carry "
-        "the values, got ",
+        ": exactly one of data, float_values, int64_values, shared_memory "
+        "may carry the values, got ",
         carriers));
   }
-  if (t.float_values_size() > 0) {
+  if (t.has_shared_memory()) {
+    const uint64_t given = t.shared_memory().byte_size();
+    if (given != static_cast<uint64_t>(count * size)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": shared_memory.byte_size is ", given,
+                       " (region '", t.shared_memory().region(),
+                       "'), expected ", count * size, " for ", type));
+    }
+  } else if (t.float_values_size() > 0) {
     if (t.dtype() == pb::DATA_TYPE_INT64) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": float_values given for an int64 tensor (use int64_values)"));
@@ -96,6 +104,10 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
                                        absl::string_view what,
                                        const Limits& limits) {
   RETURN_IF_ERROR(CheckTensor(t, what, limits).status());
+  if (t.has_shared_memory()) {  // requests read theirs first
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": a shared_memory carrier is not accepted here; send data"));
+  }
   Tensor out = Tensor::Empty(CoreType(t.dtype()),
                              Shape(t.shape().begin(), t.shape().end()));
   const int64_t n = out.num_elements();

@@ -21,13 +21,15 @@ namespace gradserve::server {
 namespace pb = ::gradserve::v1;
 using TensorProtoMap = google::protobuf::Map<std::string, pb::Tensor>;
 
-// Checks a tensor's dtype, shape, element count and value fields; returns
-// the bytes it takes once converted (bfloat16 is widened to float32). `what`
-// names the tensor in messages, e.g. "feeds['x']".
+// Checks a tensor's dtype, shape, element count and value fields (a
+// shared_memory carrier's byte_size too); returns the bytes it takes once
+// converted (bfloat16 is widened to float32). `what` names the tensor in
+// messages, e.g. "feeds['x']".
 absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
                                     const Limits& limits);
 
-// A checked tensor's values in core storage.
+// A checked tensor's values in core storage. A shared_memory carrier is
+// refused: requests read theirs into data first (shared_memory_codec.h).
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
                                        absl::string_view what,
                                        const Limits& limits);

@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <future>
 #include <random>
@@ -27,8 +28,8 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
 #include "server/allocator.h"
-#include "server/openmp_env.h"
 #include "server/codec/call_codec.h"
+#include "server/openmp_env.h"
 #include "server/server.h"
 #include "tests/bench/raw_onednn.h"
 
@@ -39,6 +40,10 @@ ABSL_FLAG(int64_t, malloc_retain_mb, 512,
 ABSL_FLAG(int32_t, threads, 0,
           "OpenMP threads per computation (server and in-process); 0 = the "
           "server's default");
+ABSL_FLAG(std::string, in_process_only, "",
+          "print only the in-process median (ms) of one case (linear, mlp, "
+          "tiny or reshape), and the process's CPU ms per repetition, and "
+          "exit: client_bench.py's baseline");
 
 namespace gradserve::bench {
 namespace {
@@ -373,8 +378,44 @@ void CompareWithBaselines(int threads) {
           : "n/a");
 }
 
+double ProcessCpuMs() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+// --in_process_only: one case's in-process median and CPU time, with the
+// team size the server would use.
+int InProcessOnly(const std::string& name) {
+  std::mt19937 rng(42);
+  const std::vector<std::pair<std::string, Case (*)(std::mt19937*)>> cases = {
+      {"reshape", MoveCase},
+      {"linear", LinearCase},
+      {"mlp", MlpCase},
+      {"tiny", TinyCase}};
+  for (const auto& [key, make] : cases) {
+    if (key != name) continue;
+    omp_set_num_threads(
+        runtime::ChoosePoolShape({0, absl::GetFlag(FLAGS_threads)},
+                                 runtime::AvailableCpus())
+            .threads_per_worker);
+    const Case c = make(&rng);
+    const double cpu_before = ProcessCpuMs();
+    const double median = MeasureInProcess(c).median_ms;
+    const int runs = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_reps);
+    std::printf("%.4f %.4f\n", median,
+                (ProcessCpuMs() - cpu_before) / std::max(1, runs));
+    return 0;
+  }
+  std::fprintf(stderr, "gradserve_bench: unknown case '%s'\n", name.c_str());
+  return 1;
+}
+
 int Main() {
   server::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mb));
+  if (!absl::GetFlag(FLAGS_in_process_only).empty()) {
+    return InProcessOnly(absl::GetFlag(FLAGS_in_process_only));
+  }
   server::ServerOptions options;
   options.address = "127.0.0.1:0";
   options.pool.threads_per_worker = absl::GetFlag(FLAGS_threads);

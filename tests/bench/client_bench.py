@@ -6,13 +6,18 @@
 - Compute with session_id vs stateless Compute (weights in every request) of
   the same MLP;
 - ComputeStream of 1000 small requests vs 1000 sequential unary Computes;
-- the tiny 3-layer graph, cached, vs an empty call (Health/Check).
+- the tiny 3-layer graph, cached, vs an empty call (Health/Check);
+- the Linear 256x1024->1024 fwd+bwd (x, W, b, dY in; y, dW, db, dx out)
+  with every tensor in same-host shared memory, vs gradserve in-process
+  (gradserve_bench --in_process_only=linear, the C++ bench's number) and vs
+  the same Compute with the tensors in the messages over TCP.
 
 Medians of --reps timed repetitions after --warmup. Run by `make bench`
 with Debian's /usr/bin/python3."""
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -34,6 +39,40 @@ def median_ms(f, reps, warmup):
         f()
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
+
+
+def process_cpu_ms(pid):
+    """CPU time of process `pid`'s live threads so far, in ms (nanosecond
+    counters in /proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:  # the thread ended
+            pass
+    return total / 1e6
+
+
+def interleaved(fs, reps, warmup, server_pid):
+    """For each of `fs`, timed in turn within every repetition (on a busy
+    machine, load that comes and goes then hits them alike): the median wall
+    time and the mean CPU time per call of the server and of this process,
+    in ms."""
+    for _ in range(warmup):
+        for f in fs:
+            f()
+    wall = [[] for _ in fs]
+    cpu = [[0.0, 0.0] for _ in fs]
+    for _ in range(reps):
+        for f, w, c in zip(fs, wall, cpu):
+            server, client = process_cpu_ms(server_pid), time.process_time()
+            start = time.perf_counter()
+            f()
+            w.append((time.perf_counter() - start) * 1000)
+            c[0] += process_cpu_ms(server_pid) - server
+            c[1] += (time.process_time() - client) * 1000
+    return [(float(np.median(w)), c[0] / reps, c[1] / reps) for w, c in zip(wall, cpu)]
 
 
 def mlp(rng):
@@ -132,12 +171,89 @@ def small_calls_bench(server, args):
           f"{u:9.1f} ms   throughput {u / s:6.2f}x")
 
 
+def in_process_ms(case, threads, args):
+    """gradserve_bench's in-process median for `case` (core Compute: build,
+    compile and run, no server) and its CPU ms per run; None when it cannot
+    run."""
+    bench = os.path.join(gs.BUILD_DIR, "tests", "bench", "gradserve_bench")
+    done = subprocess.run([bench, f"--in_process_only={case}", f"--threads={threads}",
+                           f"--reps={args.reps}", f"--warmup={args.warmup}"],
+                          capture_output=True, text=True)
+    try:
+        median, cpu = (float(v) for v in done.stdout.split()[-2:])
+        return median, cpu
+    except ValueError:
+        print(f"gradserve_bench --in_process_only={case} failed: {done.stderr.strip()}")
+        return None
+
+
+def linear_shared_memory_bench(server, threads, args):
+    rng = np.random.default_rng(2)
+    W = rng.normal(0, 0.1, (1024, 1024)).astype(np.float32)
+    b = rng.normal(0, 0.1, 1024).astype(np.float32)
+    x = rng.normal(size=(256, 1024)).astype(np.float32)
+    dy = rng.normal(size=(256, 1024)).astype(np.float32)
+    g = gs.graph([gs.node("fc", "Linear", ["x", "W", "b"], ["y"])], inputs=["x"],
+                 parameters={"W": W, "b": b})
+    wrt = ["W", "b", "x"]
+    plain = gs.compute_request(g, feeds={"x": x}, fetch=["y"], output_gradients={"y": dy},
+                               wrt=wrt)
+    with gs.SharedMemory(server.rpc, 16 << 20) as m:
+        placed = gs.compute_request(g, fetch=["y"], wrt=wrt)
+        for field, name, value in ((placed.graph.parameters, "W", W),
+                                   (placed.graph.parameters, "b", b),
+                                   (placed.feeds, "x", x), (placed.output_gradients, "y", dy)):
+            field[name].CopyFrom(m.put(value))
+        for name, value in (("y", dy), ("W", W), ("b", b), ("x", x)):
+            placed.output_placement[name].CopyFrom(m.place(value.shape))
+        inputs = [(m.array(t.shared_memory.offset, v.shape, np.float32), v) for t, v in
+                  ((placed.graph.parameters["W"], W), (placed.graph.parameters["b"], b),
+                   (placed.feeds["x"], x), (placed.output_gradients["y"], dy))]
+
+        # The two paths compute the same bits.
+        want = gs.Result(server.rpc.Compute(plain, timeout=60))
+        got = server.rpc.Compute(placed, timeout=60)
+        gs.assert_same(m.read(got.outputs["y"]), want.outputs["y"], "y")
+        gs.assert_same({k: m.read(v) for k, v in got.gradients.items()}, want.gradients,
+                       "gradients")
+
+        def over_shm_with_copies():
+            for view, value in inputs:
+                view[...] = value
+            reply = server.rpc.Compute(placed, timeout=60)
+            return [m.read(t) for t in (*reply.outputs.values(), *reply.gradients.values())]
+
+        def over_tcp():
+            reply = server.rpc.Compute(plain, timeout=60)
+            return [gs.to_numpy(t) for t in (*reply.outputs.values(),
+                                             *reply.gradients.values())]
+
+        before = in_process_ms("linear", threads, args)
+        measured = interleaved(
+            [lambda: server.rpc.Compute(placed, timeout=60), over_shm_with_copies, over_tcp],
+            args.reps, args.warmup, server.process.pid)
+        after = in_process_ms("linear", threads, args)
+    print(f"{'Linear 256x1024->1024 fwd+bwd':40s} {'wall ms':>9s} {'server CPU':>11s} "
+          f"{'client CPU':>11s} {'wall/in':>8s} {'CPU/in':>7s}")
+    local = None
+    if before and after:
+        local = ((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
+        print(f"{'  in-process (gradserve_bench)':40s} {local[0]:9.3f} {local[1]:11.3f} "
+              f"{'':11s}   (runs before and after: {before[0]:.3f} and {after[0]:.3f} ms)")
+    for label, (wall, server_cpu, client_cpu) in zip(
+            ("shared memory, call only", "shared memory + client's numpy copies",
+             "tensors in messages over TCP"), measured):
+        ratios = (f" {wall / local[0]:7.2f}x {(server_cpu + client_cpu) / local[1]:6.2f}x"
+                  if local else "")
+        print(f"{'  ' + label:40s} {wall:9.3f} {server_cpu:11.3f} {client_cpu:11.3f}{ratios}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    server = gs.Server()
+    server = gs.Server("--allow_shared_memory")
     try:
         info = server.rpc.GetServerInfo(pb.GetServerInfoRequest())
         threads = info.threads_per_worker
@@ -147,6 +263,7 @@ def main():
               f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
         train_step_bench(server, threads, args)
         small_calls_bench(server, args)
+        linear_shared_memory_bench(server, threads, args)
     finally:
         server.close()
 

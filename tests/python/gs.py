@@ -1,7 +1,8 @@
 """Helpers for the Python tests: numpy <-> Tensor, graph building, a server
-process on a free loopback port, and wrappers for Compute, sessions and
-Forward/Backward (numpy in and out)."""
+process on a free loopback port, wrappers for Compute, sessions and
+Forward/Backward (numpy in and out), and same-host shared memory."""
 
+import mmap
 import os
 import secrets
 import signal
@@ -46,9 +47,12 @@ def tensor(array):
                              data=array.tobytes())
 
 
+_WIRE_DTYPES = {tensor_pb2.DATA_TYPE_FLOAT32: "<f4", tensor_pb2.DATA_TYPE_INT64: "<i8"}
+
+
 def to_numpy(t):
-    dtype = {tensor_pb2.DATA_TYPE_FLOAT32: "<f4", tensor_pb2.DATA_TYPE_INT64: "<i8"}[t.dtype]
-    return np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape)).copy()
+    assert not t.HasField("shared_memory"), "a placed tensor: read it with SharedMemory.read"
+    return np.frombuffer(t.data, dtype=_WIRE_DTYPES[t.dtype]).reshape(tuple(t.shape)).copy()
 
 
 def attribute(value):
@@ -176,6 +180,94 @@ class Result:
         self.buffers = {k: to_numpy(v) for k, v in response.buffers.items()}
 
 
+class SharedMemory:
+    """A file in /dev/shm registered with a server as a region: put() copies
+    an array into it and returns a Tensor referencing it (the shared_memory
+    carrier), place() reserves room for an output (a ComputeRequest's
+    output_placement), read() returns what a reply's placed tensor holds.
+    `rpc` is a GradientServiceStub; the region belongs to its connection."""
+
+    ALIGN = 64
+
+    def __init__(self, rpc, nbytes, region=None, directory="/dev/shm", register=True):
+        self.rpc = rpc
+        self.region = region or "region-" + secrets.token_hex(4)
+        self.key = "gradserve-test-" + secrets.token_hex(8)
+        self.path = os.path.join(directory, self.key)
+        self.nbytes = nbytes
+        self.used = 0
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, nbytes)
+            self.map = mmap.mmap(fd, nbytes)
+        finally:
+            os.close(fd)
+        if register:
+            self.register()
+
+    def register(self, offset=0, byte_size=None, key=None, timeout=30):
+        self.rpc.RegisterSharedMemory(pb.RegisterSharedMemoryRequest(
+            region=self.region, key=self.key if key is None else key, offset=offset,
+            byte_size=self.nbytes - offset if byte_size is None else byte_size),
+            timeout=timeout)
+
+    def unregister(self, timeout=30):
+        self.rpc.UnregisterSharedMemory(
+            pb.UnregisterSharedMemoryRequest(region=self.region), timeout=timeout)
+
+    def alloc(self, nbytes):
+        """The offset of `nbytes` fresh bytes, 64-byte aligned."""
+        offset = -(-self.used // self.ALIGN) * self.ALIGN
+        assert offset + nbytes <= self.nbytes, "the region is full"
+        self.used = offset + nbytes
+        return offset
+
+    def ref(self, offset, byte_size):
+        return tensor_pb2.SharedMemoryRef(region=self.region, offset=offset,
+                                          byte_size=byte_size)
+
+    def array(self, offset, shape, dtype):
+        """A numpy view of the file's bytes at `offset` (no copy)."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        return np.ndarray(shape, dtype=dtype, buffer=self.map, offset=offset)
+
+    def put(self, array):
+        """Copies `array` (float32 or int64) in; a Tensor referencing it."""
+        wire = tensor(array)
+        offset = self.alloc(len(wire.data))
+        self.map[offset:offset + len(wire.data)] = wire.data
+        return tensor_pb2.Tensor(dtype=wire.dtype, shape=wire.shape,
+                                 shared_memory=self.ref(offset, len(wire.data)))
+
+    def place(self, shape, dtype=np.float32):
+        """Room for an output of `shape`: a SharedMemoryRef for output_placement."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return self.ref(self.alloc(nbytes), nbytes)
+
+    def read(self, t):
+        """A copy of the values a reply's tensor placed here."""
+        assert t.shared_memory.region == self.region and not t.data
+        out = self.array(t.shared_memory.offset, tuple(t.shape), _WIRE_DTYPES[t.dtype])
+        assert out.nbytes == t.shared_memory.byte_size
+        return out.copy()
+
+    def close(self):
+        """Unregisters (when still registered), unmaps and removes the file."""
+        try:
+            self.unregister()
+        except grpc.RpcError:
+            pass
+        self.map.close()
+        if os.path.lexists(self.path):
+            os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -213,6 +305,16 @@ class Server:
             self.close(check=False)
             raise RuntimeError(f"gradserve did not start: {output}")
         self.rpc = pb_grpc.GradientServiceStub(self.channel)
+
+    def connect(self):
+        """Another connection to the server (its own TCP connection, not one
+        shared through gRPC's subchannel pool): (channel, stub)."""
+        channel = grpc.insecure_channel(self.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.use_local_subchannel_pool", 1)])
+        grpc.channel_ready_future(channel).result(timeout=30)
+        return channel, pb_grpc.GradientServiceStub(channel)
 
     def compute(self, request, timeout=120):
         return Result(self.rpc.Compute(request, timeout=timeout))

@@ -118,6 +118,37 @@ TEST(Convert, RejectsMalformedTensors) {
                         {"w", "1 values", "expected 3"});
 }
 
+TEST(Convert, ChecksSharedMemoryCarriersAndRefusesThemUnread) {
+  Limits limits;
+  pb::Tensor t = FloatTensor({4, 2}, {});
+  t.mutable_shared_memory()->set_region("r");
+  t.mutable_shared_memory()->set_byte_size(32);
+  auto bytes = CheckTensor(t, "feeds['x']", limits);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, 32);
+  t.set_dtype(pb::DATA_TYPE_BFLOAT16);  // 2 bytes each on the wire
+  testing::ExpectStatus(
+      CheckTensor(t, "feeds['x']", limits).status(),
+      absl::StatusCode::kInvalidArgument,
+      {"feeds['x']", "byte_size is 32", "region 'r'", "expected 16"});
+  t.mutable_shared_memory()->set_byte_size(16);
+  EXPECT_TRUE(CheckTensor(t, "feeds['x']", limits).ok());
+  t.add_float_values(1);
+  testing::ExpectStatus(CheckTensor(t, "feeds['x']", limits).status(),
+                        absl::StatusCode::kInvalidArgument,
+                        {"exactly one of", "shared_memory", "got 2"});
+  // Requests read their carriers first; elsewhere (snapshots) none may come.
+  pb::Tensor unread = FloatTensor({2}, {});
+  unread.mutable_shared_memory()->set_byte_size(8);
+  testing::ExpectStatus(
+      TensorFromProto(unread, "parameters['W']", limits).status(),
+      absl::StatusCode::kInvalidArgument,
+      {"parameters['W']", "not accepted here"});
+  testing::ExpectStatus(
+      TakeTensorFromProto(&unread, "parameters['W']", limits).status(),
+      absl::StatusCode::kInvalidArgument, {"not accepted here"});
+}
+
 TEST(Convert, GraphAttributes) {
   pb::Graph g;
   pb::Node* n = g.add_nodes();
