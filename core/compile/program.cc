@@ -464,7 +464,8 @@ absl::Status Program::Prepare() {
   }
   for (const ProgramNode& pn : nodes_) {
     flops_ = SaturatingAdd(flops_, pn.op->ForwardFlops());
-    if (pn.runs_backward) flops_ = SaturatingAdd(flops_, pn.op->BackwardFlops());
+    if (pn.runs_backward)
+      flops_ = SaturatingAdd(flops_, pn.op->BackwardFlops());
   }
   const int64_t primitives =
       PrimitivesCreatedOnThisThread() - primitives_before;
