@@ -392,7 +392,8 @@ int InProcessOnly(const std::string& name) {
       {"reshape", MoveCase},
       {"linear", LinearCase},
       {"mlp", MlpCase},
-      {"tiny", TinyCase}};
+      {"tiny", TinyCase},
+      {"cnn", CnnCase}};
   for (const auto& [key, make] : cases) {
     if (key != name) continue;
     omp_set_num_threads(
