@@ -138,3 +138,29 @@ def test_diagnostics_do_not_change_the_run(server, tmp_path):
     with np.load(tmp_path / "a.npz") as x, np.load(tmp_path / "b.npz") as y:
         assert sorted(x.files) == sorted(y.files)
         assert all(x[k].tobytes() == y[k].tobytes() for k in x.files)
+
+
+@pytest.mark.parametrize("lr,dies", [(1.0, True), (0.05, False)])
+def test_too_high_a_learning_rate_kills_relus(server, digits, tmp_path, lr, dies):
+    """The digits MLP is healthy at its start; SGD with lr 1 and momentum 0.9
+    kills most of its ReLU units within the first epoch, lr 0.05 none."""
+    run = gradctl(server, "train", "--graph", digits / "digits-mlp.json", "--data",
+                  digits / "digits-train.npz", "--map", "x=images", "--loss", "loss",
+                  "--epochs", 2, "--batch-size", 32, "--optimizer", "sgd", "--lr", lr,
+                  "--momentum", 0.9, "--divergence-factor", 0, "--progress", "off",
+                  "--diagnostics", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr
+    steps = rows(tmp_path / "steps.csv")
+    assert steps[0]["warnings"] == ""  # step 1: nothing wrong yet
+    dead = [line for line in warning_lines(run.stdout) if "ReLU units are dead" in line]
+    if not dies:
+        assert dead == [], run.stdout
+        assert all(s["warnings"] == "" for s in steps)
+        return
+    assert len(dead) >= 1, run.stdout
+    first = re.match(r"step (\d+): warning: node 'act': (\d+)% of ReLU units are dead", dead[0])
+    assert first and 1 < int(first.group(1)) <= 45 and int(first.group(2)) >= 50, dead[0]
+    # The CSV has it at that step; diagnosed steps are 1, 11, 21, ...
+    at = int(first.group(1))
+    assert (at - 1) % 10 == 0
+    assert "node 'act'" in steps[at - 1]["warnings"]
