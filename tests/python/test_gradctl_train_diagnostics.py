@@ -46,15 +46,21 @@ def warning_lines(stdout):
     return [line for line in stdout.splitlines() if re.match(r"step \d+: (warning|cleared)", line)]
 
 
+def diagnosed_run(server, tmp_path, kind, epochs, every):
+    """A run of 4 steps an epoch with --diagnostics: its outcome, its warning
+    lines and its steps.csv rows."""
+    run = train(server, tmp_path, kind, tmp_path / "run", "--epochs", epochs, "--diagnostics",
+                "--diagnostics-every", every)
+    assert run.returncode == 0, run.stderr
+    steps = rows(tmp_path / "run" / "steps.csv")
+    assert len(steps) == 4 * epochs
+    return run, warning_lines(run.stdout), steps
+
+
 @pytest.mark.parametrize("kind,vanishes", [("Sigmoid", True), ("ReLU", False)])
 def test_vanishing_gradients_told_once_and_in_the_csvs(server, tmp_path, kind, vanishes):
-    # 4 steps an epoch, 3 epochs, every other step diagnosed: 1, 3, ..., 11.
-    run = train(server, tmp_path, kind, tmp_path / "run", "--epochs", 3, "--diagnostics",
-                "--diagnostics-every", 2)
-    assert run.returncode == 0, run.stderr
-    lines = warning_lines(run.stdout)
-    steps = rows(tmp_path / "run" / "steps.csv")
-    assert len(steps) == 12
+    # 3 epochs, every other step diagnosed: 1, 3, ..., 11.
+    run, lines, steps = diagnosed_run(server, tmp_path, kind, 3, 2)
     vanishing = [s["warnings"] for s in steps if "vanishing" in s["warnings"]]
     if not vanishes:
         assert lines == [], run.stdout
@@ -78,12 +84,7 @@ def test_vanishing_gradients_told_once_and_in_the_csvs(server, tmp_path, kind, v
 
 @pytest.mark.parametrize("kind,dead", [("biased-relu", True), ("batch-norm", False)])
 def test_dead_relu_warned_and_batch_norm_clears_it(server, tmp_path, kind, dead):
-    run = train(server, tmp_path, kind, tmp_path / "run", "--epochs", 2, "--diagnostics",
-                "--diagnostics-every", 1)
-    assert run.returncode == 0, run.stderr
-    lines = warning_lines(run.stdout)
-    steps = rows(tmp_path / "run" / "steps.csv")
-    assert len(steps) == 8
+    run, lines, steps = diagnosed_run(server, tmp_path, kind, 2, 1)
     if dead:
         assert lines == ["step 1: warning: node 'relu1': 100% of ReLU units are dead "
                          "(never positive in this batch of 16)"], run.stdout
