@@ -104,6 +104,16 @@ void DefineFlags(CLI::App& app, TrainFlags& f) {
                  "many times its first value; 0 = only non-finite losses")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--diagnostics", f.diagnostics,
+               "ask the server for Diagnostics of some steps: each warning "
+               "is printed when it first appears and when it clears, and "
+               "goes in the metrics CSVs' warnings column");
+  f.diagnostics_every_option =
+      app.add_option("--diagnostics-every", f.diagnostics_every,
+                     "with --diagnostics: diagnose the first step and every "
+                     "Nth after it (1 = every step)")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber);
   app.add_option("--progress", f.progress, "auto, bar, plain or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "bar", "plain", "off"}));
@@ -122,6 +132,9 @@ absl::Status CheckFlags(const TrainFlags& f) {
   }
   if (f.checkpoint_every > 0 && f.out.empty()) {
     return UsageError("--checkpoint-every needs --out (the run directory)");
+  }
+  if (f.diagnostics_every_option->count() > 0 && !f.diagnostics) {
+    return UsageError("--diagnostics-every goes with --diagnostics");
   }
   if (!f.labels.empty() && f.accuracy_of.empty()) {
     return UsageError("--labels goes with --accuracy-of");

@@ -104,6 +104,13 @@ void Progress::Finish(const ProgressState& state) {
   if (style_ == Style::kBar) out_ << "\n" << std::flush;
 }
 
+void Progress::Note(const std::string& line) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (style_ == Style::kBar) out_ << "\r\x1b[K";
+  out_ << line << "\n" << std::flush;
+  last_ = absl::InfinitePast();  // the bar comes back at the next Update
+}
+
 Progress::Style ProgressStyle(const std::string& flag, bool tty) {
   if (flag == "bar") return Progress::Style::kBar;
   if (flag == "plain") return Progress::Style::kLines;

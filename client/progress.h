@@ -57,6 +57,9 @@ class Progress {
   // The last state, drawn once more (plain lines: only when one was drawn
   // before); ends the bar's line.
   void Finish(const ProgressState& state);
+  // A line of its own (any style), printed over the bar, which the next
+  // Update redraws below it.
+  void Note(const std::string& line);
 
  private:
   void Draw(const ProgressState& state);

@@ -6,8 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "client/gradctl_common.h"
 #include "client/svg_plot.h"
+#include "client/train_warnings.h"
 #include "core/status_macros.h"
 
 namespace gradserve::client {
@@ -51,6 +54,55 @@ absl::StatusOr<std::vector<T>> Read(const Arrays& arrays,
   return v;
 }
 
+// Each record's lines joined by '\n': the byte lengths, then the bytes packed
+// 8 to an int64.
+pb::Tensor Texts(const std::vector<std::vector<std::string>>& records) {
+  std::vector<int64_t> words;
+  std::string bytes;
+  for (const std::vector<std::string>& lines : records) {
+    const std::string text = absl::StrJoin(lines, "\n");
+    words.push_back(static_cast<int64_t>(text.size()));
+    bytes += text;
+  }
+  const size_t head = words.size();
+  words.resize(head + (bytes.size() + 7) / 8, 0);
+  std::memcpy(words.data() + head, bytes.data(), bytes.size());
+  return Int64s(words);
+}
+
+// Texts' records; `n` empty ones when the array is absent (a checkpoint
+// from before --diagnostics).
+absl::StatusOr<std::vector<std::vector<std::string>>> ReadTexts(
+    const Arrays& arrays, const std::string& key, size_t n,
+    const std::string& what) {
+  std::vector<std::vector<std::string>> records(n);
+  auto it = arrays.find(key);
+  if (it == arrays.end()) return records;
+  const std::string& data = it->second.data();
+  const size_t words = data.size() / sizeof(int64_t);
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": array '", key, "' is malformed"));
+  };
+  if (it->second.dtype() != pb::DATA_TYPE_INT64 || words < n) return bad();
+  std::vector<int64_t> lengths(n);
+  std::memcpy(lengths.data(), data.data(), n * sizeof(int64_t));
+  const char* bytes = data.data() + n * sizeof(int64_t);
+  const size_t available = (words - n) * sizeof(int64_t);
+  size_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (lengths[i] < 0 || static_cast<size_t>(lengths[i]) > available - at) {
+      return bad();
+    }
+    if (lengths[i] > 0) {
+      records[i] =
+          absl::StrSplit(absl::string_view(bytes + at, lengths[i]), '\n');
+    }
+    at += lengths[i];
+  }
+  return records;
+}
+
 size_t Length(const Arrays& arrays, const std::string& key) {
   auto it = arrays.find(key);
   return it == arrays.end() || it->second.shape_size() != 1
@@ -66,10 +118,13 @@ std::string G(double v) {
 }  // namespace
 
 void AddHistoryArrays(const History& h, Arrays* arrays) {
-  std::vector<int64_t> step, epoch, batch, correct, samples;
+  std::vector<int64_t> step, epoch, batch, correct, samples, diagnosed;
   std::vector<float> loss;
   std::vector<double> lr, norm;
+  std::vector<std::vector<std::string>> step_warnings, epoch_warnings;
   for (const StepRecord& s : h.steps) {
+    diagnosed.push_back(s.diagnosed);
+    step_warnings.push_back(s.warnings);
     step.push_back(s.step);
     epoch.push_back(s.epoch);
     batch.push_back(s.batch);
@@ -88,11 +143,14 @@ void AddHistoryArrays(const History& h, Arrays* arrays) {
   a["train/steps/loss"] = Floats(loss);
   a["train/steps/lr_f64bits"] = DoubleBits(lr);
   a["train/steps/grad_norm_f64bits"] = DoubleBits(norm);
+  a["train/steps/diagnosed"] = Int64s(diagnosed);
+  a["train/steps/warnings_utf8"] = Texts(step_warnings);
   std::vector<int64_t> e_epoch, e_step;
   std::vector<double> fields[6];
   for (const EpochRecord& e : h.epochs) {
     e_epoch.push_back(e.epoch);
     e_step.push_back(e.step);
+    epoch_warnings.push_back(e.warnings);
     const double values[6] = {e.train_loss, e.train_accuracy,
                               e.val_loss,   e.val_accuracy,
                               e.lr,         e.seconds};
@@ -100,6 +158,7 @@ void AddHistoryArrays(const History& h, Arrays* arrays) {
   }
   a["train/epochs/epoch"] = Int64s(e_epoch);
   a["train/epochs/step"] = Int64s(e_step);
+  a["train/epochs/warnings_utf8"] = Texts(epoch_warnings);
   const char* names[6] = {"train_loss", "train_accuracy",
                           "val_loss",   "val_accuracy",
                           "lr",         "seconds"};
@@ -129,9 +188,17 @@ absl::StatusOr<History> HistoryFromArrays(const Arrays& a,
                    Read<double>(a, "train/steps/lr_f64bits", I, n, what));
   ASSIGN_OR_RETURN(
       auto norm, Read<double>(a, "train/steps/grad_norm_f64bits", I, n, what));
+  std::vector<int64_t> diagnosed(n, 0);
+  if (a.count("train/steps/diagnosed")) {
+    ASSIGN_OR_RETURN(diagnosed,
+                     Read<int64_t>(a, "train/steps/diagnosed", I, n, what));
+  }
+  ASSIGN_OR_RETURN(auto warnings,
+                   ReadTexts(a, "train/steps/warnings_utf8", n, what));
   for (size_t i = 0; i < n; ++i) {
     h.steps.push_back({step[i], epoch[i], batch[i], lr[i], loss[i], norm[i],
-                       correct[i], samples[i]});
+                       correct[i], samples[i], diagnosed[i] != 0,
+                       std::move(warnings[i])});
   }
   const size_t m = Length(a, "train/epochs/epoch");
   ASSIGN_OR_RETURN(auto e_epoch,
@@ -148,16 +215,18 @@ absl::StatusOr<History> HistoryFromArrays(const Arrays& a,
         Read<double>(a, absl::StrCat("train/epochs/", names[i], "_f64bits"), I,
                      m, what));
   }
+  ASSIGN_OR_RETURN(auto e_warnings,
+                   ReadTexts(a, "train/epochs/warnings_utf8", m, what));
   for (size_t i = 0; i < m; ++i) {
     h.epochs.push_back({e_epoch[i], e_step[i], fields[0][i], fields[1][i],
-                        fields[2][i], fields[3][i], fields[4][i],
-                        fields[5][i]});
+                        fields[2][i], fields[3][i], fields[4][i], fields[5][i],
+                        std::move(e_warnings[i])});
   }
   return h;
 }
 
 std::string StepCsvHeader() {
-  return "step,epoch,batch,lr,loss,grad_norm,accuracy";
+  return "step,epoch,batch,lr,loss,grad_norm,accuracy,warnings";
 }
 
 std::string StepCsvRow(const StepRecord& s) {
@@ -166,19 +235,20 @@ std::string StepCsvRow(const StepRecord& s) {
       G(s.grad_norm), ",",
       s.correct < 0 || s.samples == 0
           ? ""
-          : G(static_cast<double>(s.correct) / static_cast<double>(s.samples)));
+          : G(static_cast<double>(s.correct) / static_cast<double>(s.samples)),
+      ",", WarningsCsvField(s.warnings));
 }
 
 std::string EpochCsvHeader() {
   return "epoch,step,lr,train_loss,train_accuracy,val_loss,val_accuracy,"
-         "seconds";
+         "seconds,warnings";
 }
 
 std::string EpochCsvRow(const EpochRecord& e) {
-  return absl::StrCat(e.epoch, ",", e.step, ",", G(e.lr), ",", G(e.train_loss),
-                      ",", G(e.train_accuracy), ",", G(e.val_loss), ",",
-                      G(e.val_accuracy), ",",
-                      absl::StrFormat("%.3f", e.seconds));
+  return absl::StrCat(
+      e.epoch, ",", e.step, ",", G(e.lr), ",", G(e.train_loss), ",",
+      G(e.train_accuracy), ",", G(e.val_loss), ",", G(e.val_accuracy), ",",
+      absl::StrFormat("%.3f", e.seconds), ",", WarningsCsvField(e.warnings));
 }
 
 absl::StatusOr<std::unique_ptr<CsvLog>> CsvLog::Create(

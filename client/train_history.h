@@ -23,6 +23,10 @@ struct StepRecord {
   double grad_norm = 0;
   int64_t correct = -1;  // -1: no --accuracy-of
   int64_t samples = 0;
+  // With --diagnostics: whether the step asked for Diagnostics, and the
+  // warnings they gave.
+  bool diagnosed = false;
+  std::vector<std::string> warnings;
 };
 
 struct EpochRecord {
@@ -31,6 +35,8 @@ struct EpochRecord {
   // NaN when not measured (no validation set, no --accuracy-of).
   double train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0;
   double lr = 0, seconds = 0;
+  // The distinct warnings of its diagnosed steps (DistinctWarnings).
+  std::vector<std::string> warnings;
 };
 
 struct History {
@@ -39,7 +45,11 @@ struct History {
 };
 
 // "train/steps/..." and "train/epochs/..." arrays (doubles kept bit for bit
-// as int64 arrays named "..._f64bits": view them with .view(np.float64)).
+// as int64 arrays named "..._f64bits": view them with .view(np.float64);
+// each record's warnings, joined by line breaks, as "..._utf8" int64 arrays:
+// the records' byte lengths, then the bytes packed 8 to an element).
+// Checkpoints from before --diagnostics (no such arrays) read as runs
+// without it.
 void AddHistoryArrays(const History& history, Arrays* arrays);
 absl::StatusOr<History> HistoryFromArrays(const Arrays& arrays,
                                           const std::string& what);

@@ -214,7 +214,7 @@ absl::StatusOr<bool> Trainer::Epoch() {
                     "steps", absl::Seconds(f_.progress_every));
   const int64_t first_batch = position_.batch;
   for (; position_.batch < steps_per_epoch_; ++position_.batch) {
-    RETURN_IF_ERROR(Step(order));
+    RETURN_IF_ERROR(Step(order, progress));
     progress.Update(EpochProgress(position_.batch + 1, first_batch, start));
     const bool stop = InterruptGuard::requested() ||
                       (f_.max_steps > 0 && step_ >= f_.max_steps);
@@ -265,7 +265,19 @@ ProgressState Trainer::EpochProgress(int64_t done, int64_t first_batch,
   return p;
 }
 
-absl::Status Trainer::Step(const std::vector<int64_t>& order) {
+bool Trainer::Diagnosed(int64_t step) const {
+  return f_.diagnostics && (step - 1) % f_.diagnostics_every == 0;
+}
+
+void Trainer::FollowWarnings(const StepRecord& record, Progress& progress) {
+  for (const WarningEvent& e :
+       warnings_.Observe(record.step, record.warnings)) {
+    progress.Note(FormatWarningEvent(e));
+  }
+}
+
+absl::Status Trainer::Step(const std::vector<int64_t>& order,
+                           Progress& progress) {
   const int64_t begin = position_.batch * f_.batch_size;
   const int64_t end = std::min(train_.samples, begin + f_.batch_size);
   std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
@@ -280,12 +292,20 @@ absl::Status Trainer::Step(const std::vector<int64_t>& order) {
   record.batch = position_.batch;
   record.lr = LearningRate(schedule_, position_.epoch, step_);
   record.samples = end - begin;
+  record.diagnosed = Diagnosed(step_ + 1);
+  request.set_diagnostics(record.diagnosed);
   request.set_learning_rate(record.lr);
   ASSIGN_OR_RETURN(std::optional<pb::TrainStepResponse> reply,
                    CallStep(request));
   record.step = ++step_;
   record.loss = reply ? ScalarFloat(reply->loss()) : NAN;
   record.grad_norm = reply ? reply->grad_norm() : NAN;
+  // A lost reply's step was diagnosed with nothing to show.
+  record.diagnosed = record.diagnosed && reply;
+  if (record.diagnosed) {
+    const auto& warnings = reply->diagnostics().warnings();
+    record.warnings.assign(warnings.begin(), warnings.end());
+  }
   if (reply && !f_.accuracy_of.empty()) {
     auto out = reply->outputs().find(f_.accuracy_of);
     if (out == reply->outputs().end()) {
@@ -298,6 +318,7 @@ absl::Status Trainer::Step(const std::vector<int64_t>& order) {
         Correct(out->second, request.feeds().at(labels_), f_.accuracy_of));
   }
   history_.steps.push_back(record);
+  if (record.diagnosed) FollowWarnings(record, progress);
   if (step_log_) RETURN_IF_ERROR(step_log_->Append(StepCsvRow(record)));
   if (reply) return CheckDivergence(record);
   return absl::OkStatus();
@@ -423,7 +444,9 @@ absl::Status Trainer::EndEpoch(absl::Duration took) {
   e.epoch = position_.epoch + 1;
   e.step = step_;
   double loss = 0, seen = 0, correct = 0;
+  std::vector<std::vector<std::string>> warnings;
   for (const StepRecord& s : history_.steps) {
+    if (s.epoch == e.epoch && s.diagnosed) warnings.push_back(s.warnings);
     if (s.epoch != e.epoch || !std::isfinite(s.loss)) continue;
     loss += s.loss * s.samples;
     seen += s.samples;
@@ -431,6 +454,7 @@ absl::Status Trainer::EndEpoch(absl::Duration took) {
   }
   e.train_loss = seen > 0 ? loss / seen : NAN;
   e.train_accuracy = f_.accuracy_of.empty() || seen == 0 ? NAN : correct / seen;
+  e.warnings = DistinctWarnings(warnings);
   e.val_loss = e.val_accuracy = NAN;
   if (val_.has_value()) {
     RETURN_IF_ERROR(Evaluate(*val_, &e.val_loss, &e.val_accuracy));

@@ -16,6 +16,7 @@
 #include "client/progress.h"
 #include "client/train_history.h"
 #include "client/train_plan.h"
+#include "client/train_warnings.h"
 
 namespace gradserve::client {
 
@@ -26,12 +27,14 @@ struct TrainFlags {
   std::vector<std::string> map;
   int64_t epochs = 10, batch_size = 32, eval_batch_size = 256;
   int64_t checkpoint_every = 0, max_steps = 0, lr_step_epochs = 1;
-  bool shuffle = false, nesterov = false;
+  int64_t diagnostics_every = 10;
+  bool shuffle = false, nesterov = false, diagnostics = false;
   uint64_t seed = 0;
   double lr = 0, weight_decay = 0, momentum = 0, max_grad_norm = 0;
   double lr_gamma = 0.1, lr_min = 0, val_split = 0, divergence_factor = 10;
   double progress_every = 5;
   CLI::Option *lr_option = nullptr, *weight_decay_option = nullptr;
+  CLI::Option* diagnostics_every_option = nullptr;
 };
 
 // Where a run is: the epoch under way (0-based), its next batch, and the
@@ -71,7 +74,13 @@ class Trainer {
   bool Checkpointing() const;
   ProgressState EpochProgress(int64_t done, int64_t first_batch,
                               absl::Time start) const;
-  absl::Status Step(const std::vector<int64_t>& order);
+  absl::Status Step(const std::vector<int64_t>& order, Progress& progress);
+  // With --diagnostics: the first step and every diagnostics_every-th after
+  // it (the session's 1-based step count).
+  bool Diagnosed(int64_t step) const;
+  // The warnings of a diagnosed step: what appeared or cleared, as lines.
+  void FollowWarnings(const StepRecord& record, Progress& progress);
+  void SummaryWarnings() const;
   // The step's reply; nullopt when it was applied but its reply was lost.
   // A refused step (RESOURCE_EXHAUSTED) is sent again; after a failure that
   // leaves it unknown whether the step applied (UNAVAILABLE,
@@ -106,6 +115,7 @@ class Trainer {
   Position position_;
   int64_t step_ = 0;
   History history_;
+  WarningTracker warnings_;
   std::unique_ptr<CsvLog> step_log_, epoch_log_;
   std::mt19937_64 random_{std::random_device{}()};
 };

@@ -61,6 +61,10 @@ absl::Status Trainer::Restore() {
   ASSIGN_OR_RETURN(int64_t rng, get("train/rng"));
   position_.epoch_rng = static_cast<uint64_t>(rng);
   ASSIGN_OR_RETURN(history_, HistoryFromArrays(arrays, f_.resume));
+  // The warnings in force at the checkpoint are not told again.
+  for (const StepRecord& s : history_.steps) {
+    if (s.diagnosed) (void)warnings_.Observe(s.step, s.warnings);
+  }
   ASSIGN_OR_RETURN(pb::SetParametersRequest set,
                    RestoreRequest(arrays, session_, false, f_.resume));
   RETURN_IF_ERROR(client_->SetParameters(set).status());
@@ -139,10 +143,26 @@ void Trainer::Summary(absl::Duration took, int64_t steps) const {
     }
   }
   c_.out << line << "\n";
+  SummaryWarnings();
   if (!f_.out.empty()) {
     c_.out << "metrics: " << OutPath("steps.csv") << ", "
            << OutPath("epochs.csv") << "; plot: " << OutPath("curves.svg")
            << "\n";
+  }
+}
+
+void Trainer::SummaryWarnings() const {
+  if (!f_.diagnostics || warnings_.last_step() == 0) return;
+  const auto& active = warnings_.active();
+  c_.out << "diagnostics at step " << warnings_.last_step()
+         << " (the last diagnosed): ";
+  if (active.empty()) {
+    c_.out << "no warnings\n";
+    return;
+  }
+  c_.out << active.size() << " warning(s)\n";
+  for (const WarningTracker::Active& a : active) {
+    c_.out << "  " << a.text << " (since step " << a.since << ")\n";
   }
 }
 

@@ -196,11 +196,11 @@ def assert_same_runs(a, b, params_a, params_b):
         assert sorted(x.files) == sorted(y.files)
         for k in x.files:
             assert x[k].tobytes() == y[k].tobytes(), k
-    step_cols = ["step", "epoch", "batch", "lr", "loss", "grad_norm", "accuracy"]
+    step_cols = ["step", "epoch", "batch", "lr", "loss", "grad_norm", "accuracy", "warnings"]
     sa, sb = rows(a / "steps.csv"), rows(b / "steps.csv")
     assert [[r[c] for c in step_cols] for r in sa] == [[r[c] for c in step_cols] for r in sb]
     epoch_cols = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss",
-                  "val_accuracy"]
+                  "val_accuracy", "warnings"]
     ea, eb = rows(a / "epochs.csv"), rows(b / "epochs.csv")
     assert [[r[c] for c in epoch_cols] for r in ea] == [[r[c] for c in epoch_cols] for r in eb]
 
