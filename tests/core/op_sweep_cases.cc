@@ -145,7 +145,9 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       OpCase("Linear", {In("x", {2, 2, 3}), In("w", {2, 3}), kAbsent})};
   t["MatMul"] = {OpCase("MatMul", {In("a", {3, 4}), In("b", {4, 2})}),
                  OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 2, 3})}),
-                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 3})})};
+                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 3})}),
+                 OpCase("MatMul", {In("a", {3}), In("b", {2, 3, 2})}),
+                 OpCase("MatMul", {In("a", {2, 1, 2, 3}), In("b", {3, 3, 1})})};
   t["Add"] = Binary("Add");
   t["Sub"] = Binary("Sub");
   t["Mul"] = Binary("Mul");
