@@ -1,5 +1,6 @@
-// Conv1d and Conv2d: x [N, C, (H,) W], weight [F, C/groups, (kh,) kw],
-// bias [F]; stride, padding, dilation, groups as in PyTorch.
+// Conv1d and Conv2d: x [N, C, (H,) W] or unbatched [C, (H,) W], weight
+// [F, C/groups, (kh,) kw], bias [F]; stride, padding, dilation, groups as
+// in PyTorch.
 //
 // float32 runs oneDNN convolution forward, backward-data and backward-weights
 // with format `any`: the primitives pick their (blocked) layouts, the output
@@ -15,6 +16,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/unbatched.h"
 #include "core/ops/window.h"
 #include "core/status_macros.h"
 
@@ -33,7 +35,8 @@ class ConvOp : public Op {
                                                     int spatial) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     RETURN_IF_ERROR(c.ExpectFloat(1));
-    RETURN_IF_ERROR(c.ExpectRank(0, spatial + 2));
+    // (Unbatched x [C, ...] arrives here as [1, C, ...].)
+    RETURN_IF_ERROR(c.ExpectRankBetween(0, spatial + 1, spatial + 2));
     RETURN_IF_ERROR(c.ExpectRank(1, spatial + 2));
     const Shape& x = c.shape(0);
     const Shape& w = c.shape(1);
@@ -373,10 +376,12 @@ OpSchema ConvSchema(int spatial) {
   const AttrType type = AttrType::kInts;
   OpSchema s;
   s.name = two ? "Conv2d" : "Conv1d";
-  s.description = two ? "2-d convolution (cross-correlation) of x [N, C, H, W] "
-                        "with weight [F, C/groups, kh, kw], plus bias [F]"
-                      : "1-d convolution (cross-correlation) of x [N, C, L] "
-                        "with weight [F, C/groups, k], plus bias [F]";
+  s.description =
+      two ? "2-d convolution (cross-correlation) of x [N, C, H, W] (or [C, H, "
+            "W]) "
+            "with weight [F, C/groups, kh, kw], plus bias [F]"
+          : "1-d convolution (cross-correlation) of x [N, C, L] (or [C, L]) "
+            "with weight [F, C/groups, k], plus bias [F]";
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   const std::string per_dim = two ? " (one int, or one per spatial dim)" : "";
   s.attrs = {{"stride", type, one, "step between windows" + per_dim},
@@ -385,7 +390,9 @@ OpSchema ConvSchema(int spatial) {
              {"groups", AttrType::kInt, AttrValue(int64_t{1}),
               "channel groups; C and F are multiples of it"}};
   s.create = [spatial](const OpConfig& c) {
-    return ConvOp::Create(c, spatial);
+    return CreateMaybeUnbatched(
+        c, spatial + 2, {0},
+        [spatial](const OpConfig& b) { return ConvOp::Create(b, spatial); });
   };
   return s;
 }

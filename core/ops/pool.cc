@@ -1,7 +1,7 @@
-// MaxPool2d and AvgPool2d over x [N, C, H, W]: kernel, stride (= kernel),
-// padding ([0, 0]) as in PyTorch (floor mode; average pooling counts the
-// zero padding, like count_include_pad=True). Global average pooling is
-// AvgPool2d with kernel = [H, W].
+// MaxPool2d and AvgPool2d over x [N, C, H, W] (or unbatched [C, H, W]): kernel,
+// stride (= kernel), padding ([0, 0]) as in PyTorch (floor mode; average
+// pooling counts the zero padding, like count_include_pad=True). Global average
+// pooling is AvgPool2d with kernel = [H, W].
 //
 // float32 runs oneDNN pooling in the input's layout (blocked after a
 // convolution); max pooling keeps oneDNN's workspace (where each maximum
@@ -14,6 +14,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/unbatched.h"
 #include "core/ops/window.h"
 #include "core/status_macros.h"
 
@@ -27,7 +28,8 @@ class PoolOp : public Op {
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool max) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectRank(0, 4));
+    // (Unbatched x [C, H, W] arrives here as [1, C, H, W].)
+    RETURN_IF_ERROR(c.ExpectRankBetween(0, 3, 4));
     auto op = std::make_unique<PoolOp>();
     op->max_ = max;
     RETURN_IF_ERROR(op->ReadWindow(c.attrs()));
@@ -231,8 +233,10 @@ class PoolOp : public Op {
 OpSchema PoolSchema(bool max) {
   OpSchema s;
   s.name = max ? "MaxPool2d" : "AvgPool2d";
-  s.description = max ? "maximum over each kernel window of x [N, C, H, W]"
-                      : "mean over each kernel window of x [N, C, H, W], the "
+  s.description = max ? "maximum over each kernel window of x [N, C, H, W] "
+                        "(or [C, H, W])"
+                      : "mean over each kernel window of x [N, C, H, W] (or "
+                        "[C, H, W]), the "
                         "zero padding counted";
   s.inputs = {{"x"}};
   s.attrs = {
@@ -241,7 +245,10 @@ OpSchema PoolSchema(bool max) {
        "step between windows; empty = kernel"},
       {"padding", AttrType::kInts, AttrValue(std::vector<int64_t>{0, 0}),
        "padding on each side, at most half the kernel"}};
-  s.create = [max](const OpConfig& c) { return PoolOp::Create(c, max); };
+  s.create = [max](const OpConfig& c) {
+    return CreateMaybeUnbatched(
+        c, 4, {0}, [max](const OpConfig& b) { return PoolOp::Create(b, max); });
+  };
   return s;
 }
 

@@ -1,6 +1,7 @@
 // Conv1d and Conv2d.
 #include "gtest/gtest.h"
 #include "tests/core/ops/tensor_op_test_util.h"
+#include "tests/core/ops/unbatched_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -127,6 +128,19 @@ TEST(Conv2d, KnownValues) {
   ExpectClose(r->gradients.at("w"), F32({1, 1, 2, 2}, {12, 16, 24, 28}), 1e-7,
               "dw");
   ExpectClose(r->gradients.at("b"), F32({1}, {4}), 1e-7, "db");
+}
+
+// PyTorch's unbatched x: [C, L] and [C, H, W], as a batch of one without
+// its batch dim (every case of the sweeps above, and channels enough for a
+// blocked layout).
+TEST(Conv, UnbatchedIsABatchOfOne) {
+  std::vector<std::pair<std::string, ConvCase>> cases;
+  for (const ConvCase& c : Conv1dCases()) cases.push_back({"Conv1d", c});
+  for (const ConvCase& c : Conv2dCases()) cases.push_back({"Conv2d", c});
+  for (auto& [op, c] : cases) {
+    c.x.erase(c.x.begin());
+    ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+  }
 }
 
 TEST(Conv2d, EmptyBatch) {
@@ -267,10 +281,16 @@ INSTANTIATE_TEST_SUITE_P(
                 {"'groups'"}},
         BadConv{"WrongRank",
                 "Conv2d",
+                {3, 5},
+                {2, 3, 3, 3},
+                {},
+                {"input 'x'", "rank 3 to 4", "[3, 5]"}},
+        BadConv{"UnbatchedChannels",
+                "Conv2d",
                 {1, 3, 5},
                 {2, 3, 3, 3},
                 {},
-                {"input 'x'", "rank 4"}},
+                {"input 'weight'", "C/groups = 1", "[2, 3, 3, 3]"}},
         BadConv{"BiasLength",
                 "Conv2d",
                 {1, 3, 5, 5},

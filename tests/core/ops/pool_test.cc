@@ -1,6 +1,7 @@
 // MaxPool2d and AvgPool2d.
 #include "gtest/gtest.h"
 #include "tests/core/ops/tensor_op_test_util.h"
+#include "tests/core/ops/unbatched_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -47,6 +48,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Pool,
                            return std::get<0>(info.param) +
                                   std::get<1>(info.param).name;
                          });
+
+// PyTorch's unbatched x [C, H, W]: a batch of one without its batch dim.
+TEST(Pool, UnbatchedIsABatchOfOne) {
+  for (const std::string op : {"MaxPool2d", "AvgPool2d"}) {
+    for (PoolCase c : Cases()) {
+      c.x.erase(c.x.begin());
+      ExpectUnbatchedIsABatchOfOne(OpCase(op, {{"x", c.x}}, c.attrs), {0});
+    }
+  }
+}
 
 TEST(Pool, KnownValues) {
   // x = 1..16 as 4x4; 2x2 windows. Values from torch.nn.functional.
@@ -108,8 +119,10 @@ TEST(Pool, RejectsBadInput) {
          {{"kernel", V{2, 2}}, {"padding", V{-1, 0}}}, {"'padding'"});
   expect("MaxPool2d", {1, 1, 3, 3}, {{"kernel", V{4, 2}}},
          {"kernel [4, 2]", "larger than the padded input 3"});
-  expect("AvgPool2d", {1, 4, 4}, {{"kernel", V{2, 2}}},
-         {"input 'x'", "rank 4"});
+  expect("AvgPool2d", {4, 4}, {{"kernel", V{2, 2}}},
+         {"input 'x'", "rank 3 to 4", "[4, 4]"});
+  expect("MaxPool2d", {1, 4, 4, 4, 4}, {{"kernel", V{2, 2}}},
+         {"input 'x'", "rank 3 to 4"});
   expect("MaxPool2d", {1, 1, 4, 4}, {{"kernel", V{2, 2, 2}}},
          {"'kernel'", "2 ints"});
 }
