@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/op.h"
 #include "core/ops/op_util.h"
+#include "core/ops/unbatched.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -82,7 +83,8 @@ class LossOp : public Op {
         absl::StrCat(error_prefix_, described_[input], parts...));
   }
 
-  // Every label of input `input` (int64 [N]) is a class in [0, classes).
+  // Every label of input `input` (int64, one per row) is a class in
+  // [0, classes).
   absl::Status CheckLabels(int input, const Tensor& labels,
                            int64_t classes) const {
     const int64_t* t = labels.data<int64_t>();
@@ -101,16 +103,66 @@ class LossOp : public Op {
   std::vector<std::string> described_;
 };
 
-// Checks input 0 is float [N, C] with C >= 1 and returns {N, C}.
-inline absl::StatusOr<std::pair<int64_t, int64_t>> ClassScoresShape(
-    const OpConfig& c) {
-  RETURN_IF_ERROR(c.ExpectFloat(0));
-  RETURN_IF_ERROR(c.ExpectRank(0, 2));
-  if (c.shape(0)[1] == 0) {
-    return c.Error(c.Describe(0), " must have at least one class, got shape ",
-                   ShapeToString(c.shape(0)));
+// Class scores x [N, C, d1, ..., dk] (k >= 0) as PyTorch's class losses
+// take them: N·S rows of C classes, S = d1·...·dk; class c of row r lies at
+// Offset(r) + c·S.
+struct ClassScores {
+  int64_t n = 0, classes = 0, inner = 1;
+
+  int64_t rows() const { return n * inner; }
+  int64_t Offset(int64_t r) const {
+    return (r / inner) * classes * inner + r % inner;
   }
-  return std::make_pair(c.shape(0)[0], c.shape(0)[1]);
+  // The labels' shape: x's without the class dim.
+  static Shape LabelShape(const Shape& x) {
+    Shape s = x;
+    s.erase(s.begin() + 1);
+    return s;
+  }
+};
+
+// Checks input 0 is float [N, C, d...] with C >= 1 (an unbatched [C] is
+// the class loss's Unbatched adapter's) and returns its layout.
+inline absl::StatusOr<ClassScores> ClassScoresShape(const OpConfig& c) {
+  RETURN_IF_ERROR(c.ExpectFloat(0));
+  const Shape& x = c.shape(0);
+  if (x.size() < 2) {
+    return c.Error(c.Describe(0),
+                   " must be [N, C, d...] or [C] class scores, got shape ",
+                   ShapeToString(x));
+  }
+  if (x[1] == 0) {
+    return c.Error(c.Describe(0), " must have at least one class, got shape ",
+                   ShapeToString(x));
+  }
+  ClassScores s;
+  s.n = x[0];
+  s.classes = x[1];
+  s.inner = ElementCount(absl::MakeConstSpan(x).subspan(2));
+  return s;
+}
+
+// The factory of a class loss (CrossEntropyLoss, NLLLoss): `create` for
+// [N, C, d...] scores, and for unbatched [C] ones with a 0-d label (or
+// float [C] probabilities, when the loss takes them) on a batch of one.
+inline OpFactory ClassLossFactory(OpFactory create, bool probabilities) {
+  return [create = std::move(create), probabilities](
+             const OpConfig& c) -> absl::StatusOr<std::unique_ptr<Op>> {
+    if (c.has_input(0) && c.shape(0).size() == 1 && c.has_input(1)) {
+      const TensorMeta& t = c.input(1);
+      const bool label = t.dtype == DType::kInt64 && t.shape.empty();
+      const bool probs =
+          probabilities && t.dtype == c.float_dtype() && t.shape == c.shape(0);
+      if (!label && !probs) {
+        return c.Error(c.Describe(1), " must be a 0-d int64 class label",
+                       probabilities ? " or class probabilities of shape " : "",
+                       probabilities ? ShapeToString(c.shape(0)) : "",
+                       " for unbatched ", c.Describe(0), " ",
+                       ShapeToString(c.shape(0)), ", got ", t.ToString());
+      }
+    }
+    return CreateMaybeUnbatched(c, 2, {0, 1}, create);
+  };
 }
 
 // A loss that reduces f(a_i, b_i) over two float inputs of one shape (a the

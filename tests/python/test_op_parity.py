@@ -28,6 +28,11 @@ def labels(n, classes):
     return lambda rng: rng.integers(0, classes, size=(n,)).astype(np.int64)
 
 
+def class_map(shape, classes):
+    """int64 class labels of any shape (a 0-d label too)."""
+    return lambda rng: np.asarray(rng.integers(0, classes, size=shape), dtype=np.int64)
+
+
 def probabilities(shape):
     def make(rng):
         p = rng.uniform(0.1, 1.0, size=shape)
@@ -127,8 +132,20 @@ CASES = [
     Case("CrossEntropyLoss", [("z", uniform((4, 3), -2, 2)), ("t", probabilities((4, 3)))],
          lambda z, t: torch_ce_probs(z, t, "mean"), loss=True,
          name="CrossEntropyLoss-probabilities"),
+    Case("CrossEntropyLoss", [("z", uniform((2, 3, 2, 2), -2, 2)), ("t", class_map((2, 2, 2), 3))],
+         F.cross_entropy, loss=True, name="CrossEntropyLoss-spatial"),
+    Case("CrossEntropyLoss", [("z", uniform((2, 3, 4), -2, 2)), ("t", uniform((2, 3, 4), 0, 1))],
+         lambda z, t: -(t * F.log_softmax(z, dim=1)).sum() / 8, loss=True,
+         name="CrossEntropyLoss-spatial-probabilities"),
+    Case("CrossEntropyLoss", [("z", uniform((5,), -2, 2)), ("t", class_map((), 5))],
+         lambda z, t: F.cross_entropy(z, t, reduction="sum"), {"reduction": "sum"},
+         loss=True, name="CrossEntropyLoss-unbatched"),
     Case("NLLLoss", [("lp", log_probabilities((5, 4))), ("t", labels(5, 4))], F.nll_loss,
          loss=True),
+    Case("NLLLoss", [("lp", log_probabilities((2, 4, 3))), ("t", class_map((2, 3), 4))],
+         F.nll_loss, loss=True, name="NLLLoss-spatial"),
+    Case("NLLLoss", [("lp", log_probabilities((4,))), ("t", class_map((), 4))], F.nll_loss,
+         loss=True, name="NLLLoss-unbatched"),
     Case("NLLLoss", [("lp", log_probabilities((5, 4))), ("t", labels(5, 4))],
          lambda lp, t: F.nll_loss(lp, t, reduction="sum"), {"reduction": "sum"}, loss=True,
          name="NLLLoss-sum"),

@@ -27,6 +27,14 @@ def test_no_sample_gets_a_wrong_answer(outcomes):
     assert not wrong, "\n".join(wrong)
 
 
+def test_no_sample_within_the_contract_is_refused(outcomes):
+    """Every sample that uses only what the op table promises (unbatched
+    inputs, torch.matmul's broadcasting, spatial class losses, any finite
+    momentum or epsilon...) computes."""
+    refused = [str(o) for o in outcomes if o.klass == "refused"]
+    assert not refused, "\n".join(refused)
+
+
 def test_the_server_still_serves(server, outcomes):
     assert server.alive(), server.output()
     assert server.serving()

@@ -2,6 +2,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/core/ops/loss_test_util.h"
+#include "tests/core/ops/unbatched_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -32,6 +33,38 @@ TEST(NLLLoss, KnownValuesMatchTorch) {
     ExpectLoss("NLLLoss", "sum", in, dtype, 0, 5,
                {{"lp", F64({2, 3}, {0, 0, -1, -1, 0, 0})}});
   }
+}
+
+// torch's [N, C, d...] log-probabilities with labels [N, d...], and
+// unbatched [C] ones with a 0-d label (a batch of one).
+TEST(NLLLoss, SpatialDimsAndUnbatched) {
+  for (const std::string reduction : {"mean", "sum"}) {
+    ExpectGradientsCorrect(
+        LossCase("NLLLoss",
+                 {{"lp", {2, 3, 2, 2}, Init::kUniform, -3, 0},
+                  {"y", {2, 2, 2}, Init::kLabels, 0, 0, 3, false}},
+                 reduction));
+    ExpectUnbatchedIsABatchOfOne(
+        LossCase("NLLLoss",
+                 {{"lp", {4}, Init::kUniform, -3, 0},
+                  {"y", {}, Init::kLabels, 0, 0, 4, false}},
+                 reduction),
+        {0, 1});
+  }
+  // F.nll_loss(lp [1, 3, 2], y [[2, 0]]) = (2 + 3) / 2 in torch 1.13.
+  for (DType dtype : {DType::kFloat64, DType::kFloat32}) {
+    ExpectLoss("NLLLoss", "mean",
+               {{"lp", F32({1, 3, 2}, {-0.5, -1, -2, -3, -0.25, -1.5})},
+                {"y", I64({1, 2}, {2, 0})}},
+               dtype, 0, 0.625,
+               {{"lp", F64({1, 3, 2}, {0, -0.5, 0, 0, -0.5, 0})}});
+  }
+  ExpectError(
+      LossCase("NLLLoss", {{"lp", {3}}, {"y", {1}, Init::kLabels, 0, 0, 3}},
+               "mean"),
+      absl::StatusCode::kInvalidArgument,
+      {"node 'node' (NLLLoss)", "input 'target' (value 'y')",
+       "0-d int64 class label for unbatched", "got int64 [1]"});
 }
 
 TEST(NLLLoss, EmptyBatch) {
