@@ -68,9 +68,12 @@ class Translation:
 
 
 def ints(v, n=None):
+    """An int or a sequence as a list; one value stands for all n dims, as
+    torch takes it."""
     if isinstance(v, int):
         return [v] * (n or 1)
-    return [int(x) for x in v]
+    v = [int(x) for x in v]
+    return v * n if n and len(v) == 1 else v
 
 
 def arg(sample, i, key, default=None):
