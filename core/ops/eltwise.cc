@@ -1,6 +1,7 @@
-// Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log,
-// Scale. One table below holds each op's formula, its derivative and the
-// oneDNN algorithm that computes both; one EltwiseOp serves them all.
+// Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU (erf, or tanh with
+// approximate = "tanh"), Tanh, Sigmoid, Exp, Log, Scale. One table below holds
+// each op's formula, its derivative and the oneDNN algorithm that computes
+// both; one EltwiseOp serves them all.
 //
 // float32 runs oneDNN's eltwise primitives. Where oneDNN can differentiate
 // from the output (a *_use_dst_for_bwd algorithm) the op saves y rather than
@@ -8,6 +9,7 @@
 // and saves nothing. float64 runs the same formulas in a loop.
 #include <cmath>
 #include <optional>
+#include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
@@ -87,6 +89,41 @@ constexpr EltwiseSpec kSpecs[] = {
      [](double, double a) { return a; }, nullptr},
 };
 
+// GELU with approximate = "tanh": 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + a·x³),
+// a = 0.044715, as torch's gelu(approximate='tanh').
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluCubic = 0.044715;
+
+constexpr EltwiseSpec kGeluTanh = {
+    "GELU",
+    "",
+    nullptr,
+    0,
+    nullptr,
+    algorithm::eltwise_gelu_tanh,
+    algorithm::undef,
+    false,
+    [](double x, double) {
+      return 0.5 * x *
+             (1 + std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x)));
+    },
+    [](double x, double) {
+      const double t = std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x));
+      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * kSqrt2OverPi *
+                                 (1 + 3 * kGeluCubic * x * x);
+    },
+    nullptr};
+
+// The spec a node runs: GELU's `approximate` picks the erf or tanh form.
+absl::StatusOr<const EltwiseSpec*> SpecOf(const OpConfig& c,
+                                          const EltwiseSpec& spec) {
+  if (spec.alg != algorithm::eltwise_gelu_erf) return &spec;
+  const std::string& approximate = c.attrs().GetString("approximate");
+  if (approximate == "none") return &spec;
+  if (approximate == "tanh") return &kGeluTanh;
+  return c.attrs().Invalid("approximate", "\"none\" or \"tanh\"");
+}
+
 // What backward reads.
 enum class From { kInput, kOutput, kNothing };
 
@@ -96,7 +133,7 @@ class EltwiseOp : public Op {
                                                     const EltwiseSpec& spec) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     auto op = std::make_unique<EltwiseOp>();
-    op->spec_ = &spec;
+    ASSIGN_OR_RETURN(op->spec_, SpecOf(c, spec));
     op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr) : 0;
     if (spec.alg == algorithm::eltwise_linear) {
       op->from_ = From::kNothing;
@@ -261,6 +298,12 @@ OpSchema EltwiseSchema(const EltwiseSpec& spec) {
   if (spec.alpha_attr != nullptr) {
     s.attrs = {{spec.alpha_attr, AttrType::kFloat,
                 AttrValue(spec.alpha_default), spec.alpha_description}};
+  }
+  if (spec.alg == algorithm::eltwise_gelu_erf) {
+    s.attrs = {{"approximate", AttrType::kString,
+                AttrValue(std::string("none")),
+                "\"none\" (erf) or \"tanh\": 0.5·x·(1 + tanh(√(2/π)·(x + "
+                "0.044715·x³)))"}};
   }
   s.create = [&spec](const OpConfig& c) { return EltwiseOp::Create(c, spec); };
   return s;

@@ -1,4 +1,4 @@
-// ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log, Scale.
+// ReLU, LeakyReLU, ELU, GELU (erf and tanh), Tanh, Sigmoid, Exp, Log, Scale.
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -66,6 +66,22 @@ std::vector<EltwiseCase> Cases() {
       {"GELU",
        "GELU",
        {},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.0455003, -0.1542688, 0, 0.3457312, 1.9544997},
+       {-0.0852318, 0.1325049, 0.5, 0.8674951, 1.0852318}},
+      {"GELUTanh",
+       "GELU",
+       {{"approximate", std::string("tanh")}},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.04540231, -0.154286, 0, 0.345714, 1.954598},
+       {-0.08609926, 0.1326301, 0.5, 0.8673699, 1.086099}},
+      {"GELUNone",
+       "GELU",
+       {{"approximate", std::string("none")}},
        Init::kUniform,
        -3,
        3,
@@ -180,6 +196,11 @@ TEST(Eltwise, RejectsBadAttributes) {
       OpCase("LeakyReLU", {{"x", {2}}}, {{"alpha", std::string("big")}}),
       absl::StatusCode::kInvalidArgument,
       {"node 'node'", "'alpha' must be float", "string"});
+  ExpectError(
+      OpCase("GELU", {{"x", {2}}}, {{"approximate", std::string("sigmoid")}}),
+      absl::StatusCode::kInvalidArgument,
+      {"node 'node' (GELU)", "'approximate'", "\"none\" or \"tanh\"",
+       "sigmoid"});
 }
 
 }  // namespace
