@@ -54,6 +54,17 @@ class Case:
         self.id = name or op
 
 
+def nll_weighted_ignoring(ignore):
+    """F.nll_loss(lp, t, weight=w, ignore_index=ignore) written out, so that
+    autograd differentiates the weight too (torch's nll_loss does not)."""
+    def loss(lp, t, w):
+        kept = t != ignore
+        wt = w[t.clamp(min=0)] * kept
+        picked = lp.gather(1, t.clamp(min=0).unsqueeze(1)).squeeze(1)
+        return -(wt * picked).sum() / wt.sum()
+    return loss
+
+
 def torch_ce_probs(z, t, reduction):
     loss = -(t * F.log_softmax(z, dim=1)).sum()
     return loss / z.shape[0] if reduction == "mean" else loss
@@ -158,6 +169,29 @@ CASES = [
          F.nll_loss, loss=True, name="NLLLoss-spatial"),
     Case("NLLLoss", [("lp", log_probabilities((4,))), ("t", class_map((), 4))], F.nll_loss,
          loss=True, name="NLLLoss-unbatched"),
+    Case("NLLLoss", [("lp", log_probabilities((6, 3))), ("t", class_map((6,), 3)),
+                     ("w", uniform((3,), 0.5, 2))],
+         nll_weighted_ignoring(1), {"ignore_index": 1}, loss=True,
+         name="NLLLoss-weight-ignore-index"),
+    Case("CrossEntropyLoss", [("z", uniform((2, 3, 2), -2, 2)), ("t", class_map((2, 2), 3)),
+                              ("w", uniform((3,), 0.5, 2))],
+         lambda z, t, w: -w[t] * F.log_softmax(z, dim=1).gather(1, t.unsqueeze(1)).squeeze(1),
+         {"reduction": "none"}, name="CrossEntropyLoss-weight-none"),
+    Case("CrossEntropyLoss", [("z", uniform((4, 3), -2, 2)), ("t", uniform((4, 3), 0, 1)),
+                              ("w", uniform((3,), 0.5, 2))],
+         lambda z, t, w: -(w * t * F.log_softmax(z, dim=1)).sum() / 4, loss=True,
+         name="CrossEntropyLoss-probabilities-weight"),
+    Case("BCELoss", [("p", uniform((4, 3), 0.05, 0.95)), ("t", uniform((4, 3), 0, 1)),
+                     ("w", uniform((3,), 0.5, 2))],
+         lambda p, t, w: -w * (t * torch.log(p) + (1 - t) * torch.log(1 - p)),
+         {"reduction": "none"}, name="BCELoss-weight-none"),
+    Case("BCEWithLogitsLoss", [("z", uniform((4, 3), -3, 3)), ("t", uniform((4, 3), 0, 1)),
+                               ("w", uniform((4, 1), 0.5, 2)), ("pw", uniform((3,), 0.5, 3))],
+         lambda z, t, w, pw: (w * ((1 - t) * z + ((pw - 1) * t + 1) * F.softplus(-z))).mean(),
+         loss=True, name="BCEWithLogitsLoss-weight-pos-weight"),
+    Case("MSELoss", [("p", uniform((4, 3))), ("t", uniform((4, 3)))],
+         lambda p, t: F.mse_loss(p, t, reduction="none"), {"reduction": "none"},
+         name="MSELoss-none"),
     Case("NLLLoss", [("lp", log_probabilities((5, 4))), ("t", labels(5, 4))],
          lambda lp, t: F.nll_loss(lp, t, reduction="sum"), {"reduction": "sum"}, loss=True,
          name="NLLLoss-sum"),

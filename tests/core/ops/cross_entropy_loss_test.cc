@@ -319,9 +319,9 @@ TEST(CrossEntropyLoss, RejectsZeroClasses) {
 }
 
 TEST(CrossEntropyLoss, RejectsUnknownReduction) {
-  ExpectError(
-      LabelsCase(2, 3, "average"), absl::StatusCode::kInvalidArgument,
-      {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"average\""});
+  ExpectError(LabelsCase(2, 3, "average"), absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"",
+               "\"average\""});
 }
 
 }  // namespace

@@ -75,11 +75,11 @@ TEST(NLLLoss, EmptyBatch) {
 TEST(NLLLoss, RejectsNegativeLabel) {
   ExpectFailure(RunLoss("NLLLoss", "mean",
                         {{"lp", F32({2, 3}, {-1, -1, -1, -1, -1, -1})},
-                         {"y", I64({2}, {-100, 1})}},
+                         {"y", I64({2}, {-5, 1})}},
                         {"lp"}),
                 absl::StatusCode::kInvalidArgument,
                 {"node 'node' (NLLLoss)", "input 'target' (value 'y')",
-                 "class -100", "row 0", "C = 3"});
+                 "class -5", "row 0", "C = 3", "or ignore_index -100"});
 }
 
 TEST(NLLLoss, RejectsLabelOfC) {
@@ -109,9 +109,9 @@ TEST(NLLLoss, RejectsTargetOfWrongShape) {
 }
 
 TEST(NLLLoss, RejectsUnknownReduction) {
-  ExpectError(
-      NLLCase(2, 3, "Mean"), absl::StatusCode::kInvalidArgument,
-      {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"Mean\""});
+  ExpectError(NLLCase(2, 3, "Mean"), absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"",
+               "\"Mean\""});
 }
 
 }  // namespace
