@@ -1,6 +1,6 @@
 // Conv1d and Conv2d: x [N, C, (H,) W] or unbatched [C, (H,) W], weight
-// [F, C/groups, (kh,) kw], bias [F]; stride, padding, dilation, groups as
-// in PyTorch.
+// [F, C/groups, (kh,) kw], bias [F]; stride, padding (ints, "valid" or
+// "same"), dilation, groups as in PyTorch.
 //
 // float32 runs oneDNN convolution forward, backward-data and backward-weights
 // with format `any`: the primitives pick their (blocked) layouts, the output
@@ -45,10 +45,9 @@ class ConvOp : public Op {
     const Attributes& a = c.attrs();
     ASSIGN_OR_RETURN(op->stride_,
                      a.GetIntsInRange("stride", spatial, 1, kMaxAttrExtent));
-    ASSIGN_OR_RETURN(op->padding_,
-                     a.GetIntsInRange("padding", spatial, 0, kMaxAttrExtent));
     ASSIGN_OR_RETURN(op->dilation_,
                      a.GetIntsInRange("dilation", spatial, 1, kMaxAttrExtent));
+    RETURN_IF_ERROR(op->ReadPadding(c, w));
     op->groups_ = a.GetInt("groups");
     const int64_t g = op->groups_;
     if (g < 1) return a.Invalid("groups", ">= 1");
@@ -65,10 +64,14 @@ class ConvOp : public Op {
       RETURN_IF_ERROR(c.ExpectFloat(2));
       RETURN_IF_ERROR(c.ExpectShape(2, {w[0]}));
     }
+    // (Extents checked with the larger right padding; "same" keeps x's.)
     ASSIGN_OR_RETURN(
         std::vector<int64_t> spatial_out,
         WindowOutputDims(c, {Shape(w.begin() + 2, w.end()), op->stride_,
-                             op->padding_, op->dilation_}));
+                             op->padding_r_, op->dilation_}));
+    if (op->same_) {
+      spatial_out.assign(x.begin() + 2, x.end());
+    }
     Shape y = {x[0], w[0]};
     y.insert(y.end(), spatial_out.begin(), spatial_out.end());
     op->x_ = x;
@@ -104,6 +107,7 @@ class ConvOp : public Op {
       const auto alg = dnnl::algorithm::convolution_direct;
       memory::dims strides(stride_.begin(), stride_.end());
       memory::dims dilates, padding(padding_.begin(), padding_.end());
+      const memory::dims padding_r(padding_r_.begin(), padding_r_.end());
       for (int64_t d : dilation_) dilates.push_back(d - 1);  // 0 = dense
       const auto src = AnyDesc(DnnlDims(x_));
       const auto weights = AnyDesc(WeightDims());
@@ -114,10 +118,10 @@ class ConvOp : public Op {
                             : dnnl::prop_kind::forward_inference;
       auto fwd_desc = has_bias_ ? dnnl::convolution_forward::desc(
                                       kind, alg, src, weights, bias, dst,
-                                      strides, dilates, padding, padding)
+                                      strides, dilates, padding, padding_r)
                                 : dnnl::convolution_forward::desc(
                                       kind, alg, src, weights, dst, strides,
-                                      dilates, padding, padding);
+                                      dilates, padding, padding_r);
       dnnl::convolution_forward::primitive_desc fwd(fwd_desc, DefaultAttr(),
                                                     eng);
       forward_ = MakePrimitive<dnnl::convolution_forward>(fwd);
@@ -128,7 +132,7 @@ class ConvOp : public Op {
       if (info.needs_grad[0]) {
         dnnl::convolution_backward_data::primitive_desc pd(
             dnnl::convolution_backward_data::desc(
-                alg, src, weights, dst, strides, dilates, padding, padding),
+                alg, src, weights, dst, strides, dilates, padding, padding_r),
             DefaultAttr(), eng, fwd);
         backward_data_ = MakePrimitive<dnnl::convolution_backward_data>(pd);
         bd_diff_dst_ = pd.diff_dst_desc();
@@ -139,10 +143,10 @@ class ConvOp : public Op {
       if (info.needs_grad[1]) {
         auto desc = has_bias_ ? dnnl::convolution_backward_weights::desc(
                                     alg, src, weights, bias, dst, strides,
-                                    dilates, padding, padding)
+                                    dilates, padding, padding_r)
                               : dnnl::convolution_backward_weights::desc(
                                     alg, src, weights, dst, strides, dilates,
-                                    padding, padding);
+                                    padding, padding_r);
         dnnl::convolution_backward_weights::primitive_desc pd(
             desc, DefaultAttr(), eng, fwd);
         backward_weights_ =
@@ -244,6 +248,45 @@ class ConvOp : public Op {
   }
 
  private:
+  // padding: ints (the same on both sides), "valid" (none) or "same" (y
+  // as large as x, stride 1: dilation·(k − 1) zeros split with the odd one
+  // on the right, as PyTorch pads an even kernel).
+  absl::Status ReadPadding(const OpConfig& c, const Shape& w) {
+    const Attributes& a = c.attrs();
+    if (!a.IsString("padding")) {
+      ASSIGN_OR_RETURN(
+          padding_, a.GetIntsInRange("padding", spatial_, 0, kMaxAttrExtent));
+      padding_r_ = padding_;
+      return absl::OkStatus();
+    }
+    const std::string& mode = a.GetString("padding");
+    padding_.assign(spatial_, 0);
+    padding_r_ = padding_;
+    if (mode == "valid") return absl::OkStatus();
+    if (mode != "same") {
+      return a.Invalid("padding", "ints, \"valid\" or \"same\"");
+    }
+    for (int64_t s : stride_) {
+      if (s != 1) {
+        return a.Invalid("padding", "ints or \"valid\" with stride " +
+                                        ShapeToString(stride_) +
+                                        " (\"same\" needs stride 1, as in "
+                                        "PyTorch)");
+      }
+    }
+    same_ = true;
+    for (int d = 0; d < spatial_; ++d) {
+      const std::optional<int64_t> total =
+          CheckedMul(dilation_[d], w[2 + d] - 1);
+      if (!total || *total > kMaxAttrExtent) {
+        return a.Invalid("dilation", "a dilated kernel extent within int");
+      }
+      padding_[d] = *total / 2;
+      padding_r_[d] = *total - padding_[d];
+    }
+    return absl::OkStatus();
+  }
+
   // oneDNN's weight dims: [groups, F/groups, C/groups, k...] when grouped.
   memory::dims WeightDims() const {
     memory::dims dims = DnnlDims(w_);
@@ -359,7 +402,9 @@ class ConvOp : public Op {
 
   int spatial_ = 2;
   Shape x_, w_;
-  std::vector<int64_t> stride_, padding_, dilation_;
+  // padding_ is each dim's left (top) padding, padding_r_ its right.
+  std::vector<int64_t> stride_, padding_, padding_r_, dilation_;
+  bool same_ = false;
   int64_t groups_ = 1;
   bool has_bias_ = false;
   std::optional<DnnlPrimitive> forward_, backward_data_, backward_weights_;
@@ -385,7 +430,11 @@ OpSchema ConvSchema(int spatial) {
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   const std::string per_dim = two ? " (one int, or one per spatial dim)" : "";
   s.attrs = {{"stride", type, one, "step between windows" + per_dim},
-             {"padding", type, zero, "zeros added on each side" + per_dim},
+             {"padding", type, zero,
+              "zeros added on each side" + per_dim +
+                  ", or \"valid\" (none) or \"same\" (y as large as x; "
+                  "stride 1)",
+              /*or_string=*/true},
              {"dilation", type, one, "spacing between kernel taps" + per_dim},
              {"groups", AttrType::kInt, AttrValue(int64_t{1}),
               "channel groups; C and F are multiples of it"}};

@@ -143,6 +143,69 @@ TEST(Conv, UnbatchedIsABatchOfOne) {
   }
 }
 
+// PyTorch's padding="same" (y as large as x; an even dilated kernel gets
+// its odd zero on the right/bottom) and "valid" (none).
+TEST(Conv, PaddingSameAndValid) {
+  using V = std::vector<int64_t>;
+  const std::vector<std::pair<std::string, ConvCase>> cases = {
+      {"Conv2d", {"Same3x3", {2, 3, 5, 6}, {4, 3, 3, 3}, true, {}}},
+      {"Conv2d",
+       {"SameEven",
+        {1, 4, 5, 5},
+        {2, 4, 2, 3},
+        true,
+        {{"dilation", int64_t{3}}}}},
+      {"Conv2d", {"SameEven16", {1, 16, 6, 5}, {16, 16, 4, 2}, false, {}}},
+      {"Conv1d",
+       {"SameGrouped",
+        {2, 2, 4},
+        {2, 1, 4},
+        true,
+        {{"groups", int64_t{2}}, {"dilation", int64_t{2}}}}},
+      {"Conv1d", {"SameOdd", {1, 3, 7}, {2, 3, 5}, true, {}}},
+  };
+  for (auto [op, c] : cases) {
+    c.attrs["padding"] = std::string("same");
+    OpCase same = MakeCase(op, c);
+    ExpectGradientsCorrect(same);
+    auto r = RunCase(same, DType::kFloat32);
+    ASSERT_TRUE(r.ok()) << r.status();
+    Shape y = c.x;
+    y[1] = c.w[0];
+    EXPECT_EQ(r->outputs.at("out0").shape(), y) << c.name;
+    c.x.erase(c.x.begin());
+    ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+  }
+  ConvCase valid = {"Valid",
+                    {2, 3, 6, 5},
+                    {2, 3, 3, 2},
+                    true,
+                    {{"padding", std::string("valid")}, {"stride", V{2, 1}}}};
+  ExpectGradientsCorrect(MakeCase("Conv2d", valid));
+  // [1, 1, 1, 4] * [1, 1, 1, 2] = [1, 1, 1, 4]: taps (x_i, x_i+1), the last
+  // one on the right padding (torch 1.13: [3, 5, 7, 4]).
+  OpCase even("Conv2d", {{"x", {1, 1, 1, 4}}, {"w", {1, 1, 1, 2}}, {""}},
+              {{"padding", std::string("same")}});
+  auto r = RunOnValues(even, {F32({1, 1, 1, 4}, {1, 2, 3, 4}),
+                              F32({1, 1, 1, 2}, {1, 1}), Tensor()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({1, 1, 1, 4}, {3, 5, 7, 4}), 0,
+              "same, even kernel");
+  auto expect = [](OpCase c, std::vector<std::string> parts) {
+    ExpectError(c, absl::StatusCode::kInvalidArgument, parts);
+  };
+  OpCase strided = even;
+  strided.attrs["stride"] = int64_t{2};
+  expect(strided, {"node 'node' (Conv2d)", "'padding'", "stride [2, 2]",
+                   "\"same\" needs stride 1"});
+  OpCase full = even;
+  full.attrs["padding"] = std::string("full");
+  expect(full, {"'padding'", "ints, \"valid\" or \"same\"", "full"});
+  OpCase floats = even;
+  floats.attrs["padding"] = 1.5;
+  expect(floats, {"'padding' must be ints or string", "float"});
+}
+
 TEST(Conv2d, EmptyBatch) {
   OpCase c("Conv2d", {{"x", {0, 3, 5, 5}}, {"w", {2, 3, 3, 3}}, {"b", {2}}});
   auto r = RunOnValues(
