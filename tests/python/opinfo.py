@@ -56,7 +56,7 @@ class Translation:
     options beyond the API contract's op table the sample uses."""
 
     def __init__(self, op, inputs, attrs=None, options=(), mode=gs.pb.MODE_TRAIN,
-                 buffers=(), outputs=("y",), check=None):
+                 buffers=(), outputs=("y",), check=None, float64=False):
         self.op = op
         self.inputs = inputs
         self.attrs = {k: v for k, v in (attrs or {}).items() if v is not None}
@@ -66,6 +66,9 @@ class Translation:
         self.outputs = list(outputs)
         # A custom comparison (Dropout's random masks): check(result, ref).
         self.check = check
+        # Send the float tensors as float64: torch's dtype=torch.float64
+        # computes on the inputs cast to float64, as a float64 request does.
+        self.float64 = float64
 
 
 def ints(v, n=None):
@@ -130,10 +133,11 @@ def softmax(op):
     def translate(s):
         options = []
         attrs = {"axis": int(arg(s, 0, "dim"))}
+        float64 = s.kwargs.get("dtype") == torch.float64
         if s.kwargs.get("dtype") is not None:
             options.append("dtype")
             attrs["dtype"] = str(s.kwargs["dtype"]).replace("torch.", "")
-        return Translation(op, [("x", s.input)], attrs, options)
+        return Translation(op, [("x", s.input)], attrs, options, float64=float64)
     return translate
 
 
@@ -451,9 +455,11 @@ def reference(opinfo, sample, translation, rng):
 
 # --- gradserve ---------------------------------------------------------------
 
-def as_numpy(t):
+def as_numpy(t, float64=False):
     t = t.detach()
-    return t.numpy() if not t.is_floating_point() else t.to(torch.float32).numpy()
+    if not t.is_floating_point():
+        return t.numpy()
+    return t.to(torch.float64 if float64 else torch.float32).numpy()
 
 
 def request(translation, wrt, seed):
@@ -463,12 +469,17 @@ def request(translation, wrt, seed):
             names.append("")
             continue
         names.append(name)
-        (buffers if name in translation.buffers else feeds)[name] = as_numpy(t)
+        (buffers if name in translation.buffers else feeds)[name] = \
+            as_numpy(t, translation.float64)
     node = gs.node("node", translation.op, names, translation.outputs, **translation.attrs)
     g = gs.graph([node], inputs=list(feeds), buffers=buffers)
     seeds = {"y": seed} if wrt else None
-    return gs.compute_request(g, feeds=feeds, fetch=translation.outputs,
-                              output_gradients=seeds, wrt=wrt, mode=translation.mode)
+    req = gs.compute_request(g, feeds=feeds, fetch=translation.outputs,
+                             output_gradients=seeds, wrt=wrt, mode=translation.mode)
+    if translation.float64:
+        for name, value in feeds.items():
+            req.feeds[name].CopyFrom(gs.tensor(value, float64=True))
+    return req
 
 
 def compare(what, got, want):
