@@ -178,6 +178,10 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Conv2d"] = Conv("Conv2d", 2);
   t["MaxPool2d"] = Pool("MaxPool2d");
   t["AvgPool2d"] = Pool("AvgPool2d");
+  for (const char* op : {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d"}) {
+    t[op] = {OpCase(op, {In("x", {2, 2, 5, 4})}, {{"output_size", Ints{2, 3}}}),
+             OpCase(op, {In("x", {2, 3, 3})}, {{"output_size", Ints{4, 1}}})};
+  }
   t["BatchNorm"] = BatchNorms();
   t["LayerNorm"] = LayerNorms();
   t["Dropout"] = Dropouts();
@@ -223,6 +227,10 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   for (const char* op : {"MaxPool2d", "AvgPool2d"}) {
     t[op] = {
         OpCase(op, {In("x", {0, 2, 2048, 2048})}, {{"kernel", Ints{2, 2}}})};
+  }
+  for (const char* op : {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d"}) {
+    t[op] = {OpCase(op, {In("x", {0, 2, 2048, 2048})},
+                    {{"output_size", Ints{1, 1}}})};
   }
   // TRAIN needs more than one value per channel: EVAL only.
   t["BatchNorm"] = {BatchNorm({0, kChannels}, Mode::kEval, false, false),

@@ -243,6 +243,18 @@ def max_pool2d(s):
     return Translation("MaxPool2d", [("x", s.input)], attrs, options, outputs=outputs)
 
 
+def adaptive_pool(op):
+    def translate(s):
+        size = arg(s, 0, "output_size")
+        size = list(size) if isinstance(size, (list, tuple)) else [size, size]
+        # None keeps the input's extent.
+        size = [int(s.input.shape[-2 + d]) if v is None else int(v)
+                for d, v in enumerate(size)]
+        outputs = ["y", "indices"] if bool(arg(s, 1, "return_indices", False)) else ["y"]
+        return Translation(op, [("x", s.input)], {"output_size": size}, outputs=outputs)
+    return translate
+
+
 def batch_norm(s):
     x = s.input
     mean, var = s.args[0], s.args[1]
@@ -372,6 +384,8 @@ TRANSLATORS = {
     ("nn.functional.conv2d", ""): conv("Conv2d", 2),
     ("nn.functional.avg_pool2d", ""): avg_pool2d,
     ("nn.functional.max_pool2d", ""): max_pool2d,
+    ("nn.functional.adaptive_avg_pool2d", ""): adaptive_pool("AdaptiveAvgPool2d"),
+    ("nn.functional.adaptive_max_pool2d", ""): adaptive_pool("AdaptiveMaxPool2d"),
     ("nn.functional.batch_norm", ""): batch_norm,
     ("nn.functional.batch_norm", "without_cudnn"): batch_norm,
     ("nn.functional.layer_norm", ""): layer_norm,
