@@ -9,6 +9,9 @@
 // "mean" divides labels by the kept rows' total weight w_t (their count
 // without weights), probabilities by the number of rows N·d1·...·dk (not
 // by C), as torch does; "none" returns the rows' terms, [N, d...].
+// label_smoothing ε mixes the target with the uniform distribution as
+// torch does: a probability target becomes (1 − ε)·t + ε/C; a label row's
+// term (1 − ε)·w_t·(lse − x_t) + ε/C·Σ_c w_c·(lse − x_c).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -47,6 +50,10 @@ class CrossEntropyLossOp : public ClassLossOp {
                                "PyTorch: it applies to class labels");
     }
     op->labels_ = labels;
+    op->smoothing_ = c.attrs().GetFloat("label_smoothing");
+    if (!(op->smoothing_ >= 0 && op->smoothing_ <= 1)) {
+      return c.attrs().Invalid("label_smoothing", "in [0, 1]");
+    }
     return MakeOp(std::move(op));
   }
 
@@ -93,9 +100,9 @@ class CrossEntropyLossOp : public ClassLossOp {
       }
       if (labels_) {
         const Labels<T> labels(ctx, *this);
+        const T* w = has_weight() ? ctx.input(kWeight).data<T>() : nullptr;
         WriteLoss<T>(y, scores().rows(), labels.total, [&](int64_t r) {
-          return labels.kept(r) ? labels.w(r) * (lse[r] - x[labels.at(r)])
-                                : T(0);
+          return LabelTerm(x, lse, labels, w, r);
         });
       } else {
         const T* t = target.data<T>();
@@ -152,8 +159,32 @@ class CrossEntropyLossOp : public ClassLossOp {
     return static_cast<T>(m + std::log(s));
   }
 
-  // Σ_c w_c·t_c·(lse − x_c) over row r (w_c = 1 without weights), in
-  // double.
+  // A label row's term: w_t·(lse − x_t), or with label smoothing ε
+  // (1 − ε)·w_t·(lse − x_t) + ε/C·Σ_c w_c·(lse − x_c); 0 for an ignored row.
+  template <typename T>
+  T LabelTerm(const T* x, const T* lse, const Labels<T>& labels, const T* w,
+              int64_t r) const {
+    if (!labels.kept(r)) return T(0);
+    const T nll = labels.w(r) * (lse[r] - x[labels.at(r)]);
+    if (smoothing_ == 0) return nll;
+    const int64_t offset = scores().Offset(r);
+    double smooth = 0;
+    for (int64_t c = 0; c < scores().classes; ++c) {
+      smooth += (w ? w[c] : T(1)) * (lse[r] - x[offset + c * scores().inner]);
+    }
+    return static_cast<T>((1 - smoothing_) * nll +
+                          smoothing_ / scores().classes * smooth);
+  }
+
+  // A probability target with label smoothing ε: (1 − ε)·t + ε/C.
+  template <typename T>
+  T Smoothed(T t) const {
+    if (smoothing_ == 0) return t;
+    return static_cast<T>((1 - smoothing_) * t + smoothing_ / scores().classes);
+  }
+
+  // Σ_c w_c·t_c·(lse − x_c) over row r (w_c = 1 without weights; t
+  // smoothed), in double.
   template <typename T>
   T ProbabilityTerm(const T* x, const T* t, const T* w, const T* lse,
                     int64_t r) const {
@@ -161,7 +192,8 @@ class CrossEntropyLossOp : public ClassLossOp {
     double sum = 0;
     for (int64_t c = 0; c < scores().classes; ++c) {
       const int64_t i = offset + c * stride;
-      sum += (w ? w[c] * t[i] : t[i]) * (lse[r] - x[i]);
+      const T ti = Smoothed(t[i]);
+      sum += (w ? w[c] * ti : ti) * (lse[r] - x[i]);
     }
     return static_cast<T>(sum);
   }
@@ -170,6 +202,11 @@ class CrossEntropyLossOp : public ClassLossOp {
   void BackwardLabels(const BackwardContext& ctx, const T* dy, const T* x,
                       const T* lse, Tensor& dx, Tensor& dw) const {
     const Labels<T> labels(ctx, *this);
+    const T* weights = has_weight() ? ctx.input(kWeight).data<T>() : nullptr;
+    double all = 0;  // Σ_k w_k
+    for (int64_t c = 0; c < scores().classes; ++c)
+      all += ClassWeight(weights, c);
+    const T total_weight = static_cast<T>(all);
     const int64_t stride = scores().inner;
     if (dx.defined()) {
       for (int64_t r = 0; r < scores().rows(); ++r) {
@@ -181,15 +218,63 @@ class CrossEntropyLossOp : public ClassLossOp {
         const T w = labels.w(r);
         for (int64_t c = 0; c < scores().classes; ++c) {
           const T onehot = c == label ? T(1) : T(0);
-          d[c * stride] =
-              ScaleTerm(w * (std::exp(row[c * stride] - lse[r]) - onehot), dy,
-                        r, labels.total);
+          const T p = std::exp(row[c * stride] - lse[r]);
+          T g = w * (p - onehot);
+          if (smoothing_ != 0) {
+            // (1 − ε)·w_t·(p_c − [c = t]) + ε/C·(p_c·Σ_k w_k − w_c)
+            g = static_cast<T>(
+                (1 - smoothing_) * g +
+                smoothing_ / scores().classes *
+                    (p * total_weight - ClassWeight(weights, c)));
+          }
+          d[c * stride] = ScaleTerm(g, dy, r, labels.total);
         }
       }
     }
-    if (dw.defined()) {
+    if (!dw.defined()) return;
+    if (smoothing_ == 0) {
       AddWeightGrad<T>(labels, dy, dw,
                        [&](int64_t r) { return lse[r] - x[labels.at(r)]; });
+      return;
+    }
+    SmoothedWeightGrad<T>(labels, weights, dy, x, lse, dw);
+  }
+
+  template <typename T>
+  static T ClassWeight(const T* w, int64_t c) {
+    return w ? w[c] : T(1);
+  }
+
+  // dL/dw_c with label smoothing: each kept row's ∂term/∂w_c =
+  // (1 − ε)·[c = t]·(lse − x_t) + ε/C·(lse − x_c), times dL/d(term); under
+  // "mean", L = Σ term / W with W = Σ w_t adds −L·n_c/W (n_c rows of
+  // class c).
+  template <typename T>
+  void SmoothedWeightGrad(const Labels<T>& labels, const T* w, const T* dy,
+                          const T* x, const T* lse, Tensor& dw) const {
+    const int64_t classes = scores().classes, stride = scores().inner;
+    const double share = smoothing_ / classes;
+    double loss = 0;
+    if (mean()) {
+      for (int64_t r = 0; r < scores().rows(); ++r) {
+        loss += LabelTerm(x, lse, labels, w, r);
+      }
+      loss /= labels.total;
+    }
+    T* d = dw.data<T>();
+    for (int64_t r = 0; r < scores().rows(); ++r) {
+      if (!labels.kept(r)) continue;
+      const int64_t offset = scores().Offset(r);
+      const double g = mean() ? static_cast<double>(dy[0]) / labels.total
+                              : static_cast<double>(ScaleTerm(T(1), dy, r));
+      for (int64_t c = 0; c < classes; ++c) {
+        double partial = share * (lse[r] - x[offset + c * stride]);
+        if (c == labels.t[r]) {
+          partial += (1 - smoothing_) * (lse[r] - x[labels.at(r)]);
+          if (mean()) partial -= loss;
+        }
+        d[c] += static_cast<T>(g * partial);
+      }
     }
   }
 
@@ -209,18 +294,20 @@ class CrossEntropyLossOp : public ClassLossOp {
         for (int64_t c = 0; c < scores().classes; ++c) {
           const int64_t i = c * stride;
           const T wc = w ? w[c] : T(1);
-          d[i] = ScaleTerm(
-              std::exp(row[i] - lse[r]) * weighted - wc * t[offset + i], dy, r);
+          d[i] = ScaleTerm(std::exp(row[i] - lse[r]) * weighted -
+                               wc * Smoothed(t[offset + i]),
+                           dy, r);
         }
       }
       for (int64_t c = 0; c < scores().classes; ++c) {
         const int64_t i = offset + c * stride;
         if (dt.defined()) {
-          dt.data<T>()[i] =
-              ScaleTerm((w ? w[c] : T(1)) * (lse[r] - x[i]), dy, r);
+          dt.data<T>()[i] = ScaleTerm(static_cast<T>(1 - smoothing_) *
+                                          (w ? w[c] : T(1)) * (lse[r] - x[i]),
+                                      dy, r);
         }
         if (dw.defined()) {
-          dw.data<T>()[c] += ScaleTerm(t[i] * (lse[r] - x[i]), dy, r);
+          dw.data<T>()[c] += ScaleTerm(Smoothed(t[i]) * (lse[r] - x[i]), dy, r);
         }
       }
     }
@@ -232,13 +319,14 @@ class CrossEntropyLossOp : public ClassLossOp {
   T WeightedSum(const T* t, const T* w, int64_t offset) const {
     double sum = 0;
     for (int64_t c = 0; c < scores().classes; ++c) {
-      const T tc = t[offset + c * scores().inner];
+      const T tc = Smoothed(t[offset + c * scores().inner]);
       sum += w ? w[c] * tc : tc;
     }
     return static_cast<T>(sum);
   }
 
   bool labels_ = false;
+  double smoothing_ = 0;  // label_smoothing
 };
 
 REGISTER_OP(LossSchema(
@@ -249,7 +337,11 @@ REGISTER_OP(LossSchema(
     "optional; reduction over the N·d... rows (labels equal to ignore_index "
     "left out)",
     "logits", ClassLossFactory(CrossEntropyLossOp::Create, true),
-    {{"weight", /*optional=*/true}}, {IgnoreIndexAttr()}));
+    {{"weight", /*optional=*/true}},
+    {IgnoreIndexAttr(),
+     {"label_smoothing", AttrType::kFloat, AttrValue(0.0),
+      "ε in [0, 1]: the target mixed with the uniform distribution, "
+      "(1 − ε)·target + ε/C, as torch's label_smoothing"}}));
 
 }  // namespace
 }  // namespace gradserve

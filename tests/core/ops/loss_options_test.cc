@@ -129,6 +129,73 @@ TEST(LossOptions, ClassWeightsKnownValues) {
   EXPECT_TRUE(std::isnan(LossValue(*r)));
 }
 
+// CrossEntropyLoss's label_smoothing, labels (with weights and
+// ignore_index) and probabilities.
+TEST(LossOptions, LabelSmoothing) {
+  for (const std::string& reduction : kReductions) {
+    for (int64_t ignore : {int64_t{-100}, int64_t{1}}) {
+      const AttrMap attrs = {{"reduction", reduction},
+                             {"ignore_index", ignore},
+                             {"label_smoothing", 0.25}};
+      ExpectGradientsCorrect(OpCase("CrossEntropyLoss",
+                                    {{"x", {3, 3, 2}, Init::kUniform, -2, 2},
+                                     Labels("y", {3, 2}, 3),
+                                     {"w", {3}, Init::kUniform, 0.5, 2}},
+                                    attrs));
+      ExpectGradientsCorrect(OpCase(
+          "CrossEntropyLoss",
+          {{"x", {5, 4}, Init::kUniform, -2, 2}, Labels("y", {5}, 4)}, attrs));
+    }
+    ExpectGradientsCorrect(
+        OpCase("CrossEntropyLoss",
+               {{"x", {4, 3}, Init::kUniform, -2, 2},
+                {"t", {4, 3}, Init::kProbabilities},
+                {"w", {3}, Init::kUniform, 0.5, 2}},
+               {{"reduction", reduction}, {"label_smoothing", 0.4}}));
+  }
+  // torch 1.13: weight [0.5, 2, 3], ignore_index 1, label_smoothing 0.2;
+  // and probabilities with label_smoothing 0.3, "sum".
+  const Tensor x = F32({3, 3}, {1, 2, 0.5, -1, 0, 3, 0.2, 0.1, -0.3});
+  for (DType dtype : {DType::kFloat64, DType::kFloat32}) {
+    OpCase labels("CrossEntropyLoss", {{"x", {3, 3}}, {"y", {3}}, {"w", {3}}},
+                  {{"ignore_index", int64_t{1}}, {"label_smoothing", 0.2}});
+    labels.inputs[2].differentiable = false;
+    auto r =
+        RunOnValues(labels, {x, I64({3}, {2, 0, 1}), F32({3}, {0.5, 2, 3})},
+                    F32({}, {1}), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"), F32({}, {2.1148375130226693}), 1e-6,
+                "labels");
+    ExpectClose(
+        r->gradients.at("x"),
+        F32({3, 3}, {0.17325317621560354, 0.4587441209007265,
+                     -0.6319972971163301, -0.12005333345193363,
+                     -0.02788485410196762, 0.14793818755390126, 0, 0, 0}),
+        1e-6, "dx, labels");
+    OpCase probs("CrossEntropyLoss", {{"x", {3, 3}}, {"t", {3, 3}}},
+                 {{"reduction", std::string("sum")}, {"label_smoothing", 0.3}});
+    probs.inputs[1].differentiable = false;
+    r = RunOnValues(probs,
+                    {x, F32({3, 3}, {0.2, 0.3, 0.5, 1, 0, 0, 0.1, 0.1, 0.8})},
+                    F32({}, {1}), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"), F32({}, {6.213080343418633}), 1e-6,
+                "probabilities");
+    ExpectClose(
+        r->gradients.at("x"),
+        F32({3, 3},
+            {-0.008776102377850953, 0.31853171921176243, -0.3097556168339115,
+             -0.7828521744544795, -0.05338737742202611, 0.8362395518765057,
+             0.228189341044936, 0.19029661524054006, -0.4184859562854761}),
+        1e-6, "dx, probabilities");
+  }
+  ExpectError(
+      OpCase("CrossEntropyLoss", {{"x", {2, 3}}, Labels("y", {2}, 3)},
+             {{"label_smoothing", 1.5}}),
+      absl::StatusCode::kInvalidArgument,
+      {"node 'node' (CrossEntropyLoss)", "'label_smoothing'", "in [0, 1]"});
+}
+
 TEST(LossOptions, ElementwiseWeightsAndPosWeight) {
   for (const std::string& reduction : kReductions) {
     for (Shape w : {Shape{4, 3}, Shape{3}, Shape{1}, Shape{4, 1}}) {
