@@ -7,11 +7,11 @@
 // its index within the H·W plane (int64, as return_indices). Global pooling
 // is output_size [1, 1]. Plain loops in both dtypes.
 #include <algorithm>
-#include <cmath>
 
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/unbatched.h"
+#include "core/ops/window.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -61,7 +61,7 @@ class AdaptivePoolOp : public Op {
       T* yp = y.data<T>();
       ForEachWindow([&](int64_t o, const auto& taps, int64_t count) {
         if (max_) {
-          const int64_t i = ArgMax(xp, taps);
+          const int64_t i = FirstMaxIndex(xp, taps);
           yp[o] = xp[i];
           if (indices) indices[o] = i % (x_[2] * x_[3]);
         } else {
@@ -83,7 +83,7 @@ class AdaptivePoolOp : public Op {
       T* dp = dx.data<T>();
       ForEachWindow([&](int64_t o, const auto& taps, int64_t count) {
         if (max_) {
-          dp[ArgMax(xp, taps)] += gp[o];
+          dp[FirstMaxIndex(xp, taps)] += gp[o];
         } else {
           const T share = gp[o] / static_cast<T>(count);
           taps([&](int64_t i) { dp[i] += share; });
@@ -95,19 +95,6 @@ class AdaptivePoolOp : public Op {
   }
 
  private:
-  // The first maximum of a window (never empty), NaN counting as one.
-  template <typename T, typename Taps>
-  static int64_t ArgMax(const T* xp, const Taps& taps) {
-    int64_t best = -1;
-    taps([&](int64_t i) {
-      if (best < 0 ||
-          (!std::isnan(xp[best]) && (xp[i] > xp[best] || std::isnan(xp[i])))) {
-        best = i;
-      }
-    });
-    return best;
-  }
-
   // Calls f(o, taps, count) for every output element o; taps(g) calls g(i)
   // for the elements of o's window, count of them.
   template <typename F>

@@ -15,7 +15,6 @@
 // (NaN counting as a maximum), as PyTorch does, and average pooling divides
 // by PyTorch's window size.
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <optional>
 
@@ -125,7 +124,7 @@ class PoolOp : public Op {
         T* yp = y.data<T>();
         ForEachWindow([&](int64_t o, const auto& taps, int64_t divisor) {
           if (max_) {
-            const int64_t i = ArgMax(xp, taps);
+            const int64_t i = FirstMaxIndex(xp, taps);
             yp[o] = i < 0 ? -std::numeric_limits<T>::infinity() : xp[i];
             if (indices) indices[o] = i < 0 ? -1 : i % (x_[2] * x_[3]);
           } else {
@@ -168,7 +167,7 @@ class PoolOp : public Op {
         const T* xp = max_ ? x.data<T>() : nullptr;
         ForEachWindow([&](int64_t o, const auto& taps, int64_t divisor) {
           if (max_) {
-            const int64_t first = ArgMax(xp, taps);
+            const int64_t first = FirstMaxIndex(xp, taps);
             if (first >= 0) dp[first] += gp[o];
           } else {
             const T share = gp[o] / static_cast<T>(divisor);
@@ -239,20 +238,6 @@ class PoolOp : public Op {
     int64_t out = (reach + stride_[d] - 1) / stride_[d] + 1;
     if ((out - 1) * stride_[d] >= in + padding_[d]) --out;
     return out;
-  }
-
-  // The index of the first maximum among the taps (NaN counting as one, as
-  // in PyTorch), or -1 for a window without taps.
-  template <typename T, typename Taps>
-  static int64_t ArgMax(const T* xp, const Taps& taps) {
-    int64_t best = -1;
-    taps([&](int64_t i) {
-      if (best < 0 ||
-          (!std::isnan(xp[best]) && (xp[i] > xp[best] || std::isnan(xp[i])))) {
-        best = i;
-      }
-    });
-    return best;
   }
 
   // Calls f(o, taps, divisor) for every output element o, where taps(g)

@@ -53,7 +53,9 @@ TEST(LossOptions, NoneReturnsTheTermsOfEveryLoss) {
   ExpectClose(r->gradients.at("p"), F32({2}, {-4, 60}), 0, "dp");
 }
 
-TEST(LossOptions, ClassWeightsAndIgnoreIndex) {
+// Class weights and ignore_index, with and without label_smoothing
+// (CrossEntropyLoss), for every reduction.
+TEST(LossOptions, ClassWeightsIgnoreIndexAndLabelSmoothing) {
   for (const std::string& reduction : kReductions) {
     for (int64_t ignore : {int64_t{-100}, int64_t{1}}) {
       const AttrMap attrs = {{"reduction", reduction},
@@ -63,20 +65,27 @@ TEST(LossOptions, ClassWeightsAndIgnoreIndex) {
                                      Labels("y", {6}, 3),
                                      {"w", {3}, Init::kUniform, 0.5, 2}},
                                     attrs));
-      ExpectGradientsCorrect(OpCase("CrossEntropyLoss",
-                                    {{"x", {3, 3, 2}, Init::kUniform, -2, 2},
-                                     Labels("y", {3, 2}, 3),
-                                     {"w", {3}, Init::kUniform, 0.5, 2}},
-                                    attrs));
-      ExpectGradientsCorrect(OpCase(
-          "CrossEntropyLoss",
-          {{"x", {5, 3}, Init::kUniform, -2, 2}, Labels("y", {5}, 3)}, attrs));
+      for (double smoothing : {0.0, 0.25}) {
+        AttrMap ce = attrs;
+        ce["label_smoothing"] = smoothing;
+        ExpectGradientsCorrect(OpCase("CrossEntropyLoss",
+                                      {{"x", {3, 3, 2}, Init::kUniform, -2, 2},
+                                       Labels("y", {3, 2}, 3),
+                                       {"w", {3}, Init::kUniform, 0.5, 2}},
+                                      ce));
+        ExpectGradientsCorrect(OpCase(
+            "CrossEntropyLoss",
+            {{"x", {5, 4}, Init::kUniform, -2, 2}, Labels("y", {5}, 4)}, ce));
+      }
     }
-    ExpectGradientsCorrect(OpCase("CrossEntropyLoss",
-                                  {{"x", {4, 3}, Init::kUniform, -2, 2},
-                                   {"t", {4, 3}, Init::kProbabilities},
-                                   {"w", {3}, Init::kUniform, 0.5, 2}},
-                                  {{"reduction", reduction}}));
+    for (double smoothing : {0.0, 0.4}) {
+      ExpectGradientsCorrect(
+          OpCase("CrossEntropyLoss",
+                 {{"x", {4, 3}, Init::kUniform, -2, 2},
+                  {"t", {4, 3}, Init::kProbabilities},
+                  {"w", {3}, Init::kUniform, 0.5, 2}},
+                 {{"reduction", reduction}, {"label_smoothing", smoothing}}));
+    }
   }
 }
 
@@ -129,30 +138,8 @@ TEST(LossOptions, ClassWeightsKnownValues) {
   EXPECT_TRUE(std::isnan(LossValue(*r)));
 }
 
-// CrossEntropyLoss's label_smoothing, labels (with weights and
-// ignore_index) and probabilities.
-TEST(LossOptions, LabelSmoothing) {
-  for (const std::string& reduction : kReductions) {
-    for (int64_t ignore : {int64_t{-100}, int64_t{1}}) {
-      const AttrMap attrs = {{"reduction", reduction},
-                             {"ignore_index", ignore},
-                             {"label_smoothing", 0.25}};
-      ExpectGradientsCorrect(OpCase("CrossEntropyLoss",
-                                    {{"x", {3, 3, 2}, Init::kUniform, -2, 2},
-                                     Labels("y", {3, 2}, 3),
-                                     {"w", {3}, Init::kUniform, 0.5, 2}},
-                                    attrs));
-      ExpectGradientsCorrect(OpCase(
-          "CrossEntropyLoss",
-          {{"x", {5, 4}, Init::kUniform, -2, 2}, Labels("y", {5}, 4)}, attrs));
-    }
-    ExpectGradientsCorrect(
-        OpCase("CrossEntropyLoss",
-               {{"x", {4, 3}, Init::kUniform, -2, 2},
-                {"t", {4, 3}, Init::kProbabilities},
-                {"w", {3}, Init::kUniform, 0.5, 2}},
-               {{"reduction", reduction}, {"label_smoothing", 0.4}}));
-  }
+// CrossEntropyLoss's label_smoothing against torch's values.
+TEST(LossOptions, LabelSmoothingKnownValues) {
   // torch 1.13: weight [0.5, 2, 3], ignore_index 1, label_smoothing 0.2;
   // and probabilities with label_smoothing 0.3, "sum".
   const Tensor x = F32({3, 3}, {1, 2, 0.5, -1, 0, 3, 0.2, 0.1, -0.3});
