@@ -11,7 +11,9 @@
 // is the full convolution of dY with the weights, the weight gradient the
 // filtering of x by dY.
 #include <algorithm>
+#include <limits>
 #include <optional>
+#include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
@@ -31,8 +33,11 @@ memory::desc AnyDesc(const memory::dims& dims) {
 
 class ConvOp : public Op {
  public:
-  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
-                                                    int spatial) {
+  // `prepadded`: x arrives padded already (padding_mode other than zeros):
+  // the convolution itself pads nothing.
+  static absl::StatusOr<std::unique_ptr<ConvOp>> Create(const OpConfig& c,
+                                                        int spatial,
+                                                        bool prepadded) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     RETURN_IF_ERROR(c.ExpectFloat(1));
     // (Unbatched x [C, ...] arrives here as [1, C, ...].)
@@ -48,6 +53,11 @@ class ConvOp : public Op {
     ASSIGN_OR_RETURN(op->dilation_,
                      a.GetIntsInRange("dilation", spatial, 1, kMaxAttrExtent));
     RETURN_IF_ERROR(op->ReadPadding(c, w));
+    if (prepadded) {
+      op->padding_.assign(spatial, 0);
+      op->padding_r_ = op->padding_;
+      op->same_ = false;
+    }
     op->groups_ = a.GetInt("groups");
     const int64_t g = op->groups_;
     if (g < 1) return a.Invalid("groups", ">= 1");
@@ -78,8 +88,12 @@ class ConvOp : public Op {
     op->w_ = w;
     op->has_bias_ = c.has_input(2);
     op->outputs_ = {{c.float_dtype(), y}};
-    return std::unique_ptr<Op>(std::move(op));
+    return op;
   }
+
+  // Each spatial dim's padding before and after x.
+  const std::vector<int64_t>& padding() const { return padding_; }
+  const std::vector<int64_t>& padding_r() const { return padding_r_; }
 
   int64_t ForwardFlops() const override {
     int64_t per_output = 2 * w_[1];
@@ -414,6 +428,162 @@ class ConvOp : public Op {
   std::shared_ptr<const Layout> output_layout_;
 };
 
+// padding_mode "reflect", "replicate" or "circular", as torch.nn.Conv1d/2d:
+// x padded so (torch.nn.functional.pad's modes), then convolved without
+// padding; dL/dx folds the padded input's gradient back onto the elements
+// each padded one copies. Plain at its edges.
+class PaddedInputOp : public Op {
+ public:
+  PaddedInputOp(std::unique_ptr<Op> inner,
+                std::vector<std::vector<int64_t>> maps, Shape x, Shape padded)
+      : inner_(std::move(inner)),
+        maps_(std::move(maps)),
+        x_(std::move(x)),
+        padded_(std::move(padded)) {
+    outputs_ = inner_->outputs();
+  }
+
+  int64_t ForwardFlops() const override { return inner_->ForwardFlops(); }
+  int64_t BackwardFlops() const override { return inner_->BackwardFlops(); }
+  // The padded x and its gradient, and a plain copy of y.
+  int64_t ExtraBytes() const override {
+    const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+    int64_t bytes = inner_->ExtraBytes();
+    for (int64_t more : {MulSat(MulSat(2, ElementCount(padded_)), dsize),
+                         outputs_[0].num_bytes()}) {
+      bytes =
+          CheckedAdd(bytes, more).value_or(std::numeric_limits<int64_t>::max());
+    }
+    return bytes;
+  }
+
+  absl::Status Prepare(const PrepareInfo& info) override {
+    inner_->set_node(node());
+    PrepareInfo plain = info;  // this adapter takes plain inputs only
+    for (auto& layout : plain.input_layouts) layout = nullptr;
+    return inner_->Prepare(plain);
+  }
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    return inner_->Saves(needs_grad);
+  }
+
+  absl::Status Forward(ForwardContext& ctx) const override {
+    ctx.ReplaceInput(0, Padded(ctx.input(0)));
+    RETURN_IF_ERROR(inner_->Forward(ctx));
+    Tensor& y = ctx.mutable_output(0);
+    y = Plain(y, ctx.dnnl());
+    return absl::OkStatus();
+  }
+
+  absl::Status Backward(BackwardContext& ctx) const override {
+    if (ctx.input(0).defined()) ctx.ReplaceInput(0, Padded(ctx.input(0)));
+    RETURN_IF_ERROR(inner_->Backward(ctx));
+    Tensor& dx = ctx.mutable_grad_input(0);
+    if (dx.defined()) dx = Folded(Plain(dx, ctx.dnnl()));
+    return absl::OkStatus();
+  }
+
+ private:
+  // Calls f(padded element, x element) for every element of the padded x.
+  template <typename F>
+  void ForEachCopy(F&& f) const {
+    const bool two = maps_.size() == 2;
+    const std::vector<int64_t> rows = two ? maps_[0] : std::vector<int64_t>{0};
+    const std::vector<int64_t>& cols = maps_.back();
+    const int64_t h = two ? x_[2] : 1, w = x_.back();
+    const int64_t planes = x_[0] * x_[1];
+    int64_t p = 0;
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      for (int64_t r : rows) {
+        for (int64_t c : cols) f(p++, (plane * h + r) * w + c);
+      }
+    }
+  }
+
+  Tensor Padded(const Tensor& x) const {
+    Tensor out = Tensor::Empty(x.dtype(), padded_);
+    DispatchFloat(x.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* in = x.data<T>();
+      T* o = out.data<T>();
+      ForEachCopy([&](int64_t p, int64_t i) { o[p] = in[i]; });
+    });
+    return out;
+  }
+
+  Tensor Folded(const Tensor& grad) const {
+    Tensor out = Tensor::Zeros(grad.dtype(), x_);
+    DispatchFloat(grad.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T* g = grad.data<T>();
+      T* o = out.data<T>();
+      ForEachCopy([&](int64_t p, int64_t i) { o[i] += g[p]; });
+    });
+    return out;
+  }
+
+  std::unique_ptr<Op> inner_;
+  std::vector<std::vector<int64_t>> maps_;  // per spatial dim: source index
+  Shape x_, padded_;
+};
+
+// For each padded position of one spatial dim of extent n (before pads
+// `before`, after `after`), the element of x it copies.
+absl::StatusOr<std::vector<int64_t>> PadMap(const OpConfig& c,
+                                            const std::string& mode, int64_t n,
+                                            int64_t before, int64_t after) {
+  // torch.nn.functional.pad: reflect needs pads below the extent,
+  // circular at most the extent, replicate a non-empty one.
+  const int64_t most = std::max(before, after);
+  const int64_t least = mode == "reflect"    ? most + 1
+                        : mode == "circular" ? std::max<int64_t>(most, 1)
+                                             : 1;
+  if (n < least) {
+    return c.Error("padding ", most, " with padding_mode \"", mode,
+                   "\" needs a spatial extent of at least ", least, ", got ", n,
+                   " (", c.Describe(0), " ", ShapeToString(c.shape(0)), ")");
+  }
+  std::vector<int64_t> map;
+  for (int64_t i = -before; i < n + after; ++i) {
+    if (mode == "reflect") {
+      map.push_back(i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i);
+    } else if (mode == "replicate") {
+      map.push_back(std::clamp<int64_t>(i, 0, n - 1));
+    } else {
+      map.push_back(((i % n) + n) % n);
+    }
+  }
+  return map;
+}
+
+absl::StatusOr<std::unique_ptr<Op>> CreateConv(const OpConfig& c, int spatial) {
+  const std::string& mode = c.attrs().GetString("padding_mode");
+  ASSIGN_OR_RETURN(std::unique_ptr<ConvOp> conv,
+                   ConvOp::Create(c, spatial, false));
+  if (mode == "zeros") return std::unique_ptr<Op>(std::move(conv));
+  if (mode != "reflect" && mode != "replicate" && mode != "circular") {
+    return c.attrs().Invalid(
+        "padding_mode",
+        "\"zeros\", \"reflect\", \"replicate\" or \"circular\"");
+  }
+  const Shape& x = c.shape(0);
+  std::vector<std::vector<int64_t>> maps;
+  Shape padded = {x[0], x[1]};
+  for (int d = 0; d < spatial; ++d) {
+    ASSIGN_OR_RETURN(
+        std::vector<int64_t> map,
+        PadMap(c, mode, x[2 + d], conv->padding()[d], conv->padding_r()[d]));
+    padded.push_back(static_cast<int64_t>(map.size()));
+    maps.push_back(std::move(map));
+  }
+  std::vector<std::optional<TensorMeta>> inputs = c.inputs();
+  inputs[0]->shape = padded;
+  ASSIGN_OR_RETURN(std::unique_ptr<ConvOp> inner,
+                   ConvOp::Create(c.WithInputs(inputs), spatial, true));
+  return std::unique_ptr<Op>(std::make_unique<PaddedInputOp>(
+      std::move(inner), std::move(maps), x, std::move(padded)));
+}
+
 OpSchema ConvSchema(int spatial) {
   const bool two = spatial == 2;
   const AttrValue one(std::vector<int64_t>(spatial, 1));
@@ -429,19 +599,23 @@ OpSchema ConvSchema(int spatial) {
             "with weight [F, C/groups, k], plus bias [F]";
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   const std::string per_dim = two ? " (one int, or one per spatial dim)" : "";
-  s.attrs = {{"stride", type, one, "step between windows" + per_dim},
-             {"padding", type, zero,
-              "zeros added on each side" + per_dim +
-                  ", or \"valid\" (none) or \"same\" (y as large as x; "
-                  "stride 1)",
-              /*or_string=*/true},
-             {"dilation", type, one, "spacing between kernel taps" + per_dim},
-             {"groups", AttrType::kInt, AttrValue(int64_t{1}),
-              "channel groups; C and F are multiples of it"}};
+  s.attrs = {
+      {"stride", type, one, "step between windows" + per_dim},
+      {"padding", type, zero,
+       "zeros added on each side" + per_dim +
+           ", or \"valid\" (none) or \"same\" (y as large as x; "
+           "stride 1)",
+       /*or_string=*/true},
+      {"dilation", type, one, "spacing between kernel taps" + per_dim},
+      {"padding_mode", AttrType::kString, AttrValue(std::string("zeros")),
+       "\"zeros\", or \"reflect\", \"replicate\", \"circular\" "
+       "(x padded so, as torch.nn.Conv1d/2d's padding_mode)"},
+      {"groups", AttrType::kInt, AttrValue(int64_t{1}),
+       "channel groups; C and F are multiples of it"}};
   s.create = [spatial](const OpConfig& c) {
     return CreateMaybeUnbatched(
         c, spatial + 2, {0},
-        [spatial](const OpConfig& b) { return ConvOp::Create(b, spatial); });
+        [spatial](const OpConfig& b) { return CreateConv(b, spatial); });
   };
   return s;
 }

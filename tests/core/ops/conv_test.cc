@@ -206,6 +206,77 @@ TEST(Conv, PaddingSameAndValid) {
   expect(floats, {"'padding' must be ints or string", "float"});
 }
 
+// torch.nn.Conv1d/2d's padding_mode: x padded by reflection, replication or
+// wrapping around, then convolved unpadded; with int padding or "same".
+TEST(Conv, PaddingModes) {
+  using V = std::vector<int64_t>;
+  for (const std::string mode : {"reflect", "replicate", "circular"}) {
+    const std::vector<std::pair<std::string, ConvCase>> cases = {
+        {"Conv2d",
+         {"Pad1", {2, 3, 5, 4}, {4, 3, 3, 3}, true, {{"padding", V{1, 2}}}}},
+        {"Conv2d",
+         {"SameEven",
+          {1, 2, 4, 5},
+          {3, 2, 2, 4},
+          false,
+          {{"padding", std::string("same")}}}},
+        {"Conv2d",
+         {"Channels16",
+          {1, 16, 4, 4},
+          {16, 16, 3, 3},
+          true,
+          {{"padding", V{1, 1}}, {"stride", V{2, 1}}}}},
+        {"Conv1d",
+         {"Grouped",
+          {2, 4, 6},
+          {4, 2, 3},
+          true,
+          {{"padding", int64_t{2}}, {"groups", int64_t{2}}}}},
+    };
+    for (auto [op, c] : cases) {
+      c.attrs["padding_mode"] = mode;
+      ExpectGradientsCorrect(MakeCase(op, c));
+      c.x.erase(c.x.begin());
+      ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+    }
+  }
+  // x = 1..12 as [1, 1, 3, 4], weight [[1, 0, 0], [0, 0, 1]], padding 1,
+  // reflect; dL/dy = 1. Values from torch 1.13's nn.Conv2d.
+  OpCase c("Conv2d", {{"x", {1, 1, 3, 4}}, {"w", {1, 1, 2, 3}}, {""}},
+           {{"padding", V{1, 1}}, {"padding_mode", std::string("reflect")}});
+  c.inputs[1].differentiable = false;
+  std::vector<float> v(12);
+  for (int i = 0; i < 12; ++i) v[i] = static_cast<float>(i + 1);
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunOnValues(
+        c,
+        {F32({1, 1, 3, 4}, v), F32({1, 1, 2, 3}, {1, 0, 0, 0, 0, 1}), Tensor()},
+        F32({1, 1, 4, 4}, std::vector<float>(16, 1)), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"),
+                F32({1, 1, 4, 4}, {8, 8, 10, 10, 8, 8, 10, 10, 16, 16, 18, 18,
+                                   16, 16, 18, 18}),
+                0, "y");
+    ExpectClose(r->gradients.at("x"),
+                F32({1, 1, 3, 4}, {1, 3, 3, 1, 2, 6, 6, 2, 1, 3, 3, 1}), 0,
+                "dx");
+  }
+  auto expect = [](OpCase c, std::vector<std::string> parts) {
+    ExpectError(c, absl::StatusCode::kInvalidArgument, parts);
+  };
+  OpCase big(
+      "Conv1d", {{"x", {1, 1, 3}}, {"w", {1, 1, 3}}, {""}},
+      {{"padding", int64_t{3}}, {"padding_mode", std::string("reflect")}});
+  expect(big, {"node 'node' (Conv1d)", "padding 3", "\"reflect\"",
+               "at least 4, got 3"});
+  big.attrs["padding_mode"] = std::string("circular");
+  big.attrs["padding"] = int64_t{4};
+  expect(big, {"padding 4", "\"circular\"", "at least 4, got 3"});
+  big.attrs["padding_mode"] = std::string("mirror");
+  expect(big, {"'padding_mode'", "\"reflect\", \"replicate\" or \"circular\"",
+               "mirror"});
+}
+
 TEST(Conv2d, EmptyBatch) {
   OpCase c("Conv2d", {{"x", {0, 3, 5, 5}}, {"w", {2, 3, 3, 3}}, {"b", {2}}});
   auto r = RunOnValues(
