@@ -432,44 +432,25 @@ class ConvOp : public Op {
 // x padded so (torch.nn.functional.pad's modes), then convolved without
 // padding; dL/dx folds the padded input's gradient back onto the elements
 // each padded one copies. Plain at its edges.
-class PaddedInputOp : public Op {
+class PaddedInputOp : public WrappingOp {
  public:
   PaddedInputOp(std::unique_ptr<Op> inner,
                 std::vector<std::vector<int64_t>> maps, Shape x, Shape padded)
-      : inner_(std::move(inner)),
+      : WrappingOp(std::move(inner)),
         maps_(std::move(maps)),
         x_(std::move(x)),
         padded_(std::move(padded)) {
-    outputs_ = inner_->outputs();
-  }
-
-  int64_t ForwardFlops() const override { return inner_->ForwardFlops(); }
-  int64_t BackwardFlops() const override { return inner_->BackwardFlops(); }
-  // The padded x and its gradient, and a plain copy of y.
-  int64_t ExtraBytes() const override {
+    outputs_ = this->inner().outputs();
+    // The padded x and its gradient, and a plain copy of y.
     const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
-    int64_t bytes = inner_->ExtraBytes();
-    for (int64_t more : {MulSat(MulSat(2, ElementCount(padded_)), dsize),
-                         outputs_[0].num_bytes()}) {
-      bytes =
-          CheckedAdd(bytes, more).value_or(std::numeric_limits<int64_t>::max());
-    }
-    return bytes;
-  }
-
-  absl::Status Prepare(const PrepareInfo& info) override {
-    inner_->set_node(node());
-    PrepareInfo plain = info;  // this adapter takes plain inputs only
-    for (auto& layout : plain.input_layouts) layout = nullptr;
-    return inner_->Prepare(plain);
-  }
-  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
-    return inner_->Saves(needs_grad);
+    set_extra_bytes(CheckedAdd(MulSat(MulSat(2, ElementCount(padded_)), dsize),
+                               outputs_[0].num_bytes())
+                        .value_or(std::numeric_limits<int64_t>::max()));
   }
 
   absl::Status Forward(ForwardContext& ctx) const override {
     ctx.ReplaceInput(0, Padded(ctx.input(0)));
-    RETURN_IF_ERROR(inner_->Forward(ctx));
+    RETURN_IF_ERROR(ForwardInner(ctx));
     Tensor& y = ctx.mutable_output(0);
     y = Plain(y, ctx.dnnl());
     return absl::OkStatus();
@@ -477,7 +458,7 @@ class PaddedInputOp : public Op {
 
   absl::Status Backward(BackwardContext& ctx) const override {
     if (ctx.input(0).defined()) ctx.ReplaceInput(0, Padded(ctx.input(0)));
-    RETURN_IF_ERROR(inner_->Backward(ctx));
+    RETURN_IF_ERROR(BackwardInner(ctx));
     Tensor& dx = ctx.mutable_grad_input(0);
     if (dx.defined()) dx = Folded(Plain(dx, ctx.dnnl()));
     return absl::OkStatus();
@@ -522,7 +503,6 @@ class PaddedInputOp : public Op {
     return out;
   }
 
-  std::unique_ptr<Op> inner_;
   std::vector<std::vector<int64_t>> maps_;  // per spatial dim: source index
   Shape x_, padded_;
 };

@@ -19,49 +19,34 @@ Shape Unsqueezed(Shape s) {
   return s;
 }
 
-class UnbatchedOp : public Op {
+class UnbatchedOp : public WrappingOp {
  public:
   UnbatchedOp(std::unique_ptr<Op> inner, std::vector<int> unsqueezed,
               std::vector<Shape> input_shapes)
-      : inner_(std::move(inner)),
+      : WrappingOp(std::move(inner)),
         unsqueezed_(std::move(unsqueezed)),
         input_shapes_(std::move(input_shapes)) {
-    for (TensorMeta meta : inner_->outputs()) {
+    for (TensorMeta meta : this->inner().outputs()) {
       if (!meta.shape.empty()) meta.shape.erase(meta.shape.begin());
       outputs_.push_back(std::move(meta));
     }
-  }
-
-  int64_t ForwardFlops() const override { return inner_->ForwardFlops(); }
-  int64_t BackwardFlops() const override { return inner_->BackwardFlops(); }
-  // The wrapped op's, and plain copies of blocked outputs and gradients.
-  int64_t ExtraBytes() const override {
-    int64_t bytes = inner_->ExtraBytes();
-    for (const TensorMeta& meta : outputs_)
+    // Plain copies of blocked outputs and gradients.
+    int64_t bytes = 0;
+    for (const TensorMeta& meta : outputs_) {
       bytes = AddSat(bytes, meta.num_bytes());
+    }
     const int64_t dsize = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
     for (const Shape& s : input_shapes_) {
       bytes = AddSat(bytes, MulSat(ElementCount(s), dsize));
     }
-    return bytes;
-  }
-
-  absl::Status Prepare(const PrepareInfo& info) override {
-    inner_->set_node(node());
-    PrepareInfo plain = info;  // this adapter takes plain inputs only
-    for (auto& layout : plain.input_layouts) layout = nullptr;
-    return inner_->Prepare(plain);
-  }
-
-  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
-    return inner_->Saves(needs_grad);
+    set_extra_bytes(bytes);
   }
 
   absl::Status Forward(ForwardContext& ctx) const override {
     for (int i : unsqueezed_) {
       if (ctx.input(i).defined()) ctx.ReplaceInput(i, Batched(ctx.input(i)));
     }
-    RETURN_IF_ERROR(inner_->Forward(ctx));
+    RETURN_IF_ERROR(ForwardInner(ctx));
     for (int j = 0; j < ctx.num_outputs(); ++j) {
       Tensor& out = ctx.mutable_output(j);
       if (out.defined()) {
@@ -76,7 +61,7 @@ class UnbatchedOp : public Op {
       if (ctx.input(i).defined()) ctx.ReplaceInput(i, Batched(ctx.input(i)));
     }
     for (int j = 0; j < ctx.num_outputs(); ++j) {
-      const Shape& shape = inner_->outputs()[j].shape;
+      const Shape& shape = inner().outputs()[j].shape;
       if (ctx.output(j).defined()) {
         ctx.ReplaceOutput(j, ctx.output(j).Reshaped(shape));
       }
@@ -84,7 +69,7 @@ class UnbatchedOp : public Op {
         ctx.ReplaceGradOutput(j, ctx.grad_output(j).Reshaped(shape));
       }
     }
-    RETURN_IF_ERROR(inner_->Backward(ctx));
+    RETURN_IF_ERROR(BackwardInner(ctx));
     for (int i = 0; i < ctx.num_inputs(); ++i) {
       Tensor& grad = ctx.mutable_grad_input(i);
       if (grad.defined()) {
@@ -99,12 +84,22 @@ class UnbatchedOp : public Op {
     return t.Reshaped(Unsqueezed(t.shape()));
   }
 
-  std::unique_ptr<Op> inner_;
   std::vector<int> unsqueezed_;
   std::vector<Shape> input_shapes_;  // as the node has them
 };
 
 }  // namespace
+
+int64_t WrappingOp::ExtraBytes() const {
+  return AddSat(inner_->ExtraBytes(), extra_bytes_);
+}
+
+absl::Status WrappingOp::Prepare(const PrepareInfo& info) {
+  inner_->set_node(node());
+  PrepareInfo plain = info;  // adapters take plain inputs only
+  for (auto& layout : plain.input_layouts) layout = nullptr;
+  return inner_->Prepare(plain);
+}
 
 absl::StatusOr<std::unique_ptr<Op>> CreateMaybeUnbatched(
     const OpConfig& c, int batched_rank, const std::vector<int>& unsqueezed,

@@ -15,6 +15,38 @@
 
 namespace gradserve {
 
+// Base of the adapters that run a wrapped op on views or copies of their
+// inputs (through the contexts' Replace* calls): plain tensors at their
+// edges, the wrapped op's flops, saved values and primitives (prepared for
+// plain inputs), and what it allocates plus `extra_bytes`.
+class WrappingOp : public Op {
+ public:
+  explicit WrappingOp(std::unique_ptr<Op> inner) : inner_(std::move(inner)) {}
+
+  int64_t ForwardFlops() const override { return inner_->ForwardFlops(); }
+  int64_t BackwardFlops() const override { return inner_->BackwardFlops(); }
+  int64_t ExtraBytes() const override;
+  absl::Status Prepare(const PrepareInfo& info) override;
+  SavedValues Saves(const std::vector<bool>& needs_grad) const override {
+    return inner_->Saves(needs_grad);
+  }
+
+ protected:
+  const Op& inner() const { return *inner_; }
+  // Bytes the adapter's own copies take (beyond the wrapped op's).
+  void set_extra_bytes(int64_t bytes) { extra_bytes_ = bytes; }
+  absl::Status ForwardInner(ForwardContext& ctx) const {
+    return inner_->Forward(ctx);
+  }
+  absl::Status BackwardInner(BackwardContext& ctx) const {
+    return inner_->Backward(ctx);
+  }
+
+ private:
+  std::unique_ptr<Op> inner_;
+  int64_t extra_bytes_ = 0;
+};
+
 // create(c), unless input 0 has rank `batched_rank` - 1: then the op that
 // `create` builds for the `unsqueezed` inputs with a leading dim of 1
 // (those present), wrapped so that every output of rank >= 1 drops its
