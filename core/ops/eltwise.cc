@@ -1,5 +1,6 @@
 // Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU (erf, or tanh with
-// approximate = "tanh"), Tanh, Sigmoid, Exp, Log, Scale. One table below holds
+// approximate = "tanh"), Tanh, Sigmoid, Exp, Log, SiLU, Mish, Sqrt, Abs,
+// Scale. One table below holds
 // each op's formula, its derivative and the oneDNN algorithm that computes
 // both; one EltwiseOp serves them all.
 //
@@ -83,6 +84,34 @@ constexpr EltwiseSpec kSpecs[] = {
      algorithm::eltwise_log, algorithm::undef, false,
      [](double x, double) { return std::log(x); },
      [](double x, double) { return 1 / x; }, nullptr},
+    // SiLU is oneDNN's swish with alpha 1: alpha_default with no attribute.
+    {"SiLU", "y = x·sigmoid(x)", nullptr, 1.0, nullptr,
+     algorithm::eltwise_swish, algorithm::undef, false,
+     [](double x, double) { return x / (1 + std::exp(-x)); },
+     [](double x, double) {
+       const double s = 1 / (1 + std::exp(-x));
+       return s * (1 + x * (1 - s));
+     },
+     nullptr},
+    {"Mish", "y = x·tanh(softplus(x))", nullptr, 0, nullptr,
+     algorithm::eltwise_mish, algorithm::undef, false,
+     [](double x, double) { return x * std::tanh(std::log1p(std::exp(x))); },
+     [](double x, double) {
+       const double t = std::tanh(std::log1p(std::exp(x)));
+       return t + x * (1 - t * t) / (1 + std::exp(-x));
+     },
+     nullptr},
+    {"Sqrt", "y = √x (NaN for x < 0, as in PyTorch)", nullptr, 0, nullptr,
+     algorithm::eltwise_sqrt, algorithm::eltwise_sqrt_use_dst_for_bwd, false,
+     [](double x, double) { return std::sqrt(x); }, nullptr,
+     [](double y, double) { return 0.5 / y; }},
+    {"Abs", "y = |x| (gradient 0 at 0, as PyTorch's)", nullptr, 0, nullptr,
+     algorithm::eltwise_abs, algorithm::undef, false,
+     [](double x, double) { return std::abs(x); },
+     [](double x, double) { return x > 0   ? 1.0
+                                   : x < 0 ? -1.0
+                                           : 0.0; },
+     nullptr},
     {"Scale", "y = factor·x", "factor", 1.0, "the factor",
      algorithm::eltwise_linear, algorithm::undef, false,
      [](double x, double a) { return a * x; },
@@ -134,7 +163,8 @@ class EltwiseOp : public Op {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     auto op = std::make_unique<EltwiseOp>();
     ASSIGN_OR_RETURN(op->spec_, SpecOf(c, spec));
-    op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr) : 0;
+    op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr)
+                                 : spec.alpha_default;
     if (spec.alg == algorithm::eltwise_linear) {
       op->from_ = From::kNothing;
     } else if (spec.dst_alg != algorithm::undef &&

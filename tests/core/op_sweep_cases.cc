@@ -166,6 +166,10 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Sigmoid"] = Unary("Sigmoid", In("x", {2, 3}, -3, 3));
   t["Exp"] = Unary("Exp", In("x", {2, 3}));
   t["Log"] = Unary("Log", In("x", {2, 3}, 0.2, 3));
+  t["SiLU"] = Unary("SiLU", In("x", {2, 3}, -3, 3));
+  t["Mish"] = Unary("Mish", In("x", {2, 3}, -3, 3));
+  t["Sqrt"] = Unary("Sqrt", In("x", {2, 3}, 0.2, 3));
+  t["Abs"] = Unary("Abs", Away("x", {2, 3}));
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
@@ -211,9 +215,9 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
     t[op] = {OpCase(op, {In("a", {0, 4096}), In("b", {1, 4096}, 0.5, 2)})};
   }
-  for (const char* op :
-       {"Scale", "ReLU", "LeakyReLU", "ELU", "GELU", "Tanh", "Sigmoid", "Exp",
-        "Log", "Flatten", "Softmax", "LogSoftmax"}) {
+  for (const char* op : {"Scale", "ReLU", "LeakyReLU", "ELU", "GELU", "Tanh",
+                         "Sigmoid", "Exp", "Log", "SiLU", "Mish", "Sqrt", "Abs",
+                         "Flatten", "Softmax", "LogSoftmax"}) {
     t[op] = Unary(op, In("x", {0, kWide, 1}, 0.5, 2));
   }
   t["Reshape"] = Unary("Reshape", In("x", {0, kWide}), {{"shape", Ints{0, 4}}});
