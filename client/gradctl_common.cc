@@ -133,6 +133,8 @@ std::string TypeName(pb::DataType dtype) {
       return "int64";
     case pb::DATA_TYPE_BFLOAT16:
       return "bfloat16";
+    case pb::DATA_TYPE_FLOAT64:
+      return "float64";
     default:
       return "?";
   }

@@ -67,6 +67,7 @@ absl::StatusOr<Attributes> Attributes::Create(
     }
     AttrType type = TypeOf(value);
     bool fits = type == spec->type ||
+                (spec->or_string && type == AttrType::kString) ||
                 (spec->type == AttrType::kFloat && type == AttrType::kInt) ||
                 (spec->type == AttrType::kInts && type == AttrType::kInt) ||
                 (spec->type == AttrType::kFloats &&
@@ -75,7 +76,8 @@ absl::StatusOr<Attributes> Attributes::Create(
     if (!fits) {
       return absl::InvalidArgumentError(absl::StrCat(
           label, ": attribute '", name, "' must be ", AttrTypeName(spec->type),
-          ", got ", AttrTypeName(type), " ", AttrValueToString(value)));
+          spec->or_string ? " or string" : "", ", got ", AttrTypeName(type),
+          " ", AttrValueToString(value)));
     }
     // Normalise to the declared type.
     if (spec->type == AttrType::kFloat && type == AttrType::kInt) {
@@ -117,6 +119,10 @@ absl::StatusOr<Attributes> Attributes::Create(
     attrs.values_[s.name] = *s.default_value;
   }
   return attrs;
+}
+
+bool Attributes::IsString(absl::string_view name) const {
+  return TypeOf(values_.at(name)) == AttrType::kString;
 }
 
 int64_t Attributes::GetInt(absl::string_view name) const {

@@ -35,6 +35,8 @@ struct AttrSpec {
   AttrType type;
   std::optional<AttrValue> default_value;
   std::string description;
+  // A string is accepted too (Conv's padding "same" / "valid").
+  bool or_string = false;
 };
 
 using AttrMap = absl::flat_hash_map<std::string, AttrValue>;
@@ -49,6 +51,8 @@ class Attributes {
                                            absl::string_view op, AttrMap given,
                                            const std::vector<AttrSpec>& specs);
 
+  // Whether the value is a string (for specs with or_string).
+  bool IsString(absl::string_view name) const;
   int64_t GetInt(absl::string_view name) const;
   double GetFloat(absl::string_view name) const;
   const std::string& GetString(absl::string_view name) const;

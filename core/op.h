@@ -49,6 +49,16 @@ class OpConfig {
 
   absl::string_view node() const { return node_; }
   const Attributes& attrs() const { return attrs_; }
+  // This node with other input metas: an adapter (Unbatched) builds the op
+  // it wraps with them.
+  OpConfig WithInputs(std::vector<std::optional<TensorMeta>> inputs) const {
+    OpConfig c = *this;
+    c.inputs_ = std::move(inputs);
+    return c;
+  }
+  const std::vector<std::optional<TensorMeta>>& inputs() const {
+    return inputs_;
+  }
   int num_inputs() const { return static_cast<int>(inputs_.size()); }
   bool has_input(int i) const { return i < num_inputs() && inputs_[i]; }
   const TensorMeta& input(int i) const { return *inputs_[i]; }
@@ -143,6 +153,11 @@ class ForwardContext {
   uint64_t seed() const;
   DnnlRunner& dnnl() { return dnnl_; }
 
+  // For adapters that run a wrapped op on views (Unbatched): input i as the
+  // wrapped op is to see it, and output j as it left it.
+  void ReplaceInput(int i, Tensor t);
+  Tensor& mutable_output(int j);
+
  private:
   NodeRunState& state_;
   DnnlRunner& dnnl_;
@@ -170,6 +185,13 @@ class BackwardContext {
   void SetGradInput(int i, Tensor grad);
   Mode mode() const;
   DnnlRunner& dnnl() { return dnnl_; }
+
+  // For adapters (Unbatched): what the wrapped op is to see, and the
+  // gradient it set for input i.
+  void ReplaceInput(int i, Tensor t);
+  void ReplaceOutput(int j, Tensor t);
+  void ReplaceGradOutput(int j, Tensor t);
+  Tensor& mutable_grad_input(int i);
 
  private:
   NodeRunState& state_;

@@ -33,6 +33,24 @@ absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds) {
   return metas;
 }
 
+DType FloatDtypeOf(const TensorMap& feeds, const TensorMap& seeds,
+                   const ValueSet& values) {
+  auto any64 = [](const auto& map) {
+    for (const auto& [name, t] : map) {
+      if (t.dtype() == DType::kFloat64) return true;
+    }
+    return false;
+  };
+  return any64(feeds) || any64(seeds) || any64(values.parameters) ||
+                 any64(values.buffers)
+             ? DType::kFloat64
+             : DType::kFloat32;
+}
+
+void NarrowToFloat32(std::map<std::string, Tensor>& tensors) {
+  for (auto& [name, t] : tensors) t = t.CastFloat(DType::kFloat32);
+}
+
 Runtime::Runtime(const RuntimeOptions& options, ComputePool* pool)
     : limits_(options.limits),
       pool_(pool),
@@ -114,8 +132,10 @@ absl::StatusOr<MemoryBudget::Reservation> Runtime::ReserveRun(
 absl::StatusOr<ComputeReply> Runtime::Compute(const CallContext& ctx,
                                               ComputeCall call) {
   ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
-  ASSIGN_OR_RETURN(auto program,
-                   ProgramFor(model, ProgramRequestFor(call.args)));
+  ProgramRequest request = ProgramRequestFor(call.args);
+  request.float_dtype =
+      FloatDtypeOf(call.args.feeds, call.args.output_gradients, *model.values);
+  ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
   RunControl control = Control(ctx, call.args.seed);
   std::optional<DiagnosticsRecorder> recorder;
@@ -150,6 +170,7 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
   request.seed_fetched = true;
   request.wrt = call.wrt;
   request.mode = call.mode;
+  request.float_dtype = FloatDtypeOf(call.feeds, {}, *model.values);
   ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
   ASSIGN_OR_RETURN(auto claim,
@@ -198,6 +219,9 @@ absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
   spec.route = ctx.route;
   spec.label = std::move(call.label);
   spec.graph = std::move(call.model.graph);
+  // Sessions train in float32 (torch.optim's float32 arithmetic).
+  NarrowToFloat32(spec.graph.parameters);
+  NarrowToFloat32(spec.graph.buffers);
   spec.optimizer = std::move(call.optimizer);
   spec.frozen = std::move(call.frozen);
   spec.ttl_seconds = call.ttl_seconds;

@@ -41,6 +41,13 @@ struct RuntimeOptions {
 
 RunControl Control(const CallContext& ctx, uint64_t seed);
 absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds);
+// The float dtype a request runs in: float64 when any floating tensor of it
+// (feeds, seeds, the model's parameters and buffers) is float64, else
+// float32.
+DType FloatDtypeOf(const TensorMap& feeds, const TensorMap& seeds,
+                   const ValueSet& values);
+// Sessions keep float32: float64 tensors given to them are narrowed.
+void NarrowToFloat32(std::map<std::string, Tensor>& tensors);
 
 class Runtime {
  public:

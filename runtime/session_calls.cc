@@ -116,6 +116,10 @@ absl::StatusOr<SessionInfo> Runtime::SetParameters(const CallContext& ctx,
                                                    SetParametersCall call) {
   ASSIGN_OR_RETURN(auto session, sessions_.Find(ctx.tenant, call.session_id));
   auto current = session->values();
+  // Sessions keep float32: float64 tensors are narrowed.
+  NarrowToFloat32(call.parameters);
+  NarrowToFloat32(call.buffers);
+  NarrowToFloat32(call.optimizer_state);
   RETURN_IF_ERROR(CheckSetParameters(*session, *current, call));
   auto next = std::make_shared<ValueSet>(*current);
   for (auto& [name, t] : call.parameters) next->parameters[name] = std::move(t);

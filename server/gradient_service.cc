@@ -34,7 +34,8 @@ void FillOps(pb::GetServerInfoResponse* info) {
     for (const AttrSpec& spec : schema->attrs) {
       pb::OpAttribute* attr = op->add_attributes();
       attr->set_name(spec.name);
-      attr->set_type(std::string(AttrTypeName(spec.type)));
+      attr->set_type(absl::StrCat(AttrTypeName(spec.type),
+                                  spec.or_string ? " or string" : ""));
       if (spec.default_value) {
         attr->set_default_value(AttrValueToString(*spec.default_value));
       }

@@ -505,6 +505,12 @@ bool ForwardContext::backward_will_run() const {
   return state_.node.runs_backward;
 }
 Mode ForwardContext::mode() const { return state_.program.mode(); }
+void ForwardContext::ReplaceInput(int i, Tensor t) {
+  state_.inputs[i] = std::move(t);
+}
+Tensor& ForwardContext::mutable_output(int j) {
+  return state_.values[state_.node.node->outputs[j]];
+}
 uint64_t ForwardContext::seed() const { return state_.seed; }
 
 int BackwardContext::num_inputs() const {
@@ -538,5 +544,17 @@ void BackwardContext::SetGradInput(int i, Tensor grad) {
   state_.per_input[i] = std::move(grad);
 }
 Mode BackwardContext::mode() const { return state_.program.mode(); }
+void BackwardContext::ReplaceInput(int i, Tensor t) {
+  state_.inputs[i] = std::move(t);
+}
+void BackwardContext::ReplaceOutput(int j, Tensor t) {
+  state_.outputs[j] = std::move(t);
+}
+void BackwardContext::ReplaceGradOutput(int j, Tensor t) {
+  state_.grads[j] = std::move(t);
+}
+Tensor& BackwardContext::mutable_grad_input(int i) {
+  return state_.per_input[i];
+}
 
 }  // namespace gradserve

@@ -1,5 +1,8 @@
 // BatchNorm over x [N, C], [N, C, L] or [N, C, H, W] per channel C, with
 // weight [C] and bias [C] (both optional) and running_mean / running_var [C].
+// An empty x (also [0], as PyTorch takes it) gives an empty y and leaves the
+// running statistics as they were. epsilon and momentum may be any finite
+// values, as in PyTorch.
 //
 // TRAIN normalises with the batch's statistics (biased variance) and
 // updates the running ones as PyTorch does, the variance unbiased:
@@ -28,8 +31,12 @@ class BatchNormOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
     RETURN_IF_ERROR(c.ExpectFloat(kX));
-    RETURN_IF_ERROR(c.ExpectRankBetween(kX, 2, 4));
     const Shape& x = c.shape(kX);
+    const bool empty = ElementCount(x) == 0;
+    // PyTorch also takes an empty [N] x, whatever the statistics' length.
+    if (!(empty && x.size() == 1)) {
+      RETURN_IF_ERROR(c.ExpectRankBetween(kX, 2, 4));
+    }
     for (int i : {kMean, kVar}) {
       if (c.has_input(i)) continue;
       return c.Error(c.Describe(i),
@@ -37,22 +44,23 @@ class BatchNormOp : public Op {
                      "(x, weight, bias, running_mean, running_var): leave "
                      "weight or bias out with \"\"");
     }
+    const int64_t channels = x.size() == 1 ? c.shape(kMean)[0] : x[1];
     for (int i : {kWeight, kBias, kMean, kVar}) {
       if (!c.has_input(i)) continue;
       RETURN_IF_ERROR(c.ExpectFloat(i));
-      RETURN_IF_ERROR(c.ExpectShape(i, {x[1]}));
+      RETURN_IF_ERROR(c.ExpectShape(i, {channels}));
     }
     auto op = std::make_unique<BatchNormOp>();
+    // Any epsilon and momentum, as PyTorch (Attributes refuses non-finite
+    // ones; a negative epsilon may make a variance plus epsilon negative:
+    // NaN, as there).
     op->epsilon_ = c.attrs().GetFloat("epsilon");
     op->momentum_ = c.attrs().GetFloat("momentum");
-    if (!(op->epsilon_ >= 0)) return c.attrs().Invalid("epsilon", ">= 0");
-    if (!(op->momentum_ >= 0 && op->momentum_ <= 1)) {
-      return c.attrs().Invalid("momentum", "in [0, 1]");
-    }
     op->train_ = c.mode() == Mode::kTrain;
-    op->channels_ = x[1];
-    op->per_channel_ = x[1] == 0 ? 0 : ElementCount(x) / x[1];
-    if (op->train_ && op->per_channel_ <= 1) {
+    op->empty_ = empty;
+    op->channels_ = channels;
+    op->per_channel_ = channels == 0 ? 0 : ElementCount(x) / channels;
+    if (op->train_ && !empty && op->per_channel_ <= 1) {
       return c.Error(
           "expected more than 1 value per channel when training, got ",
           c.Describe(kX), " ", ShapeToString(x));
@@ -154,6 +162,17 @@ class BatchNormOp : public Op {
       });
     }
     if (!train_) return absl::OkStatus();
+    if (empty_) {
+      // No batch statistics: the running ones come back unchanged, as
+      // PyTorch leaves them (and Backward finds nothing to sum).
+      ctx.UpdateState(kMean, ctx.input(kMean));
+      ctx.UpdateState(kVar, ctx.input(kVar));
+      if (ctx.backward_will_run()) {
+        ctx.Save(mean);
+        ctx.Save(var);
+      }
+      return absl::OkStatus();
+    }
     if (ctx.backward_will_run()) {
       ctx.Save(mean);
       ctx.Save(var);
@@ -342,7 +361,7 @@ class BatchNormOp : public Op {
   }
 
   double epsilon_ = 1e-5, momentum_ = 0.1;
-  bool train_ = true, has_weight_ = false, has_bias_ = false;
+  bool train_ = true, empty_ = false, has_weight_ = false, has_bias_ = false;
   bool needs_running_grads_ = false;
   int64_t channels_ = 0, per_channel_ = 0;
   std::optional<DnnlPrimitive> forward_, backward_;

@@ -21,6 +21,7 @@ struct BinaryCrossEntropy {
   static constexpr int64_t kFlopsPerElement = 8;  // 2 logs, 2 max, 4 arith
   static constexpr bool kFirstInputIsProbability = true;
   static constexpr bool kTargetGradReadsTarget = false;
+  static constexpr bool kPosWeight = false;
 
   // −(t·log p + (1 − t)·log(1 − p)), in torch's arrangement.
   template <typename T>
@@ -45,9 +46,11 @@ struct BinaryCrossEntropy {
 
 REGISTER_OP(LossSchema(
     "BCELoss",
-    "reduction of −(t·log p + (1 − t)·log(1 − p)), logs clamped at −100; "
-    "probabilities p in [0, 1] and target t of one shape; a scalar",
-    "probabilities", PointwiseLossOp<BinaryCrossEntropy>::Create));
+    "reduction of −w·(t·log p + (1 − t)·log(1 − p)), logs clamped at −100; "
+    "probabilities p in [0, 1] and target t of one shape, weight w "
+    "(optional) broadcasting to it",
+    "probabilities", PointwiseLossOp<BinaryCrossEntropy>::Create,
+    {{"weight", /*optional=*/true}}));
 
 }  // namespace
 }  // namespace gradserve

@@ -10,7 +10,12 @@
 //   Mul: dA = Σ dY·B          dB = Σ dY·A
 //   Div: dA = Σ dY/B          dB = -Σ (dY/B)·Y   (= -Σ dY·A/B²)
 // where the products with a broadcast operand are oneDNN binaries too.
+// As in PyTorch, Add and Sub take `alpha` (y = a ± alpha·b: the loop, dB
+// scaled by alpha), and Div a `rounding_mode`, "trunc" or "floor" (the loop,
+// rounding as torch.div does; no gradient: dA = dB = 0, as torch's).
+#include <cmath>
 #include <optional>
+#include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
@@ -53,6 +58,35 @@ T Apply(Kind kind, T x, T y) {
   return T(0);
 }
 
+enum class Rounding { kNone, kTrunc, kFloor };
+
+// torch.div(x, y, rounding_mode="floor") for floats, step by step as
+// PyTorch's CPU kernel (c10's div_floor_floating) computes it.
+template <typename T>
+T FloorDivide(T x, T y) {
+  if (y == 0) return x / y;
+  const T mod = std::fmod(x, y);
+  T div = (x - mod) / y;
+  if (mod != 0 && (y < 0) != (mod < 0)) div -= T(1);
+  if (div == 0) return std::copysign(T(0), x / y);
+  T floored = std::floor(div);
+  if (div - floored > T(0.5)) floored += T(1);
+  return floored;
+}
+
+template <typename T>
+T Divide(Rounding rounding, T x, T y) {
+  switch (rounding) {
+    case Rounding::kNone:
+      break;
+    case Rounding::kTrunc:
+      return std::trunc(x / y);
+    case Rounding::kFloor:
+      return FloorDivide(x, y);
+  }
+  return x / y;
+}
+
 // A oneDNN binary primitive whose first source and destination have the
 // output's shape and whose second source broadcasts.
 struct Binary {
@@ -91,6 +125,7 @@ class BinaryOp : public Op {
     }
     auto op = std::make_unique<BinaryOp>();
     op->kind_ = kind;
+    RETURN_IF_ERROR(op->ReadOptions(c));
     op->a_ = c.shape(0);
     op->b_ = c.shape(1);
     op->out_ = *out;
@@ -123,6 +158,7 @@ class BinaryOp : public Op {
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {
     SavedValues s;
+    if (rounding_ != Rounding::kNone) return s;  // no gradient
     if (kind_ == Kind::kMul) {
       if (needs_grad[1]) s.inputs.push_back(0);
       if (needs_grad[0]) s.inputs.push_back(1);
@@ -137,7 +173,9 @@ class BinaryOp : public Op {
     const DType dtype = outputs_[0].dtype;
     const bool dnnl =
         RunsOnDnnl({dtype, out_}) && out_.size() <= DNNL_MAX_NDIMS;
-    if (!dnnl) return absl::OkStatus();
+    if (!dnnl || alpha_ != 1 || rounding_ != Rounding::kNone) {
+      return absl::OkStatus();  // the loops
+    }
     return CatchDnnl(node_, [&] {
       const dnnl::algorithm alg = BinaryAlg(kind_);
       const bool commutes = kind_ == Kind::kAdd || kind_ == Kind::kMul;
@@ -173,14 +211,23 @@ class BinaryOp : public Op {
       const T* ap = a.data<T>();
       const T* bp = b.data<T>();
       T* yp = y.data<T>();
+      const T alpha = static_cast<T>(alpha_);
       ForEachBroadcast(out_, a_, b_, [&](int64_t o, int64_t i, int64_t j) {
-        yp[o] = Apply(kind_, ap[i], bp[j]);
+        yp[o] = kind_ == Kind::kDiv ? Divide(rounding_, ap[i], bp[j])
+                                    : Apply(kind_, ap[i], alpha * bp[j]);
       });
     });
     return absl::OkStatus();
   }
 
   absl::Status Backward(BackwardContext& ctx) const override {
+    if (rounding_ != Rounding::kNone) {
+      // Rounded quotients are piecewise constant: torch's gradient is 0.
+      const DType dtype = outputs_[0].dtype;
+      if (ctx.needs_grad(0)) ctx.SetGradInput(0, Tensor::Zeros(dtype, a_));
+      if (ctx.needs_grad(1)) ctx.SetGradInput(1, Tensor::Zeros(dtype, b_));
+      return absl::OkStatus();
+    }
     const Tensor& dy = ctx.grad_output(0);
     // The full-shape gradient of each input, before summing it down.
     Tensor full_a = dy, full_b = dy;
@@ -210,12 +257,31 @@ class BinaryOp : public Op {
     }
     if (ctx.needs_grad(0)) ctx.SetGradInput(0, SumTo(sum_a_, full_a, a_, 1));
     if (ctx.needs_grad(1)) {
-      ctx.SetGradInput(1, SumTo(sum_b_, full_b, b_, NegatesB() ? -1 : 1));
+      ctx.SetGradInput(
+          1, SumTo(sum_b_, full_b, b_, (NegatesB() ? -1 : 1) * alpha_));
     }
     return absl::OkStatus();
   }
 
  private:
+  // Add's and Sub's alpha, Div's rounding_mode.
+  absl::Status ReadOptions(const OpConfig& c) {
+    if (kind_ == Kind::kAdd || kind_ == Kind::kSub) {
+      alpha_ = c.attrs().GetFloat("alpha");
+    }
+    if (kind_ != Kind::kDiv) return absl::OkStatus();
+    const std::string& mode = c.attrs().GetString("rounding_mode");
+    if (mode == "trunc") {
+      rounding_ = Rounding::kTrunc;
+    } else if (mode == "floor") {
+      rounding_ = Rounding::kFloor;
+    } else if (!mode.empty()) {
+      return c.attrs().Invalid("rounding_mode",
+                               "\"\" (true division), \"trunc\" or \"floor\"");
+    }
+    return absl::OkStatus();
+  }
+
   // dB carries a minus sign for Sub and Div.
   bool NegatesB() const { return kind_ == Kind::kSub || kind_ == Kind::kDiv; }
 
@@ -252,6 +318,8 @@ class BinaryOp : public Op {
   }
 
   Kind kind_ = Kind::kAdd;
+  double alpha_ = 1;
+  Rounding rounding_ = Rounding::kNone;
   Shape a_, b_, out_, a_padded_, b_padded_;
   bool swapped_ = false;
   std::optional<Binary> forward_, times_a_, times_b_, over_b_, times_y_;
@@ -264,12 +332,20 @@ OpSchema BinarySchema(const std::string& name, Kind kind,
   s.name = name;
   s.description = formula + ", with NumPy broadcasting";
   s.inputs = {{"a"}, {"b"}};
+  if (kind == Kind::kAdd || kind == Kind::kSub) {
+    s.attrs = {{"alpha", AttrType::kFloat, AttrValue(1.0),
+                "the factor of b, as torch.add/sub's alpha"}};
+  } else if (kind == Kind::kDiv) {
+    s.attrs = {{"rounding_mode", AttrType::kString, AttrValue(std::string()),
+                "\"\" (true division), \"trunc\" or \"floor\" (no "
+                "gradient), as torch.div's"}};
+  }
   s.create = [kind](const OpConfig& c) { return BinaryOp::Create(c, kind); };
   return s;
 }
 
-REGISTER_OP(BinarySchema("Add", Kind::kAdd, "y = a + b"));
-REGISTER_OP(BinarySchema("Sub", Kind::kSub, "y = a - b"));
+REGISTER_OP(BinarySchema("Add", Kind::kAdd, "y = a + alpha·b"));
+REGISTER_OP(BinarySchema("Sub", Kind::kSub, "y = a - alpha·b"));
 REGISTER_OP(BinarySchema("Mul", Kind::kMul, "y = a · b"));
 REGISTER_OP(BinarySchema("Div", Kind::kDiv, "y = a / b"));
 

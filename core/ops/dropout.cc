@@ -1,6 +1,7 @@
 // Dropout(x, mask?) -> y (, mask): in TRAIN, y = x·mask/(1 - p) with
 // mask[i] in {0, 1} kept with probability 1 - p; in EVAL, y = x (and the
-// mask is all ones). An explicit mask input replaces the draw.
+// mask is all ones). An explicit mask input replaces the draw. p = 1 drops
+// everything (y = 0), as in PyTorch.
 //
 // The draw is counter-based: element i keeps when a hash of (node seed, i)
 // maps to a uniform number >= p. The node seed mixes the request's seed with
@@ -35,8 +36,8 @@ class DropoutOp : public Op {
     }
     auto op = std::make_unique<DropoutOp>();
     op->p_ = c.attrs().GetFloat("p");
-    if (!(op->p_ >= 0 && op->p_ < 1))
-      return c.attrs().Invalid("p", "in [0, 1)");
+    if (!(op->p_ >= 0 && op->p_ <= 1))
+      return c.attrs().Invalid("p", "in [0, 1]");
     op->train_ = c.mode() == Mode::kTrain;
     op->given_mask_ = c.has_input(kMask);
     op->num_outputs_ = c.num_outputs();
@@ -84,7 +85,7 @@ class DropoutOp : public Op {
         for (int64_t i = 0; i < n; ++i)
           m[i] = Uniform(seed, i) >= p_ ? T(1) : T(0);
       }
-      const T scale = static_cast<T>(1 / (1 - p_));
+      const T scale = static_cast<T>(Scale());
       const T* xp = x.data<T>();
       const T* m = mask.data<T>();
       T* yp = y.data<T>();
@@ -121,12 +122,16 @@ class DropoutOp : public Op {
   }
 
  private:
+  // 1/(1 - p); p = 1 drops everything and scales by 0, as PyTorch does
+  // (y = x·0), where 1/(1 - p) would make 0·inf = NaN.
+  double Scale() const { return p_ == 1 ? 0.0 : 1 / (1 - p_); }
+
   // g·m/(1 - p), elementwise.
   Tensor Scaled(const Tensor& g, const Tensor& m) const {
     Tensor out = Tensor::Empty(g.meta());
     DispatchFloat(g.dtype(), [&](auto zero) {
       using T = decltype(zero);
-      const T scale = static_cast<T>(1 / (1 - p_));
+      const T scale = static_cast<T>(Scale());
       const T* gp = g.data<T>();
       const T* mp = m.data<T>();
       T* o = out.data<T>();
@@ -162,7 +167,7 @@ OpSchema DropoutSchema() {
   s.outputs = {"y", "mask"};
   s.min_outputs = 1;
   s.attrs = {{"p", AttrType::kFloat, AttrValue(0.5),
-              "probability of dropping, in [0, 1)"}};
+              "probability of dropping, in [0, 1] (1 drops all: y = 0)"}};
   s.create = DropoutOp::Create;
   return s;
 }

@@ -1,6 +1,8 @@
-// Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log,
-// Scale. One table below holds each op's formula, its derivative and the
-// oneDNN algorithm that computes both; one EltwiseOp serves them all.
+// Unary elementwise ops: ReLU, LeakyReLU, ELU, GELU (erf, or tanh with
+// approximate = "tanh"), Tanh, Sigmoid, Exp, Log, SiLU, Mish, Sqrt, Abs,
+// Scale. One table below holds
+// each op's formula, its derivative and the oneDNN algorithm that computes
+// both; one EltwiseOp serves them all.
 //
 // float32 runs oneDNN's eltwise primitives. Where oneDNN can differentiate
 // from the output (a *_use_dst_for_bwd algorithm) the op saves y rather than
@@ -8,6 +10,7 @@
 // and saves nothing. float64 runs the same formulas in a loop.
 #include <cmath>
 #include <optional>
+#include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
@@ -81,11 +84,74 @@ constexpr EltwiseSpec kSpecs[] = {
      algorithm::eltwise_log, algorithm::undef, false,
      [](double x, double) { return std::log(x); },
      [](double x, double) { return 1 / x; }, nullptr},
+    // SiLU is oneDNN's swish with alpha 1: alpha_default with no attribute.
+    {"SiLU", "y = x·sigmoid(x)", nullptr, 1.0, nullptr,
+     algorithm::eltwise_swish, algorithm::undef, false,
+     [](double x, double) { return x / (1 + std::exp(-x)); },
+     [](double x, double) {
+       const double s = 1 / (1 + std::exp(-x));
+       return s * (1 + x * (1 - s));
+     },
+     nullptr},
+    {"Mish", "y = x·tanh(softplus(x))", nullptr, 0, nullptr,
+     algorithm::eltwise_mish, algorithm::undef, false,
+     [](double x, double) { return x * std::tanh(std::log1p(std::exp(x))); },
+     [](double x, double) {
+       const double t = std::tanh(std::log1p(std::exp(x)));
+       return t + x * (1 - t * t) / (1 + std::exp(-x));
+     },
+     nullptr},
+    {"Sqrt", "y = √x (NaN for x < 0, as in PyTorch)", nullptr, 0, nullptr,
+     algorithm::eltwise_sqrt, algorithm::eltwise_sqrt_use_dst_for_bwd, false,
+     [](double x, double) { return std::sqrt(x); }, nullptr,
+     [](double y, double) { return 0.5 / y; }},
+    {"Abs", "y = |x| (gradient 0 at 0, as PyTorch's)", nullptr, 0, nullptr,
+     algorithm::eltwise_abs, algorithm::undef, false,
+     [](double x, double) { return std::abs(x); },
+     [](double x, double) { return x > 0   ? 1.0
+                                   : x < 0 ? -1.0
+                                           : 0.0; },
+     nullptr},
     {"Scale", "y = factor·x", "factor", 1.0, "the factor",
      algorithm::eltwise_linear, algorithm::undef, false,
      [](double x, double a) { return a * x; },
      [](double, double a) { return a; }, nullptr},
 };
+
+// GELU with approximate = "tanh": 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + a·x³),
+// a = 0.044715, as torch's gelu(approximate='tanh').
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kGeluCubic = 0.044715;
+
+constexpr EltwiseSpec kGeluTanh = {
+    "GELU",
+    "",
+    nullptr,
+    0,
+    nullptr,
+    algorithm::eltwise_gelu_tanh,
+    algorithm::undef,
+    false,
+    [](double x, double) {
+      return 0.5 * x *
+             (1 + std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x)));
+    },
+    [](double x, double) {
+      const double t = std::tanh(kSqrt2OverPi * (x + kGeluCubic * x * x * x));
+      return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * kSqrt2OverPi *
+                                 (1 + 3 * kGeluCubic * x * x);
+    },
+    nullptr};
+
+// The spec a node runs: GELU's `approximate` picks the erf or tanh form.
+absl::StatusOr<const EltwiseSpec*> SpecOf(const OpConfig& c,
+                                          const EltwiseSpec& spec) {
+  if (spec.alg != algorithm::eltwise_gelu_erf) return &spec;
+  const std::string& approximate = c.attrs().GetString("approximate");
+  if (approximate == "none") return &spec;
+  if (approximate == "tanh") return &kGeluTanh;
+  return c.attrs().Invalid("approximate", "\"none\" or \"tanh\"");
+}
 
 // What backward reads.
 enum class From { kInput, kOutput, kNothing };
@@ -96,8 +162,9 @@ class EltwiseOp : public Op {
                                                     const EltwiseSpec& spec) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     auto op = std::make_unique<EltwiseOp>();
-    op->spec_ = &spec;
-    op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr) : 0;
+    ASSIGN_OR_RETURN(op->spec_, SpecOf(c, spec));
+    op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr)
+                                 : spec.alpha_default;
     if (spec.alg == algorithm::eltwise_linear) {
       op->from_ = From::kNothing;
     } else if (spec.dst_alg != algorithm::undef &&
@@ -260,6 +327,12 @@ OpSchema EltwiseSchema(const EltwiseSpec& spec) {
   if (spec.alpha_attr != nullptr) {
     s.attrs = {{spec.alpha_attr, AttrType::kFloat,
                 AttrValue(spec.alpha_default), spec.alpha_description}};
+  }
+  if (spec.alg == algorithm::eltwise_gelu_erf) {
+    s.attrs = {{"approximate", AttrType::kString,
+                AttrValue(std::string("none")),
+                "\"none\" (erf) or \"tanh\": 0.5·x·(1 + tanh(√(2/π)·(x + "
+                "0.044715·x³)))"}};
   }
   s.create = [&spec](const OpConfig& c) { return EltwiseOp::Create(c, spec); };
   return s;

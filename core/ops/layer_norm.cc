@@ -37,7 +37,8 @@ class LayerNormOp : public Op {
     }
     auto op = std::make_unique<LayerNormOp>();
     op->epsilon_ = c.attrs().GetFloat("epsilon");
-    if (!(op->epsilon_ >= 0)) return c.attrs().Invalid("epsilon", ">= 0");
+    // Any epsilon, as PyTorch (Attributes refuses non-finite ones; a
+    // negative one may give NaN there too).
     op->cols_ = ElementCount(normalized);
     op->rows_ = op->cols_ == 0 ? 0 : ElementCount(x) / op->cols_;
     op->normalized_ = normalized;

@@ -11,6 +11,7 @@ struct SquaredError {
   static constexpr int64_t kFlopsPerElement = 3;  // sub, mul, add
   static constexpr bool kFirstInputIsProbability = false;
   static constexpr bool kTargetGradReadsTarget = true;
+  static constexpr bool kPosWeight = false;
 
   template <typename T>
   static T Loss(T a, T b) {
@@ -30,7 +31,7 @@ struct SquaredError {
 REGISTER_OP(LossSchema(
     "MSELoss",
     "reduction of (prediction − target)² over all elements; prediction and "
-    "target of one shape; a scalar",
+    "target of one shape",
     "prediction", PointwiseLossOp<SquaredError>::Create));
 
 }  // namespace

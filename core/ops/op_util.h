@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "core/attributes.h"
 #include "core/checked_math.h"
 #include "core/op.h"
 
@@ -17,6 +18,30 @@ template <typename F>
 decltype(auto) DispatchFloat(DType dtype, F&& f) {
   if (dtype == DType::kFloat64) return f(double{});
   return f(float{});
+}
+
+// torch's dtype= of softmax, log_softmax, sum and mean: "" (the input's) or
+// a float dtype. A request runs in one float dtype (float64 when it sends
+// float64 tensors), so the attribute must name that one.
+inline AttrSpec DtypeAttr() {
+  return {"dtype", AttrType::kString, AttrValue(std::string()),
+          "\"\", \"float32\" or \"float64\": the dtype to compute in; "
+          "it must be the request's (send float64 tensors for float64)"};
+}
+
+inline absl::Status CheckDtypeAttr(const OpConfig& c) {
+  const std::string& dtype = c.attrs().GetString("dtype");
+  if (dtype.empty() || dtype == DTypeName(c.float_dtype())) {
+    return absl::OkStatus();
+  }
+  if (dtype != "float32" && dtype != "float64") {
+    return c.attrs().Invalid("dtype", "\"\", \"float32\" or \"float64\"");
+  }
+  return c.Unsupported("attribute 'dtype' is \"", dtype,
+                       "\" but the request runs in ",
+                       DTypeName(c.float_dtype()), ": send ",
+                       dtype == "float64" ? "DATA_TYPE_FLOAT64" : "float32",
+                       " tensors to compute in ", dtype);
 }
 
 // Wraps an op constructed with its output metas as the factory result.

@@ -1,19 +1,27 @@
-// MaxPool2d and AvgPool2d over x [N, C, H, W]: kernel, stride (= kernel),
-// padding ([0, 0]) as in PyTorch (floor mode; average pooling counts the
-// zero padding, like count_include_pad=True). Global average pooling is
-// AvgPool2d with kernel = [H, W].
+// MaxPool2d and AvgPool2d over x [N, C, H, W] (or unbatched [C, H, W]), as
+// torch.nn.functional.max_pool2d / avg_pool2d: kernel, stride (= kernel),
+// padding ([0, 0], at most half the kernel), ceil_mode (0); MaxPool2d also
+// dilation ([1, 1]) and a second output, the indices of the maxima (int64,
+// flat within each H·W plane, as return_indices gives them); AvgPool2d
+// count_include_pad (1) and divisor_override (0 = none). Global average
+// pooling is AvgPool2d with kernel = [H, W].
 //
 // float32 runs oneDNN pooling in the input's layout (blocked after a
-// convolution); max pooling keeps oneDNN's workspace (where each maximum
-// came from) from forward to backward. float64 and empty batches run
-// loops, where max pooling sends the gradient to the first maximum of each
-// window, as PyTorch does.
+// convolution) for PyTorch's defaults (no dilation, ceil mode that adds no
+// window, padding counted, no divisor, no indices); max pooling keeps
+// oneDNN's workspace (where each maximum came from) from forward to
+// backward. The other options, float64 and empty batches run loops over
+// plain tensors, where max pooling takes the first maximum of each window
+// (NaN counting as a maximum), as PyTorch does, and average pooling divides
+// by PyTorch's window size.
+#include <algorithm>
 #include <limits>
 #include <optional>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/unbatched.h"
 #include "core/ops/window.h"
 #include "core/status_macros.h"
 
@@ -27,18 +35,27 @@ class PoolOp : public Op {
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool max) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectRank(0, 4));
+    // (Unbatched x [C, H, W] arrives here as [1, C, H, W].)
+    RETURN_IF_ERROR(c.ExpectRankBetween(0, 3, 4));
     auto op = std::make_unique<PoolOp>();
     op->max_ = max;
     RETURN_IF_ERROR(op->ReadWindow(c.attrs()));
     const Shape& x = c.shape(0);
-    ASSIGN_OR_RETURN(
-        std::vector<int64_t> spatial_out,
-        WindowOutputDims(c, {op->kernel_, op->stride_, op->padding_, {1, 1}}));
+    ASSIGN_OR_RETURN(std::vector<int64_t> floor_out,
+                     WindowOutputDims(c, {op->kernel_, op->stride_,
+                                          op->padding_, op->dilation_}));
     Shape y = {x[0], x[1]};
-    y.insert(y.end(), spatial_out.begin(), spatial_out.end());
+    for (int d = 0; d < 2; ++d) {
+      y.push_back(op->ceil_mode_ ? op->CeilOutputDim(d, x[2 + d])
+                                 : floor_out[d]);
+    }
     op->x_ = x;
     op->outputs_ = {{c.float_dtype(), y}};
+    if (c.num_outputs() > 1) op->outputs_.push_back({DType::kInt64, y});
+    op->defaults_ = y[2] == floor_out[0] && y[3] == floor_out[1] &&
+                    op->dilation_ == std::vector<int64_t>{1, 1} &&
+                    op->count_include_pad_ && op->divisor_ == 0 &&
+                    c.num_outputs() == 1;
     return std::unique_ptr<Op>(std::move(op));
   }
 
@@ -49,7 +66,7 @@ class PoolOp : public Op {
   SavedValues Saves(const std::vector<bool>&) const override {
     // oneDNN's max pooling reads its workspace (saved by Forward); the loop
     // finds the maxima again in x.
-    if (max_ && !RunsOnDnnl(outputs_[0])) return {{0}, {}};
+    if (max_ && !OnDnnl()) return {{0}, {}};
     return {};
   }
 
@@ -59,7 +76,7 @@ class PoolOp : public Op {
   }
 
   absl::Status Prepare(const PrepareInfo& info) override {
-    if (!RunsOnDnnl(outputs_[0])) return absl::OkStatus();
+    if (!OnDnnl()) return absl::OkStatus();
     return CatchDnnl(node_, [&] {
       const memory::dims strides(stride_.begin(), stride_.end());
       const memory::dims kernel(kernel_.begin(), kernel_.end());
@@ -96,20 +113,24 @@ class PoolOp : public Op {
 
   absl::Status Forward(ForwardContext& ctx) const override {
     if (!forward_) {
+      const Tensor x = Plain(ctx.input(0), ctx.dnnl());
       Tensor& y = ctx.AllocateOutput(0);
+      int64_t* indices = ctx.num_outputs() > 1
+                             ? ctx.AllocateOutput(1).data<int64_t>()
+                             : nullptr;
       DispatchFloat(y.dtype(), [&](auto zero) {
         using T = decltype(zero);
-        const T* xp = ctx.input(0).data<T>();
+        const T* xp = x.data<T>();
         T* yp = y.data<T>();
-        ForEachWindow([&](int64_t o, const auto& taps) {
+        ForEachWindow([&](int64_t o, const auto& taps, int64_t divisor) {
           if (max_) {
-            T best = -std::numeric_limits<T>::infinity();
-            taps([&](int64_t i) { best = std::max(best, xp[i]); });
-            yp[o] = best;
+            const int64_t i = FirstMaxIndex(xp, taps);
+            yp[o] = i < 0 ? -std::numeric_limits<T>::infinity() : xp[i];
+            if (indices) indices[o] = i < 0 ? -1 : i % (x_[2] * x_[3]);
           } else {
             T sum = 0;
             taps([&](int64_t i) { sum += xp[i]; });
-            yp[o] = sum / static_cast<T>(kernel_[0] * kernel_[1]);
+            yp[o] = sum / static_cast<T>(divisor);
           }
         });
       });
@@ -137,20 +158,19 @@ class PoolOp : public Op {
   absl::Status Backward(BackwardContext& ctx) const override {
     if (!backward_) {
       Tensor dx = Tensor::Zeros(outputs_[0].dtype, x_);
+      const Tensor dy = Plain(ctx.grad_output(0), ctx.dnnl());
+      const Tensor x = max_ ? Plain(ctx.input(0), ctx.dnnl()) : Tensor();
       DispatchFloat(dx.dtype(), [&](auto zero) {
         using T = decltype(zero);
-        const T* gp = ctx.grad_output(0).data<T>();
+        const T* gp = dy.data<T>();
         T* dp = dx.data<T>();
-        const T* xp = max_ ? ctx.input(0).data<T>() : nullptr;
-        ForEachWindow([&](int64_t o, const auto& taps) {
+        const T* xp = max_ ? x.data<T>() : nullptr;
+        ForEachWindow([&](int64_t o, const auto& taps, int64_t divisor) {
           if (max_) {
-            int64_t first = -1;
-            taps([&](int64_t i) {
-              if (first < 0 || xp[i] > xp[first]) first = i;
-            });
+            const int64_t first = FirstMaxIndex(xp, taps);
             if (first >= 0) dp[first] += gp[o];
           } else {
-            const T share = gp[o] / static_cast<T>(kernel_[0] * kernel_[1]);
+            const T share = gp[o] / static_cast<T>(divisor);
             taps([&](int64_t i) { dp[i] += share; });
           }
         });
@@ -174,7 +194,10 @@ class PoolOp : public Op {
   }
 
  private:
-  // kernel, stride (empty = kernel) and padding (at most half the kernel).
+  bool OnDnnl() const { return defaults_ && RunsOnDnnl(outputs_[0]); }
+
+  // kernel, stride (empty = kernel), padding (at most half the kernel),
+  // dilation, ceil_mode, count_include_pad, divisor_override.
   absl::Status ReadWindow(const Attributes& a) {
     ASSIGN_OR_RETURN(kernel_, a.GetIntsInRange("kernel", 2, 1, kMaxAttrExtent));
     ASSIGN_OR_RETURN(std::vector<int64_t> stride, a.GetInts("stride"));
@@ -190,38 +213,82 @@ class PoolOp : public Op {
         return a.Invalid("padding", ">= 0 and at most half the kernel");
       }
     }
+    ceil_mode_ = a.GetInt("ceil_mode") != 0;
+    if (max_) {
+      ASSIGN_OR_RETURN(dilation_,
+                       a.GetIntsInRange("dilation", 2, 1, kMaxAttrExtent));
+    } else {
+      count_include_pad_ = a.GetInt("count_include_pad") != 0;
+      // Any other int, as PyTorch (which refuses only 0, its "none" here).
+      divisor_ = a.GetInt("divisor_override");
+      if (divisor_ < -kMaxAttrExtent || divisor_ > kMaxAttrExtent) {
+        return a.Invalid("divisor_override",
+                         absl::StrCat("0 (none) or in [-", kMaxAttrExtent, ", ",
+                                      kMaxAttrExtent, "]"));
+      }
+    }
     return absl::OkStatus();
   }
 
-  // Calls f(o, taps) for every output element o, where taps(g) calls g(i)
-  // for the input elements of o's window that lie inside the input.
+  // PyTorch's ceil mode: windows start inside the input or its left
+  // padding, so the last one may overhang the right padding.
+  int64_t CeilOutputDim(int d, int64_t in) const {
+    const int64_t span = dilation_[d] * (kernel_[d] - 1) + 1;
+    const int64_t reach = in + 2 * padding_[d] - span;  // >= 0, checked
+    int64_t out = (reach + stride_[d] - 1) / stride_[d] + 1;
+    if ((out - 1) * stride_[d] >= in + padding_[d]) --out;
+    return out;
+  }
+
+  // Calls f(o, taps, divisor) for every output element o, where taps(g)
+  // calls g(i) for the input elements of o's window that lie inside the
+  // input, and divisor is what average pooling divides by: PyTorch's window
+  // clipped to the padded input (to the input without count_include_pad),
+  // or divisor_override.
   template <typename F>
   void ForEachWindow(F&& f) const {
     const Shape& y = outputs_[0].shape;
     const int64_t h = x_[2], w = x_[3];
     for (int64_t plane = 0; plane < y[0] * y[1]; ++plane) {
       for (int64_t oy = 0; oy < y[2]; ++oy) {
+        const int64_t y0 = oy * stride_[0] - padding_[0];
         for (int64_t ox = 0; ox < y[3]; ++ox) {
+          const int64_t x0 = ox * stride_[1] - padding_[1];
           const int64_t o = (plane * y[2] + oy) * y[3] + ox;
           auto taps = [&](auto&& g) {
             for (int64_t ky = 0; ky < kernel_[0]; ++ky) {
-              const int64_t iy = oy * stride_[0] - padding_[0] + ky;
+              const int64_t iy = y0 + ky * dilation_[0];
               if (iy < 0 || iy >= h) continue;
               for (int64_t kx = 0; kx < kernel_[1]; ++kx) {
-                const int64_t ix = ox * stride_[1] - padding_[1] + kx;
+                const int64_t ix = x0 + kx * dilation_[1];
                 if (ix >= 0 && ix < w) g((plane * h + iy) * w + ix);
               }
             }
           };
-          f(o, taps);
+          f(o, taps, Divisor(y0, x0));
         }
       }
     }
   }
 
+  // Average pooling's divisor for the window starting at (y0, x0).
+  int64_t Divisor(int64_t y0, int64_t x0) const {
+    if (divisor_ != 0) return divisor_;
+    const int64_t h = x_[2], w = x_[3];
+    int64_t y1 = std::min(y0 + kernel_[0], h + padding_[0]);
+    int64_t x1 = std::min(x0 + kernel_[1], w + padding_[1]);
+    if (count_include_pad_) return (y1 - y0) * (x1 - x0);
+    y1 = std::min(y1, h);
+    x1 = std::min(x1, w);
+    return (y1 - std::max<int64_t>(y0, 0)) * (x1 - std::max<int64_t>(x0, 0));
+  }
+
   bool max_ = true;
+  bool ceil_mode_ = false, count_include_pad_ = true;
+  bool defaults_ = true;  // oneDNN computes it (see the top)
+  int64_t divisor_ = 0;
   Shape x_;
-  std::vector<int64_t> kernel_, stride_, padding_;
+  std::vector<int64_t> kernel_, stride_, padding_, dilation_ = {1, 1};
   std::optional<DnnlPrimitive> forward_, backward_;
   memory::desc src_desc_, diff_src_desc_, diff_dst_desc_;
   std::optional<memory::desc> workspace_;
@@ -231,17 +298,41 @@ class PoolOp : public Op {
 OpSchema PoolSchema(bool max) {
   OpSchema s;
   s.name = max ? "MaxPool2d" : "AvgPool2d";
-  s.description = max ? "maximum over each kernel window of x [N, C, H, W]"
-                      : "mean over each kernel window of x [N, C, H, W], the "
-                        "zero padding counted";
+  s.description = max ? "maximum over each kernel window of x [N, C, H, W] "
+                        "(or [C, H, W]); a second output, if named, holds "
+                        "the maxima's indices within each H·W plane"
+                      : "mean over each kernel window of x [N, C, H, W] (or "
+                        "[C, H, W]), the zero padding counted unless "
+                        "count_include_pad is 0";
   s.inputs = {{"x"}};
+  if (max) {
+    s.outputs = {"y", "indices"};
+    s.min_outputs = 1;
+  }
   s.attrs = {
       {"kernel", AttrType::kInts, std::nullopt, "window [kh, kw] (or one int)"},
       {"stride", AttrType::kInts, AttrValue(std::vector<int64_t>{}),
        "step between windows; empty = kernel"},
       {"padding", AttrType::kInts, AttrValue(std::vector<int64_t>{0, 0}),
-       "padding on each side, at most half the kernel"}};
-  s.create = [max](const OpConfig& c) { return PoolOp::Create(c, max); };
+       "padding on each side, at most half the kernel"},
+      {"ceil_mode", AttrType::kInt, AttrValue(int64_t{0}),
+       "1: output extents rounded up, as PyTorch's ceil_mode"}};
+  if (max) {
+    s.attrs.push_back({"dilation", AttrType::kInts,
+                       AttrValue(std::vector<int64_t>{1, 1}),
+                       "spacing between window taps"});
+  } else {
+    s.attrs.push_back({"count_include_pad", AttrType::kInt,
+                       AttrValue(int64_t{1}),
+                       "1: the zero padding counts in the mean's divisor"});
+    s.attrs.push_back(
+        {"divisor_override", AttrType::kInt, AttrValue(int64_t{0}),
+         "divide every window's sum by this nonzero int instead (0 = off)"});
+  }
+  s.create = [max](const OpConfig& c) {
+    return CreateMaybeUnbatched(
+        c, 4, {0}, [max](const OpConfig& b) { return PoolOp::Create(b, max); });
+  };
   return s;
 }
 

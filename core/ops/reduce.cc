@@ -18,6 +18,7 @@ class ReduceOp : public Op {
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool mean) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(CheckDtypeAttr(c));
     const Shape& x = c.shape(0);
     const int rank = static_cast<int>(x.size());
     const int64_t keepdims = c.attrs().GetInt("keepdims");
@@ -106,6 +107,7 @@ OpSchema ReduceSchema(const std::string& name, bool mean) {
               "axes to reduce, negative counting from the end; empty = all"},
              {"keepdims", AttrType::kInt, AttrValue(int64_t{0}),
               "1 keeps reduced axes as size-1 dims"}};
+  s.attrs.push_back(DtypeAttr());
   s.create = [mean](const OpConfig& c) { return ReduceOp::Create(c, mean); };
   return s;
 }

@@ -27,6 +27,7 @@ class SoftmaxOp : public Op {
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool log) {
     RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(CheckDtypeAttr(c));
     const Shape& x = c.shape(0);
     // As in PyTorch, a scalar is a one-element vector (axis 0 or -1).
     const int rank = std::max<int>(static_cast<int>(x.size()), 1);
@@ -173,6 +174,7 @@ OpSchema SoftmaxSchema(const std::string& name, bool log) {
   s.inputs = {{"x"}};
   s.attrs = {{"axis", AttrType::kInt, AttrValue(int64_t{-1}),
               "the axis to normalise along; negative counts from the end"}};
+  s.attrs.push_back(DtypeAttr());
   s.create = [log](const OpConfig& c) { return SoftmaxOp::Create(c, log); };
   return s;
 }

@@ -1,9 +1,10 @@
 // Sliding windows over the spatial dims of x [N, C, spatial...]
 // (convolution, pooling): the output extents as PyTorch's floor mode gives
-// them, with every intermediate checked.
+// them, with every intermediate checked; a window's first maximum.
 #ifndef GRADSERVE_CORE_OPS_WINDOW_H_
 #define GRADSERVE_CORE_OPS_WINDOW_H_
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -26,6 +27,21 @@ struct Window {
 // kernel does not fit into the padded input.
 absl::StatusOr<std::vector<int64_t>> WindowOutputDims(const OpConfig& c,
                                                       const Window& w);
+
+// The index of the first maximum among a window's taps (taps(g) calls g(i)
+// for each element index i), NaN counting as a maximum, as PyTorch's max
+// pooling takes it; -1 for a window without taps.
+template <typename T, typename Taps>
+int64_t FirstMaxIndex(const T* x, const Taps& taps) {
+  int64_t best = -1;
+  taps([&](int64_t i) {
+    if (best < 0 ||
+        (!std::isnan(x[best]) && (x[i] > x[best] || std::isnan(x[i])))) {
+      best = i;
+    }
+  });
+  return best;
+}
 
 }  // namespace gradserve
 

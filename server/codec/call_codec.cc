@@ -9,9 +9,7 @@
 namespace gradserve::server {
 namespace {
 
-pb::DataType WireType(DType dtype) {
-  return dtype == DType::kInt64 ? pb::DATA_TYPE_INT64 : pb::DATA_TYPE_FLOAT32;
-}
+pb::DataType WireType(DType dtype) { return WireDataType(dtype); }
 
 absl::StatusOr<TensorMeta> MetaFromProto(const pb::TensorShape& shape,
                                          absl::string_view what) {
@@ -20,6 +18,7 @@ absl::StatusOr<TensorMeta> MetaFromProto(const pb::TensorShape& shape,
     case pb::DATA_TYPE_UNSPECIFIED:
     case pb::DATA_TYPE_FLOAT32:
     case pb::DATA_TYPE_BFLOAT16:
+    case pb::DATA_TYPE_FLOAT64:  // Describe plans shapes, in float32
       meta.dtype = DType::kFloat32;
       break;
     case pb::DATA_TYPE_INT64:

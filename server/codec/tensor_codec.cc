@@ -17,13 +17,16 @@ int64_t WireSize(pb::DataType dtype) {
       return 8;
     case pb::DATA_TYPE_BFLOAT16:
       return 2;
+    case pb::DATA_TYPE_FLOAT64:
+      return 8;
     default:
       return 0;
   }
 }
 
 DType CoreType(pb::DataType dtype) {
-  return dtype == pb::DATA_TYPE_INT64 ? DType::kInt64 : DType::kFloat32;
+  if (dtype == pb::DATA_TYPE_INT64) return DType::kInt64;
+  return dtype == pb::DATA_TYPE_FLOAT64 ? DType::kFloat64 : DType::kFloat32;
 }
 
 int64_t SaturatingAdd(int64_t a, int64_t b) {
@@ -44,8 +47,8 @@ absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
   if (size == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         what,
-        ": dtype must be DATA_TYPE_FLOAT32, DATA_TYPE_INT64 or "
-        "DATA_TYPE_BFLOAT16, got ",
+        ": dtype must be DATA_TYPE_FLOAT32, DATA_TYPE_INT64, "
+        "DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT64, got ",
         pb::DataType_Name(t.dtype()).empty() ? absl::StrCat(t.dtype())
                                              : pb::DataType_Name(t.dtype())));
   }
@@ -111,7 +114,10 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
   Tensor out = Tensor::Empty(CoreType(t.dtype()),
                              Shape(t.shape().begin(), t.shape().end()));
   const int64_t n = out.num_elements();
-  if (t.float_values_size() > 0) {
+  if (t.float_values_size() > 0 && out.dtype() == DType::kFloat64) {
+    std::copy(t.float_values().begin(), t.float_values().end(),
+              out.data<double>());
+  } else if (t.float_values_size() > 0) {
     std::copy(t.float_values().begin(), t.float_values().end(),
               out.data<float>());
   } else if (t.int64_values_size() > 0) {
@@ -147,12 +153,21 @@ absl::StatusOr<Tensor> TakeTensorFromProto(pb::Tensor* t,
                        std::move(bytes), data);
 }
 
+pb::DataType WireDataType(DType dtype) {
+  switch (dtype) {
+    case DType::kInt64:
+      return pb::DATA_TYPE_INT64;
+    case DType::kFloat64:
+      return pb::DATA_TYPE_FLOAT64;
+    default:
+      return pb::DATA_TYPE_FLOAT32;
+  }
+}
+
 void TensorToProto(const Tensor& t, pb::Tensor* out) {
-  // The server computes in float32; a float64 tensor (reference path only)
-  // would be a bug, and is narrowed rather than sent mislabelled.
-  Tensor wire = t.CastFloat(DType::kFloat32);
-  out->set_dtype(wire.dtype() == DType::kInt64 ? pb::DATA_TYPE_INT64
-                                               : pb::DATA_TYPE_FLOAT32);
+  // float32, int64, or float64 from a request that runs in float64.
+  const Tensor& wire = t;
+  out->set_dtype(WireDataType(wire.dtype()));
   out->mutable_shape()->Assign(wire.shape().begin(), wire.shape().end());
   out->set_data(wire.raw_data(), wire.num_bytes());
 }

@@ -38,6 +38,9 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,
 absl::StatusOr<Tensor> TakeTensorFromProto(pb::Tensor* t,
                                            absl::string_view what,
                                            const Limits& limits);
+// The wire dtype of a core dtype.
+pb::DataType WireDataType(DType dtype);
+
 void TensorToProto(const Tensor& t, pb::Tensor* out);
 
 // "feeds['x']".

@@ -1,6 +1,7 @@
 #include "server/codec/wire_message.h"
 
 #include "gradserve/v1/tensor.pb.h"
+#include "server/codec/tensor_codec.h"
 
 namespace gradserve::server {
 namespace {
@@ -29,10 +30,6 @@ size_t TagSize(int field) {
 size_t LengthDelimitedSize(int field, size_t length) {
   return TagSize(field) + VarintSize(length) + length;
 }
-
-// The wire form of a result tensor: plain float32 (the reference path's
-// float64 narrowed) or int64.
-Tensor WireTensor(const Tensor& t) { return t.CastFloat(DType::kFloat32); }
 
 size_t ShapeBytes(const Tensor& t) {
   size_t n = 0;
@@ -81,8 +78,7 @@ void WireMessage::FlushPending() {
 void WireMessage::TensorBody(const Tensor& wire) {
   Varint((static_cast<uint64_t>(pb::Tensor::kDtypeFieldNumber) << 3) |
          kVarintType);
-  Varint(wire.dtype() == DType::kInt64 ? pb::DATA_TYPE_INT64
-                                       : pb::DATA_TYPE_FLOAT32);
+  Varint(WireDataType(wire.dtype()));
   if (wire.rank() > 0) {
     Header(pb::Tensor::kShapeFieldNumber, ShapeBytes(wire));
     for (int64_t d : wire.shape()) Varint(static_cast<uint64_t>(d));
@@ -102,7 +98,7 @@ void WireMessage::TensorBody(const Tensor& wire) {
 
 void WireMessage::AddTensorEntry(int field, const std::string& key,
                                  const Tensor& t) {
-  const Tensor wire = WireTensor(t);
+  const Tensor& wire = t;  // float32, int64, or a float64 request's float64
   const size_t body = TensorBodySize(wire);
   const size_t entry =
       LengthDelimitedSize(1, key.size()) + LengthDelimitedSize(2, body);
@@ -121,7 +117,7 @@ void WireMessage::AddTensorMap(int field,
 }
 
 void WireMessage::AddTensor(int field, const Tensor& t) {
-  const Tensor wire = WireTensor(t);
+  const Tensor& wire = t;  // float32, int64, or a float64 request's float64
   const size_t body = TensorBodySize(wire);
   Header(field, body);
   TensorBody(wire);

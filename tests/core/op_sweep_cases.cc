@@ -145,7 +145,9 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       OpCase("Linear", {In("x", {2, 2, 3}), In("w", {2, 3}), kAbsent})};
   t["MatMul"] = {OpCase("MatMul", {In("a", {3, 4}), In("b", {4, 2})}),
                  OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 2, 3})}),
-                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 3})})};
+                 OpCase("MatMul", {In("a", {2, 3, 2}), In("b", {2, 3})}),
+                 OpCase("MatMul", {In("a", {3}), In("b", {2, 3, 2})}),
+                 OpCase("MatMul", {In("a", {2, 1, 2, 3}), In("b", {3, 3, 1})})};
   t["Add"] = Binary("Add");
   t["Sub"] = Binary("Sub");
   t["Mul"] = Binary("Mul");
@@ -164,6 +166,10 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Sigmoid"] = Unary("Sigmoid", In("x", {2, 3}, -3, 3));
   t["Exp"] = Unary("Exp", In("x", {2, 3}));
   t["Log"] = Unary("Log", In("x", {2, 3}, 0.2, 3));
+  t["SiLU"] = Unary("SiLU", In("x", {2, 3}, -3, 3));
+  t["Mish"] = Unary("Mish", In("x", {2, 3}, -3, 3));
+  t["Sqrt"] = Unary("Sqrt", In("x", {2, 3}, 0.2, 3));
+  t["Abs"] = Unary("Abs", Away("x", {2, 3}));
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
@@ -176,6 +182,10 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Conv2d"] = Conv("Conv2d", 2);
   t["MaxPool2d"] = Pool("MaxPool2d");
   t["AvgPool2d"] = Pool("AvgPool2d");
+  for (const char* op : {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d"}) {
+    t[op] = {OpCase(op, {In("x", {2, 2, 5, 4})}, {{"output_size", Ints{2, 3}}}),
+             OpCase(op, {In("x", {2, 3, 3})}, {{"output_size", Ints{4, 1}}})};
+  }
   t["BatchNorm"] = BatchNorms();
   t["LayerNorm"] = LayerNorms();
   t["Dropout"] = Dropouts();
@@ -205,9 +215,9 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   for (const char* op : {"Add", "Sub", "Mul", "Div"}) {
     t[op] = {OpCase(op, {In("a", {0, 4096}), In("b", {1, 4096}, 0.5, 2)})};
   }
-  for (const char* op :
-       {"Scale", "ReLU", "LeakyReLU", "ELU", "GELU", "Tanh", "Sigmoid", "Exp",
-        "Log", "Flatten", "Softmax", "LogSoftmax"}) {
+  for (const char* op : {"Scale", "ReLU", "LeakyReLU", "ELU", "GELU", "Tanh",
+                         "Sigmoid", "Exp", "Log", "SiLU", "Mish", "Sqrt", "Abs",
+                         "Flatten", "Softmax", "LogSoftmax"}) {
     t[op] = Unary(op, In("x", {0, kWide, 1}, 0.5, 2));
   }
   t["Reshape"] = Unary("Reshape", In("x", {0, kWide}), {{"shape", Ints{0, 4}}});
@@ -221,6 +231,10 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   for (const char* op : {"MaxPool2d", "AvgPool2d"}) {
     t[op] = {
         OpCase(op, {In("x", {0, 2, 2048, 2048})}, {{"kernel", Ints{2, 2}}})};
+  }
+  for (const char* op : {"AdaptiveAvgPool2d", "AdaptiveMaxPool2d"}) {
+    t[op] = {OpCase(op, {In("x", {0, 2, 2048, 2048})},
+                    {{"output_size", Ints{1, 1}}})};
   }
   // TRAIN needs more than one value per channel: EVAL only.
   t["BatchNorm"] = {BatchNorm({0, kChannels}, Mode::kEval, false, false),

@@ -33,13 +33,16 @@ MAX_MESSAGE = 1 << 30
 _DTYPES = {
     np.dtype(np.float32): tensor_pb2.DATA_TYPE_FLOAT32,
     np.dtype(np.int64): tensor_pb2.DATA_TYPE_INT64,
+    np.dtype(np.float64): tensor_pb2.DATA_TYPE_FLOAT64,
 }
 
 
-def tensor(array):
-    """A numpy array as a Tensor with raw little-endian data."""
+def tensor(array, float64=False):
+    """A numpy array as a Tensor with raw little-endian data; float64 arrays
+    are sent as float32 unless `float64` (a request with float64 tensors
+    runs in float64)."""
     array = np.asarray(array)
-    if array.dtype == np.float64:
+    if array.dtype == np.float64 and not float64:
         array = array.astype(np.float32)
     # (np.ascontiguousarray would turn a scalar into shape [1].)
     array = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
@@ -47,7 +50,8 @@ def tensor(array):
                              data=array.tobytes())
 
 
-_WIRE_DTYPES = {tensor_pb2.DATA_TYPE_FLOAT32: "<f4", tensor_pb2.DATA_TYPE_INT64: "<i8"}
+_WIRE_DTYPES = {tensor_pb2.DATA_TYPE_FLOAT32: "<f4", tensor_pb2.DATA_TYPE_INT64: "<i8",
+                tensor_pb2.DATA_TYPE_FLOAT64: "<f8"}
 
 
 def to_numpy(t):

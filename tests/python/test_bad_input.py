@@ -214,8 +214,8 @@ CASES = {
         lambda: single("MaxPool2d", ["x"], {"x": np.ones((1, 1, 4, 4), np.float32)},
                        kernel=[0, 2]),
         INVALID, ["'n1'", "'kernel'"]),
-    "dropout p = 1": (
-        lambda: single("Dropout", ["x"], {"x": np.ones(4, np.float32)}, p=1.0),
+    "dropout p above 1": (
+        lambda: single("Dropout", ["x"], {"x": np.ones(4, np.float32)}, p=1.5),
         INVALID, ["'n1'", "'p'"]),
     # Shapes and attributes at the edges of int64 (an adversarial probe).
     "conv padding int64 max": (

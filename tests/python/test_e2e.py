@@ -44,7 +44,7 @@ def test_reflection_lists_the_service(server):
 def test_info(server):
     out = gradctl(server, "info").stdout
     assert "oneDNN" in out
-    assert "CrossEntropyLoss(logits, target) -> loss" in out
+    assert "CrossEntropyLoss(logits, target, weight?) -> loss" in out
     assert "alpha: float = 0.01" in out
 
 

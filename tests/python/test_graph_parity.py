@@ -313,3 +313,34 @@ def test_batch_norm_running_statistics_over_several_steps(server):
                                    atol=ATOL)
     np.testing.assert_allclose(state["rm"], bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state["rv"], bn.running_var.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_unbatched_conv_and_pool_between_layout_aware_ops(server):
+    # BatchNorm's [N, C, L] output [2, 8, 8] is an unbatched [C, H, W] image
+    # for Conv2d (16 filters: a blocked output inside the adapter), pooled
+    # unbatched, then a Conv1d on [C, L] and a loss over everything.
+    rng = np.random.default_rng(5)
+    p = params(rng, bn_w=(8,), bn_b=(8,), K=(16, 2, 3, 3), c=(16,), K1=(4, 16, 2))
+    buffers = {"rm": np.zeros(8, np.float32), "rv": np.ones(8, np.float32)}
+    x = rng.normal(size=(2, 8, 8)).astype(np.float32)
+    target = rng.normal(size=(4, 2)).astype(np.float32)
+    g = gs.graph(
+        [gs.node("bn", "BatchNorm", ["x", "bn_w", "bn_b", "rm", "rv"], ["h"]),
+         gs.node("conv", "Conv2d", ["h", "K", "c"], ["z"], padding=1),
+         gs.node("pool", "MaxPool2d", ["z"], ["q"], kernel=2),
+         gs.node("flat", "Reshape", ["q"], ["r"], shape=[16, 16]),
+         gs.node("conv1", "Conv1d", ["r", "K1"], ["s"], stride=8),
+         gs.node("loss", "MSELoss", ["s", "t"], ["L"])],
+        inputs=["x", "t"], parameters=p, buffers=buffers, outputs=["s"])
+    result = server.compute(gs.compute_request(
+        g, feeds={"x": x, "t": target}, fetch=["s"], loss="L",
+        wrt=["x", "bn_w", "K", "c", "K1"], mode=gs.pb.MODE_EVAL))
+
+    t = torch_leaves({**p, "x": x})
+    h = F.batch_norm(t["x"], torch.zeros(8, dtype=torch.float64),
+                     torch.ones(8, dtype=torch.float64), t["bn_w"], t["bn_b"])
+    z = F.max_pool2d(F.conv2d(h, t["K"], t["c"], padding=1), 2)
+    s = F.conv1d(z.reshape(16, 16), t["K1"], stride=8)
+    F.mse_loss(s, torch.tensor(target.astype(np.float64))).backward()
+    np.testing.assert_allclose(result.outputs["s"], s.detach().numpy(), rtol=RTOL, atol=ATOL)
+    assert_grads(result, t, ["x", "bn_w", "K", "c", "K1"])

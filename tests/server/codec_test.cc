@@ -74,6 +74,38 @@ TEST(Convert, Bfloat16IsWidened) {
   EXPECT_EQ(core->data<float>()[1], -2.5f);
 }
 
+// float64 stays float64 both ways (a request with float64 tensors runs in
+// float64), from data and from float_values; a byte count for float32 is
+// refused.
+TEST(Convert, Float64RoundTrip) {
+  pb::Tensor t;
+  t.set_dtype(pb::DATA_TYPE_FLOAT64);
+  t.add_shape(2);
+  const double values[] = {0.1, -1e300};
+  t.set_data(values, sizeof(values));
+  auto core = TensorFromProto(t, "d", Limits{});
+  ASSERT_TRUE(core.ok()) << core.status();
+  EXPECT_EQ(core->dtype(), DType::kFloat64);
+  EXPECT_EQ(core->data<double>()[0], 0.1);
+  EXPECT_EQ(core->data<double>()[1], -1e300);
+  pb::Tensor back;
+  TensorToProto(*core, &back);
+  EXPECT_EQ(back.dtype(), pb::DATA_TYPE_FLOAT64);
+  EXPECT_EQ(back.data(), t.data());
+  pb::Tensor listed;
+  listed.set_dtype(pb::DATA_TYPE_FLOAT64);
+  listed.add_float_values(0.5f);
+  listed.add_shape(1);
+  core = TensorFromProto(listed, "d", Limits{});
+  ASSERT_TRUE(core.ok()) << core.status();
+  EXPECT_EQ(core->data<double>()[0], 0.5);
+  t.set_data(values, 8);
+  gradserve::testing::ExpectStatus(
+      TensorFromProto(t, "d", Limits{}).status(),
+      absl::StatusCode::kInvalidArgument,
+      {"d", "8 bytes", "expected 16", "DATA_TYPE_FLOAT64 [2]"});
+}
+
 TEST(Convert, RejectsMalformedTensors) {
   Limits limits;
   limits.max_tensor_elements = 1000;

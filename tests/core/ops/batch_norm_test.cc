@@ -106,12 +106,69 @@ TEST(BatchNorm, RejectsBadInput) {
   expect(c, {"input 'running_var'", "[3]", "[2]"});
   expect(BatchNormCase({1, 3}, Mode::kTrain),
          {"more than 1 value per channel"});
-  expect(BatchNormCase({4, 3}, Mode::kTrain, true, true, {{"momentum", 1.5}}),
-         {"'momentum'"});
-  expect(BatchNormCase({4, 3}, Mode::kTrain, true, true, {{"epsilon", -1.0}}),
-         {"'epsilon'"});
+  expect(BatchNormCase({4, 3}, Mode::kTrain, true, true,
+                       {{"momentum", std::nan("")}}),
+         {"'momentum'", "finite"});
+  expect(
+      BatchNormCase({4, 3}, Mode::kTrain, true, true, {{"epsilon", HUGE_VAL}}),
+      {"'epsilon'", "finite"});
   expect(BatchNormCase({2, 3, 2, 2, 2}, Mode::kEval),
          {"input 'x'", "rank 2 to 4"});
+  // [N] only when empty, as PyTorch.
+  OpCase one = BatchNormCase({4, 3}, Mode::kEval);
+  one.inputs[0].shape = {4};
+  expect(one, {"input 'x'", "rank 2 to 4", "[4]"});
+}
+
+// PyTorch takes any momentum and epsilon (OpInfo samples use momentum -1.2
+// and -1, epsilon 0.6): the update and normalisation are the same formulas.
+TEST(BatchNorm, MomentumAndEpsilonOutsideTheUsualRange) {
+  for (Mode mode : {Mode::kTrain, Mode::kEval}) {
+    for (double momentum : {-1.2, 1.5}) {
+      ExpectGradientsCorrect(
+          BatchNormCase({3, 2, 4}, mode, true, true,
+                        {{"momentum", momentum}, {"epsilon", 0.6}}));
+    }
+  }
+  // The batch {1, 2, 3, 6}: mean 3, unbiased variance 14/3; momentum -1
+  // gives 2·running - batch.
+  OpCase c = BatchNormCase({4, 1}, Mode::kTrain, false, false,
+                           {{"momentum", -1.0}, {"epsilon", 0.5}});
+  c.inputs[3].placement = c.inputs[4].placement = Placement::kBuffer;
+  auto r = RunPlaced(c,
+                     {F32({4, 1}, {1, 2, 3, 6}), Tensor(), Tensor(),
+                      F32({1}, {1}), F32({1}, {2})},
+                     Tensor(), DType::kFloat32);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->buffers.at("rm"), F32({1}, {2 * 1 - 3}), 1e-6, "rm");
+  ExpectClose(r->buffers.at("rv"),
+              F32({1}, {static_cast<float>(2 * 2 - 14.0 / 3)}), 1e-6, "rv");
+  const double s = std::sqrt(3.5 + 0.5);
+  ExpectClose(
+      r->outputs.at("out0"),
+      F32({4, 1}, {static_cast<float>(-2 / s), static_cast<float>(-1 / s), 0.f,
+                   static_cast<float>(3 / s)}),
+      1e-6, "y");
+}
+
+// An empty batch normalises nothing and, as in PyTorch, leaves the running
+// statistics as they were, in TRAIN too; [0] is taken as well.
+TEST(BatchNorm, EmptyBatchLeavesTheRunningStatistics) {
+  for (Shape x : {Shape{0, 3}, Shape{0, 3, 2}, Shape{0}}) {
+    OpCase c = BatchNormCase({1, 3}, Mode::kTrain, true, true);
+    c.inputs[0].shape = x;
+    c.inputs[3].placement = c.inputs[4].placement = Placement::kBuffer;
+    ExpectGradientsCorrect(c);
+    const Tensor rm = F32({3}, {1, 2, 3}), rv = F32({3}, {4, 5, 6});
+    auto r = RunPlaced(c,
+                       {Tensor::Empty(DType::kFloat32, x), CaseInput(c, 1),
+                        CaseInput(c, 2), rm, rv},
+                       Tensor::Empty(DType::kFloat32, x), DType::kFloat32);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->outputs.at("out0").shape(), x);
+    ExpectClose(r->buffers.at("rm"), rm, 0, "rm");
+    ExpectClose(r->buffers.at("rv"), rv, 0, "rv");
+  }
 }
 
 // Inputs are positional: BatchNorm(x, rm, rv) gives rm as the weight and rv

@@ -95,7 +95,8 @@ TEST(BCELoss, RejectsShapeMismatch) {
 
 TEST(BCELoss, RejectsUnknownReduction) {
   ExpectError(BCECase({3}, "max"), absl::StatusCode::kInvalidArgument,
-              {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"max\""});
+              {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"",
+               "\"max\""});
 }
 
 }  // namespace

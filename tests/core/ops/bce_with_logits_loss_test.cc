@@ -81,8 +81,9 @@ TEST(BCEWithLogitsLoss, RejectsIntTarget) {
 }
 
 TEST(BCEWithLogitsLoss, RejectsUnknownReduction) {
-  ExpectError(LogitsCase({3}, ""), absl::StatusCode::kInvalidArgument,
-              {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"\""});
+  ExpectError(
+      LogitsCase({3}, ""), absl::StatusCode::kInvalidArgument,
+      {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"", "\"\""});
 }
 
 }  // namespace

@@ -1,4 +1,7 @@
-// Add, Sub, Mul, Div with NumPy broadcasting.
+// Add, Sub, Mul, Div with NumPy broadcasting; alpha, rounding_mode.
+#include <cmath>
+#include <limits>
+
 #include "gtest/gtest.h"
 #include "tests/core/ops/tensor_op_test_util.h"
 
@@ -102,10 +105,69 @@ TEST(Binary, RejectsInt64) {
   ExpectRejectsInt64Input(OpCase("Sub", {{"a", {3}}, {"b", {3}}}), 0, "a");
 }
 
+// torch.add/sub's alpha: y = a ± alpha·b, dB = ±alpha·ΣdY.
+TEST(Binary, AlphaOfAddAndSub) {
+  for (const std::string op : {"Add", "Sub"}) {
+    for (const ShapePair& shapes : kShapes) {
+      ExpectGradientsCorrect(
+          OpCase(op, {{"a", shapes.a}, {"b", shapes.b}}, {{"alpha", -3.14}}));
+    }
+  }
+  OpCase sub("Sub", {{"a", {2}}, {"b", {2}}}, {{"alpha", 2.0}});
+  auto r =
+      RunOnValues(sub, {F32({2}, {1, 2}), F32({2}, {3, 5})}, F32({2}, {1, 10}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({2}, {-5, -8}), 0, "y");
+  ExpectClose(r->gradients.at("a"), F32({2}, {1, 10}), 0, "da");
+  ExpectClose(r->gradients.at("b"), F32({2}, {-2, -20}), 0, "db");
+}
+
+// torch.div's rounding modes, values from torch 1.13 (float32): floor
+// rounds toward -inf, trunc toward 0, x/0 stays inf; no gradient.
+TEST(Binary, DivRoundingModes) {
+  const Tensor a = F32({8}, {7, -7, 7, -7, 5.5, -0.5, 0, 1});
+  const Tensor b = F32({8}, {2, 2, -2, -2, 0.5, 3, -1, 0});
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::pair<std::string, std::vector<float>>> modes = {
+      {"floor", {3, -4, -4, 3, 11, -1, -0.f, inf}},
+      {"trunc", {3, -3, -3, 3, 11, -0.f, -0.f, inf}}};
+  for (const auto& [mode, want] : modes) {
+    OpCase c("Div", {{"a", {8}}, {"b", {8}}},
+             {{"rounding_mode", std::string(mode)}});
+    for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+      auto r =
+          RunOnValues(c, {a, b}, F32({8}, std::vector<float>(8, 1)), dtype);
+      ASSERT_TRUE(r.ok()) << r.status();
+      const Tensor y = r->outputs.at("out0").CastFloat(DType::kFloat32);
+      for (int i = 0; i < 8; ++i) {
+        EXPECT_EQ(y.data<float>()[i], want[i]) << mode << " at " << i;
+        EXPECT_EQ(std::signbit(y.data<float>()[i]), std::signbit(want[i]))
+            << mode << " at " << i;
+      }
+      ExpectClose(r->gradients.at("a"), Tensor::Zeros(DType::kFloat32, {8}), 0,
+                  "da");
+      ExpectClose(r->gradients.at("b"), Tensor::Zeros(DType::kFloat32, {8}), 0,
+                  "db");
+    }
+    // Broadcast shapes: zero gradients of each input's own shape.
+    ExpectGradientsCorrect(
+        OpCase("Div", {{"a", {2, 3}}, {"b", {3}, Init::kAwayFromZero, 0.5, 2}},
+               {{"rounding_mode", std::string(mode)}}));
+  }
+}
+
 TEST(Binary, RejectsAttributes) {
   ExpectError(OpCase("Add", {{"a", {3}}, {"b", {3}}}, {{"axis", int64_t{1}}}),
               absl::StatusCode::kInvalidArgument,
               {"node 'node'", "unknown attribute 'axis'"});
+  ExpectError(OpCase("Mul", {{"a", {3}}, {"b", {3}}}, {{"alpha", 2.0}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "unknown attribute 'alpha'"});
+  ExpectError(OpCase("Div", {{"a", {3}}, {"b", {3}}},
+                     {{"rounding_mode", std::string("round")}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (Div)", "'rounding_mode'", "\"trunc\" or \"floor\"",
+               "round"});
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Conv1d and Conv2d.
 #include "gtest/gtest.h"
 #include "tests/core/ops/tensor_op_test_util.h"
+#include "tests/core/ops/unbatched_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -127,6 +128,153 @@ TEST(Conv2d, KnownValues) {
   ExpectClose(r->gradients.at("w"), F32({1, 1, 2, 2}, {12, 16, 24, 28}), 1e-7,
               "dw");
   ExpectClose(r->gradients.at("b"), F32({1}, {4}), 1e-7, "db");
+}
+
+// PyTorch's unbatched x: [C, L] and [C, H, W], as a batch of one without
+// its batch dim (every case of the sweeps above, and channels enough for a
+// blocked layout).
+TEST(Conv, UnbatchedIsABatchOfOne) {
+  std::vector<std::pair<std::string, ConvCase>> cases;
+  for (const ConvCase& c : Conv1dCases()) cases.push_back({"Conv1d", c});
+  for (const ConvCase& c : Conv2dCases()) cases.push_back({"Conv2d", c});
+  for (auto& [op, c] : cases) {
+    c.x.erase(c.x.begin());
+    ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+  }
+}
+
+// PyTorch's padding="same" (y as large as x; an even dilated kernel gets
+// its odd zero on the right/bottom) and "valid" (none).
+TEST(Conv, PaddingSameAndValid) {
+  using V = std::vector<int64_t>;
+  const std::vector<std::pair<std::string, ConvCase>> cases = {
+      {"Conv2d", {"Same3x3", {2, 3, 5, 6}, {4, 3, 3, 3}, true, {}}},
+      {"Conv2d",
+       {"SameEven",
+        {1, 4, 5, 5},
+        {2, 4, 2, 3},
+        true,
+        {{"dilation", int64_t{3}}}}},
+      {"Conv2d", {"SameEven16", {1, 16, 6, 5}, {16, 16, 4, 2}, false, {}}},
+      {"Conv1d",
+       {"SameGrouped",
+        {2, 2, 4},
+        {2, 1, 4},
+        true,
+        {{"groups", int64_t{2}}, {"dilation", int64_t{2}}}}},
+      {"Conv1d", {"SameOdd", {1, 3, 7}, {2, 3, 5}, true, {}}},
+  };
+  for (auto [op, c] : cases) {
+    c.attrs["padding"] = std::string("same");
+    OpCase same = MakeCase(op, c);
+    ExpectGradientsCorrect(same);
+    auto r = RunCase(same, DType::kFloat32);
+    ASSERT_TRUE(r.ok()) << r.status();
+    Shape y = c.x;
+    y[1] = c.w[0];
+    EXPECT_EQ(r->outputs.at("out0").shape(), y) << c.name;
+    c.x.erase(c.x.begin());
+    ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+  }
+  ConvCase valid = {"Valid",
+                    {2, 3, 6, 5},
+                    {2, 3, 3, 2},
+                    true,
+                    {{"padding", std::string("valid")}, {"stride", V{2, 1}}}};
+  ExpectGradientsCorrect(MakeCase("Conv2d", valid));
+  // [1, 1, 1, 4] * [1, 1, 1, 2] = [1, 1, 1, 4]: taps (x_i, x_i+1), the last
+  // one on the right padding (torch 1.13: [3, 5, 7, 4]).
+  OpCase even("Conv2d", {{"x", {1, 1, 1, 4}}, {"w", {1, 1, 1, 2}}, {""}},
+              {{"padding", std::string("same")}});
+  auto r = RunOnValues(even, {F32({1, 1, 1, 4}, {1, 2, 3, 4}),
+                              F32({1, 1, 1, 2}, {1, 1}), Tensor()});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({1, 1, 1, 4}, {3, 5, 7, 4}), 0,
+              "same, even kernel");
+  auto expect = [](OpCase c, std::vector<std::string> parts) {
+    ExpectError(c, absl::StatusCode::kInvalidArgument, parts);
+  };
+  OpCase strided = even;
+  strided.attrs["stride"] = int64_t{2};
+  expect(strided, {"node 'node' (Conv2d)", "'padding'", "stride [2, 2]",
+                   "\"same\" needs stride 1"});
+  OpCase full = even;
+  full.attrs["padding"] = std::string("full");
+  expect(full, {"'padding'", "ints, \"valid\" or \"same\"", "full"});
+  OpCase floats = even;
+  floats.attrs["padding"] = 1.5;
+  expect(floats, {"'padding' must be ints or string", "float"});
+}
+
+// torch.nn.Conv1d/2d's padding_mode: x padded by reflection, replication or
+// wrapping around, then convolved unpadded; with int padding or "same".
+TEST(Conv, PaddingModes) {
+  using V = std::vector<int64_t>;
+  for (const std::string mode : {"reflect", "replicate", "circular"}) {
+    const std::vector<std::pair<std::string, ConvCase>> cases = {
+        {"Conv2d",
+         {"Pad1", {2, 3, 5, 4}, {4, 3, 3, 3}, true, {{"padding", V{1, 2}}}}},
+        {"Conv2d",
+         {"SameEven",
+          {1, 2, 4, 5},
+          {3, 2, 2, 4},
+          false,
+          {{"padding", std::string("same")}}}},
+        {"Conv2d",
+         {"Channels16",
+          {1, 16, 4, 4},
+          {16, 16, 3, 3},
+          true,
+          {{"padding", V{1, 1}}, {"stride", V{2, 1}}}}},
+        {"Conv1d",
+         {"Grouped",
+          {2, 4, 6},
+          {4, 2, 3},
+          true,
+          {{"padding", int64_t{2}}, {"groups", int64_t{2}}}}},
+    };
+    for (auto [op, c] : cases) {
+      c.attrs["padding_mode"] = mode;
+      ExpectGradientsCorrect(MakeCase(op, c));
+      c.x.erase(c.x.begin());
+      ExpectUnbatchedIsABatchOfOne(MakeCase(op, c), {0});
+    }
+  }
+  // x = 1..12 as [1, 1, 3, 4], weight [[1, 0, 0], [0, 0, 1]], padding 1,
+  // reflect; dL/dy = 1. Values from torch 1.13's nn.Conv2d.
+  OpCase c("Conv2d", {{"x", {1, 1, 3, 4}}, {"w", {1, 1, 2, 3}}, {""}},
+           {{"padding", V{1, 1}}, {"padding_mode", std::string("reflect")}});
+  c.inputs[1].differentiable = false;
+  std::vector<float> v(12);
+  for (int i = 0; i < 12; ++i) v[i] = static_cast<float>(i + 1);
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunOnValues(
+        c,
+        {F32({1, 1, 3, 4}, v), F32({1, 1, 2, 3}, {1, 0, 0, 0, 0, 1}), Tensor()},
+        F32({1, 1, 4, 4}, std::vector<float>(16, 1)), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"),
+                F32({1, 1, 4, 4}, {8, 8, 10, 10, 8, 8, 10, 10, 16, 16, 18, 18,
+                                   16, 16, 18, 18}),
+                0, "y");
+    ExpectClose(r->gradients.at("x"),
+                F32({1, 1, 3, 4}, {1, 3, 3, 1, 2, 6, 6, 2, 1, 3, 3, 1}), 0,
+                "dx");
+  }
+  auto expect = [](OpCase c, std::vector<std::string> parts) {
+    ExpectError(c, absl::StatusCode::kInvalidArgument, parts);
+  };
+  OpCase big(
+      "Conv1d", {{"x", {1, 1, 3}}, {"w", {1, 1, 3}}, {""}},
+      {{"padding", int64_t{3}}, {"padding_mode", std::string("reflect")}});
+  expect(big, {"node 'node' (Conv1d)", "padding 3", "\"reflect\"",
+               "at least 4, got 3"});
+  big.attrs["padding_mode"] = std::string("circular");
+  big.attrs["padding"] = int64_t{4};
+  expect(big, {"padding 4", "\"circular\"", "at least 4, got 3"});
+  big.attrs["padding_mode"] = std::string("mirror");
+  expect(big, {"'padding_mode'", "\"reflect\", \"replicate\" or \"circular\"",
+               "mirror"});
 }
 
 TEST(Conv2d, EmptyBatch) {
@@ -267,10 +415,16 @@ INSTANTIATE_TEST_SUITE_P(
                 {"'groups'"}},
         BadConv{"WrongRank",
                 "Conv2d",
+                {3, 5},
+                {2, 3, 3, 3},
+                {},
+                {"input 'x'", "rank 3 to 4", "[3, 5]"}},
+        BadConv{"UnbatchedChannels",
+                "Conv2d",
                 {1, 3, 5},
                 {2, 3, 3, 3},
                 {},
-                {"input 'x'", "rank 4"}},
+                {"input 'weight'", "C/groups = 1", "[2, 3, 3, 3]"}},
         BadConv{"BiasLength",
                 "Conv2d",
                 {1, 3, 5, 5},

@@ -3,6 +3,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/core/ops/loss_test_util.h"
+#include "tests/core/ops/unbatched_test_util.h"
 
 namespace gradserve::testing {
 namespace {
@@ -235,13 +236,78 @@ TEST(CrossEntropyLoss, RejectsProbabilitiesOfWrongShape) {
       {"input 'target' (value 't')", "[3, 4]", "got float32 [3, 5]"});
 }
 
-TEST(CrossEntropyLoss, RejectsLogitsOfRankOne) {
+TEST(CrossEntropyLoss, RejectsABatchedTargetForUnbatchedLogits) {
   ExpectError(
       LossCase("CrossEntropyLoss",
                {{"x", {4}}, {"y", {1}, Init::kLabels, 0, 0, 4}}, "mean"),
       absl::StatusCode::kInvalidArgument,
-      {"node 'node' (CrossEntropyLoss)", "input 'logits' (value 'x')", "rank 2",
-       "[4]"});
+      {"node 'node' (CrossEntropyLoss)", "input 'target' (value 'y')",
+       "0-d int64 class label", "probabilities of shape [4]",
+       "unbatched input 'logits' (value 'x') [4]", "got int64 [1]"});
+  ExpectError(LossCase("CrossEntropyLoss",
+                       {{"x", {}}, {"y", {}, Init::kLabels, 0, 0, 1}}, "mean"),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (CrossEntropyLoss)", "input 'logits' (value 'x')",
+               "[N, C, d...] or [C]", "got shape []"});
+}
+
+// torch's [N, C, d1, ..., dk] logits: one row of C classes per sample and
+// position, labels [N, d1, ..., dk] or probabilities of the logits' shape.
+TEST(CrossEntropyLoss, SpatialDims) {
+  for (const std::string reduction : {"mean", "sum"}) {
+    ExpectGradientsCorrect(
+        LossCase("CrossEntropyLoss",
+                 {{"x", {2, 3, 2, 2}, Init::kUniform, -2, 2},
+                  {"y", {2, 2, 2}, Init::kLabels, 0, 0, 3, false}},
+                 reduction));
+    ExpectGradientsCorrect(LossCase("CrossEntropyLoss",
+                                    {{"x", {2, 3, 4}, Init::kUniform, -2, 2},
+                                     {"t", {2, 3, 4}, Init::kProbabilities}},
+                                    reduction));
+  }
+  // Values from torch 1.13: F.cross_entropy(x, y, reduction=...).backward().
+  const NamedTensors in = {
+      {"x", F32({1, 2, 2, 2}, {1, 2, 3, 0.5, -1, 0.25, 2, 1})},
+      {"y", I64({1, 2, 2}, {1, 0, 0, 1})}};
+  for (DType dtype : {DType::kFloat64, DType::kFloat32}) {
+    ExpectLoss("CrossEntropyLoss", "mean", in, dtype, 1e-6, 0.7686227082948474,
+               {{"x", F64({1, 2, 2, 2},
+                          {0.22019926949447058, -0.037011799507922355,
+                           -0.06723535534249878, 0.09438516719953635,
+                           -0.2201992694944706, 0.03701179950792237,
+                           0.06723535534249878, -0.09438516719953635})}});
+    ExpectLoss(
+        "CrossEntropyLoss", "sum", in, dtype, 1e-6, 3.0744908331793894,
+        {{"x", F64({1, 2, 2, 2}, {0.8807970779778823, -0.14804719803168942,
+                                  -0.2689414213699951, 0.3775406687981454,
+                                  -0.8807970779778824, 0.14804719803168948,
+                                  0.2689414213699951, -0.3775406687981454})}});
+  }
+  ExpectError(
+      LossCase("CrossEntropyLoss",
+               {{"x", {2, 3, 4}}, {"y", {2, 3}, Init::kLabels, 0, 0, 3}},
+               "mean"),
+      absl::StatusCode::kInvalidArgument,
+      {"input 'target' (value 'y')", "labels of shape [2, 4]",
+       "probabilities of shape [2, 3, 4]", "got int64 [2, 3]"});
+}
+
+// Unbatched logits [C] with a 0-d label or [C] probabilities, as torch
+// takes them: a batch of one.
+TEST(CrossEntropyLoss, Unbatched) {
+  for (const std::string reduction : {"mean", "sum"}) {
+    ExpectUnbatchedIsABatchOfOne(
+        LossCase("CrossEntropyLoss",
+                 {{"x", {5}, Init::kUniform, -2, 2},
+                  {"y", {}, Init::kLabels, 0, 0, 5, false}},
+                 reduction),
+        {0, 1});
+    ExpectUnbatchedIsABatchOfOne(LossCase("CrossEntropyLoss",
+                                          {{"x", {5}, Init::kUniform, -2, 2},
+                                           {"t", {5}, Init::kProbabilities}},
+                                          reduction),
+                                 {0, 1});
+  }
 }
 
 TEST(CrossEntropyLoss, RejectsZeroClasses) {
@@ -253,9 +319,9 @@ TEST(CrossEntropyLoss, RejectsZeroClasses) {
 }
 
 TEST(CrossEntropyLoss, RejectsUnknownReduction) {
-  ExpectError(
-      LabelsCase(2, 3, "average"), absl::StatusCode::kInvalidArgument,
-      {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"average\""});
+  ExpectError(LabelsCase(2, 3, "average"), absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"",
+               "\"average\""});
 }
 
 }  // namespace

@@ -126,11 +126,33 @@ TEST(Dropout, EvalIsTheIdentity) {
   ExpectClose(r->gradients.at("x"), F32({2, 2}, {5, 6, 7, 8}), 0, "dx");
 }
 
+// p = 1 drops everything, as torch.nn.functional.dropout(x, 1.0) does:
+// y = 0 and dx = 0 (not 0·inf = NaN), with and without a given mask.
+TEST(Dropout, OneDropsEverything) {
+  auto r = RunOnValues(DropoutCase({3}, 1.0, 5), {F32({3}, {1, -2, 3})},
+                       F32({3}, {4, 5, 6}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({3}, {0, 0, 0}), 0, "y");
+  ExpectClose(r->outputs.at("out1"), F32({3}, {0, 0, 0}), 0, "mask");
+  ExpectClose(r->gradients.at("x"), F32({3}, {0, 0, 0}), 0, "dx");
+  OpCase given("Dropout", {{"x", {2, 3}}, {"m", {2, 3}, Init::kBernoulli}},
+               {{"p", 1.0}});
+  ExpectGradientsCorrect(given);
+  auto g = RunOnValues(given, {F32({1}, {2}), F32({1}, {1})}, F32({1}, {3}));
+  ASSERT_TRUE(g.ok()) << g.status();
+  ExpectClose(g->outputs.at("out0"), F32({1}, {0}), 0, "y, given mask");
+  ExpectClose(g->gradients.at("x"), F32({1}, {0}), 0, "dx, given mask");
+  ExpectClose(g->gradients.at("m"), F32({1}, {0}), 0, "dmask");
+}
+
 TEST(Dropout, RejectsBadInput) {
-  for (double p : {1.0, -0.1, 1.5}) {
+  for (double p : {-0.1, 1.5}) {
     ExpectError(DropoutCase({4}, p, 1), absl::StatusCode::kInvalidArgument,
-                {"node 'node' (Dropout)", "'p'", "in [0, 1)"});
+                {"node 'node' (Dropout)", "'p'", "in [0, 1]"});
   }
+  ExpectError(DropoutCase({4}, std::nan(""), 1),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (Dropout)", "'p'", "finite"});
   OpCase c("Dropout", {{"x", {4}}, {"m", {5}}});
   ExpectError(c, absl::StatusCode::kInvalidArgument,
               {"input 'mask'", "[4]", "[5]"});

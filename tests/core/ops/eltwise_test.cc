@@ -1,4 +1,5 @@
-// ReLU, LeakyReLU, ELU, GELU, Tanh, Sigmoid, Exp, Log, Scale.
+// ReLU, LeakyReLU, ELU, GELU (erf and tanh), SiLU, Mish, Abs, Sqrt, Tanh,
+// Sigmoid, Exp, Log, Scale.
 #include <cmath>
 
 #include "gtest/gtest.h"
@@ -71,6 +72,22 @@ std::vector<EltwiseCase> Cases() {
        3,
        {-0.0455003, -0.1542688, 0, 0.3457312, 1.9544997},
        {-0.0852318, 0.1325049, 0.5, 0.8674951, 1.0852318}},
+      {"GELUTanh",
+       "GELU",
+       {{"approximate", std::string("tanh")}},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.04540231, -0.154286, 0, 0.345714, 1.954598},
+       {-0.08609926, 0.1326301, 0.5, 0.8673699, 1.086099}},
+      {"GELUNone",
+       "GELU",
+       {{"approximate", std::string("none")}},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.0455003, -0.1542688, 0, 0.3457312, 1.9544997},
+       {-0.0852318, 0.1325049, 0.5, 0.8674951, 1.0852318}},
       {"Tanh",
        "Tanh",
        {},
@@ -95,6 +112,30 @@ std::vector<EltwiseCase> Cases() {
        2,
        {0.1353353, 0.6065307, 1, 1.6487213, 7.3890561},
        {0.1353353, 0.6065307, 1, 1.6487213, 7.3890561}},
+      {"SiLU",
+       "SiLU",
+       {},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.2384058, -0.1887703, 0, 0.3112297, 1.761594},
+       {-0.09078425, 0.2600388, 0.5, 0.7399612, 1.090784}},
+      {"Mish",
+       "Mish",
+       {},
+       Init::kUniform,
+       -3,
+       3,
+       {-0.2525015, -0.2207438, 0, 0.3752452, 1.943959},
+       {-0.1083551, 0.2895107, 0.6, 0.8864244, 1.069318}},
+      {"Abs",
+       "Abs",
+       {},
+       Init::kAwayFromZero,
+       0.1,
+       2,
+       {2, 0.5, 0, 0.5, 2},
+       {-1, -1, 0, 1, 1}},
       {"Scale",
        "Scale",
        {{"factor", -2.5}},
@@ -172,6 +213,25 @@ TEST(Log, Gradients) {
       OpCase("Log", {{"x", {3, 4}, Init::kUniform, 0.5, 3}}));
 }
 
+// Values from torch 1.13 (dL/dy = 1); NaN below 0 as torch.sqrt.
+TEST(Sqrt, ValuesAndDomain) {
+  OpCase c("Sqrt", {{"x", {5}}});
+  for (DType dtype : {DType::kFloat32, DType::kFloat64}) {
+    auto r = RunOnValues(c, {F32({5}, {0.25, 1, 4, 9, 0.01})},
+                         F32({5}, {1, 1, 1, 1, 1}), dtype);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ExpectClose(r->outputs.at("out0"), F32({5}, {0.5, 1, 2, 3, 0.1}), 1e-6,
+                "y");
+    ExpectClose(r->gradients.at("x"), F32({5}, {1, 0.5, 0.25, 0.1666667, 5}),
+                1e-6, "dx");
+  }
+  auto r = RunOnValues(c, {F32({5}, {-1, 1, 1, 1, 1})});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(std::isnan(r->outputs.at("out0").data<float>()[0]));
+  ExpectGradientsCorrect(
+      OpCase("Sqrt", {{"x", {3, 4}, Init::kUniform, 0.5, 3}}));
+}
+
 TEST(Eltwise, RejectsBadAttributes) {
   ExpectError(OpCase("ReLU", {{"x", {2}}}, {{"alpha", 0.1}}),
               absl::StatusCode::kInvalidArgument,
@@ -180,6 +240,11 @@ TEST(Eltwise, RejectsBadAttributes) {
       OpCase("LeakyReLU", {{"x", {2}}}, {{"alpha", std::string("big")}}),
       absl::StatusCode::kInvalidArgument,
       {"node 'node'", "'alpha' must be float", "string"});
+  ExpectError(
+      OpCase("GELU", {{"x", {2}}}, {{"approximate", std::string("sigmoid")}}),
+      absl::StatusCode::kInvalidArgument,
+      {"node 'node' (GELU)", "'approximate'", "\"none\" or \"tanh\"",
+       "sigmoid"});
 }
 
 }  // namespace

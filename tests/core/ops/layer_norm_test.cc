@@ -78,6 +78,19 @@ TEST(LayerNorm, InputGradientAlone) {
   }
 }
 
+// PyTorch takes any epsilon (its OpInfo samples use 0.5 and -0.5).
+TEST(LayerNorm, EpsilonOfEitherSign) {
+  for (double epsilon : {0.5, -0.05}) {
+    OpCase c = LayerNormCase({2, 3, 4}, 2, true);
+    c.attrs["epsilon"] = epsilon;  // x in [-2, 2): variances well above 0.05
+    ExpectGradientsCorrect(c);
+  }
+  OpCase c = LayerNormCase({2, 3}, 1, false);
+  c.attrs["epsilon"] = std::nan("");
+  ExpectError(c, absl::StatusCode::kInvalidArgument,
+              {"node 'node' (LayerNorm)", "'epsilon'", "finite"});
+}
+
 TEST(LayerNorm, RejectsBadInput) {
   ExpectError(LayerNormCase({2, 3}, 3, false),
               absl::StatusCode::kInvalidArgument,

@@ -114,26 +114,67 @@ TEST(MatMul, EmptyBatch) {
 }
 
 TEST(MatMul, RejectsMismatchedInnerDim) {
-  ExpectError(
-      OpCase("MatMul", {{"a", {4, 6}}, {"b", {5, 3}}}),
-      absl::StatusCode::kInvalidArgument,
-      {"node 'node' (MatMul)", "input 'b'", "[6, M]", "[4, 6]", "got [5, 3]"});
+  ExpectError(OpCase("MatMul", {{"a", {4, 6}}, {"b", {5, 3}}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (MatMul)", "input 'b'", "6 rows (dim -2)", "[4, 6]",
+               "got [5, 3]"});
+  ExpectError(OpCase("MatMul", {{"a", {2, 4}}, {"b", {5}}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (MatMul)", "input 'b'", "4 elements", "got [5]"});
 }
 
 TEST(MatMul, RejectsMismatchedBatchDims) {
-  ExpectError(
-      OpCase("MatMul", {{"a", {2, 3, 4}}, {"b", {3, 4, 5}}}),
-      absl::StatusCode::kInvalidArgument,
-      {"node 'node' (MatMul)", "input 'b'", "[2, 4, M]", "got [3, 4, 5]"});
+  ExpectError(OpCase("MatMul", {{"a", {2, 3, 4}}, {"b", {3, 4, 5}}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (MatMul)", "batch dims", "[2, 3, 4]", "[3, 4, 5]",
+               "do not broadcast"});
 }
 
-TEST(MatMul, RejectsLowRanks) {
-  ExpectError(OpCase("MatMul", {{"a", {4}}, {"b", {4, 3}}}),
+TEST(MatMul, RejectsScalars) {
+  ExpectError(OpCase("MatMul", {{"a", {}}, {"b", {4, 3}}}),
               absl::StatusCode::kInvalidArgument,
-              {"node 'node' (MatMul)", "input 'a'", "rank >= 2", "[4]"});
-  ExpectError(OpCase("MatMul", {{"a", {2, 4}}, {"b", {4}}}),
-              absl::StatusCode::kInvalidArgument,
-              {"node 'node' (MatMul)", "input 'b'", "[4, M]", "got [4]"});
+              {"node 'node' (MatMul)", "rank >= 1", "input 'a'", "[]"});
+}
+
+// torch.matmul's rules: 1-d operands (a row, a column; the added dim
+// dropped), and batch dims that broadcast, b's too, against a without any.
+TEST(MatMul, OneDimensionalOperandsAndBroadcastBatches) {
+  const std::vector<std::pair<Shape, Shape>> cases = {
+      {{6}, {6}},
+      {{4, 6}, {6}},
+      {{6}, {6, 3}},
+      {{2, 3, 6}, {6}},
+      {{6}, {2, 6, 3}},
+      {{4, 6}, {2, 6, 3}},
+      {{2, 1, 4, 6}, {3, 6, 2}},
+      {{3, 1, 4, 6}, {1, 2, 6, 5}},
+      {{0, 6}, {2, 6, 3}},
+      {{2, 4, 0}, {0}}};
+  for (const auto& [a, b] : cases) {
+    ExpectGradientsCorrect(OpCase("MatMul", {{"a", a}, {"b", b}}));
+    OpCase only_b("MatMul", {{"a", a}, {"b", b}});
+    only_b.inputs[0].differentiable = false;
+    ExpectGradientsCorrect(only_b);
+  }
+}
+
+// Values worked out by hand, as torch.matmul gives them.
+TEST(MatMul, KnownValuesOfVectorsAndBroadcasts) {
+  OpCase dot("MatMul", {{"a", {3}}, {"b", {3}}});
+  auto r = RunOnValues(dot, {F32({3}, {1, 2, 3}), F32({3}, {4, 5, 6})},
+                       F32({}, {2}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({}, {32}), 0, "a · b");
+  ExpectClose(r->gradients.at("a"), F32({3}, {8, 10, 12}), 0, "da");
+  ExpectClose(r->gradients.at("b"), F32({3}, {2, 4, 6}), 0, "db");
+  // a [2] shared by b [2, 2, 1]: y [2, 1]; da sums over b's batch.
+  OpCase shared("MatMul", {{"a", {2}}, {"b", {2, 2, 1}}});
+  r = RunOnValues(shared, {F32({2}, {1, 2}), F32({2, 2, 1}, {3, 4, 5, 6})},
+                  F32({2, 1}, {1, 10}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectClose(r->outputs.at("out0"), F32({2, 1}, {11, 17}), 0, "y");
+  ExpectClose(r->gradients.at("a"), F32({2}, {3 + 50, 4 + 60}), 0, "da");
+  ExpectClose(r->gradients.at("b"), F32({2, 2, 1}, {1, 2, 10, 20}), 0, "db");
 }
 
 TEST(MatMul, RejectsIntegerInput) {

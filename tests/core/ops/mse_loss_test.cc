@@ -84,10 +84,10 @@ TEST(MSELoss, RejectsIntTarget) {
 }
 
 TEST(MSELoss, RejectsUnknownReduction) {
-  ExpectError(
-      LossCase("MSELoss", {{"p", {3}}, {"t", {3}}}, "none"),
-      absl::StatusCode::kInvalidArgument,
-      {"node 'node'", "'reduction'", "\"mean\" or \"sum\"", "\"none\""});
+  ExpectError(LossCase("MSELoss", {{"p", {3}}, {"t", {3}}}, "elementwise"),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node'", "'reduction'", "\"mean\", \"sum\" or \"none\"",
+               "\"elementwise\""});
 }
 
 }  // namespace
