@@ -27,14 +27,15 @@ bool IsDefaultDomain(const std::string& domain) {
   return domain.empty() || domain == "ai.onnx";
 }
 
-absl::StatusOr<int> DefaultOpset(const onnx::ModelProto& model) {
+// 0 when the model imports none (then only its nodes of other domains,
+// which the import refuses, need an opset).
+int DefaultOpset(const onnx::ModelProto& model) {
   for (const auto& opset : model.opset_import()) {
     if (IsDefaultDomain(opset.domain())) {
       return static_cast<int>(opset.version());
     }
   }
-  return absl::InvalidArgumentError(
-      "onnx_model: the model imports no ai.onnx opset");
+  return 0;
 }
 
 absl::StatusOr<onnx::ModelProto> Parse(absl::string_view bytes) {
@@ -81,7 +82,7 @@ absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
   } catch (const std::exception& e) {
     return Rejected("ONNX's checker rejects the model", e);
   }
-  ASSIGN_OR_RETURN(int opset, DefaultOpset(model));
+  int opset = DefaultOpset(model);
   if (opset > kMaxOpset) {
     return absl::UnimplementedError(absl::StrCat("onnx_model: opset ", opset,
                                                  " is newer than gradserve's "
@@ -89,7 +90,7 @@ absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
                                                  kMinOpset, " to ", kMaxOpset,
                                                  ")"));
   }
-  if (opset < kMinOpset) {
+  if (opset > 0 && opset < kMinOpset) {
     try {
       model = onnx::version_conversion::ConvertVersion(model, kMinOpset);
     } catch (const std::exception& e) {

@@ -342,8 +342,12 @@ absl::Status Reshape(NodeImport& node, const char*) {
 // ONNX's Flatten is always 2-d: [prod(dims[:axis]), prod(dims[axis:])].
 absl::Status Flatten(NodeImport& node, const char* op) {
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Flatten"));
-  ASSIGN_OR_RETURN(int axis,
-                   NormalizeAxis(node, node.Int("axis", 1), rank + 1, "axis"));
+  int64_t axis = node.Int("axis", 1);  // in [-rank, rank]
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis > rank) {
+    return node.Invalid("axis = ", node.Int("axis", 1), " is outside [", -rank,
+                        ", ", rank, "]");
+  }
   if (axis == 1 && rank >= 2 && !node.IsConstant(0)) {
     node.Emit(op, {node.Input(0)}, {node.Output(0)},
               {{"start_dim", int64_t{1}}});
@@ -488,6 +492,13 @@ absl::Status Pool(NodeImport& node, const char* op) {
                             "] (gradserve pools without dilation)");
   }
   ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
+  for (size_t d = 0; d < 2; ++d) {
+    if (pads[d] > kernel[d] / 2) {
+      return node.Unsupported("pads [", absl::StrJoin(pads, ", "),
+                              "] over half the kernel (gradserve pads at "
+                              "most half a pooling window)");
+    }
+  }
   if (node.Int("ceil_mode", 0) != 0) {
     ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
     for (size_t d = 0; d < 2; ++d) {
@@ -524,6 +535,11 @@ absl::Status GlobalAveragePool(NodeImport& node, const char* op) {
 // statistics (as module.train() / eval() do).
 absl::Status BatchNormalization(NodeImport& node, const char* op) {
   RETURN_IF_ERROR(node.RejectUsedOutputs(1, "the updated or saved statistics"));
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "BatchNormalization"));
+  if (rank < 2 || rank > 4) {
+    return node.Unsupported("input of rank ", rank,
+                            " (gradserve's BatchNorm takes rank 2 to 4)");
+  }
   node.MarkBuffer(3);
   node.MarkBuffer(4);
   node.Emit(op, Inputs(node), {node.Output(0)},
