@@ -267,3 +267,32 @@ def test_every_model_rpc_imports(server, rpc):
         getattr(server.rpc, rpc)(request, timeout=30)
     assert error.value.code() == UNIMPLEMENTED
     assert "asymmetric pads" in error.value.details()
+
+
+def test_gradctl_takes_onnx_files(server, tmp_path):
+    """describe and compute --graph model.onnx: the file's bytes go as
+    onnx_model; compute's loss gradients are torch's."""
+    from gradctl_runs import gradctl
+    torch.manual_seed(12)
+    module = om.ClassifierLoss()
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    target = np.array([2, 0, 1, 0], dtype=np.int64)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(om.export(module, (torch.tensor(x), torch.tensor(target)),
+                               ["x", "target"], ["loss"], PRESERVE))
+    out = gradctl(server, "describe", "--graph", path, "--input", "x=4,5",
+                  "--input", "target=4:int64")
+    assert out.returncode == 0, out.stderr
+    assert f"total: {sum(p.numel() for p in module.parameters())} trainable" in out.stdout
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "target.npy", target)
+    out_dir = tmp_path / "out"
+    run = gradctl(server, "compute", "--graph", path, "--feed", f"x={tmp_path / 'x.npy'}",
+                  "--feed", f"target={tmp_path / 'target.npy'}", "--loss", "loss",
+                  "--out", out_dir)
+    assert run.returncode == 0, run.stderr
+    module(torch.tensor(x), torch.tensor(target)).backward()
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(np.load(out_dir / f"grad_{name}.npy"), p.grad.numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
