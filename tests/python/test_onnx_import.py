@@ -43,13 +43,18 @@ def assert_matches(result, y, grads, rtol=1e-4, atol=1e-5):
                                    err_msg=name)
 
 
-def test_mlp_outputs_and_gradients_match_torch(server):
-    torch.manual_seed(0)
+def exported_mlp(seed, batch):
+    """(module, x, ONNX bytes, dL/dy) of a random MLP."""
+    torch.manual_seed(seed)
     module = om.MLP()
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((5, 6)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 6)).astype(np.float32)
     model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
-    seed_grad = rng.standard_normal((5, 4)).astype(np.float32)
+    return module, x, model, rng.standard_normal((batch, 4)).astype(np.float32)
+
+
+def test_mlp_outputs_and_gradients_match_torch(server):
+    module, x, model, seed_grad = exported_mlp(0, 5)
     y, grads = torch_reference(module, x, seed_grad)
     wrt = [name for name, _ in module.named_parameters()] + ["x"]
     assert_matches(onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL), y, grads)
@@ -116,12 +121,7 @@ def test_describe_counts_the_parameters_torch_does(server):
 
 
 def test_forward_then_backward_equals_compute(server):
-    torch.manual_seed(6)
-    module = om.MLP()
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((3, 6)).astype(np.float32)
-    model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
-    seed_grad = rng.standard_normal((3, 4)).astype(np.float32)
+    module, x, model, seed_grad = exported_mlp(6, 3)
     request = pb.ForwardRequest(onnx_model=model, fetch=["y"], mode=pb.MODE_EVAL)
     gs.fill(request.feeds, {"x": x})
     forward = server.rpc.Forward(request, timeout=60)

@@ -209,15 +209,16 @@ absl::Status ReshapeTo(NodeImport& node, Ints dims) {
   return absl::OkStatus();
 }
 
+// The dims of input 0: a known value's, or all-known inferred ones.
+absl::StatusOr<Ints> DimsOf(const NodeImport& node, absl::string_view why) {
+  if (!node.IsConstant(0)) return node.StaticShape(0, why);
+  ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
+  return x.shape();
+}
+
 absl::Status Unsqueeze(NodeImport& node, const char*) {
   ASSIGN_OR_RETURN(Ints axes, AxesOf(node));
-  Ints dims;
-  if (node.IsConstant(0)) {
-    ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
-    dims = x.shape();
-  } else {
-    ASSIGN_OR_RETURN(dims, node.StaticShape(0, "Unsqueeze"));
-  }
+  ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Unsqueeze"));
   const int rank = static_cast<int>(dims.size() + axes.size());
   Ints inserted(rank, 0);
   for (int64_t a : axes) {
@@ -232,13 +233,7 @@ absl::Status Unsqueeze(NodeImport& node, const char*) {
 
 absl::Status Squeeze(NodeImport& node, const char*) {
   ASSIGN_OR_RETURN(Ints axes, AxesOf(node));
-  Ints dims;
-  if (node.IsConstant(0)) {
-    ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
-    dims = x.shape();
-  } else {
-    ASSIGN_OR_RETURN(dims, node.StaticShape(0, "Squeeze"));
-  }
+  ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Squeeze"));
   const int rank = static_cast<int>(dims.size());
   Ints removed(rank, axes.empty() ? 1 : 0);
   for (int64_t a : axes) {
@@ -315,13 +310,7 @@ absl::Status Reshape(NodeImport& node, const char*) {
   Ints dims = IntValues(shape);
   const bool allowzero = node.Int("allowzero", 0) != 0;
   if (!allowzero && std::count(dims.begin(), dims.end(), 0) > 0) {
-    Ints in;
-    if (node.IsConstant(0)) {
-      ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the data"));
-      in = x.shape();
-    } else {
-      ASSIGN_OR_RETURN(in, node.StaticShape(0, "a 0 in Reshape's shape"));
-    }
+    ASSIGN_OR_RETURN(Ints in, DimsOf(node, "a 0 in Reshape's shape"));
     for (size_t d = 0; d < dims.size(); ++d) {
       if (dims[d] != 0) continue;
       if (d >= in.size())
