@@ -23,7 +23,8 @@ class AnalysisCommand : public Command {
     CLI::Option_group* model =
         app.add_option_group("model", "the model: exactly one of");
     model->add_option("--graph", graph_,
-                      "graph file: protobuf JSON (.json) or text (.pbtxt)");
+                      "model file: a graph in protobuf JSON (.json) or text "
+                      "(.pbtxt), or an ONNX model (.onnx)");
     model->add_option("--session", session_,
                       "a session's id: its graph and values");
     model->require_option(1);
@@ -48,7 +49,7 @@ class AnalysisCommand : public Command {
     if (!session_.empty()) {
       r->set_session_id(session_);
     } else {
-      ASSIGN_OR_RETURN(*r->mutable_graph(), ReadGraph(graph_));
+      RETURN_IF_ERROR(ReadModel(graph_, r));
     }
     RETURN_IF_ERROR(ReadTensors(feeds_, "--feed", r->mutable_feeds()));
     for (const std::string& w : wrt_) r->add_wrt(w);

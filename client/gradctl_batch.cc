@@ -207,7 +207,7 @@ class Batch : public Command {
   absl::StatusOr<pb::ComputeRequest> BaseRequest() {
     pb::ComputeRequest base;
     if (!f_.graph.empty()) {
-      ASSIGN_OR_RETURN(*base.mutable_graph(), ReadGraph(f_.graph));
+      RETURN_IF_ERROR(ReadModel(f_.graph, &base));
     } else {
       base.set_session_id(f_.session);
     }

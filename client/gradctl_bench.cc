@@ -93,7 +93,7 @@ class Bench : public Command {
  private:
   absl::StatusOr<std::vector<pb::ComputeRequest>> Requests() {
     pb::ComputeRequest base;
-    ASSIGN_OR_RETURN(*base.mutable_graph(), ReadGraph(graph_));
+    RETURN_IF_ERROR(ReadModel(graph_, &base));
     RETURN_IF_ERROR(ReadTensors(feeds_, "--feed", base.mutable_feeds()));
     for (const std::string& f : fetch_) base.add_fetch(f);
     for (const std::string& w : wrt_) base.add_wrt(w);

@@ -219,8 +219,10 @@ std::string Fingerprint(absl::string_view bytes) {
 }
 
 void AddGraphOption(CLI::App& command, std::string* graph, bool required) {
-  CLI::Option* option = command.add_option(
-      "--graph", *graph, "graph file: protobuf JSON (.json) or text (.pbtxt)");
+  CLI::Option* option =
+      command.add_option("--graph", *graph,
+                         "model file: a graph in protobuf JSON (.json) or text "
+                         "(.pbtxt), or an ONNX model (.onnx)");
   if (required) option->required();
 }
 

@@ -60,7 +60,7 @@ class Describe : public Command {
 
   absl::Status Run(Context& context) override {
     pb::DescribeRequest request;
-    ASSIGN_OR_RETURN(*request.mutable_graph(), ReadGraph(graph_));
+    RETURN_IF_ERROR(ReadModel(graph_, &request));
     for (const std::string& arg : inputs_) {
       RETURN_IF_ERROR(ParseInputShape(arg, &request));
     }
@@ -156,7 +156,7 @@ class Compute : public Command {
 
   absl::Status Run(Context& context) override {
     pb::ComputeRequest request;
-    ASSIGN_OR_RETURN(*request.mutable_graph(), ReadGraph(graph_));
+    RETURN_IF_ERROR(ReadModel(graph_, &request));
     RETURN_IF_ERROR(ReadTensors(feeds_, "--feed", request.mutable_feeds()));
     RETURN_IF_ERROR(
         ReadTensors(grads_, "--grad", request.mutable_output_gradients()));

@@ -51,16 +51,20 @@ absl::StatusOr<gradserve::v1::Graph> ParseGraph(absl::string_view text,
     }
     return graph;
   }
-  if (absl::EndsWith(path, ".onnx")) {
+  if (IsOnnxFile(path)) {
     return absl::UnimplementedError(absl::StrCat(
         path,
-        ": ONNX import is not supported yet; use a .json or .pbtxt "
-        "graph"));
+        ": this command takes a gradserve graph (.json or .pbtxt), not an "
+        "ONNX model yet"));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       path,
       ": unknown graph format; expected .json (protobuf JSON) or .pbtxt "
       "(protobuf text)"));
+}
+
+bool IsOnnxFile(absl::string_view path) {
+  return absl::EndsWith(path, ".onnx");
 }
 
 absl::StatusOr<gradserve::v1::Graph> ReadGraph(const std::string& path) {

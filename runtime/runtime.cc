@@ -4,21 +4,26 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/import/onnx/onnx_import.h"
 #include "core/status_macros.h"
 #include "runtime/ids.h"
 
 namespace gradserve::runtime {
 namespace {
 
-absl::Status NeedsGraph(const ModelSource& source, absl::string_view rpc) {
-  if (source.kind == ModelSource::Kind::kGraph) return absl::OkStatus();
+// An onnx_model becomes the graph it imports to; from there on the call
+// treats it as any graph (the program cache keys it by its structure).
+absl::Status NeedsGraph(ModelSource& source, absl::string_view rpc,
+                        const Limits& limits) {
   if (source.kind == ModelSource::Kind::kOnnx) {
-    return absl::UnimplementedError(
-        "onnx_model: ONNX import is not supported by this server yet; send "
-        "a graph");
+    ASSIGN_OR_RETURN(source.graph,
+                     onnx_import::ImportModel(source.onnx_model, limits));
+    source.onnx_model.clear();
+    source.kind = ModelSource::Kind::kGraph;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat(rpc, ": the request carries no model: set graph"));
+  if (source.kind == ModelSource::Kind::kGraph) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      rpc, ": the request carries no model: set graph or onnx_model"));
 }
 
 }  // namespace
@@ -86,6 +91,9 @@ absl::Status Runtime::EnablePersistence(
 absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
                                                 ModelSource source) {
   Model model;
+  if (source.kind == ModelSource::Kind::kOnnx) {
+    RETURN_IF_ERROR(NeedsGraph(source, "model", limits_));
+  }
   switch (source.kind) {
     case ModelSource::Kind::kSession: {
       ASSIGN_OR_RETURN(auto session,
@@ -103,7 +111,7 @@ absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
       return model;
     }
     default:
-      RETURN_IF_ERROR(NeedsGraph(source, "model"));
+      RETURN_IF_ERROR(NeedsGraph(source, "model", limits_));
       return model;
   }
 }
@@ -213,7 +221,7 @@ absl::StatusOr<std::map<std::string, Tensor>> Runtime::Backward(
 
 absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
                                                    CreateSessionCall call) {
-  RETURN_IF_ERROR(NeedsGraph(call.model, "CreateSession"));
+  RETURN_IF_ERROR(NeedsGraph(call.model, "CreateSession", limits_));
   SessionSpec spec;
   spec.tenant = ctx.tenant;
   spec.route = ctx.route;

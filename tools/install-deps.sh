@@ -15,6 +15,9 @@ build=(
   libgtest-dev libgmock-dev libcli11-dev libeigen3-dev
   # gradctl reads and writes .npz (zip) data sets
   libzip-dev
+  # ONNX import: protobuf definitions, checker, shape inference, version
+  # converter (built against protobuf 3.21, as gradserve is)
+  libonnx-dev
   # C++ tests read .npy files that numpy writes
   python3 python3-numpy
 )
@@ -23,6 +26,9 @@ python_tests=(
   python3-grpcio python3-grpc-tools python3-torch python3-pytest
   # tools/make-datasets.py: the data sets sklearn ships (digits)
   python3-sklearn
+  # ONNX tests: hand-built models (onnx.helper) and ONNX's own backend test
+  # data (model.onnx + test_data_set_*/*.pb under /usr/share/libonnx-testdata)
+  python3-onnx libonnx-testdata
   libopenblas0-pthread clang-format
 )
 deploy=(podman runc debootstrap uidmap nginx python3-yaml)

@@ -24,7 +24,6 @@ from test_graph_parity import TorchCnn, cnn_graph
 from test_op_parity import BATCH_NORM_CASES, CASES
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -570,14 +569,15 @@ def bad_requests():
          gs.model_request(he, mse_graph(), FEEDS, loss="y", k=1), INVALID, ["loss 'y'"]),
         ("missing-feed", "CheckGradients",
          gs.model_request(cg, mse_graph(), {"x": FEEDS["x"]}, loss="L"), INVALID, ["'t'"]),
+        # Every analysis RPC imports onnx_model (ir_version 7, no graph: the
+        # checker's).
         ("onnx", "HessianEigenvalues", he(onnx_model=b"\x08\x07", loss="L", k=1),
-         UNIMPLEMENTED, ["onnx"]),
-        # ONNX import is issue 12's: until then every analysis RPC says so.
+         INVALID, ["onnx_model", "checker"]),
         ("onnx-gradcheck", "CheckGradients", cg(onnx_model=b"\x08\x07", loss="L"),
-         UNIMPLEMENTED, ["onnx_model", "not supported by this server yet"]),
+         INVALID, ["onnx_model", "checker"]),
         ("onnx-hvp", "HessianVectorProduct",
-         pb.HessianVectorProductRequest(onnx_model=b"\x08\x07", loss="L"), UNIMPLEMENTED,
-         ["onnx_model", "not supported by this server yet"]),
+         pb.HessianVectorProductRequest(onnx_model=b"\x08\x07", loss="L"), INVALID,
+         ["onnx_model", "checker"]),
         ("no-model", "CheckGradients", cg(loss="L"), INVALID, ["model"]),
         ("unknown-session", "HessianVectorProduct",
          pb.HessianVectorProductRequest(session_id="r.0123456789abcdef0123456789abcdef",

@@ -135,7 +135,7 @@ CASES = {
                           INVALID, ["'fc'", "gain"]),
     "no model": (lambda: pb.ComputeRequest(fetch=["y"]), INVALID, ["graph"]),
     "onnx model": (lambda: pb.ComputeRequest(onnx_model=b"\x08\x01", fetch=["y"]),
-                   UNIMPLEMENTED, ["ONNX"]),
+                   INVALID, ["onnx_model", "checker"]),
     "unknown session": (lambda: pb.ComputeRequest(session_id="abc", fetch=["y"]),
                         NOT_FOUND, ["session", "abc"]),
     "wrt int64 labels": (

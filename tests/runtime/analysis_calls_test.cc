@@ -356,7 +356,7 @@ TEST_F(AnalysisTest, BadInputsNameTheCulprit) {
   runtime::ModelSource onnx;
   onnx.kind = runtime::ModelSource::Kind::kOnnx;
   ExpectStatus(Eigenvalues(onnx, 1, "f").status(),
-               absl::StatusCode::kUnimplemented, {"onnx"});
+               absl::StatusCode::kInvalidArgument, {"onnx_model", "checker"});
   ExpectStatus(
       Check(SessionModel("r.0123456789abcdef0123456789abcdef")).status(),
       absl::StatusCode::kNotFound, {"r.0123456789abcdef0123456789abcdef"});

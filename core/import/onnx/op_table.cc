@@ -1,0 +1,683 @@
+// The ONNX op table: one row per ai.onnx op, the gradserve ops it becomes and
+// how its attributes map. Rows without a handler map one to one; the
+// handlers below translate the rest, or fold values known at import time
+// (shape arithmetic: Shape, Gather, Unsqueeze, Concat, ...).
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_join.h"
+#include "core/import/onnx/node_import.h"
+#include "core/status_macros.h"
+
+namespace gradserve::onnx_import {
+namespace {
+
+using Ints = std::vector<int64_t>;
+
+int64_t Product(const Ints& dims, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) p *= dims[i];
+  return p;
+}
+
+absl::StatusOr<int> NormalizeAxis(const NodeImport& node, int64_t axis,
+                                  int rank, absl::string_view attr) {
+  if (axis < -rank || axis >= rank) {
+    return node.Invalid(attr, " = ", axis, " is outside [", -rank, ", ", rank,
+                        ")");
+  }
+  return static_cast<int>(axis < 0 ? axis + rank : axis);
+}
+
+absl::StatusOr<int> RankOf(const NodeImport& node, int i,
+                           absl::string_view why) {
+  std::optional<int> rank = node.Rank(i);
+  if (!rank) {
+    return node.Unsupported("the rank of input '", node.Input(i),
+                            "' is not known when the model is imported (", why,
+                            " needs it)");
+  }
+  return *rank;
+}
+
+std::vector<std::string> Inputs(const NodeImport& node) {
+  std::vector<std::string> inputs;
+  for (int i = 0; i < node.NumInputs(); ++i) inputs.push_back(node.Input(i));
+  while (!inputs.empty() && inputs.back().empty()) inputs.pop_back();
+  return inputs;
+}
+
+void EmitIdentity(NodeImport& node) {
+  node.Emit("Scale", {node.Input(0)}, {node.Output(0)}, {{"factor", 1.0}});
+}
+
+// y = x seen with `dims` (all known), a view.
+void EmitReshape(NodeImport& node, const std::string& x, const std::string& y,
+                 Ints dims, absl::string_view suffix = "") {
+  node.Emit("Reshape", {x}, {y}, {{"shape", std::move(dims)}}, suffix);
+}
+
+// --- Folding: values known at import time --------------------------------
+
+Tensor IntVector(const Ints& values) {
+  return Tensor::FromValues<int64_t>({static_cast<int64_t>(values.size())},
+                                     absl::MakeConstSpan(values));
+}
+
+Ints IntValues(const Tensor& t) {
+  if (t.dtype() == DType::kInt64) {
+    auto v = t.values<int64_t>();
+    return Ints(v.begin(), v.end());
+  }
+  Ints out;
+  for (float f : t.values<float>()) out.push_back(static_cast<int64_t>(f));
+  return out;
+}
+
+absl::Status FoldConstant(NodeImport& node, const char*) {
+  const auto& a = node.proto().attribute(0);  // the checker allows exactly one
+  const std::string what = absl::StrCat("Constant '", node.Output(0), "'");
+  if (a.name() == "value") {
+    ASSIGN_OR_RETURN(Tensor t, TensorFromProto(a.t(), what, node.limits()));
+    node.SetConstant(0, std::move(t));
+  } else if (a.name() == "value_float") {
+    node.SetConstant(0, Tensor::Scalar<float>(a.f()));
+  } else if (a.name() == "value_floats") {
+    std::vector<float> v(a.floats().begin(), a.floats().end());
+    node.SetConstant(
+        0, Tensor::FromValues<float>({static_cast<int64_t>(v.size())}, v));
+  } else if (a.name() == "value_int") {
+    node.SetConstant(0, Tensor::Scalar<int64_t>(a.i()));
+  } else if (a.name() == "value_ints") {
+    node.SetConstant(0, IntVector(node.Ints("value_ints")));
+  } else {
+    return node.Unsupported("attribute '", a.name(), "' is not supported");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FoldShape(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Ints dims, node.StaticShape(0, "Shape"));
+  const int rank = static_cast<int>(dims.size());
+  auto clamp = [rank](int64_t i) {
+    return std::clamp<int64_t>(i < 0 ? i + rank : i, 0, rank);
+  };
+  const int64_t start = clamp(node.Int("start", 0));
+  const int64_t end = clamp(node.Int("end", rank));
+  Ints slice;
+  for (int64_t i = start; i < end; ++i) slice.push_back(dims[i]);
+  node.SetConstant(0, IntVector(slice));
+  return absl::OkStatus();
+}
+
+// Copies `outer` blocks of `block` bytes from `from`, block i to
+// out + i·stride.
+void CopyBlocks(const char* from, int64_t outer, int64_t block, char* out,
+                int64_t stride) {
+  for (int64_t i = 0; i < outer; ++i) {
+    std::memcpy(out + i * stride, from + i * block, block);
+  }
+}
+
+absl::Status FoldGather(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Tensor data, node.ConstantInput(0, "the data"));
+  ASSIGN_OR_RETURN(Tensor indices, node.ConstantInput(1, "the indices"));
+  ASSIGN_OR_RETURN(
+      int axis, NormalizeAxis(node, node.Int("axis", 0), data.rank(), "axis"));
+  Ints shape(data.shape().begin(), data.shape().begin() + axis);
+  shape.insert(shape.end(), indices.shape().begin(), indices.shape().end());
+  shape.insert(shape.end(), data.shape().begin() + axis + 1,
+               data.shape().end());
+  Tensor out = Tensor::Empty(data.dtype(), shape);
+  const int64_t outer = Product(data.shape(), 0, axis);
+  const int64_t block = Product(data.shape(), axis + 1, data.rank()) *
+                        static_cast<int64_t>(DTypeSize(data.dtype()));
+  const int64_t n = data.dim(axis);
+  const Ints index = IntValues(indices);
+  for (size_t k = 0; k < index.size(); ++k) {
+    const int64_t i = index[k] < 0 ? index[k] + n : index[k];
+    if (i < 0 || i >= n) {
+      return node.Invalid("index ", index[k], " is outside [", -n, ", ", n,
+                          ")");
+    }
+    CopyBlocks(static_cast<const char*>(data.raw_data()) + i * block, outer,
+               n * block, static_cast<char*>(out.raw_data()) + k * block,
+               static_cast<int64_t>(index.size()) * block);
+  }
+  node.SetConstant(0, std::move(out));
+  return absl::OkStatus();
+}
+
+absl::Status Cast(NodeImport& node, const char*) {
+  const int64_t to = node.Int("to", 0);
+  const bool to_float = to == onnx::TensorProto::FLOAT;
+  if (!node.IsConstant(0)) {
+    if (to_float && node.ElemType(0) == onnx::TensorProto::FLOAT) {
+      EmitIdentity(node);
+      return absl::OkStatus();
+    }
+    return node.Unsupported("Cast to ", onnx::TensorProto::DataType_Name(to),
+                            " at run time is not supported");
+  }
+  ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
+  if (to_float) {
+    std::vector<float> v;
+    if (x.dtype() == DType::kFloat32) {
+      v.assign(x.values<float>().begin(), x.values<float>().end());
+    } else {
+      for (int64_t i : x.values<int64_t>()) v.push_back(static_cast<float>(i));
+    }
+    node.SetConstant(0, Tensor::FromValues<float>(x.shape(), v));
+    return absl::OkStatus();
+  }
+  if (to == onnx::TensorProto::DOUBLE || to == onnx::TensorProto::STRING ||
+      to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16) {
+    return node.Unsupported("Cast to ", onnx::TensorProto::DataType_Name(to),
+                            " is not supported");
+  }
+  Ints v = IntValues(x);
+  if (to == onnx::TensorProto::BOOL) {
+    for (int64_t& i : v) i = i != 0;
+  }
+  node.SetConstant(0, Tensor::FromValues<int64_t>(x.shape(), v));
+  return absl::OkStatus();
+}
+
+// Unsqueeze's and Squeeze's axes: an attribute before opset 13, an input
+// from it on.
+absl::StatusOr<Ints> AxesOf(const NodeImport& node) {
+  if (node.opset() < 13) return node.Ints("axes");
+  if (!node.HasInput(1)) return Ints{};
+  ASSIGN_OR_RETURN(Tensor axes, node.ConstantInput(1, "the axes"));
+  return IntValues(axes);
+}
+
+// Reshape, Unsqueeze, Squeeze, Flatten with the new dims known: fold a known
+// value, else a Reshape view.
+absl::Status ReshapeTo(NodeImport& node, Ints dims) {
+  if (node.IsConstant(0)) {
+    ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
+    if (ElementCount(dims) != x.num_elements()) {
+      return node.Invalid("cannot view ", ShapeToString(x.shape()), " as ",
+                          ShapeToString(dims));
+    }
+    node.SetConstant(0, x.Reshaped(std::move(dims)));
+    return absl::OkStatus();
+  }
+  EmitReshape(node, node.Input(0), node.Output(0), std::move(dims));
+  return absl::OkStatus();
+}
+
+// The dims of input 0: a known value's, or all-known inferred ones.
+absl::StatusOr<Ints> DimsOf(const NodeImport& node, absl::string_view why) {
+  if (!node.IsConstant(0)) return node.StaticShape(0, why);
+  ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
+  return x.shape();
+}
+
+absl::Status Unsqueeze(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Ints axes, AxesOf(node));
+  ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Unsqueeze"));
+  const int rank = static_cast<int>(dims.size() + axes.size());
+  Ints inserted(rank, 0);
+  for (int64_t a : axes) {
+    ASSIGN_OR_RETURN(int axis, NormalizeAxis(node, a, rank, "axes"));
+    inserted[axis] = 1;
+  }
+  Ints out;
+  size_t next = 0;
+  for (int d = 0; d < rank; ++d) out.push_back(inserted[d] ? 1 : dims[next++]);
+  return ReshapeTo(node, std::move(out));
+}
+
+absl::Status Squeeze(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Ints axes, AxesOf(node));
+  ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Squeeze"));
+  const int rank = static_cast<int>(dims.size());
+  Ints removed(rank, axes.empty() ? 1 : 0);
+  for (int64_t a : axes) {
+    ASSIGN_OR_RETURN(int axis, NormalizeAxis(node, a, rank, "axes"));
+    if (dims[axis] != 1) {
+      return node.Invalid("axis ", a, " has size ", dims[axis], ", not 1");
+    }
+    removed[axis] = 1;
+  }
+  Ints out;
+  for (int d = 0; d < rank; ++d) {
+    if (!(removed[d] && dims[d] == 1)) out.push_back(dims[d]);
+  }
+  return ReshapeTo(node, std::move(out));
+}
+
+absl::Status ConcatConstants(NodeImport& node, int axis) {
+  std::vector<Tensor> parts;
+  for (int i = 0; i < node.NumInputs(); ++i) {
+    ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(i, "a part"));
+    if (!parts.empty() && t.dtype() != parts.front().dtype()) {
+      return node.Invalid("the parts' element types differ");
+    }
+    parts.push_back(std::move(t));
+  }
+  Ints shape = parts[0].shape();
+  shape[axis] = 0;
+  for (const Tensor& t : parts) shape[axis] += t.dim(axis);
+  Tensor out = Tensor::Empty(parts[0].dtype(), shape);
+  const int64_t size = static_cast<int64_t>(DTypeSize(out.dtype()));
+  const int64_t outer = Product(shape, 0, axis);
+  const int64_t stride = Product(shape, axis, shape.size()) * size;
+  int64_t offset = 0;
+  for (const Tensor& t : parts) {
+    const int64_t block = Product(t.shape(), axis, t.rank()) * size;
+    CopyBlocks(static_cast<const char*>(t.raw_data()), outer, block,
+               static_cast<char*>(out.raw_data()) + offset, stride);
+    offset += block;
+  }
+  node.SetConstant(0, std::move(out));
+  return absl::OkStatus();
+}
+
+absl::Status Concat(NodeImport& node, const char* op) {
+  const int64_t axis = node.Int("axis", 0);
+  bool all_constant = true;
+  for (int i = 0; i < node.NumInputs(); ++i) {
+    all_constant = all_constant && node.IsConstant(i);
+  }
+  if (!all_constant) {
+    node.Emit(op, Inputs(node), {node.Output(0)}, {{"axis", axis}});
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Tensor first, node.ConstantInput(0, "a part"));
+  ASSIGN_OR_RETURN(int a, NormalizeAxis(node, axis, first.rank(), "axis"));
+  return ConcatConstants(node, a);
+}
+
+absl::Status Identity(NodeImport& node, const char*) {
+  if (node.IsConstant(0)) {
+    ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
+    node.SetConstant(0, std::move(x));
+  } else {
+    EmitIdentity(node);
+  }
+  return absl::OkStatus();
+}
+
+// --- Shapes ---------------------------------------------------------------
+
+// ONNX's 0 copies the input's dim (unless allowzero); -1 stays inferred.
+absl::Status Reshape(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Tensor shape, node.ConstantInput(1, "the shape"));
+  Ints dims = IntValues(shape);
+  const bool allowzero = node.Int("allowzero", 0) != 0;
+  if (!allowzero && std::count(dims.begin(), dims.end(), 0) > 0) {
+    ASSIGN_OR_RETURN(Ints in, DimsOf(node, "a 0 in Reshape's shape"));
+    for (size_t d = 0; d < dims.size(); ++d) {
+      if (dims[d] != 0) continue;
+      if (d >= in.size())
+        return node.Invalid("shape dim ", d, " copies no dim");
+      dims[d] = in[d];
+    }
+  }
+  if (node.IsConstant(0) && std::count(dims.begin(), dims.end(), -1) > 0) {
+    ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the data"));
+    int64_t known = 1;
+    for (int64_t d : dims) known *= d == -1 ? 1 : d;
+    for (int64_t& d : dims)
+      d = d == -1 && known > 0 ? x.num_elements() / known : d;
+  }
+  return ReshapeTo(node, std::move(dims));
+}
+
+// ONNX's Flatten is always 2-d: [prod(dims[:axis]), prod(dims[axis:])].
+absl::Status Flatten(NodeImport& node, const char* op) {
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Flatten"));
+  int64_t axis = node.Int("axis", 1);  // in [-rank, rank]
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis > rank) {
+    return node.Invalid("axis = ", node.Int("axis", 1), " is outside [", -rank,
+                        ", ", rank, "]");
+  }
+  if (axis == 1 && rank >= 2 && !node.IsConstant(0)) {
+    node.Emit(op, {node.Input(0)}, {node.Output(0)},
+              {{"start_dim", int64_t{1}}});
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Ints dims, node.StaticShape(0, "Flatten"));
+  return ReshapeTo(node,
+                   {Product(dims, 0, axis), Product(dims, axis, dims.size())});
+}
+
+// --- Layers ---------------------------------------------------------------
+
+// Y = alpha·A·op(B) + beta·C, op(B) = Bᵀ when transB.
+absl::Status Gemm(NodeImport& node, const char*) {
+  if (node.Int("transA", 0) != 0) {
+    return node.Unsupported("transA = 1 (gradserve has no Transpose op yet)");
+  }
+  const double alpha = node.Float("alpha", 1.0);
+  const double beta = node.Float("beta", 1.0);
+  const bool trans_b = node.Int("transB", 0) != 0;
+  const bool has_c = node.HasInput(2) && beta != 0;
+  const std::string& y = node.Output(0);
+  if (trans_b && has_c && alpha == 1 && beta == 1) {
+    auto b = node.StaticShape(1, "Gemm");
+    auto c = node.StaticShape(2, "Gemm");
+    if (b.ok() && c.ok() && b->size() == 2 && *c == Ints{(*b)[0]}) {
+      node.Emit("Linear", Inputs(node), {y});  // a bias of Linear's shape
+      return absl::OkStatus();
+    }
+  }
+  const bool last = alpha == 1 && !has_c;
+  const std::string product = last ? y : node.Temp("product");
+  node.Emit(trans_b ? "Linear" : "MatMul", {node.Input(0), node.Input(1)},
+            {product});
+  std::string scaled = product;
+  if (alpha != 1) {
+    scaled = has_c ? node.Temp("alpha") : y;
+    node.Emit("Scale", {product}, {scaled}, {{"factor", alpha}}, "alpha");
+  }
+  if (!has_c) return absl::OkStatus();
+  std::string c = node.Input(2);
+  if (beta != 1) {
+    c = node.Temp("beta");
+    node.Emit("Scale", {node.Input(2)}, {c}, {{"factor", beta}}, "beta");
+  }
+  node.Emit("Add", {scaled, c}, {y}, {}, "add_c");
+  return absl::OkStatus();
+}
+
+// Softmax before opset 13 flattens to 2-d at `axis` (default 1); from 13 on
+// it runs along `axis` (default -1).
+absl::Status Softmax(NodeImport& node, const char* op) {
+  if (node.opset() >= 13) {
+    node.Emit(op, {node.Input(0)}, {node.Output(0)},
+              {{"axis", node.Int("axis", -1)}});
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Softmax before opset 13"));
+  ASSIGN_OR_RETURN(int axis,
+                   NormalizeAxis(node, node.Int("axis", 1), rank, "axis"));
+  if (axis == rank - 1) {
+    node.Emit(op, {node.Input(0)}, {node.Output(0)}, {{"axis", int64_t{-1}}});
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Ints dims, node.StaticShape(0, "Softmax before opset 13"));
+  const std::string flat = node.Temp("2d"), soft = node.Temp("softmax");
+  EmitReshape(node, node.Input(0), flat,
+              {Product(dims, 0, axis), Product(dims, axis, dims.size())},
+              "flatten");
+  node.Emit(op, {flat}, {soft}, {{"axis", int64_t{1}}}, "softmax");
+  EmitReshape(node, soft, node.Output(0), dims, "unflatten");
+  return absl::OkStatus();
+}
+
+// The per-side padding of a convolution or pooling window; gradserve pads
+// both sides of a dim equally.
+absl::StatusOr<Ints> SymmetricPads(const NodeImport& node, const Ints& kernel,
+                                   const Ints& strides, const Ints& dilations) {
+  const size_t n = kernel.size();
+  const std::string auto_pad = node.String("auto_pad", "NOTSET");
+  Ints pads(2 * n, 0);
+  if (auto_pad == "NOTSET") {
+    pads = node.Ints("pads", pads);
+  } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "auto_pad SAME"));
+    for (size_t d = 0; d < n; ++d) {
+      const int64_t extent = in[d + 2], s = strides[d];
+      const int64_t out = (extent + s - 1) / s;
+      const int64_t total = std::max<int64_t>(
+          0, (out - 1) * s + (kernel[d] - 1) * dilations[d] + 1 - extent);
+      pads[d] = auto_pad == "SAME_LOWER" ? (total + 1) / 2 : total / 2;
+      pads[d + n] = total - pads[d];
+    }
+  } else if (auto_pad != "VALID") {
+    return node.Invalid("auto_pad '", auto_pad, "' is not an ONNX value");
+  }
+  if (pads.size() != 2 * n) {
+    return node.Invalid("pads has ", pads.size(), " values, expected ", 2 * n);
+  }
+  for (size_t d = 0; d < n; ++d) {
+    if (pads[d] != pads[d + n]) {
+      return node.Unsupported(
+          "asymmetric pads [", absl::StrJoin(pads, ", "),
+          "] (gradserve pads both sides of a dim equally; no Pad op yet)");
+    }
+  }
+  pads.resize(n);
+  return pads;
+}
+
+absl::Status Conv(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, "Conv"));
+  const size_t spatial = w.size() < 2 ? 0 : w.size() - 2;
+  if (spatial != 1 && spatial != 2) {
+    return node.Unsupported(spatial,
+                            "-d convolution (gradserve has Conv1d "
+                            "and Conv2d)");
+  }
+  const Ints kernel(w.begin() + 2, w.end());
+  const Ints strides = node.Ints("strides", Ints(spatial, 1));
+  const Ints dilations = node.Ints("dilations", Ints(spatial, 1));
+  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
+  node.Emit(spatial == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
+            {{"stride", strides},
+             {"padding", pads},
+             {"dilation", dilations},
+             {"groups", node.Int("group", 1)}});
+  return absl::OkStatus();
+}
+
+absl::Status Pool(NodeImport& node, const char* op) {
+  const bool max = std::string(op) == "MaxPool2d";
+  const Ints kernel = node.Ints("kernel_shape");
+  if (kernel.size() != 2) {
+    return node.Unsupported(kernel.size(),
+                            "-d pooling (gradserve pools 2-d windows)");
+  }
+  const Ints strides = node.Ints("strides", {1, 1});
+  const Ints dilations = node.Ints("dilations", {1, 1});
+  if (dilations != Ints{1, 1}) {
+    return node.Unsupported("dilations [", absl::StrJoin(dilations, ", "),
+                            "] (gradserve pools without dilation)");
+  }
+  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
+  for (size_t d = 0; d < 2; ++d) {
+    if (pads[d] > kernel[d] / 2) {
+      return node.Unsupported("pads [", absl::StrJoin(pads, ", "),
+                              "] over half the kernel (gradserve pads at "
+                              "most half a pooling window)");
+    }
+  }
+  if (node.Int("ceil_mode", 0) != 0) {
+    ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
+    for (size_t d = 0; d < 2; ++d) {
+      if ((in[d + 2] + 2 * pads[d] - kernel[d]) % strides[d] != 0) {
+        return node.Unsupported(
+            "ceil_mode = 1 where it changes the output "
+            "size (gradserve pools in floor mode)");
+      }
+    }
+  }
+  if (!max && node.Int("count_include_pad", 0) == 0 &&
+      (pads[0] != 0 || pads[1] != 0)) {
+    return node.Unsupported(
+        "count_include_pad = 0 with padding (gradserve's "
+        "AvgPool2d counts the padding)");
+  }
+  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Indices"));
+  node.Emit(op, {node.Input(0)}, {node.Output(0)},
+            {{"kernel", kernel}, {"stride", strides}, {"padding", pads}});
+  return absl::OkStatus();
+}
+
+absl::Status GlobalAveragePool(NodeImport& node, const char* op) {
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "GlobalAveragePool"));
+  Ints axes;
+  for (int d = 2; d < rank; ++d) axes.push_back(d);
+  node.Emit(op, {node.Input(0)}, {node.Output(0)},
+            {{"axes", axes}, {"keepdims", int64_t{1}}});
+  return absl::OkStatus();
+}
+
+// ONNX's momentum weighs the running statistic, PyTorch's (gradserve's) the
+// batch's. The request's mode, not training_mode, picks batch or running
+// statistics (as module.train() / eval() do).
+absl::Status BatchNormalization(NodeImport& node, const char* op) {
+  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "the updated or saved statistics"));
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "BatchNormalization"));
+  if (rank < 2 || rank > 4) {
+    return node.Unsupported("input of rank ", rank,
+                            " (gradserve's BatchNorm takes rank 2 to 4)");
+  }
+  node.MarkBuffer(3);
+  node.MarkBuffer(4);
+  node.Emit(op, Inputs(node), {node.Output(0)},
+            {{"epsilon", node.Float("epsilon", 1e-5)},
+             {"momentum", 1.0 - node.Float("momentum", 0.9)}});
+  return absl::OkStatus();
+}
+
+// The request's mode, not training_mode, decides whether it drops. The mask
+// output, when named, is gradserve's float 0/1 mask (ONNX's is bool).
+absl::Status Dropout(NodeImport& node, const char* op) {
+  double p = node.Float("ratio", 0.5);
+  if (node.opset() >= 12 && node.HasInput(1)) {
+    ASSIGN_OR_RETURN(Tensor ratio, node.ConstantInput(1, "the ratio"));
+    if (ratio.num_elements() != 1 || ratio.dtype() != DType::kFloat32) {
+      return node.Invalid("the ratio is not a float scalar");
+    }
+    p = ratio.values<float>()[0];
+  }
+  std::vector<std::string> outputs = {node.Output(0)};
+  if (node.NumOutputs() > 1 && !node.Output(1).empty()) {
+    outputs.push_back(node.Output(1));
+  }
+  node.Emit(op, {node.Input(0)}, outputs, {{"p", p}});
+  return absl::OkStatus();
+}
+
+absl::Status LayerNormalization(NodeImport& node, const char* op) {
+  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Mean or InvStdDev"));
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "LayerNormalization"));
+  ASSIGN_OR_RETURN(int axis,
+                   NormalizeAxis(node, node.Int("axis", -1), rank, "axis"));
+  node.Emit(op, Inputs(node), {node.Output(0)},
+            {{"epsilon", node.Float("epsilon", 1e-5)},
+             {"axes", int64_t{rank - axis}}});
+  return absl::OkStatus();
+}
+
+// ReduceSum takes its axes as an input from opset 13, the others as an
+// attribute until opset 18.
+absl::Status Reduce(NodeImport& node, const char* op) {
+  Ints axes = node.Ints("axes");
+  if (node.HasInput(1)) {
+    ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(1, "the axes"));
+    axes = IntValues(t);
+  }
+  if (axes.empty() && node.Int("noop_with_empty_axes", 0) != 0) {
+    EmitIdentity(node);
+    return absl::OkStatus();
+  }
+  node.Emit(op, {node.Input(0)}, {node.Output(0)},
+            {{"axes", axes}, {"keepdims", node.Int("keepdims", 1)}});
+  return absl::OkStatus();
+}
+
+// Zero padding only (what torch.onnx.export puts before some poolings).
+absl::Status Pad(NodeImport& node, const char*) {
+  Ints pads = node.Ints("pads");
+  if (node.opset() >= 11) {
+    ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(1, "the pads"));
+    pads = IntValues(t);
+  }
+  if (std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; })) {
+    return node.Unsupported("non-zero pads [", absl::StrJoin(pads, ", "),
+                            "] (gradserve has no Pad op yet)");
+  }
+  EmitIdentity(node);
+  return absl::OkStatus();
+}
+
+// SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss without weights,
+// over [N, C] scores and [N] labels.
+absl::Status Loss(NodeImport& node, const char* op) {
+  if (node.HasInput(2)) {
+    return node.Unsupported("class weights (gradserve's ", op,
+                            " has none yet)");
+  }
+  // A negative ignore_index (PyTorch exports -100) matches no class label
+  // gradserve accepts: such a label is refused at run time, not ignored.
+  if (node.Int("ignore_index", -1) >= 0) {
+    return node.Unsupported("ignore_index ", node.Int("ignore_index", -1),
+                            " (gradserve ignores no labels yet)");
+  }
+  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "log_prob"));
+  const std::string reduction = node.String("reduction", "mean");
+  if (reduction != "mean" && reduction != "sum") {
+    return node.Unsupported("reduction '", reduction,
+                            "' (gradserve's losses reduce: mean or sum)");
+  }
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, op));
+  if (rank != 2) {
+    return node.Unsupported("scores of rank ", rank,
+                            " (gradserve takes [N, C])");
+  }
+  node.Emit(op, {node.Input(0), node.Input(1)}, {node.Output(0)},
+            {{"reduction", reduction}});
+  return absl::OkStatus();
+}
+
+const std::vector<OpRow>& Table() {
+  static const auto* table = new std::vector<OpRow>{
+      {"Add", "Add", nullptr, {}},
+      {"Sub", "Sub", nullptr, {}},
+      {"Mul", "Mul", nullptr, {}},
+      {"Div", "Div", nullptr, {}},
+      {"MatMul", "MatMul", nullptr, {}},
+      {"Relu", "ReLU", nullptr, {}},
+      {"Tanh", "Tanh", nullptr, {}},
+      {"Sigmoid", "Sigmoid", nullptr, {}},
+      {"Exp", "Exp", nullptr, {}},
+      {"Log", "Log", nullptr, {}},
+      {"LeakyRelu", "LeakyReLU", nullptr, {{"alpha", "alpha", 0.01}}},
+      {"Elu", "ELU", nullptr, {{"alpha", "alpha", 1.0}}},
+      {"Gemm", "Linear | MatMul, Scale, Add", Gemm, {}},
+      {"Softmax", "Softmax", Softmax, {}},
+      {"LogSoftmax", "LogSoftmax", Softmax, {}},
+      {"Conv", "Conv1d | Conv2d", Conv, {}},
+      {"MaxPool", "MaxPool2d", Pool, {}},
+      {"AveragePool", "AvgPool2d", Pool, {}},
+      {"GlobalAveragePool", "Mean", GlobalAveragePool, {}},
+      {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
+      {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
+      {"Dropout", "Dropout", Dropout, {}},
+      {"Flatten", "Flatten | Reshape", Flatten, {}},
+      {"Reshape", "Reshape", Reshape, {}},
+      {"Unsqueeze", "Reshape", Unsqueeze, {}},
+      {"Squeeze", "Reshape", Squeeze, {}},
+      {"Concat", "Concat", Concat, {}},
+      {"ReduceMean", "Mean", Reduce, {}},
+      {"ReduceSum", "Sum", Reduce, {}},
+      {"Identity", "Scale", Identity, {}},
+      {"Pad", "Scale", Pad, {}},
+      {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},
+      {"NegativeLogLikelihoodLoss", "NLLLoss", Loss, {}},
+      {"Constant", "", FoldConstant, {}},
+      {"Shape", "", FoldShape, {}},
+      {"Gather", "", FoldGather, {}},
+      {"Cast", "", Cast, {}},
+  };
+  return *table;
+}
+
+}  // namespace
+
+const OpRow* FindOpRow(absl::string_view onnx_op) {
+  for (const OpRow& row : Table()) {
+    if (row.onnx_op == onnx_op) return &row;
+  }
+  return nullptr;
+}
+
+}  // namespace gradserve::onnx_import

@@ -1,0 +1,298 @@
+"""ONNX import: PyTorch models exported with torch.onnx.export, sent as
+onnx_model bytes, give PyTorch autograd's outputs and gradients; models the
+importer cannot take get errors naming the culprit."""
+
+import grpc
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import gs
+import onnx_models as om
+from gs import pb, spb
+
+TRAIN = torch.onnx.TrainingMode.TRAINING
+PRESERVE = torch.onnx.TrainingMode.PRESERVE
+
+
+def torch_reference(module, x, seed_grad):
+    """Outputs and gradients (every parameter and dL/dx) of y·seed_grad."""
+    x = torch.tensor(x, requires_grad=True)
+    y = module(x)
+    y.backward(torch.tensor(seed_grad))
+    grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
+    grads["x"] = x.grad.numpy()
+    return y.detach().numpy(), grads
+
+
+def onnx_compute(server, model, x, seed_grad, wrt, mode, fetch=("y",), seed=0):
+    request = pb.ComputeRequest(onnx_model=model, fetch=list(fetch), wrt=list(wrt),
+                                mode=mode, seed=seed)
+    gs.fill(request.feeds, {"x": x})
+    gs.fill(request.output_gradients, {"y": seed_grad})
+    return gs.Result(server.rpc.Compute(request, timeout=120))
+
+
+def assert_matches(result, y, grads, rtol=1e-4, atol=1e-5):
+    np.testing.assert_allclose(result.outputs["y"], y, rtol=rtol, atol=atol)
+    assert set(result.gradients) == set(grads)
+    for name, g in grads.items():
+        np.testing.assert_allclose(result.gradients[name], g, rtol=rtol, atol=atol,
+                                   err_msg=name)
+
+
+def exported_mlp(seed, batch):
+    """(module, x, ONNX bytes, dL/dy) of a random MLP."""
+    torch.manual_seed(seed)
+    module = om.MLP()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 6)).astype(np.float32)
+    model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
+    return module, x, model, rng.standard_normal((batch, 4)).astype(np.float32)
+
+
+def test_mlp_outputs_and_gradients_match_torch(server):
+    module, x, model, seed_grad = exported_mlp(0, 5)
+    y, grads = torch_reference(module, x, seed_grad)
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    assert_matches(onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL), y, grads)
+
+
+def test_cnn_eval_matches_torch(server):
+    """BatchNorm on running statistics, Dropout the identity."""
+    torch.manual_seed(2)
+    module = om.CNN()
+    with torch.no_grad():  # running statistics that are not the defaults
+        module.bn.running_mean.uniform_(-0.5, 0.5)
+        module.bn.running_var.uniform_(0.5, 2.0)
+    module.eval()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
+    seed_grad = rng.standard_normal((2, 5)).astype(np.float32)
+    y, grads = torch_reference(module, x, seed_grad)
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    result = onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL)
+    assert_matches(result, y, grads)
+    assert result.buffers == {}
+
+
+def dropout_mask_name(model):
+    (node,) = [n for n in onnx.load_model_from_string(model).graph.node
+               if n.op_type == "Dropout"]
+    return node.output[1]
+
+
+def test_cnn_train_matches_torch(server):
+    """Batch statistics, running statistics updated as PyTorch does, and
+    Dropout's mask (gradserve's draw, fetched, replayed in PyTorch)."""
+    torch.manual_seed(4)
+    module = om.CNN(p=0.4)
+    module.train()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    model = om.export(module, torch.tensor(x), ["x"], ["y"], TRAIN)
+    mask_name = dropout_mask_name(model)
+    seed_grad = rng.standard_normal((4, 5)).astype(np.float32)
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    result = onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_TRAIN,
+                          fetch=("y", mask_name), seed=7)
+    mask = result.outputs[mask_name]
+    assert 0 < mask.mean() < 1  # some dropped, some kept
+    module.mask = torch.tensor(mask)
+    y, grads = torch_reference(module, x, seed_grad)
+    assert_matches(result, y, grads)
+    for name in ("bn.running_mean", "bn.running_var"):
+        np.testing.assert_allclose(result.buffers[name],
+                                   module.state_dict()[name].numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_describe_counts_the_parameters_torch_does(server):
+    module = om.CNN()
+    model = om.export(module.eval(), torch.zeros(2, 3, 8, 8), ["x"], ["y"], PRESERVE)
+    request = pb.DescribeRequest(onnx_model=model)
+    request.input_shapes["x"].dims.extend([2, 3, 8, 8])
+    response = server.rpc.Describe(request, timeout=30)
+    assert response.total_parameters == sum(p.numel() for p in module.parameters())
+    assert list(response.nodes[-1].output_shapes[0].dims) == [2, 5]
+
+
+def test_forward_then_backward_equals_compute(server):
+    module, x, model, seed_grad = exported_mlp(6, 3)
+    request = pb.ForwardRequest(onnx_model=model, fetch=["y"], mode=pb.MODE_EVAL)
+    gs.fill(request.feeds, {"x": x})
+    forward = server.rpc.Forward(request, timeout=60)
+    grads = server.backward(forward.activation_id, output_gradients={"y": seed_grad})
+    y, expected = torch_reference(module, x, seed_grad)
+    np.testing.assert_allclose(gs.to_numpy(forward.outputs["y"]), y, rtol=1e-4, atol=1e-5)
+    del expected["x"]  # Forward's wrt: empty = all parameters
+    assert set(grads) == set(expected)
+    for name, g in expected.items():
+        np.testing.assert_allclose(grads[name], g, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_session_trains_an_exported_loss_like_torch_sgd(server):
+    """SoftmaxCrossEntropyLoss inside the model; TrainStep = torch.optim.SGD."""
+    torch.manual_seed(8)
+    module = om.ClassifierLoss()
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    target = rng.integers(0, 3, size=6).astype(np.int64)
+    model = om.export(module, (torch.tensor(x), torch.tensor(target)), ["x", "target"],
+                      ["loss"], PRESERVE)
+    assert "SoftmaxCrossEntropyLoss" in {n.op_type for n in
+                                         onnx.load_model_from_string(model).graph.node}
+    request = spb.CreateSessionRequest(onnx_model=model, optimizer=gs.sgd(0.1, momentum=0.9))
+    session = server.rpc.CreateSession(request, timeout=60).session
+    assert session.parameter_count == sum(p.numel() for p in module.parameters())
+    opt = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        step = server.train_step(session.session_id, {"x": x, "target": target}, "loss")
+        opt.zero_grad()
+        loss = module(torch.tensor(x), torch.tensor(target))
+        loss.backward()
+        opt.step()
+        np.testing.assert_allclose(step.loss, loss.detach().numpy(), rtol=1e-5)
+    values = server.get_parameters(session.session_id)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(values.parameters[name], p.detach().numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+    server.close_session(session.session_id)
+
+
+def test_analysis_rpcs_take_onnx_models(server):
+    torch.manual_seed(10)
+    module = om.ClassifierLoss()
+    x = np.random.default_rng(11).standard_normal((4, 5)).astype(np.float32)
+    target = np.array([0, 2, 1, 1], dtype=np.int64)
+    model = om.export(module, (torch.tensor(x), torch.tensor(target)), ["x", "target"],
+                      ["loss"], PRESERVE)
+    request = pb.CheckGradientsRequest(onnx_model=model, loss="loss")
+    gs.fill(request.feeds, {"x": x, "target": target})
+    response = server.rpc.CheckGradients(request, timeout=120)
+    assert response.passed
+    assert {t.name for t in response.tensors} == {n for n, _ in module.named_parameters()}
+
+
+# --- Models the importer refuses -----------------------------------------
+
+def conv_model(**attrs):
+    w = om.float_initializer("w", np.ones((2, 1, 3, 3)))
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv7", **attrs)
+    return om.model_bytes([node], [("x", [1, 1, 5, 5])], [("y", [1, 2, 4, 4])], [w])
+
+
+def external_data_model():
+    w = om.float_initializer("w", np.ones((4,)))
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="weights.bin")
+    node = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    return om.model_bytes([node], [("x", [4])], [("y", [4])], [w])
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+
+BAD_MODELS = {
+    "not protobuf": (lambda: b"\xff\xff\xff", INVALID, ["onnx_model", "ModelProto"]),
+    "empty": (lambda: b"", INVALID, ["onnx_model"]),
+    "checker: undefined input": (
+        lambda: om.model_bytes([helper.make_node("Relu", ["nowhere"], ["y"], name="r")],
+                               [("x", [2])], [("y", [2])]),
+        INVALID, ["checker", "nowhere"]),
+    "unsupported op": (
+        lambda: om.model_bytes([helper.make_node("Hardmax", ["x"], ["y"], name="hm")],
+                               [("x", [2, 3])], [("y", [2, 3])]),
+        UNIMPLEMENTED, ["'hm'", "Hardmax", "opset 14"]),
+    "asymmetric pads": (lambda: conv_model(pads=[0, 0, 1, 1]), UNIMPLEMENTED,
+                        ["'conv7'", "Conv", "asymmetric pads"]),
+    "ceil mode changes size": (
+        lambda: om.model_bytes(
+            [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
+                              strides=[2, 2], ceil_mode=1)],
+            [("x", [1, 1, 5, 5])], [("y", [1, 1, 3, 3])]),
+        UNIMPLEMENTED, ["'mp'", "ceil_mode"]),
+    "reshape shape at run time": (
+        lambda: helper.make_model(
+            helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
+                              "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+                               helper.make_tensor_value_info("s", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]),
+            opset_imports=[helper.make_opsetid("", 14)]).SerializeToString(),
+        UNIMPLEMENTED, ["'rs'", "'s'", "run time"]),
+    "external data": (external_data_model, INVALID, ["initializer 'w'", "external"]),
+    "unknown domain": (
+        lambda: helper.make_model(
+            helper.make_graph([helper.make_node("Foo", ["x"], ["y"], name="f",
+                                                domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]),
+            opset_imports=[helper.make_opsetid("", 14),
+                           helper.make_opsetid("com.example", 1)]).SerializeToString(),
+        UNIMPLEMENTED, ["'f'", "com.example"]),
+    "double input": (
+        lambda: helper.make_model(
+            helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])]),
+            opset_imports=[helper.make_opsetid("", 14)]).SerializeToString(),
+        UNIMPLEMENTED, ["'x'", "DOUBLE"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODELS))
+def test_bad_model_is_refused_naming_the_culprit(server, case):
+    make, code, parts = BAD_MODELS[case]
+    request = pb.ComputeRequest(onnx_model=make(), fetch=["y"])
+    gs.fill(request.feeds, {"x": np.zeros((2,), np.float32)})
+    with pytest.raises(grpc.RpcError) as error:
+        server.rpc.Compute(request, timeout=30)
+    assert error.value.code() == code, error.value.details()
+    for part in parts:
+        assert part in error.value.details()
+    assert server.alive()
+
+
+@pytest.mark.parametrize("rpc", ["Describe", "CreateSession", "Forward"])
+def test_every_model_rpc_imports(server, rpc):
+    model = conv_model(pads=[0, 0, 1, 1])
+    request = {"Describe": pb.DescribeRequest, "Forward": pb.ForwardRequest,
+               "CreateSession": spb.CreateSessionRequest}[rpc](onnx_model=model)
+    with pytest.raises(grpc.RpcError) as error:
+        getattr(server.rpc, rpc)(request, timeout=30)
+    assert error.value.code() == UNIMPLEMENTED
+    assert "asymmetric pads" in error.value.details()
+
+
+def test_gradctl_takes_onnx_files(server, tmp_path):
+    """describe and compute --graph model.onnx: the file's bytes go as
+    onnx_model; compute's loss gradients are torch's."""
+    from gradctl_runs import gradctl
+    torch.manual_seed(12)
+    module = om.ClassifierLoss()
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    target = np.array([2, 0, 1, 0], dtype=np.int64)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(om.export(module, (torch.tensor(x), torch.tensor(target)),
+                               ["x", "target"], ["loss"], PRESERVE))
+    out = gradctl(server, "describe", "--graph", path, "--input", "x=4,5",
+                  "--input", "target=4:int64")
+    assert out.returncode == 0, out.stderr
+    assert f"total: {sum(p.numel() for p in module.parameters())} trainable" in out.stdout
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "target.npy", target)
+    out_dir = tmp_path / "out"
+    run = gradctl(server, "compute", "--graph", path, "--feed", f"x={tmp_path / 'x.npy'}",
+                  "--feed", f"target={tmp_path / 'target.npy'}", "--loss", "loss",
+                  "--out", out_dir)
+    assert run.returncode == 0, run.stderr
+    module(torch.tensor(x), torch.tensor(target)).backward()
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(np.load(out_dir / f"grad_{name}.npy"), p.grad.numpy(),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
