@@ -96,6 +96,9 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   if (runtime->shared_memory().enabled()) {
     static_info_.add_features("shared_memory");
   }
+  if (options.tls) static_info_.add_features("tls");
+  if (options.mutual_tls) static_info_.add_features("mutual_tls");
+  if (options.tokens) static_info_.add_features("auth");
   AddComputeRpcs();
   AddAnalysisRpcs();
   AddSessionRpcs();

@@ -24,6 +24,10 @@ struct ServiceOptions {
   int64_t max_message_bytes = int64_t{1} << 30;
   // Replies that may wait to be sent on one ComputeStream.
   int stream_window = 8;
+  // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
+  bool tls = false;
+  bool mutual_tls = false;
+  bool tokens = false;
 };
 
 class GradientServiceImpl final : public pb::GradientService::Service {

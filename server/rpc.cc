@@ -9,6 +9,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
+#include "server/security.h"
 
 namespace gradserve::server {
 
@@ -23,6 +24,13 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 runtime::CallContext CallContextOf(grpc::CallbackServerContext* context) {
   runtime::CallContext ctx;
   ctx.connection = context->peer();
+  // Set by the token processor (server/security.h) when tokens are on.
+  const auto auth = context->auth_context();
+  if (auth != nullptr) {
+    const auto tenants = auth->FindPropertyValues(kTenantProperty);
+    if (!tenants.empty())
+      ctx.tenant.assign(tenants[0].data(), tenants[0].size());
+  }
   const auto& metadata = context->client_metadata();
   if (auto it = metadata.find(kRouteMetadata); it != metadata.end()) {
     ctx.route.assign(it->second.data(), it->second.size());
