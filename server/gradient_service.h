@@ -15,6 +15,7 @@
 #include "runtime/runtime.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_message.h"
+#include "server/security.h"
 
 namespace gradserve::server {
 
@@ -27,7 +28,8 @@ struct ServiceOptions {
   // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
   bool tls = false;
   bool mutual_tls = false;
-  bool tokens = false;
+  // With tokens on, each call's tenant (server/security.h).
+  std::shared_ptr<const TokenTable> tokens;
 };
 
 class GradientServiceImpl final : public pb::GradientService::Service {

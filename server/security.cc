@@ -148,10 +148,6 @@ bool IsSha256Hex(absl::string_view hex) {
   return true;
 }
 
-grpc::Status Unauthenticated(absl::string_view why) {
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(why));
-}
-
 }  // namespace
 
 std::string Sha256Hex(absl::string_view bytes) {
@@ -209,50 +205,65 @@ const std::string* TokenTable::TenantOf(absl::string_view token) const {
   return it == tenants_.end() ? nullptr : &it->second;
 }
 
-grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
-                                         grpc::AuthContext* context,
-                                         OutputMetadata* consumed_auth_metadata,
-                                         OutputMetadata*) {
-  if (auto path = auth_metadata.find(":path");
-      path != auth_metadata.end() &&
-      absl::StartsWith(
-          absl::string_view(path->second.data(), path->second.size()),
-          "/grpc.health.v1.Health/")) {
-    return grpc::Status::OK;
-  }
-  auto header = auth_metadata.find("authorization");
-  if (header == auth_metadata.end()) {
-    return Unauthenticated(
+absl::StatusOr<std::string> TokenTable::Authenticate(
+    std::optional<absl::string_view> authorization) const {
+  if (!authorization.has_value()) {
+    return absl::UnauthenticatedError(
         "this server needs a token: send `authorization: Bearer <token>` "
         "metadata");
   }
-  const absl::string_view value(header->second.data(), header->second.size());
   constexpr absl::string_view kScheme = "bearer ";
-  if (!absl::StartsWithIgnoreCase(value, kScheme)) {
-    return Unauthenticated(
+  if (!absl::StartsWithIgnoreCase(*authorization, kScheme)) {
+    return absl::UnauthenticatedError(
         "the authorization metadata is not `Bearer <token>`");
   }
-  const std::string* tenant = tokens_.TenantOf(value.substr(kScheme.size()));
-  if (tenant == nullptr) return Unauthenticated("unknown token");
-  consumed_auth_metadata->insert({"authorization", std::string(value)});
-  context->AddProperty(kTenantProperty, *tenant);
-  return grpc::Status::OK;
+  const std::string* tenant = TenantOf(authorization->substr(kScheme.size()));
+  if (tenant == nullptr) return absl::UnauthenticatedError("unknown token");
+  return *tenant;
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
+                                         grpc::AuthContext*, OutputMetadata*,
+                                         OutputMetadata*) {
+  auto text = [](const grpc::string_ref& s) {
+    return absl::string_view(s.data(), s.size());
+  };
+  if (auto path = auth_metadata.find(":path");
+      path != auth_metadata.end() &&
+      absl::StartsWith(text(path->second), "/grpc.health.v1.Health/")) {
+    return grpc::Status::OK;
+  }
+  std::optional<absl::string_view> authorization;
+  if (auto header = auth_metadata.find("authorization");
+      header != auth_metadata.end()) {
+    authorization = text(header->second);
+  }
+  // Not consumed: CallContextOf reads it again for the tenant.
+  const absl::StatusOr<std::string> tenant =
+      tokens_->Authenticate(authorization);
+  if (tenant.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(tenant.status().message()));
+}
+
+absl::StatusOr<ServerSecurity> MakeServerSecurity(
     const SecurityOptions& options) {
   RETURN_IF_ERROR(CheckOptions(options));
-  if (!options.tls()) return grpc::InsecureServerCredentials();
+  ServerSecurity security;
+  if (!options.tls()) {
+    security.credentials = grpc::InsecureServerCredentials();
+    return security;
+  }
   ASSIGN_OR_RETURN(grpc::SslServerCredentialsOptions ssl, SslOptions(options));
-  std::shared_ptr<grpc::ServerCredentials> credentials =
-      grpc::SslServerCredentials(ssl);
+  security.credentials = grpc::SslServerCredentials(ssl);
   if (options.tokens()) {
     ASSIGN_OR_RETURN(TokenTable tokens,
                      TokenTable::Load(options.auth_tokens_file));
-    credentials->SetAuthMetadataProcessor(
-        std::make_shared<TokenAuthProcessor>(std::move(tokens)));
+    security.tokens = std::make_shared<const TokenTable>(std::move(tokens));
+    security.credentials->SetAuthMetadataProcessor(
+        std::make_shared<TokenAuthProcessor>(security.tokens));
   }
-  return credentials;
+  return security;
 }
 
 }  // namespace gradserve::server

@@ -1,13 +1,16 @@
 // Who may call: TLS and mutual TLS on every listening address, and bearer
 // tokens that name the caller's tenant. A token is checked by a gRPC auth
-// metadata processor before the call reaches the service; the tenant it
-// belongs to is put in the call's auth context (kTenantProperty), where
-// CallContextOf (server/rpc.h) reads it. Health checks need no token, so
-// that probes work; every other service (gradserve's, reflection) does.
+// metadata processor before the call reaches any service; health checks
+// need no token, so that probes work, every other service (gradserve's,
+// reflection) does. The tenant is not handed over in the auth context: the
+// processor is given the connection's, which all its calls share (calls of
+// several tenants may share a connection), so CallContextOf (server/rpc.h)
+// finds the tenant again from the call's own metadata.
 #ifndef GRADSERVE_SERVER_SECURITY_H_
 #define GRADSERVE_SERVER_SECURITY_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
@@ -33,9 +36,6 @@ struct SecurityOptions {
   bool tokens() const { return !auth_tokens_file.empty(); }
 };
 
-// The auth context property that holds the caller's tenant.
-inline constexpr char kTenantProperty[] = "gradserve.tenant";
-
 // Bearer tokens by their SHA-256, each belonging to a tenant.
 class TokenTable {
  public:
@@ -51,6 +51,11 @@ class TokenTable {
 
   // The tenant of `token`; nullptr for an unknown one.
   const std::string* TenantOf(absl::string_view token) const;
+  // The tenant of a call's `authorization` metadata (nullopt: the call has
+  // none): UNAUTHENTICATED unless it is `Bearer <a known token>` (the scheme
+  // in any case).
+  absl::StatusOr<std::string> Authenticate(
+      std::optional<absl::string_view> authorization) const;
   size_t size() const { return tenants_.size(); }
 
  private:
@@ -61,11 +66,11 @@ class TokenTable {
 std::string Sha256Hex(absl::string_view bytes);
 
 // Checks `authorization: Bearer <token>` on every call but health checks:
-// UNAUTHENTICATED when it is missing, malformed or unknown. The header is
-// consumed (the service never sees it).
+// UNAUTHENTICATED when it is missing, malformed or unknown.
 class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
  public:
-  explicit TokenAuthProcessor(TokenTable tokens) : tokens_(std::move(tokens)) {}
+  explicit TokenAuthProcessor(std::shared_ptr<const TokenTable> tokens)
+      : tokens_(std::move(tokens)) {}
   bool IsBlocking() const override { return false; }  // a hash lookup
   grpc::Status Process(const InputMetadata& auth_metadata,
                        grpc::AuthContext* context,
@@ -73,15 +78,20 @@ class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
                        OutputMetadata* response_metadata) override;
 
  private:
-  TokenTable tokens_;
+  std::shared_ptr<const TokenTable> tokens_;
 };
 
-// The credentials every listening address gets: TLS (mutual with a client
-// CA) or plaintext, with the token processor when tokens are on. Files that
-// cannot be read, hold no PEM, or a key that is not the certificate's are
-// INVALID_ARGUMENT naming the flag and file; tokens need TLS (bearer tokens
-// must not cross a network in plaintext).
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+struct ServerSecurity {
+  // What every listening address gets: TLS (mutual with a client CA) or
+  // plaintext, with the token processor when tokens are on.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::shared_ptr<const TokenTable> tokens;  // null when tokens are off
+};
+
+// Files that cannot be read, hold no PEM, or a key that is not the
+// certificate's are INVALID_ARGUMENT naming the flag and file; tokens need
+// TLS (bearer tokens must not cross a network in plaintext).
+absl::StatusOr<ServerSecurity> MakeServerSecurity(
     const SecurityOptions& options);
 
 }  // namespace gradserve::server

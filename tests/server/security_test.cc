@@ -47,6 +47,26 @@ TEST(TokenTableTest, MapsTokensToTenants) {
   EXPECT_EQ(table->TenantOf(Sha256Hex("a-one")), nullptr);
 }
 
+TEST(TokenTableTest, AuthenticatesBearerMetadata) {
+  auto table =
+      TokenTable::Parse(absl::StrCat("alice ", Sha256Hex("a-one")), "tokens");
+  ASSERT_TRUE(table.ok()) << table.status();
+  auto tenant = table->Authenticate("Bearer a-one");
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(*tenant, "alice");
+  EXPECT_EQ(table->Authenticate("bEARER a-one").value_or(""), "alice");
+  ExpectStatus(table->Authenticate(std::nullopt).status(),
+               StatusCode::kUnauthenticated, {"needs a token", "Bearer"});
+  for (const char* bad : {"a-one", "Basic a-one", "Bearer", "Bearera-one"}) {
+    ExpectStatus(table->Authenticate(bad).status(),
+                 StatusCode::kUnauthenticated, {"not `Bearer <token>`"});
+  }
+  for (const char* unknown : {"Bearer a-two", "Bearer  a-one", "Bearer "}) {
+    ExpectStatus(table->Authenticate(unknown).status(),
+                 StatusCode::kUnauthenticated, {"unknown token"});
+  }
+}
+
 TEST(TokenTableTest, RefusesMalformedLinesNamingThem) {
   const std::string hash = Sha256Hex("t");
   const std::string bad[] = {
@@ -100,23 +120,26 @@ class CredentialsTest : public ::testing::Test {
 };
 
 TEST_F(CredentialsTest, PlaintextByDefault) {
-  EXPECT_TRUE(MakeServerCredentials(SecurityOptions{}).ok());
+  auto security = MakeServerSecurity(SecurityOptions{});
+  ASSERT_TRUE(security.ok()) << security.status();
+  EXPECT_NE(security->credentials, nullptr);
+  EXPECT_EQ(security->tokens, nullptr);
 }
 
 TEST_F(CredentialsTest, RefusesIncompleteOrPlaintextTokenSettings) {
   SecurityOptions cert_only;
   cert_only.tls_cert_file = Write("c.pem", "x");
-  ExpectStatus(MakeServerCredentials(cert_only).status(),
+  ExpectStatus(MakeServerSecurity(cert_only).status(),
                StatusCode::kInvalidArgument, {"tls_cert and tls_key"});
   SecurityOptions ca_only;
   ca_only.tls_client_ca_file = Write("ca.pem", "x");
-  ExpectStatus(MakeServerCredentials(ca_only).status(),
+  ExpectStatus(MakeServerSecurity(ca_only).status(),
                StatusCode::kInvalidArgument,
                {"tls_client_ca needs tls_cert and tls_key"});
   SecurityOptions tokens_only;
   tokens_only.auth_tokens_file =
       Write("tokens", absl::StrCat("a ", Sha256Hex("t"), "\n"));
-  ExpectStatus(MakeServerCredentials(tokens_only).status(),
+  ExpectStatus(MakeServerSecurity(tokens_only).status(),
                StatusCode::kInvalidArgument,
                {"auth_tokens_file needs tls_cert and tls_key", "plaintext"});
 }
@@ -125,13 +148,13 @@ TEST_F(CredentialsTest, NamesUnreadableAndNonPemFiles) {
   SecurityOptions missing;
   missing.tls_cert_file = (dir_ / "absent.pem").string();
   missing.tls_key_file = Write("k.pem", "x");
-  ExpectStatus(MakeServerCredentials(missing).status(),
+  ExpectStatus(MakeServerSecurity(missing).status(),
                StatusCode::kInvalidArgument,
                {"tls_cert: cannot read", "absent.pem"});
   SecurityOptions garbage;
   garbage.tls_cert_file = Write("c.pem", "not a certificate\n");
   garbage.tls_key_file = Write("k.pem", "x");
-  ExpectStatus(MakeServerCredentials(garbage).status(),
+  ExpectStatus(MakeServerSecurity(garbage).status(),
                StatusCode::kInvalidArgument,
                {"tls_cert: ", "c.pem holds no PEM certificate"});
 }
