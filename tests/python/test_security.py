@@ -7,6 +7,7 @@ cannot see, list, use or close another's sessions, activations or
 shared-memory regions: NOT_FOUND, as for ids that do not exist."""
 
 import hashlib
+import os
 import subprocess
 
 import grpc
@@ -328,3 +329,68 @@ def test_a_tenant_cannot_use_another_tenants_region(shared_channel):
             np.testing.assert_array_equal(his.read(reply.outputs["y"]), 6 * x)
         reply = alice.rpc.Compute(scale_request(mine, x), timeout=30)
         np.testing.assert_array_equal(mine.read(reply.outputs["y"]), 3 * x)
+
+
+# ---------------------------------------------------------------- gradctl
+
+def gradctl(server, *args, env=None):
+    """gradctl with `env` (by default: this process's, without a token)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "GRADSERVE_TOKEN"}
+    return subprocess.run([gs.GRADCTL, f"--server={server.address}", *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_gradctl_with_tls_and_a_token(auth_server, certs, tmp_path):
+    bob = Tenant(grpc.secure_channel(auth_server.address,
+                                     gs.ClientTls(certs["ca_pem"]).credentials()), "bob")
+    _, g = models.make("mlp")
+    bobs = bob.create_session(g, label="bobs-session").session_id
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKENS["bob"] + "\n")
+    tls = ["--tls_ca=" + certs["ca_pem"]]
+    try:
+        run = gradctl(auth_server, *tls, f"--token_file={token_file}", "sessions", "list")
+        assert run.returncode == 0, run.stderr
+        assert bobs in run.stdout and "bobs-session" in run.stdout
+        # The token from the environment: alice does not see bob's session.
+        env = {"GRADSERVE_TOKEN": TOKENS["alice"]}
+        run = gradctl(auth_server, *tls, "sessions", "list", env=env)
+        assert run.returncode == 0 and bobs not in run.stdout, run.stdout + run.stderr
+        run = gradctl(auth_server, *tls, "sessions", "close", bobs, env=env)
+        assert run.returncode == 1 and "NOT_FOUND" in run.stderr, run.stderr
+        assert bob.rpc.ListSessions(spb.ListSessionsRequest(), timeout=10).sessions
+    finally:
+        bob.close_session(bobs)
+    run = gradctl(auth_server, *tls, "info", env={})
+    assert run.returncode == 1 and "UNAUTHENTICATED" in run.stderr, run.stderr
+    run = gradctl(auth_server, *tls, "info", env={"GRADSERVE_TOKEN": "wrong"})
+    assert run.returncode == 1 and "unknown token" in run.stderr, run.stderr
+    # Health needs no token.
+    run = gradctl(auth_server, *tls, "health", env={})
+    assert run.returncode == 0 and "SERVING" in run.stdout, run.stdout + run.stderr
+
+
+def test_gradctl_tls_failures(tls_server, mtls_server, certs, tmp_path):
+    run = gradctl(tls_server, "--timeout=5", "info")  # plaintext
+    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr, run.stderr
+    run = gradctl(tls_server, "--timeout=5", "--tls_ca=" + certs["rogue_ca_pem"], "info")
+    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr, run.stderr
+    run = gradctl(tls_server, "--tls_ca=" + certs["ca_pem"], "info")
+    assert run.returncode == 0 and "tls" in run.stdout, run.stdout + run.stderr
+    # Mutual TLS: with the CA's client certificate only.
+    tls = ["--tls_ca=" + certs["ca_pem"]]
+    run = gradctl(mtls_server, "--timeout=5", *tls, "info")
+    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr, run.stderr
+    run = gradctl(mtls_server, *tls, "--tls_cert=" + certs["client_pem"],
+                  "--tls_key=" + certs["client_key"], "info")
+    assert run.returncode == 0 and "mutual_tls" in run.stdout, run.stdout + run.stderr
+    # Usage errors: a token over plaintext, half a certificate, a missing file.
+    token_file = tmp_path / "token"
+    token_file.write_text("t\n")
+    for args, message in ((["--token_file", str(token_file)], "a token needs TLS"),
+                          (tls + ["--tls_cert=" + certs["client_pem"]],
+                           "needs its private key"),
+                          (["--tls_ca=/nonexistent.pem"], "--tls_ca: /nonexistent.pem")):
+        run = gradctl(tls_server, *args, "info")
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
