@@ -246,6 +246,13 @@ def not_found_as_unknown(call, object_id, unknown_id):
     assert e.details() == u.details().replace(unknown_id, object_id), (e.details(), u.details())
 
 
+def analysis(caller, rpc, session_id, feeds):
+    """An analysis call on a session (its bad-id path is all that matters)."""
+    request = getattr(pb, rpc + "Request")(session_id=session_id, loss="L")
+    gs.fill(request.feeds, feeds)
+    return getattr(caller.rpc, rpc)(request, timeout=60)
+
+
 def test_a_tenant_cannot_touch_another_tenants_sessions(shared_channel):
     alice, bob = Tenant(shared_channel, "alice"), Tenant(shared_channel, "bob")
     _, g = models.make("mlp")
@@ -272,6 +279,8 @@ def test_a_tenant_cannot_touch_another_tenants_sessions(shared_channel):
             "Forward": lambda i: bob.forward(i, feeds, loss="L"),
             "CloseSession": lambda i: bob.close_session(i),
         }
+        for rpc in ("CheckGradients", "HessianVectorProduct", "HessianEigenvalues"):
+            calls[rpc] = lambda i, rpc=rpc: analysis(bob, rpc, i, feeds)
         for name, call in calls.items():
             not_found_as_unknown(call, sid, unknown)
         # On ComputeStream, in band: alice's session is not found, bob's is.
