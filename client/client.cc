@@ -78,6 +78,16 @@ uint64_t Mix(uint64_t h) {
   return h ^ (h >> 33);
 }
 
+std::shared_ptr<grpc::ChannelCredentials> Credentials(
+    const std::optional<ClientTlsOptions>& tls) {
+  if (!tls.has_value()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls->root_certs;
+  ssl.pem_cert_chain = tls->cert_chain;
+  ssl.pem_private_key = tls->private_key;
+  return grpc::SslCredentials(ssl);
+}
+
 std::string DrawRoute() {
   std::random_device device;
   std::uniform_int_distribution<uint32_t> any;
@@ -137,6 +147,16 @@ size_t ReplicaFor(const std::string& route,
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     const ClientOptions& options) {
+  if (!options.token.empty() && !options.tls.has_value()) {
+    return absl::InvalidArgumentError(
+        "a token needs TLS: it must not cross the network in plaintext");
+  }
+  if (options.tls.has_value() &&
+      options.tls->cert_chain.empty() != options.tls->private_key.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs its private key, and a key its "
+        "certificate");
+  }
   ASSIGN_OR_RETURN(std::string target, ChannelTarget(options.target));
   ASSIGN_OR_RETURN(std::vector<std::string> addresses,
                    ListedAddresses(options.target));
@@ -145,8 +165,15 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
 
 Client::Client(const ClientOptions& options, const std::string& target,
                const std::vector<std::string>& addresses)
-    : timeout_(options.timeout), addresses_(addresses) {
+    : timeout_(options.timeout),
+      authorization_(
+          options.token.empty() ? "" : absl::StrCat("Bearer ", options.token)),
+      addresses_(addresses) {
   grpc::ChannelArguments args;
+  if (options.tls.has_value() && !options.tls->server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls->server_name);
+  }
+  const auto credentials = Credentials(options.tls);
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
@@ -155,14 +182,13 @@ Client::Client(const ClientOptions& options, const std::string& target,
   // One channel per listed address, for routed calls.
   for (const std::string& address : addresses_) {
     replicas_.push_back(pb::GradientService::NewStub(grpc::CreateCustomChannel(
-        absl::StrCat(IsV6(address) ? "ipv6:" : "ipv4:", address),
-        grpc::InsecureChannelCredentials(), args)));
+        absl::StrCat(IsV6(address) ? "ipv6:" : "ipv4:", address), credentials,
+        args)));
   }
   // Every call to the next address: spreads load over replicas when the
   // target names several (a list, or a DNS name with several records).
   args.SetLoadBalancingPolicyName("round_robin");
-  channel_ = grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(target, credentials, args);
   service_ = pb::GradientService::NewStub(channel_);
   health_ = health::Health::NewStub(channel_);
 }
@@ -172,6 +198,9 @@ absl::StatusOr<Response> Client::Unary(const std::string& route, Call call) {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
   if (!route.empty()) context.AddMetadata(kRouteMetadata, route);
+  if (!authorization_.empty()) {
+    context.AddMetadata("authorization", authorization_);
+  }
   Response response;
   grpc::Status status = call(&context, &response);
   if (!status.ok()) {

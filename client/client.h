@@ -26,6 +26,7 @@
 #define GRADSERVE_CLIENT_CLIENT_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,17 @@
 #include "grpcpp/channel.h"
 
 namespace gradserve::client {
+
+// TLS to the servers: PEM text (gradctl reads it from files).
+struct ClientTlsOptions {
+  std::string root_certs;  // the CA(s) trusted; empty = the system's roots
+  // A client certificate and its key, for servers that ask for one
+  // (mutual TLS); both or neither.
+  std::string cert_chain;
+  std::string private_key;
+  // The name the server's certificate must hold; empty = the target's host.
+  std::string server_name;
+};
 
 struct ClientOptions {
   // Where the servers are: "host:port"; several, comma-separated
@@ -48,6 +60,10 @@ struct ClientOptions {
   // The longest wait between attempts to reconnect to a server that went
   // away (gRPC's default is 120 s: a restarted server would sit unused).
   absl::Duration max_reconnect_backoff = absl::Seconds(5);
+  // Plaintext unless set.
+  std::optional<ClientTlsOptions> tls;
+  // Sent as `authorization: Bearer <token>` on every call; needs TLS.
+  std::string token;
 };
 
 // The gRPC target for ClientOptions::target: a comma-separated list becomes
@@ -80,7 +96,8 @@ size_t ReplicaFor(const std::string& route,
 
 class Client {
  public:
-  // Fails only for a list with a host name that does not resolve.
+  // Fails only for a list with a host name that does not resolve, a token
+  // without TLS, or half a client certificate.
   static absl::StatusOr<std::unique_ptr<Client>> Create(
       const ClientOptions& options);
 
@@ -147,6 +164,7 @@ class Client {
   Stub& StubFor(const std::string& route);
 
   const absl::Duration timeout_;
+  const std::string authorization_;  // "" without a token
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<Stub> service_;  // round-robin over all addresses
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;

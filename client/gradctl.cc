@@ -104,6 +104,22 @@ int RunGradctl(int argc, const char* const* argv, std::ostream& out,
                  "deadline of each call, in seconds")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_flag("--tls", global.tls,
+               "connect over TLS, trusting the system's CAs unless --tls_ca "
+               "says which");
+  app.add_option("--tls_ca", global.tls_ca,
+                 "PEM file of the CA(s) that signed the server's certificate "
+                 "(implies --tls)");
+  app.add_option("--tls_cert", global.tls_cert,
+                 "PEM client certificate, for servers that require one "
+                 "(mutual TLS; with --tls_key)");
+  app.add_option("--tls_key", global.tls_key, "PEM private key of --tls_cert");
+  app.add_option("--tls_server_name", global.tls_server_name,
+                 "the name the server's certificate must hold, when not the "
+                 "host of --server");
+  app.add_option("--token_file", global.token_file,
+                 "file whose first line is the bearer token sent on every call "
+                 "(needs TLS); without it, $GRADSERVE_TOKEN if set");
   app.require_subcommand(1);
 
   std::vector<std::pair<CLI::App*, std::unique_ptr<Command>>> commands;

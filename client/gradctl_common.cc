@@ -1,10 +1,12 @@
 #include "client/gradctl_common.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <iomanip>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +35,41 @@ void OnSignal(int signal) {
   }
 }
 
+// The file of `flag`, whole ("" when no path is given).
+absl::StatusOr<std::string> FlagFile(absl::string_view flag,
+                                     const std::string& path) {
+  if (path.empty()) return std::string();
+  auto text = ReadFile(path);
+  if (!text.ok())
+    return UsageError(absl::StrCat(flag, ": ", text.status().message()));
+  return text;
+}
+
+absl::Status AddSecurity(const GlobalOptions& global, ClientOptions* options) {
+  if (global.tls || !global.tls_ca.empty() || !global.tls_cert.empty() ||
+      !global.tls_key.empty() || !global.tls_server_name.empty()) {
+    ClientTlsOptions tls;
+    ASSIGN_OR_RETURN(tls.root_certs, FlagFile("--tls_ca", global.tls_ca));
+    ASSIGN_OR_RETURN(tls.cert_chain, FlagFile("--tls_cert", global.tls_cert));
+    ASSIGN_OR_RETURN(tls.private_key, FlagFile("--tls_key", global.tls_key));
+    tls.server_name = global.tls_server_name;
+    options->tls = std::move(tls);
+  }
+  if (!global.token_file.empty()) {
+    ASSIGN_OR_RETURN(std::string text,
+                     FlagFile("--token_file", global.token_file));
+    options->token = std::string(absl::StripAsciiWhitespace(
+        absl::string_view(text).substr(0, text.find('\n'))));
+    if (options->token.empty()) {
+      return UsageError(
+          absl::StrCat("--token_file: ", global.token_file, " holds no token"));
+    }
+  } else if (const char* token = std::getenv("GRADSERVE_TOKEN")) {
+    options->token = token;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Client>> Context::Connect(
@@ -40,6 +77,7 @@ absl::StatusOr<std::unique_ptr<Client>> Context::Connect(
   ClientOptions options;
   options.target = global.server;
   options.timeout = timeout.value_or(absl::Seconds(global.timeout));
+  RETURN_IF_ERROR(AddSecurity(global, &options));
   auto client = Client::Create(options);
   if (!client.ok()) return UsageError(client.status().message());
   return client;

@@ -30,6 +30,11 @@ inline constexpr int kExitInterrupted = 130;
 struct GlobalOptions {
   std::string server = "localhost:50051";
   double timeout = 60;
+  // TLS: on with --tls or any of the files; PEM file paths.
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;
+  // The bearer token: this file's first line, else $GRADSERVE_TOKEN.
+  std::string token_file;
 };
 
 struct Context {

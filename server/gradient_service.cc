@@ -96,6 +96,9 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   if (runtime->shared_memory().enabled()) {
     static_info_.add_features("shared_memory");
   }
+  if (options.tls) static_info_.add_features("tls");
+  if (options.mutual_tls) static_info_.add_features("mutual_tls");
+  if (options.tokens != nullptr) static_info_.add_features("auth");
   AddComputeRpcs();
   AddAnalysisRpcs();
   AddSessionRpcs();
@@ -112,7 +115,13 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                    const grpc::ByteBuffer* request,
                    grpc::ByteBuffer* response) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    runtime::CallContext ctx = CallContextOf(context);
+    absl::StatusOr<runtime::CallContext> caller =
+        CallContextOf(context, options_.tokens.get());
+    if (!caller.ok()) {
+      reactor->Finish(ToGrpcStatus(caller.status()));
+      return reactor;
+    }
+    runtime::CallContext ctx = *std::move(caller);
     // The message, and its parsed copy, held while the call waits and runs.
     auto held = runtime_->memory_budget().Reserve(
         2 * static_cast<int64_t>(request->Length()), "the request message");

@@ -15,6 +15,7 @@
 #include "runtime/runtime.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_message.h"
+#include "server/security.h"
 
 namespace gradserve::server {
 
@@ -24,6 +25,11 @@ struct ServiceOptions {
   int64_t max_message_bytes = int64_t{1} << 30;
   // Replies that may wait to be sent on one ComputeStream.
   int stream_window = 8;
+  // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
+  bool tls = false;
+  bool mutual_tls = false;
+  // With tokens on, each call's tenant (server/security.h).
+  std::shared_ptr<const TokenTable> tokens;
 };
 
 class GradientServiceImpl final : public pb::GradientService::Service {

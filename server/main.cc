@@ -105,6 +105,19 @@ ABSL_FLAG(uint32_t, shared_memory_ttl_seconds,
           gradserve::runtime::SharedMemoryOptions{}.ttl_seconds,
           "a shared-memory region unused this long is unregistered (regions "
           "also go when their TCP connection closes); 0 = never");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server: with --tls_key, every "
+          "address is served over TLS only");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key of --tls_cert (not encrypted)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM certificate(s) of the CA that signs client certificates: "
+          "clients must then present one it signed (mutual TLS)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "bearer tokens and their tenants, one `TENANT SHA256-OF-TOKEN` a "
+          "line; every call but health checks then needs `authorization: "
+          "Bearer <token>` metadata, and a tenant sees only its own "
+          "sessions, activations and shared-memory regions (needs TLS)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -126,6 +139,14 @@ int64_t DefaultInflightBytes() {
   const int64_t pages = sysconf(_SC_PHYS_PAGES);
   const int64_t page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? pages / 4 * 3 * page : int64_t{8} << 30;
+}
+
+// How calls arrive: "plaintext", "TLS", "mutual TLS", with ", tokens".
+std::string Transport(const gradserve::server::SecurityOptions& security) {
+  std::string transport = security.mutual_tls() ? "mutual TLS"
+                          : security.tls()      ? "TLS"
+                                                : "plaintext";
+  return security.tokens() ? transport + ", tokens" : transport;
 }
 
 }  // namespace
@@ -190,6 +211,10 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_shared_memory_max_bytes);
   options.shared_memory.ttl_seconds =
       absl::GetFlag(FLAGS_shared_memory_ttl_seconds);
+  options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.security.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);
@@ -200,11 +225,11 @@ int main(int argc, char** argv) {
   }
   const auto& shape = (*server)->pool_shape();
   std::fprintf(stderr,
-               "gradserve %s listening on %s (port %d): %d worker(s) x %d "
+               "gradserve %s listening on %s (port %d, %s): %d worker(s) x %d "
                "thread(s), oneDNN %s on %s\n",
                GRADSERVE_VERSION, options.address.c_str(), (*server)->port(),
-               shape.workers, shape.threads_per_worker,
-               gradserve::DnnlVersion().c_str(),
+               Transport(options.security).c_str(), shape.workers,
+               shape.threads_per_worker, gradserve::DnnlVersion().c_str(),
                gradserve::DnnlCpuIsa().c_str());
 
   int signal = 0;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
@@ -20,10 +21,18 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-runtime::CallContext CallContextOf(grpc::CallbackServerContext* context) {
+absl::StatusOr<runtime::CallContext> CallContextOf(
+    grpc::CallbackServerContext* context, const TokenTable* tokens) {
   runtime::CallContext ctx;
   ctx.connection = context->peer();
   const auto& metadata = context->client_metadata();
+  if (tokens != nullptr) {
+    std::optional<absl::string_view> authorization;
+    if (auto it = metadata.find("authorization"); it != metadata.end()) {
+      authorization = absl::string_view(it->second.data(), it->second.size());
+    }
+    ASSIGN_OR_RETURN(ctx.tenant, tokens->Authenticate(authorization));
+  }
   if (auto it = metadata.find(kRouteMetadata); it != metadata.end()) {
     ctx.route.assign(it->second.data(), it->second.size());
   }

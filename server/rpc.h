@@ -11,12 +11,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/status.h"
 #include "runtime/calls.h"
+#include "server/security.h"
 
 namespace gradserve::server {
 
@@ -24,7 +26,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The caller (tenant, connection, route metadata) and a check the executor
 // polls between nodes: the call's deadline, and cancellation by the client.
-runtime::CallContext CallContextOf(grpc::CallbackServerContext* context);
+// With `tokens`, the tenant of the call's token; UNAUTHENTICATED without
+// one (the token processor refuses such calls first).
+absl::StatusOr<runtime::CallContext> CallContextOf(
+    grpc::CallbackServerContext* context, const TokenTable* tokens);
 
 // Whether a gRPC peer ("ipv4:127.0.0.1:5012", "unix:") is on this host:
 // a unix socket or a loopback address.

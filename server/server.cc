@@ -46,8 +46,13 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         server->runtime_->EnableSharedMemory(options.shared_memory);
     if (!enabled.ok()) return enabled;
   }
+  auto security = MakeServerSecurity(options.security);
+  if (!security.ok()) return security.status();
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = max_message;
+  service_options.tls = options.security.tls();
+  service_options.mutual_tls = options.security.mutual_tls();
+  service_options.tokens = security->tokens;
   server->service_ = std::make_unique<GradientServiceImpl>(
       server->runtime_.get(), service_options);
 
@@ -62,8 +67,7 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // One port per address; port() reports the first TCP one's.
   std::vector<int> ports(addresses.size(), 0);
   for (size_t i = 0; i < addresses.size(); ++i) {
-    builder.AddListeningPort(addresses[i], grpc::InsecureServerCredentials(),
-                             &ports[i]);
+    builder.AddListeningPort(addresses[i], security->credentials, &ports[i]);
   }
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);

@@ -16,6 +16,7 @@
 #include "runtime/runtime.h"
 #include "server/connection_watch.h"
 #include "server/gradient_service.h"
+#include "server/security.h"
 
 namespace gradserve::server {
 
@@ -34,6 +35,8 @@ struct ServerOptions {
   // output_placement): off unless allowed.
   bool allow_shared_memory = false;
   runtime::SharedMemoryOptions shared_memory;
+  // TLS, mutual TLS and tokens (server/security.h); all off by default.
+  SecurityOptions security;
   ServiceOptions service;
 };
 

@@ -21,8 +21,9 @@ class ComputeStreamReactor
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ComputeStreamReactor(GradientServiceImpl* service,
-                       grpc::CallbackServerContext* context)
-      : service_(service), ctx_(StreamContext(context)) {
+                       grpc::CallbackServerContext* context,
+                       runtime::CallContext caller)
+      : service_(service), ctx_(StreamContext(context, std::move(caller))) {
     std::lock_guard<std::mutex> lock(mu_);
     ReadNext();
   }
@@ -94,8 +95,8 @@ class ComputeStreamReactor
   // The stream's items poll this between nodes. Not the call's context:
   // gRPC frees that after OnDone, and items still computing then (behind an
   // unsent reply when the client went away) would read freed memory.
-  runtime::CallContext StreamContext(grpc::CallbackServerContext* context) {
-    runtime::CallContext ctx = CallContextOf(context);
+  runtime::CallContext StreamContext(grpc::CallbackServerContext* context,
+                                     runtime::CallContext ctx) {
     ctx.check_cancelled = [this, deadline = context->deadline()] {
       if (std::chrono::system_clock::now() > deadline) {
         return absl::DeadlineExceededError(
@@ -188,6 +189,14 @@ class ComputeStreamReactor
   bool broken_ = false, finished_ = false, done_ = false;
 };
 
+// A stream refused before it starts (a caller without a valid token).
+class RefusedStream
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
 
 void GradientServiceImpl::AddComputeStream() {
@@ -195,8 +204,13 @@ void GradientServiceImpl::AddComputeStream() {
       MethodIndex("ComputeStream"),
       new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer,
                                               grpc::ByteBuffer>(
-          [this](grpc::CallbackServerContext* context) {
-            return new ComputeStreamReactor(this, context);
+          [this](grpc::CallbackServerContext* context)
+              -> grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* {
+            auto caller = CallContextOf(context, options_.tokens.get());
+            if (!caller.ok()) {
+              return new RefusedStream(ToGrpcStatus(caller.status()));
+            }
+            return new ComputeStreamReactor(this, context, *std::move(caller));
           }));
 }
 

@@ -18,6 +18,8 @@ build=(
   # ONNX import: protobuf definitions, checker, shape inference, version
   # converter (built against protobuf 3.21, as gradserve is)
   libonnx-dev
+  # TLS files checked and tokens hashed with OpenSSL (as gRPC links it)
+  libssl-dev
   # C++ tests read .npy files that numpy writes
   python3 python3-numpy
 )
@@ -30,6 +32,8 @@ python_tests=(
   # data (model.onnx + test_data_set_*/*.pb under /usr/share/libonnx-testdata)
   python3-onnx libonnx-testdata
   libopenblas0-pthread clang-format
+  # TLS tests make throwaway certificates with the openssl CLI
+  openssl
 )
 deploy=(podman runc debootstrap uidmap nginx python3-yaml)
 # The libFuzzer build (build-fuzz): clang 14 with its sanitizer and fuzzer

@@ -278,30 +278,77 @@ def free_port():
         return s.getsockname()[1]
 
 
+class ClientTls:
+    """What a TLS client trusts (`ca`) and, for mutual TLS, presents (`cert`,
+    `key`): paths of PEM files."""
+
+    def __init__(self, ca, cert=None, key=None):
+        self.ca, self.cert, self.key = ca, cert, key
+
+    def credentials(self):
+        def read(path):
+            if path is None:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(root_certificates=read(self.ca),
+                                            private_key=read(self.key),
+                                            certificate_chain=read(self.cert))
+
+
+def make_certificates(directory):
+    """Throwaway PEM files made with the openssl CLI (EC P-256, valid a day):
+    ca.pem/ca.key, server.pem/server.key (localhost and 127.0.0.1, signed by
+    the CA), client.pem/client.key (signed by the CA), and rogue_ca.pem with
+    rogue.pem/rogue.key (a client certificate the CA did not sign). Returns
+    {name: path} for each file without its extension's dot ("server_key")."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    san = os.path.join(directory, "san.ext")
+    with open(san, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for ca in ("ca", "rogue_ca"):
+        run("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+            "-days", "1", "-subj", f"/CN=gradserve test {ca}")
+    for name, ca, cn in (("server", "ca", "localhost"), ("client", "ca", "tenant-client"),
+                         ("rogue", "rogue_ca", "rogue-client")):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", san)
+    return {f"{name}_{ext}": os.path.join(directory, f"{name}.{ext}")
+            for name in ("ca", "rogue_ca", "server", "client", "rogue")
+            for ext in ("pem", "key")}
+
+
 class Server:
     """A gradserve process on a free loopback port, stopped on close().
 
     What it prints goes to a file, not a pipe: a sanitizer's report (or any
     long output) can never block it, and output() shows it all."""
 
-    def __init__(self, *flags, port=None, also_listen=()):
+    def __init__(self, *flags, port=None, also_listen=(), tls=None, token=None):
         """`port`: listen there (a restart on the same address), else on a
-        free one. `also_listen`: more addresses (unix:///path) next to it."""
+        free one. `also_listen`: more addresses (unix:///path) next to it.
+        `tls`: a ClientTls for a server started with --tls_cert/--tls_key;
+        `token`: sent as `authorization: Bearer` on every call."""
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.tls, self.token = tls, token
         fd, self.log_path = tempfile.mkstemp(prefix="gradserve-", suffix=".log")
         self.stopped = False  # by stop(): its exit code is the caller's business
         with os.fdopen(fd, "ab") as log:  # append: the child writes at the end
             self.process = subprocess.Popen(
                 [GRADSERVE, "--address=" + ",".join([self.address, *also_listen]), *flags],
                 stdout=log, stderr=subprocess.STDOUT)
-        self.channel = grpc.insecure_channel(self.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
+        self.channel = self.open_channel(
+            tls, token,
             # Retry the first connection soon: the process is just starting.
             ("grpc.initial_reconnect_backoff_ms", 50),
             ("grpc.min_reconnect_backoff_ms", 50),
-            ("grpc.max_reconnect_backoff_ms", 200)])
+            ("grpc.max_reconnect_backoff_ms", 200))
         try:
             grpc.channel_ready_future(self.channel).result(timeout=30)
         except grpc.FutureTimeoutError:
@@ -310,13 +357,29 @@ class Server:
             raise RuntimeError(f"gradserve did not start: {output}")
         self.rpc = pb_grpc.GradientServiceStub(self.channel)
 
-    def connect(self):
+    def open_channel(self, tls, token, *options):
+        """A channel to the server: plaintext, or TLS with `tls` (a ClientTls),
+        with `token` as call credentials."""
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE),
+                   ("grpc.max_send_message_length", MAX_MESSAGE), *options]
+        if tls is None:
+            if token is not None:
+                raise ValueError("a token needs TLS (gRPC sends call credentials "
+                                 "only over secure channels)")
+            return grpc.insecure_channel(self.address, options=options)
+        credentials = tls.credentials()
+        if token is not None:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token))
+        return grpc.secure_channel(self.address, credentials, options=options)
+
+    def connect(self, tls="same", token="same"):
         """Another connection to the server (its own TCP connection, not one
-        shared through gRPC's subchannel pool): (channel, stub)."""
-        channel = grpc.insecure_channel(self.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.use_local_subchannel_pool", 1)])
+        shared through gRPC's subchannel pool): (channel, stub). TLS and token
+        are the server's own unless given (None: without)."""
+        channel = self.open_channel(self.tls if tls == "same" else tls,
+                                    self.token if token == "same" else token,
+                                    ("grpc.use_local_subchannel_pool", 1))
         grpc.channel_ready_future(channel).result(timeout=30)
         return channel, pb_grpc.GradientServiceStub(channel)
 
