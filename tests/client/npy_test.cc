@@ -8,20 +8,13 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/client/proto_tensors.h"
 #include "tests/status_testing.h"
 
 namespace gradserve::client {
 namespace {
 
 namespace pb = ::gradserve::v1;
-
-pb::Tensor Floats(std::vector<int64_t> shape, std::vector<float> v) {
-  pb::Tensor t;
-  t.set_dtype(pb::DATA_TYPE_FLOAT32);
-  t.mutable_shape()->Assign(shape.begin(), shape.end());
-  t.set_data(v.data(), v.size() * sizeof(float));
-  return t;
-}
 
 std::vector<float> FloatData(const pb::Tensor& t) {
   std::vector<float> v(t.data().size() / sizeof(float));
@@ -35,28 +28,9 @@ std::vector<int64_t> IntData(const pb::Tensor& t) {
   return v;
 }
 
-class NumpyFiles : public ::testing::Test {
+class NumpyFiles : public NumpyDir {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("gradserve_npy_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  // Runs a snippet of Debian's Python with numpy as np, in dir_.
-  void Python(const std::string& code) {
-    const std::string command = "cd '" + dir_.string() +
-                                "' && /usr/bin/python3 -c \"import numpy as "
-                                "np; " +
-                                code + "\"";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  }
-  std::string Path(const std::string& name) const {
-    return (dir_ / name).string();
-  }
-
-  std::filesystem::path dir_;
+  NumpyFiles() : NumpyDir("gradserve_npy_") {}
 };
 
 TEST(Npy, RoundTripFloat32AndInt64) {

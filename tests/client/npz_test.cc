@@ -9,47 +9,16 @@
 
 #include "client/npy.h"
 #include "gtest/gtest.h"
+#include "tests/client/proto_tensors.h"
 
 namespace gradserve::client {
 namespace {
 
 namespace pb = ::gradserve::v1;
 
-pb::Tensor Floats(std::vector<int64_t> shape, std::vector<float> v) {
-  pb::Tensor t;
-  t.set_dtype(pb::DATA_TYPE_FLOAT32);
-  t.mutable_shape()->Assign(shape.begin(), shape.end());
-  t.set_data(v.data(), v.size() * sizeof(float));
-  return t;
-}
-
-pb::Tensor Ints(std::vector<int64_t> shape, std::vector<int64_t> v) {
-  pb::Tensor t;
-  t.set_dtype(pb::DATA_TYPE_INT64);
-  t.mutable_shape()->Assign(shape.begin(), shape.end());
-  t.set_data(v.data(), v.size() * sizeof(int64_t));
-  return t;
-}
-
-class Npz : public ::testing::Test {
+class Npz : public NumpyDir {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("gradserve_npz_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  void Python(const std::string& code) {
-    const std::string command = "cd '" + dir_.string() +
-                                "' && /usr/bin/python3 -c \"import numpy as "
-                                "np; " +
-                                code + "\"";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  }
-  std::string Path(const std::string& name) const {
-    return (dir_ / name).string();
-  }
-  std::filesystem::path dir_;
+  Npz() : NumpyDir("gradserve_npz_") {}
 };
 
 TEST_F(Npz, ReadsWhatNumpyWritesStoredAndDeflated) {

@@ -11,6 +11,7 @@
 #include "client/reduction.h"
 #include "client/svg_plot.h"
 #include "gtest/gtest.h"
+#include "tests/client/proto_tensors.h"
 
 namespace gradserve::client {
 namespace {
@@ -81,14 +82,6 @@ TEST(Progress, LinesAndPercentiles) {
   EXPECT_EQ(l.Percentile(100), 100);
   EXPECT_EQ(l.Mean(), 50.5);
   EXPECT_EQ(Latencies().Percentile(50), 0);
-}
-
-pb::Tensor Floats(std::vector<int64_t> shape, std::vector<float> v) {
-  pb::Tensor t;
-  t.set_dtype(pb::DATA_TYPE_FLOAT32);
-  t.mutable_shape()->Assign(shape.begin(), shape.end());
-  t.set_data(v.data(), v.size() * sizeof(float));
-  return t;
 }
 
 TEST(Reduction, MeanWeightsBySamplesSumAddsAndOutputsConcatenate) {
