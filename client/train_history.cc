@@ -50,7 +50,7 @@ absl::StatusOr<std::vector<T>> Read(const Arrays& arrays,
         what, ": array '", key, "' is missing or not ", n, " values"));
   }
   std::vector<T> v(n);
-  std::memcpy(v.data(), it->second.data().data(), n * sizeof(T));
+  if (n > 0) std::memcpy(v.data(), it->second.data().data(), n * sizeof(T));
   return v;
 }
 
@@ -66,7 +66,11 @@ pb::Tensor Texts(const std::vector<std::vector<std::string>>& records) {
   }
   const size_t head = words.size();
   words.resize(head + (bytes.size() + 7) / 8, 0);
-  std::memcpy(words.data() + head, bytes.data(), bytes.size());
+  // No records and no bytes: words.data() may be null, which memcpy must
+  // not be given even for 0 bytes (UBSan's finding under gradctl train).
+  if (!bytes.empty()) {
+    std::memcpy(words.data() + head, bytes.data(), bytes.size());
+  }
   return Int64s(words);
 }
 
@@ -86,7 +90,7 @@ absl::StatusOr<std::vector<std::vector<std::string>>> ReadTexts(
   };
   if (it->second.dtype() != pb::DATA_TYPE_INT64 || words < n) return bad();
   std::vector<int64_t> lengths(n);
-  std::memcpy(lengths.data(), data.data(), n * sizeof(int64_t));
+  if (n > 0) std::memcpy(lengths.data(), data.data(), n * sizeof(int64_t));
   const char* bytes = data.data() + n * sizeof(int64_t);
   const size_t available = (words - n) * sizeof(int64_t);
   size_t at = 0;
