@@ -375,7 +375,7 @@ class Server:
 
     def connect(self, tls="same", token="same"):
         """Another connection to the server (its own TCP connection, not one
-        shared through gRPC's subchannel pool): (channel, stub). TLS and token
+        shared through gRPC's subchannel pool): (channel, GradientService client). TLS and token
         are the server's own unless given (None: without)."""
         channel = self.open_channel(self.tls if tls == "same" else tls,
                                     self.token if token == "same" else token,

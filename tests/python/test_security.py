@@ -75,8 +75,8 @@ def mlp_request():
     return gs.compute_request(g, models.batch("mlp", np.random.default_rng(3)), loss="L")
 
 
-def info_call(stub):
-    return stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
+def info_call(rpc):
+    return rpc.GetServerInfo(pb.GetServerInfoRequest(), timeout=10)
 
 
 def refused(call, code):
@@ -126,9 +126,9 @@ def test_mutual_tls_needs_a_certificate_the_ca_signed(mtls_server, certs):
         finally:
             channel.close()
     # A certified client on its own connection is served.
-    channel, stub = mtls_server.connect()
+    channel, rpc = mtls_server.connect()
     try:
-        assert info_call(stub).version
+        assert info_call(rpc).version
     finally:
         channel.close()
 
@@ -174,11 +174,11 @@ class TokenStub:
     """A GradientServiceStub whose calls carry `authorization` metadata."""
 
     def __init__(self, channel, authorization):
-        self.stub = pb_grpc.GradientServiceStub(channel)
+        self.rpc = pb_grpc.GradientServiceStub(channel)
         self.metadata = (("authorization", authorization),)
 
     def __getattr__(self, name):
-        method = getattr(self.stub, name)
+        method = getattr(self.rpc, name)
         return lambda request, **kw: method(request, metadata=self.metadata, **kw)
 
 
@@ -212,11 +212,11 @@ def shared_channel(auth_server, certs):
                                            TOKENS["alice"], "Bearer " + TOKENS["alice"] + "x"])
 def test_calls_without_a_known_token_are_unauthenticated(auth_server, shared_channel,
                                                          authorization):
-    stub = (pb_grpc.GradientServiceStub(shared_channel) if authorization is None
+    rpc = (pb_grpc.GradientServiceStub(shared_channel) if authorization is None
             else TokenStub(shared_channel, authorization))
-    refused(lambda: info_call(stub), UNAUTHENTICATED)
-    refused(lambda: stub.Compute(mlp_request(), timeout=30), UNAUTHENTICATED)
-    refused(lambda: stub.ListSessions(spb.ListSessionsRequest(), timeout=10), UNAUTHENTICATED)
+    refused(lambda: info_call(rpc), UNAUTHENTICATED)
+    refused(lambda: rpc.Compute(mlp_request(), timeout=30), UNAUTHENTICATED)
+    refused(lambda: rpc.ListSessions(spb.ListSessionsRequest(), timeout=10), UNAUTHENTICATED)
     # With the token, the same connection is served.
     good = TokenStub(shared_channel, "bearer " + TOKENS["alice"])  # the scheme's case is free
     assert "auth" in info_call(good).features
