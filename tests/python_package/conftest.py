@@ -27,8 +27,8 @@ def free_port():
 class Server:
     """build/server/gradserve on a free loopback port; `.address`."""
 
-    def __init__(self, *flags):
-        self.address = f"127.0.0.1:{free_port()}"
+    def __init__(self, *flags, port=None):
+        self.address = f"127.0.0.1:{port or free_port()}"
         fd, self.log_path = tempfile.mkstemp(prefix="gradserve-pkg-", suffix=".log")
         with os.fdopen(fd, "ab") as log:
             self.process = subprocess.Popen(
@@ -73,8 +73,8 @@ def client(server):
 def start_server():
     started = []
 
-    def start(*flags):
-        s = Server(*flags)
+    def start(*flags, port=None):
+        s = Server(*flags, port=port)
         started.append(s)
         return s
 

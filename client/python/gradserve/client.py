@@ -156,8 +156,11 @@ class Client:
         self._rng = random.Random()
         channel_options = [("grpc.max_send_message_length", max_message_bytes),
                            ("grpc.max_receive_message_length", max_message_bytes),
-                           ("grpc.keepalive_time_ms", 60000),
-                           ("grpc.keepalive_permit_without_calls", 0), *options]
+                           # A restarted server is found again within seconds
+                           # (gRPC's defaults back off to two minutes).
+                           ("grpc.initial_reconnect_backoff_ms", 200),
+                           ("grpc.min_reconnect_backoff_ms", 200),
+                           ("grpc.max_reconnect_backoff_ms", 5000), *options]
         if tls is True:
             tls = TLS()
         if tls is None:
