@@ -461,17 +461,24 @@ class OnnxModel:
     def from_torch(cls, module: Any, args: Any, input_names: Sequence[str],
                    output_names: Sequence[str], *, opset: int = 14,
                    loss: Optional[str] = None) -> "OnnxModel":
-        """torch.onnx.export of `module` at `args`, keeping training-mode ops
-        (TrainingMode.PRESERVE: BatchNorm not folded) and the parameters'
-        names as the initializers' names."""
+        """torch.onnx.export of `module` at `args` in training mode
+        (TrainingMode.TRAINING: BatchNorm and Dropout kept as such, not folded
+        into the convolution as an eval export does; the request's mode then
+        says how they run), the parameters' names as the initializers' names.
+        The module's state is as before (the export's forward pass would move
+        BatchNorm's running statistics)."""
         import io
         import torch
 
+        state = {k: v.clone() for k, v in module.state_dict().items()}
         buffer = io.BytesIO()
-        torch.onnx.export(module, args, buffer, input_names=list(input_names),
-                          output_names=list(output_names), opset_version=opset,
-                          training=torch.onnx.TrainingMode.PRESERVE,
-                          do_constant_folding=False)
+        try:
+            torch.onnx.export(module, args, buffer, input_names=list(input_names),
+                              output_names=list(output_names), opset_version=opset,
+                              training=torch.onnx.TrainingMode.TRAINING,
+                              do_constant_folding=False)
+        finally:
+            module.load_state_dict(state)
         return cls(buffer.getvalue(), loss=loss)
 
 
