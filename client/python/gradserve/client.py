@@ -265,6 +265,13 @@ class Client:
         reply = self._call_with_feeds("Compute", request, request.feeds, timeout)
         return ComputeResult(reply, request.loss)
 
+    def predict(self, model: ModelLike, feeds: Optional[Arrays] = None, *,
+                fetch: Optional[Iterable[Any]] = None, mode: Optional[str] = "eval",
+                dtype: Any = None) -> Dict[str, np.ndarray]:
+        """Forward only (no loss, no gradients), in EVAL mode unless told:
+        the fetched outputs (default: the graph's outputs)."""
+        return self.compute(model, feeds, fetch=fetch, loss="", mode=mode, dtype=dtype).outputs
+
     def stream(self, requests: Iterable[Union[pb.ComputeRequest, Mapping[str, Any]]], *,
                raise_errors: bool = True,
                timeout: Optional[float] = None) -> Iterator[Union[ComputeResult, errors.Error]]:

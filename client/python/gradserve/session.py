@@ -133,6 +133,10 @@ class Session:
         kwargs.setdefault("loss", self.loss)
         return self.client.compute(self, feeds, **kwargs)
 
+    def predict(self, feeds: Optional[Arrays] = None, **kwargs: Any) -> Dict[str, np.ndarray]:
+        """Client.predict (forward only, EVAL mode) on this session's model."""
+        return self.client.predict(self, feeds, **kwargs)
+
     def forward(self, feeds: Optional[Arrays] = None, **kwargs: Any) -> Activation:
         """Forward now on the session's model; the Activation's .backward(grads)
         runs later from what the server kept."""
