@@ -42,8 +42,15 @@ deploy=(podman runc debootstrap uidmap nginx python3-yaml)
 # runtimes.
 fuzz=(clang libfuzzer-14-dev libclang-rt-14-dev)
 
+# The Node example and buf (npm packages, installed by the tests into build/):
+# Debian's nodejs and npm, unless a node and npm are already there (such as
+# a nodejs package that bundles npm, which Debian's npm would conflict with).
+node_tools=()
+command -v node >/dev/null || node_tools+=(nodejs)
+command -v npm >/dev/null || node_tools+=(npm)
+
 case "${1:-all}" in
-  all) packages=("${build[@]}" "${python_tests[@]}") ;;
+  all) packages=("${build[@]}" "${python_tests[@]}" "${node_tools[@]}") ;;
   build) packages=("${build[@]}") ;;
   deploy) packages=("${deploy[@]}") ;;
   fuzz) packages=("${fuzz[@]}") ;;
