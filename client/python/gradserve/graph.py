@@ -82,6 +82,14 @@ def attribute(value: Any) -> graph_pb2.Attribute:
     return graph_pb2.Attribute(floats=graph_pb2.Floats(values=[float(v) for v in values]))
 
 
+def _unary(op: str, doc: str) -> Any:
+    """A builder method adding one `op` node on one input."""
+    def method(self: "Graph", x: ValueLike, *, name: Optional[str] = None) -> Value:
+        return self.node(op, [x], name=name)
+    method.__doc__ = doc
+    return method
+
+
 class Graph:
     """A gradserve.v1.Graph under construction (see the module docstring).
 
@@ -281,32 +289,15 @@ class Graph:
              name: Optional[str] = None) -> Value:
         return self.node("Mean", [x], name=name, axes=axes, keepdims=keepdims)
 
-    def relu(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("ReLU", [x], name=name)
-
-    def tanh(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Tanh", [x], name=name)
-
-    def sigmoid(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Sigmoid", [x], name=name)
-
-    def exp(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Exp", [x], name=name)
-
-    def log(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Log", [x], name=name)
-
-    def silu(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("SiLU", [x], name=name)
-
-    def mish(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Mish", [x], name=name)
-
-    def sqrt(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Sqrt", [x], name=name)
-
-    def abs(self, x: ValueLike, *, name: Optional[str] = None) -> Value:
-        return self.node("Abs", [x], name=name)
+    relu = _unary("ReLU", "max(x, 0).")
+    tanh = _unary("Tanh", "tanh(x).")
+    sigmoid = _unary("Sigmoid", "1 / (1 + exp(-x)).")
+    exp = _unary("Exp", "exp(x).")
+    log = _unary("Log", "The natural logarithm.")
+    silu = _unary("SiLU", "x·sigmoid(x).")
+    mish = _unary("Mish", "x·tanh(softplus(x)).")
+    sqrt = _unary("Sqrt", "√x.")
+    abs = _unary("Abs", "|x|.")
 
     def gelu(self, x: ValueLike, approximate: str = "none", *,
              name: Optional[str] = None) -> Value:
