@@ -90,6 +90,18 @@ def _unary(op: str, doc: str) -> Any:
     return method
 
 
+def _conv(op: str, doc: str) -> Any:
+    """A convolution's builder method (Conv1d, Conv2d)."""
+    def method(self: "Graph", x: ValueLike, weight: ValueLike,
+               bias: Optional[ValueLike] = None, *, stride: Ints = 1,
+               padding: Union[Ints, str] = 0, dilation: Ints = 1, groups: int = 1,
+               padding_mode: Optional[str] = None, name: Optional[str] = None) -> Value:
+        return self.node(op, [x, weight, bias], name=name, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, padding_mode=padding_mode)
+    method.__doc__ = doc
+    return method
+
+
 class Graph:
     """A gradserve.v1.Graph under construction (see the module docstring).
 
@@ -191,23 +203,10 @@ class Graph:
         """torch.matmul(a, b)."""
         return self.node("MatMul", [a, b], name=name)
 
-    def conv1d(self, x: ValueLike, weight: ValueLike, bias: Optional[ValueLike] = None, *,
-               stride: Ints = 1, padding: Union[Ints, str] = 0, dilation: Ints = 1,
-               groups: int = 1, padding_mode: Optional[str] = None,
-               name: Optional[str] = None) -> Value:
-        """torch.nn.functional.conv1d; padding may be "same" or "valid"."""
-        return self.node("Conv1d", [x, weight, bias], name=name, stride=stride,
-                         padding=padding, dilation=dilation, groups=groups,
-                         padding_mode=padding_mode)
-
-    def conv2d(self, x: ValueLike, weight: ValueLike, bias: Optional[ValueLike] = None, *,
-               stride: Ints = 1, padding: Union[Ints, str] = 0, dilation: Ints = 1,
-               groups: int = 1, padding_mode: Optional[str] = None,
-               name: Optional[str] = None) -> Value:
-        """torch.nn.functional.conv2d; x [N, C, H, W], weight [F, C/groups, kh, kw]."""
-        return self.node("Conv2d", [x, weight, bias], name=name, stride=stride,
-                         padding=padding, dilation=dilation, groups=groups,
-                         padding_mode=padding_mode)
+    conv1d = _conv("Conv1d", "torch.nn.functional.conv1d: x [N, C, L], weight [F, C/groups, k];\n"
+                   "padding may be \"same\" or \"valid\".")
+    conv2d = _conv("Conv2d", "torch.nn.functional.conv2d: x [N, C, H, W], weight\n"
+                   "[F, C/groups, kh, kw]; padding may be \"same\" or \"valid\".")
 
     def max_pool2d(self, x: ValueLike, kernel: Ints, stride: Optional[Ints] = None,
                    padding: Ints = 0, *, dilation: Ints = 1, ceil_mode: bool = False,
