@@ -41,3 +41,18 @@ def test_silently_not_used_when_the_server_does_not_allow_it(server):
     with gradserve.Client(server.address, shared_memory=True) as client:
         with pytest.raises(gradserve.FailedPrecondition, match="allow_shared_memory"):
             client.compute(g, big_batch())
+
+
+def test_a_region_the_server_dropped_is_registered_again(start_server):
+    from gradserve.v1 import gradient_service_pb2 as pb
+    server = start_server("--allow_shared_memory")
+    g = mlp_graph(mlp_weights(), batch=8192)
+    feeds = big_batch()
+    with gradserve.Client(server.address) as client:
+        first = client.compute(g, feeds)
+        region = client._region()
+        # As when a reconnect drops it: the server no longer knows the region.
+        client.call("UnregisterSharedMemory", pb.UnregisterSharedMemoryRequest(region=region.name))
+        again = client.compute(g, feeds)
+        assert again.loss == first.loss
+        assert client.shared_memory_bytes == 2 * (8192 * 4 * 4 + 8192 * 8)

@@ -51,9 +51,18 @@ def wire_array(value: Any, float_type: np.dtype = FLOAT32) -> np.ndarray:
 
 def to_tensor(value: Any, float_type: np.dtype = FLOAT32) -> tensor_pb2.Tensor:
     """A Tensor carrying `value`'s raw bytes."""
-    array = wire_array(value, float_type)
-    return tensor_pb2.Tensor(dtype=_WIRE[array.dtype], shape=array.shape,
-                             data=array.tobytes())
+    tensor = tensor_pb2.Tensor()
+    put(tensor, wire_array(value, float_type))
+    return tensor
+
+
+def put(tensor: tensor_pb2.Tensor, array: np.ndarray) -> None:
+    """Sets a Tensor (a message field, in place) to a wire array's dtype,
+    shape and raw bytes (with no shared-memory reference)."""
+    tensor.Clear()
+    tensor.dtype = _WIRE[array.dtype]
+    tensor.shape.extend(array.shape)
+    tensor.data = array.tobytes()
 
 
 def to_numpy(tensor: tensor_pb2.Tensor) -> np.ndarray:
@@ -74,7 +83,7 @@ def fill(proto_map: Any, arrays: Optional[Mapping[str, Any]],
          float_type: np.dtype = FLOAT32) -> None:
     """Puts arrays into a map<string, Tensor> field."""
     for name, value in (arrays or {}).items():
-        proto_map[name].CopyFrom(to_tensor(value, float_type))
+        put(proto_map[name], wire_array(value, float_type))
 
 
 def arrays(proto_map: Any) -> Dict[str, np.ndarray]:

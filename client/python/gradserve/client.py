@@ -259,10 +259,10 @@ class Client:
         Graph), "" for forward only. output_gradients: seeds dL/dv (added to the
         loss's). mode: "train" (default) or "eval". dtype: np.float64 computes
         in float64. Returns .outputs, .gradients, .buffers, .loss, .diagnostics."""
-        request = self.compute_request(model, feeds, fetch=fetch, wrt=wrt, loss=loss,
+        request = self.compute_request(model, None, fetch=fetch, wrt=wrt, loss=loss,
                                        output_gradients=output_gradients, mode=mode,
                                        seed=seed, diagnostics=diagnostics, dtype=dtype)
-        reply = self._call_with_feeds("Compute", request, request.feeds, timeout)
+        reply = self.send("Compute", request, feeds, self._float_type(dtype), timeout)
         return ComputeResult(reply, request.loss)
 
     def predict(self, model: ModelLike, feeds: Optional[Arrays] = None, *,
@@ -333,8 +333,7 @@ class Client:
                                     ttl_seconds=ttl_seconds)
         set_model(request, model)
         float_type = self._float_type(dtype)
-        _tensors.fill(request.feeds, feeds, float_type)
-        reply = self._call_with_feeds("Forward", request, request.feeds, None)
+        reply = self.send("Forward", request, feeds, float_type)
         return Activation(self, reply, request.loss, float_type)
 
     def backward(self, activation_id: str, output_gradients: Optional[Arrays] = None, *,
@@ -444,30 +443,30 @@ class Client:
         self.call("RegisterSharedMemory", pb.RegisterSharedMemoryRequest(
             region=region.name, key=region.key, offset=0, byte_size=region.nbytes))
 
-    def _call_with_feeds(self, method: str, request: Any, feeds: Any,
-                         timeout: Optional[float]) -> Any:
-        """Calls `method`, first moving large feeds into shared memory when
-        it is in use; a region the server lost (a reconnect) is registered
-        again once, and the call made without it should that fail."""
-        region = self._region() if feeds else None
-        if region is None:
-            return self.call(method, request, timeout=timeout)
-        offsets = []
-        plain = {}
+    def send(self, method: str, request: Any, feeds: Optional[Arrays],
+             float_type: Optional[np.dtype] = None, timeout: Optional[float] = None) -> Any:
+        """Fills request.feeds from `feeds` and calls `method`. With shared
+        memory in use, feeds of SHARED_MEMORY_MIN_BYTES or more are copied
+        once into the region and sent as references (never made bytes); a
+        region the server lost (a reconnect) is registered again once, and
+        the call is made with plain bytes should that fail."""
+        float_type = self.dtype if float_type is None else float_type
+        arrays = {name: _tensors.wire_array(v, float_type) for name, v in (feeds or {}).items()}
+        region = self._region() if arrays else None
+        offsets: List[int] = []
+        placed: List[str] = []
         try:
-            for name in list(feeds):
-                tensor = feeds[name]
-                if len(tensor.data) < SHARED_MEMORY_MIN_BYTES:
-                    continue
-                array = _tensors.to_numpy(tensor)
-                placed = region.put(array)
-                if placed is None:
-                    continue
-                plain[name] = tensor_pb2.Tensor()
-                plain[name].CopyFrom(tensor)
-                feeds[name].CopyFrom(placed)
-                offsets.append(placed.shared_memory.offset)
-            if not offsets:
+            for name, array in arrays.items():
+                tensor = None
+                if region is not None and array.nbytes >= SHARED_MEMORY_MIN_BYTES:
+                    tensor = region.put(array)
+                if tensor is None:
+                    _tensors.put(request.feeds[name], array)
+                else:
+                    request.feeds[name].CopyFrom(tensor)
+                    offsets.append(tensor.shared_memory.offset)
+                    placed.append(name)
+            if not placed:
                 return self.call(method, request, timeout=timeout)
             try:
                 reply = self.call(method, request, timeout=timeout)
@@ -478,10 +477,10 @@ class Client:
                     self._register(region)
                     reply = self.call(method, request, timeout=timeout)
                 except errors.Error:
-                    for name, tensor in plain.items():
-                        feeds[name].CopyFrom(tensor)
+                    for name in placed:
+                        _tensors.put(request.feeds[name], arrays[name])
                     return self.call(method, request, timeout=timeout)
-            self.shared_memory_bytes += sum(feeds[n].shared_memory.byte_size for n in plain)
+            self.shared_memory_bytes += sum(arrays[name].nbytes for name in placed)
             return reply
         finally:
             for offset in offsets:

@@ -60,8 +60,7 @@ class Session:
             session_id=self.id, loss=self.loss if loss is None else loss,
             fetch=[str(f) for f in fetch], seed=seed, learning_rate=learning_rate,
             diagnostics=diagnostics)
-        _tensors.fill(request.feeds, feeds)
-        reply = self.client._call_with_feeds("TrainStep", request, request.feeds, None)
+        reply = self.client.send("TrainStep", request, feeds)
         return StepResult(reply)
 
     # Parameters and checkpoints ----------------------------------------------
