@@ -8,7 +8,8 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Union)
 
 import grpc
 import numpy as np
@@ -21,6 +22,9 @@ from gradserve.v1 import gradient_service_pb2 as pb
 from gradserve.v1 import gradient_service_pb2_grpc as pb_grpc
 from gradserve.v1 import graph_pb2, session_pb2, tensor_pb2
 
+if TYPE_CHECKING:
+    from gradserve.session import Session
+
 Arrays = Mapping[str, Any]
 ModelLike = Union[Graph, OnnxModel, graph_pb2.Graph, bytes, str, "os.PathLike[str]", Any]
 
@@ -30,7 +34,19 @@ MAX_MESSAGE_BYTES = 1 << 30
 #: Feeds at least this large go through shared memory when it is in use.
 SHARED_MEMORY_MIN_BYTES = 64 << 10
 
-_MODES = {None: pb.MODE_UNSPECIFIED, "train": pb.MODE_TRAIN, "eval": pb.MODE_EVAL}
+_MODE_NAMES = {None: pb.MODE_UNSPECIFIED, "train": pb.MODE_TRAIN, "eval": pb.MODE_EVAL}
+
+
+class _Modes:
+    """mode= values: None (the server's default, train), "train" or "eval"."""
+
+    def __getitem__(self, mode: Optional[str]) -> int:
+        if mode not in _MODE_NAMES:
+            raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
+        return _MODE_NAMES[mode]
+
+
+_MODES = _Modes()
 
 
 @dataclass(frozen=True)
@@ -487,6 +503,4 @@ class Client:
                 region.free(offset)
 
 
-from gradserve.session import Session  # noqa: E402  (Session uses Client's helpers)
-
-__all__ = ["Client", "TLS", "RetryPolicy", "retryable", "Session"]
+__all__ = ["Client", "TLS", "RetryPolicy", "retryable"]
