@@ -4,6 +4,9 @@
 BUILD_DIR ?= build
 ADDRESS ?= 0.0.0.0:50051
 PYTHON := /usr/bin/python3
+# `make python` installs client/python (the gradserve package) here: a venv
+# over Debian's packages (numpy, grpcio, protobuf, torch), offline.
+VENV ?= $(BUILD_DIR)/venv
 # Where this workplace keeps the offline Debian base images' recipe (podman).
 SHARED ?= ../shared
 
@@ -24,7 +27,7 @@ FUZZ_CMAKE_FLAGS := -DCMAKE_CXX_COMPILER=clang++ -DGRADSERVE_FUZZ=ON \
   -DOpenMP_CXX_FLAGS=-fopenmp=libgomp -DOpenMP_CXX_LIB_NAMES=gomp \
   -DOpenMP_gomp_LIBRARY=$$(g++ -print-file-name=libgomp.so)
 
-.PHONY: all deps configure build serve test test-cpp test-python test-deploy bench format check-format clean \
+.PHONY: all deps configure build serve test test-cpp test-python test-package python buf-lint buf-breaking test-deploy bench format check-format clean \
   test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus
 
 all: build
@@ -44,13 +47,43 @@ serve: build
 	$(BUILD_DIR)/server/gradserve --address=$(ADDRESS) $(ARGS)
 
 test: build
-	$(MAKE) --no-print-directory test-cpp test-python
+	$(MAKE) --no-print-directory test-cpp test-python test-package
 
 test-cpp:
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j$$(nproc)
 
 test-python:
 	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q tests/python
+
+# The Python package (client/python), built with Debian's setuptools and
+# stubs generated from proto/ at build time, installed into $(VENV).
+python: configure
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/python -m pip install --no-build-isolation --no-index --quiet \
+	  --disable-pip-version-check ./client/python
+
+# The package's tests, with the venv's Python: they import the installed
+# package, not client/python.
+test-package: build python
+	cd tests/python_package && GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) \
+	  $(abspath $(VENV))/bin/python -m pytest -q
+
+# buf (npm @bufbuild/buf, tools/buf's lock, installed into build/buf): lint
+# the protos with buf.yaml, and check them against the previous commit's
+# (BUF_AGAINST) for changes that break the wire or generated code.
+BUF := $(BUILD_DIR)/buf/node_modules/.bin/buf
+BUF_AGAINST ?= .git\#ref=HEAD~1,subdir=proto
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	@mkdir -p $(BUILD_DIR)/buf
+	cp tools/buf/package.json tools/buf/package-lock.json $(BUILD_DIR)/buf/
+	cd $(BUILD_DIR)/buf && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(BUF)
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+buf-breaking: $(BUF)
+	$(BUF) breaking --against '$(BUF_AGAINST)'
 
 # Minutes, not part of `make test`: the Docker image (built with podman),
 # replicas behind nginx, graceful shutdown under load, the manifests.

@@ -26,6 +26,8 @@ build=(
 # PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3).
 python_tests=(
   python3-grpcio python3-grpc-tools python3-torch python3-pytest
+  # the gradserve package (client/python), built offline into build/venv
+  python3-venv python3-pip python3-setuptools python3-wheel
   # tools/make-datasets.py: the data sets sklearn ships (digits)
   python3-sklearn
   # ONNX tests: hand-built models (onnx.helper) and ONNX's own backend test
@@ -40,8 +42,15 @@ deploy=(podman runc debootstrap uidmap nginx python3-yaml)
 # runtimes.
 fuzz=(clang libfuzzer-14-dev libclang-rt-14-dev)
 
+# The Node example and buf (npm packages, installed by the tests into build/):
+# Debian's nodejs and npm, unless a node and npm are already there (such as
+# a nodejs package that bundles npm, which Debian's npm would conflict with).
+node_tools=()
+command -v node >/dev/null || node_tools+=(nodejs)
+command -v npm >/dev/null || node_tools+=(npm)
+
 case "${1:-all}" in
-  all) packages=("${build[@]}" "${python_tests[@]}") ;;
+  all) packages=("${build[@]}" "${python_tests[@]}" "${node_tools[@]}") ;;
   build) packages=("${build[@]}") ;;
   deploy) packages=("${deploy[@]}") ;;
   fuzz) packages=("${fuzz[@]}") ;;

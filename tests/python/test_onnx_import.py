@@ -79,6 +79,23 @@ def test_cnn_eval_matches_torch(server):
     assert result.buffers == {}
 
 
+def test_flatten_is_imported_as_flatten(server):
+    """ONNX Flatten(axis=1) of a 4-d value (torch.nn.Flatten's export) is
+    gradserve's Flatten; it was emitted as an op named "Flatten | Reshape",
+    so the model was UNIMPLEMENTED."""
+    torch.manual_seed(4)
+    module = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Flatten(),
+                                 torch.nn.Linear(12, 4))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
+    assert "Flatten" in [n.op_type for n in onnx.load_model_from_string(model).graph.node]
+    seed_grad = rng.standard_normal((2, 4)).astype(np.float32)
+    y, grads = torch_reference(module, x, seed_grad)
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    assert_matches(onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL), y, grads)
+
+
 def dropout_mask_name(model):
     (node,) = [n for n in onnx.load_model_from_string(model).graph.node
                if n.op_type == "Dropout"]

@@ -338,7 +338,7 @@ absl::Status Flatten(NodeImport& node, const char* op) {
                         ", ", rank, "]");
   }
   if (axis == 1 && rank >= 2 && !node.IsConstant(0)) {
-    node.Emit(op, {node.Input(0)}, {node.Output(0)},
+    node.Emit("Flatten", {node.Input(0)}, {node.Output(0)},
               {{"start_dim", int64_t{1}}});
     return absl::OkStatus();
   }
