@@ -144,6 +144,7 @@ bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)
 	$(BENCH_ENV) $(PYTHON) tests/bench/client_bench.py
 	$(BENCH_ENV) $(PYTHON) tests/bench/transport_bench.py
+	$(BENCH_ENV) $(PYTHON) tests/bench/user_ratio_bench.py
 
 format:
 	git ls-files '*.cc' '*.h' | xargs clang-format -i

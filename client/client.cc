@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/cord.h"
@@ -86,6 +87,15 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(
   ssl.pem_cert_chain = tls->cert_chain;
   ssl.pem_private_key = tls->private_key;
   return grpc::SslCredentials(ssl);
+}
+
+// A status from the server (OK stays OK), marked as the server's.
+absl::Status ServerError(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  absl::Status error(static_cast<absl::StatusCode>(status.error_code()),
+                     status.error_message());
+  error.SetPayload(kOriginPayload, absl::Cord("server"));
+  return error;
 }
 
 std::string DrawRoute() {
@@ -202,13 +212,7 @@ absl::StatusOr<Response> Client::Unary(const std::string& route, Call call) {
     context.AddMetadata("authorization", authorization_);
   }
   Response response;
-  grpc::Status status = call(&context, &response);
-  if (!status.ok()) {
-    absl::Status error(static_cast<absl::StatusCode>(status.error_code()),
-                       status.error_message());
-    error.SetPayload(kOriginPayload, absl::Cord("server"));
-    return error;
-  }
+  RETURN_IF_ERROR(ServerError(call(&context, &response)));
   return response;
 }
 
@@ -251,6 +255,27 @@ absl::StatusOr<pb::DescribeResponse> Client::Describe(
 absl::StatusOr<pb::ComputeResponse> Client::Compute(
     const pb::ComputeRequest& request) {
   return Routed(&Stub::Compute, request, RouteOfId(request.session_id()));
+}
+
+absl::Status Client::ComputeStream(
+    const std::vector<pb::ComputeRequest>& requests, int64_t count,
+    const std::function<void(const pb::ComputeStreamResponse&)>& on_reply) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  if (!authorization_.empty()) {
+    context.AddMetadata("authorization", authorization_);
+  }
+  auto stream = service_->ComputeStream(&context);
+  std::thread writer([&] {
+    for (int64_t k = 0; k < count; ++k) {
+      if (!stream->Write(requests[k % requests.size()])) break;
+    }
+    stream->WritesDone();
+  });
+  pb::ComputeStreamResponse reply;
+  while (stream->Read(&reply)) on_reply(reply);
+  writer.join();
+  return ServerError(stream->Finish());
 }
 
 absl::StatusOr<pb::CreateSessionResponse> Client::CreateSession(

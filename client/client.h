@@ -25,6 +25,7 @@
 #ifndef GRADSERVE_CLIENT_CLIENT_H_
 #define GRADSERVE_CLIENT_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -110,6 +111,15 @@ class Client {
   // session's replica.
   absl::StatusOr<gradserve::v1::ComputeResponse> Compute(
       const gradserve::v1::ComputeRequest& request);
+  // `count` requests over one ComputeStream, the k-th being
+  // requests[k % requests.size()], written by a thread of its own while
+  // this one reads the replies, in order, into `on_reply` (a request's
+  // error arrives in band). The deadline covers the whole stream. Fails for
+  // a stream that breaks; needs a non-empty `requests`.
+  absl::Status ComputeStream(
+      const std::vector<gradserve::v1::ComputeRequest>& requests, int64_t count,
+      const std::function<void(const gradserve::v1::ComputeStreamResponse&)>&
+          on_reply);
 
   // Sessions. `route` (1 to 64 of [A-Za-z0-9_-]) groups sessions on one
   // replica; empty: the client draws one.

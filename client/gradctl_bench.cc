@@ -1,4 +1,4 @@
-// gradctl bench: N calls of one graph at concurrency C.
+// gradctl bench: N calls of one graph at concurrency C, or over one stream.
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -44,6 +44,10 @@ class Bench : public Command {
     app.add_option("-c,--concurrency", concurrency_, "calls in flight")
         ->capture_default_str()
         ->check(CLI::Range(1, 1024));
+    app.add_flag("--stream", stream_,
+                 "send the calls over one ComputeStream (pipelined, replies "
+                 "in order) instead of unary calls; --concurrency is not "
+                 "used");
     app.add_option("--warmup", warmup_,
                    "untimed calls first (compiling, connecting)")
         ->capture_default_str()
@@ -58,39 +62,69 @@ class Bench : public Command {
           client->Compute(requests[i % requests.size()]).status();
       if (!status.ok()) return Annotate(status, "warm-up call");
     }
+    Tally tally;
+    const absl::Time start = absl::Now();
+    if (stream_) {
+      RETURN_IF_ERROR(OverStream(*client, requests, &tally));
+    } else {
+      Unary(*client, requests, &tally);
+    }
+    Report(context.out, tally, absl::Now() - start);
+    const int64_t failed = calls_ - tally.ok;
+    if (failed > 0) {
+      return ExitWith(kExitError,
+                      absl::StrCat(failed, " of ", calls_, " calls failed"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // What the calls came to: latencies of the unary ones, errors by code.
+  struct Tally {
+    int64_t ok = 0;
     Latencies latencies;
     std::map<std::string, int64_t> errors;
+  };
+
+  void Unary(Client& client, const std::vector<pb::ComputeRequest>& requests,
+             Tally* tally) const {
     std::atomic<int64_t> next{0};
     std::mutex mutex;
-    const absl::Time start = absl::Now();
     std::vector<std::thread> threads;
     for (int t = 0; t < std::min<int64_t>(concurrency_, calls_); ++t) {
       threads.emplace_back([&] {
         for (int64_t i; (i = next++) < calls_;) {
           const absl::Time begin = absl::Now();
           absl::Status status =
-              client->Compute(requests[i % requests.size()]).status();
+              client.Compute(requests[i % requests.size()]).status();
           const double ms = absl::ToDoubleMilliseconds(absl::Now() - begin);
           std::lock_guard<std::mutex> lock(mutex);
           if (status.ok()) {
-            latencies.Add(ms);
+            ++tally->ok;
+            tally->latencies.Add(ms);
           } else {
-            ++errors[absl::StatusCodeToString(status.code())];
+            ++tally->errors[absl::StatusCodeToString(status.code())];
           }
         }
       });
     }
     for (std::thread& t : threads) t.join();
-    Report(context.out, latencies, errors, absl::Now() - start);
-    if (!errors.empty()) {
-      return ExitWith(kExitError,
-                      absl::StrCat(calls_ - latencies.count(), " of ", calls_,
-                                   " calls failed"));
-    }
-    return absl::OkStatus();
   }
 
- private:
+  absl::Status OverStream(Client& client,
+                          const std::vector<pb::ComputeRequest>& requests,
+                          Tally* tally) const {
+    return client.ComputeStream(
+        requests, calls_, [tally](const pb::ComputeStreamResponse& reply) {
+          if (reply.code() == 0) {
+            ++tally->ok;
+          } else {
+            ++tally->errors[absl::StatusCodeToString(
+                static_cast<absl::StatusCode>(reply.code()))];
+          }
+        });
+  }
+
   absl::StatusOr<std::vector<pb::ComputeRequest>> Requests() {
     pb::ComputeRequest base;
     RETURN_IF_ERROR(ReadModel(graph_, &base));
@@ -119,27 +153,33 @@ class Bench : public Command {
     return requests;
   }
 
-  void Report(std::ostream& out, const Latencies& l,
-              const std::map<std::string, int64_t>& errors,
+  void Report(std::ostream& out, const Tally& tally,
               absl::Duration took) const {
     const double seconds = std::max(absl::ToDoubleSeconds(took), 1e-9);
-    out << "bench: " << calls_ << " calls at concurrency " << concurrency_
+    out << "bench: " << calls_ << " calls "
+        << (stream_ ? std::string("over one stream")
+                    : absl::StrCat("at concurrency ", concurrency_))
         << " in " << absl::StrFormat("%.2f", seconds)
-        << " s: " << absl::StrFormat("%.1f", l.count() / seconds) << " calls/s";
+        << " s: " << absl::StrFormat("%.1f", tally.ok / seconds) << " calls/s";
     if (samples_ > 0) {
       out << absl::StrFormat(" (%.0f samples/s)",
-                             l.count() * samples_ / seconds);
+                             tally.ok * samples_ / seconds);
     }
-    out << "\nlatency: p50 " << FormatMs(l.Percentile(50)) << ", p90 "
-        << FormatMs(l.Percentile(90)) << ", p99 " << FormatMs(l.Percentile(99))
-        << ", mean " << FormatMs(l.Mean()) << ", max "
-        << FormatMs(l.Percentile(100)) << "\n";
-    for (const auto& [code, n] : errors) {
+    out << "\n";
+    const Latencies& l = tally.latencies;
+    if (l.count() > 0) {
+      out << "latency: p50 " << FormatMs(l.Percentile(50)) << ", p90 "
+          << FormatMs(l.Percentile(90)) << ", p99 "
+          << FormatMs(l.Percentile(99)) << ", mean " << FormatMs(l.Mean())
+          << ", max " << FormatMs(l.Percentile(100)) << "\n";
+    }
+    for (const auto& [code, n] : tally.errors) {
       out << "errors: " << n << " " << code << "\n";
     }
   }
 
   std::string graph_, data_, loss_, mode_ = "train";
+  bool stream_ = false;
   std::vector<std::string> feeds_, map_, fetch_, wrt_;
   int64_t batch_size_ = 64, calls_ = 100;
   int concurrency_ = 1, warmup_ = 3;

@@ -19,9 +19,11 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+from google.protobuf import text_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import gs  # noqa: E402
@@ -169,6 +171,29 @@ def small_calls_bench(server, args):
     s = median_ms(stream, reps, 1)
     print(f"{'1000 tiny Computes: stream vs unary':40s} {s:9.1f} ms   unary    "
           f"{u:9.1f} ms   throughput {u / s:6.2f}x")
+    u, s = (gradctl_calls_per_s(server, request, n, stream, reps) for stream in (False, True))
+    print(f"{'  the same from the C++ client (gradctl)':40s} {n * 1000 / s:9.1f} ms   unary    "
+          f"{n * 1000 / u:9.1f} ms   throughput {s / u:6.2f}x")
+
+
+def gradctl_calls_per_s(server, request, n, stream, reps):
+    """The median calls/s of `gradctl bench` sending `request` n times,
+    over one ComputeStream or as sequential unary calls."""
+    gradctl = os.path.join(gs.BUILD_DIR, "client", "gradctl")
+    with tempfile.TemporaryDirectory() as d:
+        graph = os.path.join(d, "graph.pbtxt")
+        with open(graph, "w") as f:
+            f.write(text_format.MessageToString(request.graph))
+        command = [gradctl, "--server", server.address, "bench", "--graph", graph,
+                   "--loss", request.loss, "-n", str(n)] + (["--stream"] if stream else [])
+        for name, value in request.feeds.items():
+            np.save(os.path.join(d, name + ".npy"), gs.to_numpy(value))
+            command += ["--feed", f"{name}={os.path.join(d, name + '.npy')}"]
+        rates = []
+        for _ in range(reps):
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            rates.append(float(out.split(" calls/s")[0].rsplit(" ", 1)[1]))
+    return float(np.median(rates))
 
 
 def in_process_ms(case, threads, args):

@@ -230,6 +230,24 @@ TEST_F(Gradctl, BenchReportsPercentilesAndRate) {
       << r.out;
 }
 
+TEST_F(Gradctl, BenchOverOneStreamCountsRepliesAndInBandErrors) {
+  Outcome r = Call({"bench", "--graph", kExamples + "mlp.json", "--feed",
+                    "x=" + kExamples + "x.npy", "--feed",
+                    "labels=" + kExamples + "labels.npy", "--loss", "L", "-n",
+                    "50", "--stream"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("bench: 50 calls over one stream"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("calls/s"), std::string::npos);
+  // Every item fails in band (no feeds), the stream itself does not.
+  r = Call({"bench", "--graph", kExamples + "mlp.json", "--loss", "L", "-n",
+            "7", "--warmup", "0", "--stream"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("errors: 7 INVALID_ARGUMENT"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("7 of 7 calls failed"), std::string::npos) << r.err;
+}
+
 TEST_F(Gradctl, SessionsListGetSetClose) {
   ClientOptions options;
   options.target = "127.0.0.1:" + std::to_string(server_->port());
