@@ -201,6 +201,31 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
+  t["L1Loss"] = Losses("L1Loss", In("p", {2, 3}), In("t", {2, 3}));
+  t["L1Loss"].push_back(
+      OpCase("L1Loss", {In("p", {3}), In("t", {3})}, {{"reduction", "none"}}));
+  // Half the differences in the quadratic part, half in the linear.
+  t["SmoothL1Loss"] = {
+      OpCase("SmoothL1Loss", {In("p", {2, 3}), In("t", {2, 3})},
+             {{"beta", 0.7}}),
+      OpCase("SmoothL1Loss", {In("p", {4}), In("t", {4})},
+             {{"beta", 0.0}, {"reduction", "sum"}}),
+      OpCase("SmoothL1Loss", {In("p", {2, 2}), In("t", {2, 2})},
+             {{"reduction", "none"}})};
+  t["HuberLoss"] = {
+      OpCase("HuberLoss", {In("p", {2, 3}), In("t", {2, 3})}, {{"delta", 0.7}}),
+      OpCase("HuberLoss", {In("p", {4}), In("t", {4})},
+             {{"delta", 1.5}, {"reduction", "sum"}}),
+      OpCase("HuberLoss", {In("p", {2, 2}), In("t", {2, 2})},
+             {{"delta", 0.3}, {"reduction", "none"}})};
+  const TestInput log_probs = In("lp", {2, 3}, -3, -0.1);
+  const TestInput probs = In("t", {2, 3}, 0.1, 1);
+  t["KLDivLoss"] = Losses("KLDivLoss", log_probs, probs);
+  t["KLDivLoss"].push_back(
+      OpCase("KLDivLoss", {log_probs, probs}, {{"reduction", "batchmean"}}));
+  t["KLDivLoss"].push_back(
+      OpCase("KLDivLoss", {log_probs, In("t", {2, 3}, -2, 0)},
+             {{"reduction", "none"}, {"log_target", int64_t{1}}}));
   return t;
 }
 
@@ -258,6 +283,9 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
              {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
   t["NLLLoss"] = {
       OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  for (const char* op : {"L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"}) {
+    t[op] = {OpCase(op, {In("p", {0, kWide}), In("t", {0, kWide}, 0.1, 1)})};
+  }
   return t;
 }
 

@@ -335,6 +335,20 @@ def simple_loss(op):
     return translate
 
 
+def thresholded_loss(op, name):
+    """l1_loss, smooth_l1_loss (beta), huber_loss (delta), kl_div
+    (log_target, reduction "batchmean")."""
+    def translate(s):
+        attrs, options = reduction_attrs(s, 99)
+        if name:
+            default = 0 if name == "log_target" else 1.0
+            value = s.kwargs.get(name, default)
+            attrs[name] = int(value) if name == "log_target" else float(value)
+        return Translation(op, [("prediction", s.input), ("target", s.args[0])],
+                           attrs, options)
+    return translate
+
+
 def class_loss(op):
     def translate(s):
         attrs, options = reduction_attrs(s, 99)
@@ -397,6 +411,10 @@ TRANSLATORS = {
     ("nn.functional.mse_loss", ""): simple_loss("MSELoss"),
     ("nn.functional.binary_cross_entropy", ""): simple_loss("BCELoss"),
     ("nn.functional.binary_cross_entropy_with_logits", ""): simple_loss("BCEWithLogitsLoss"),
+    ("nn.functional.l1_loss", ""): thresholded_loss("L1Loss", None),
+    ("nn.functional.smooth_l1_loss", ""): thresholded_loss("SmoothL1Loss", "beta"),
+    ("nn.functional.huber_loss", ""): thresholded_loss("HuberLoss", "delta"),
+    ("nn.functional.kl_div", ""): thresholded_loss("KLDivLoss", "log_target"),
     ("nn.functional.cross_entropy", ""): class_loss("CrossEntropyLoss"),
     ("nn.functional.nll_loss", ""): class_loss("NLLLoss"),
 }
