@@ -138,6 +138,19 @@ std::vector<OpCase> Losses(const std::string& op, TestInput first,
   return cases;
 }
 
+// Indices of shapes [2, 3] and [] into 5 rows (repeats likely). (torch's
+// padding_idx and scale_grad_by_freq are not derivatives: embedding_test
+// checks them against torch's values.)
+std::vector<OpCase> Embeddings() {
+  TestInput indices = Labels("i", 0, 5);
+  indices.shape = {2, 3};
+  TestInput scalar = indices;
+  scalar.shape = {};
+  const TestInput weight = In("w", {5, 3});
+  return {OpCase("Embedding", {indices, weight}),
+          OpCase("Embedding", {scalar, weight})};
+}
+
 std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   std::map<std::string, std::vector<OpCase>> t;
   t["Linear"] = {
@@ -201,6 +214,7 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
+  t["Embedding"] = Embeddings();
   t["L1Loss"] = Losses("L1Loss", In("p", {2, 3}), In("t", {2, 3}));
   t["L1Loss"].push_back(
       OpCase("L1Loss", {In("p", {3}), In("t", {3})}, {{"reduction", "none"}}));
@@ -283,6 +297,9 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
              {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
   t["NLLLoss"] = {
       OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  t["Embedding"] = {
+      OpCase("Embedding", {Labels("i", 0, kChannels), In("w", {kChannels, 64})},
+             {{"scale_grad_by_freq", int64_t{1}}})};
   for (const char* op : {"L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"}) {
     t[op] = {OpCase(op, {In("p", {0, kWide}), In("t", {0, kWide}, 0.1, 1)})};
   }

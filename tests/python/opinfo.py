@@ -312,6 +312,19 @@ def dropout_check(p):
     return check
 
 
+def embedding(s):
+    """OpInfo's embedding takes (weight, indices, **kwargs)."""
+    attrs, options = {}, []
+    if s.kwargs.get("padding_idx") is not None:
+        attrs["padding_idx"] = int(s.kwargs["padding_idx"])
+    if s.kwargs.get("scale_grad_by_freq"):
+        attrs["scale_grad_by_freq"] = 1
+    for name in ("max_norm", "sparse"):
+        option_if(bool(s.kwargs.get(name)), name, options)
+    return Translation("Embedding", [("indices", s.args[0]), ("weight", s.input)], attrs,
+                       options)
+
+
 def reduction_attrs(s, reduction_index):
     reduction = arg(s, reduction_index, "reduction", "mean")
     options = [] if reduction in ("mean", "sum") else [f"reduction={reduction}"]
@@ -411,6 +424,7 @@ TRANSLATORS = {
     ("nn.functional.mse_loss", ""): simple_loss("MSELoss"),
     ("nn.functional.binary_cross_entropy", ""): simple_loss("BCELoss"),
     ("nn.functional.binary_cross_entropy_with_logits", ""): simple_loss("BCEWithLogitsLoss"),
+    ("nn.functional.embedding", ""): embedding,
     ("nn.functional.l1_loss", ""): thresholded_loss("L1Loss", None),
     ("nn.functional.smooth_l1_loss", ""): thresholded_loss("SmoothL1Loss", "beta"),
     ("nn.functional.huber_loss", ""): thresholded_loss("HuberLoss", "delta"),
