@@ -129,6 +129,19 @@ std::vector<OpCase> Dropouts() {
           InMode(WithOutputs(given, 2), Mode::kEval)};
 }
 
+std::vector<OpCase> Dropout2ds() {
+  const AttrMap p = {{"p", 0.4}};
+  const OpCase drawn("Dropout2d", {In("x", {2, 3, 2, 2})}, p);
+  const OpCase given("Dropout2d", {In("x", {2, 3, 4}), Mask("m", {2, 3, 1})},
+                     p);
+  return {drawn,
+          WithOutputs(drawn, 2),
+          given,
+          WithOutputs(given, 2),
+          InMode(WithOutputs(given, 2), Mode::kEval),
+          OpCase("Dropout2d", {In("x", {3, 2}), Mask("m", {3, 2})}, p)};
+}
+
 std::vector<OpCase> Losses(const std::string& op, TestInput first,
                            TestInput target) {
   std::vector<OpCase> cases;
@@ -214,6 +227,7 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
+  t["Dropout2d"] = Dropout2ds();
   t["Embedding"] = Embeddings();
   t["L1Loss"] = Losses("L1Loss", In("p", {2, 3}), In("t", {2, 3}));
   t["L1Loss"].push_back(
@@ -297,6 +311,10 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
              {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
   t["NLLLoss"] = {
       OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  const OpCase drop2d(
+      "Dropout2d", {In("x", {0, kChannels, 64}), Mask("m", {0, kChannels, 1})});
+  t["Dropout2d"] = {drop2d, WithOutputs(drop2d, 2), InMode(drop2d, Mode::kEval),
+                    OpCase("Dropout2d", {In("x", {0, kChannels, 64})})};
   t["Embedding"] = {
       OpCase("Embedding", {Labels("i", 0, kChannels), In("w", {kChannels, 64})},
              {{"scale_grad_by_freq", int64_t{1}}})};

@@ -288,23 +288,29 @@ def layer_norm(s):
                        {"axes": len(ints(shape)), "epsilon": float(arg(s, 3, "eps", 1e-5))})
 
 
-def dropout(s):
-    p = float(arg(s, 0, "p", 0.5))
-    training = bool(arg(s, 1, "training", True))
-    if training and 0 < p < 1:
-        # A random mask: check y = x * mask / (1 - p) and its gradient with
-        # the mask the server drew (its second output).
-        return Translation("Dropout", [("x", s.input)], {"p": p}, outputs=["y", "mask"],
-                           check=dropout_check(p))
-    return Translation("Dropout", [("x", s.input)], {"p": p},
-                       mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL)
+def dropout(op):
+    def translate(s):
+        p = float(arg(s, 0, "p", 0.5))
+        training = bool(arg(s, 1, "training", True))
+        if training and 0 < p < 1:
+            # A random mask: check y = x * mask / (1 - p) and its gradient
+            # with the mask the server drew (its second output; Dropout2d's
+            # is [N, C, 1, ...] and broadcasts).
+            return Translation(op, [("x", s.input)], {"p": p}, outputs=["y", "mask"],
+                               check=dropout_check(p, op == "Dropout2d"))
+        return Translation(op, [("x", s.input)], {"p": p},
+                           mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL)
+    return translate
 
 
-def dropout_check(p):
+def dropout_check(p, channelwise):
     def check(result, x, seed):
         mask = result.outputs["mask"].astype(np.float64)
         if not np.all((mask == 0) | (mask == 1)):
             return "the mask is not 0/1"
+        want = x.shape[:2] + (1,) * (x.ndim - 2) if channelwise else x.shape
+        if mask.shape != want:
+            return f"the mask has shape {list(mask.shape)}, expected {list(want)}"
         y = x.astype(np.float64) * mask / (1 - p)
         grad = seed.astype(np.float64) * mask / (1 - p)
         return (compare("y", result.outputs["y"], y) or
@@ -420,7 +426,8 @@ TRANSLATORS = {
     ("nn.functional.batch_norm", ""): batch_norm,
     ("nn.functional.batch_norm", "without_cudnn"): batch_norm,
     ("nn.functional.layer_norm", ""): layer_norm,
-    ("nn.functional.dropout", ""): dropout,
+    ("nn.functional.dropout", ""): dropout("Dropout"),
+    ("nn.functional.dropout2d", ""): dropout("Dropout2d"),
     ("nn.functional.mse_loss", ""): simple_loss("MSELoss"),
     ("nn.functional.binary_cross_entropy", ""): simple_loss("BCELoss"),
     ("nn.functional.binary_cross_entropy_with_logits", ""): simple_loss("BCEWithLogitsLoss"),
