@@ -142,6 +142,19 @@ std::vector<OpCase> Dropout2ds() {
           OpCase("Dropout2d", {In("x", {3, 2}), Mask("m", {3, 2})}, p)};
 }
 
+// Affine or not, with running statistics in TRAIN (updated) and EVAL
+// (normalising) or without them.
+std::vector<OpCase> InstanceNorms(const std::string& op, const Shape& x) {
+  const Shape c = {x[1]};
+  const TestInput in = In("x", x, -2, 2);
+  const TestInput rm = In("rm", c, -0.5, 0.5), rv = In("rv", c, 0.5, 2);
+  return {OpCase(op, {in, In("w", c, 0.5, 1.5), In("b", c)}),
+          OpCase(op, {in}, {{"epsilon", 0.01}}),
+          OpCase(op, {in, kAbsent, In("b", c), rm, rv}, {{"momentum", 0.3}}),
+          InMode(OpCase(op, {in, In("w", c, 0.5, 1.5), In("b", c), rm, rv}),
+                 Mode::kEval)};
+}
+
 std::vector<OpCase> Losses(const std::string& op, TestInput first,
                            TestInput target) {
   std::vector<OpCase> cases;
@@ -228,6 +241,18 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
   t["Dropout2d"] = Dropout2ds();
+  t["GroupNorm"] = {
+      OpCase("GroupNorm",
+             {In("x", {2, 4, 3}, -2, 2), In("w", {4}, 0.5, 1.5), In("b", {4})},
+             {{"num_groups", int64_t{2}}}),
+      OpCase("GroupNorm", {In("x", {3, 6}, -2, 2), kAbsent, In("b", {6})},
+             {{"num_groups", int64_t{3}}, {"epsilon", 0.1}}),
+      OpCase("GroupNorm", {In("x", {1, 2, 2, 2}, -2, 2), In("w", {2})},
+             {{"num_groups", int64_t{1}}})};
+  t["InstanceNorm1d"] = InstanceNorms("InstanceNorm1d", {2, 3, 4});
+  t["InstanceNorm1d"].push_back(
+      OpCase("InstanceNorm1d", {In("x", {3, 5}, -2, 2), In("w", {3})}));
+  t["InstanceNorm2d"] = InstanceNorms("InstanceNorm2d", {2, 2, 2, 3});
   t["Embedding"] = Embeddings();
   t["L1Loss"] = Losses("L1Loss", In("p", {2, 3}), In("t", {2, 3}));
   t["L1Loss"].push_back(
@@ -311,6 +336,17 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
              {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
   t["NLLLoss"] = {
       OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  t["GroupNorm"] = {OpCase(
+      "GroupNorm",
+      {In("x", {0, kChannels, 4}), In("w", {kChannels}), In("b", {kChannels})},
+      {{"num_groups", int64_t{4}}})};
+  for (const char* op : {"InstanceNorm1d", "InstanceNorm2d"}) {
+    Shape x = {0, kChannels, 4};
+    if (op[12] == '2') x.push_back(4);
+    // (Running statistics become NaN for an empty batch, as in torch: new
+    // tensors; group_norm_test checks them.)
+    t[op] = {OpCase(op, {In("x", x), In("w", {kChannels}), kAbsent})};
+  }
   const OpCase drop2d(
       "Dropout2d", {In("x", {0, kChannels, 64}), Mask("m", {0, kChannels, 1})});
   t["Dropout2d"] = {drop2d, WithOutputs(drop2d, 2), InMode(drop2d, Mode::kEval),

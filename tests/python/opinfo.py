@@ -288,6 +288,35 @@ def layer_norm(s):
                        {"axes": len(ints(shape)), "epsilon": float(arg(s, 3, "eps", 1e-5))})
 
 
+def group_norm(s):
+    return Translation("GroupNorm", [("x", s.input), ("weight", s.kwargs.get("weight")),
+                                     ("bias", s.kwargs.get("bias"))],
+                       {"num_groups": int(arg(s, 0, "num_groups")),
+                        "epsilon": float(s.kwargs.get("eps", 1e-5))})
+
+
+def instance_norm(s):
+    """InstanceNorm1d/2d by x's rank; running statistics as buffers (their
+    updated values compared); use_input_stats=False is EVAL."""
+    x = s.input
+    options = []
+    op = {3: "InstanceNorm1d", 4: "InstanceNorm2d"}.get(x.dim())
+    if op is None:
+        options.append(f"{x.dim()}-d x")
+        op = "InstanceNorm2d"
+    mean, var = s.kwargs.get("running_mean"), s.kwargs.get("running_var")
+    buffers = [name for name, t in (("running_mean", mean), ("running_var", var))
+               if t is not None]
+    training = bool(s.kwargs.get("use_input_stats", True))
+    return Translation(op, [("x", x), ("weight", s.kwargs.get("weight")),
+                            ("bias", s.kwargs.get("bias")), ("running_mean", mean),
+                            ("running_var", var)],
+                       {"epsilon": float(s.kwargs.get("eps", 1e-5)),
+                        "momentum": float(s.kwargs.get("momentum", 0.1))},
+                       options, mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL,
+                       buffers=buffers)
+
+
 def dropout(op):
     def translate(s):
         p = float(arg(s, 0, "p", 0.5))
@@ -426,6 +455,8 @@ TRANSLATORS = {
     ("nn.functional.batch_norm", ""): batch_norm,
     ("nn.functional.batch_norm", "without_cudnn"): batch_norm,
     ("nn.functional.layer_norm", ""): layer_norm,
+    ("nn.functional.group_norm", ""): group_norm,
+    ("nn.functional.instance_norm", ""): instance_norm,
     ("nn.functional.dropout", ""): dropout("Dropout"),
     ("nn.functional.dropout2d", ""): dropout("Dropout2d"),
     ("nn.functional.mse_loss", ""): simple_loss("MSELoss"),
