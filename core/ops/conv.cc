@@ -17,6 +17,7 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
+#include "core/ops/conv_geometry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/unbatched.h"
 #include "core/ops/window.h"
@@ -316,60 +317,13 @@ class ConvOp : public Op {
     return PlainDesc(Shape(dims.begin(), dims.end()));
   }
 
-  // Geometry as 2-d: a 1-d convolution has height 1.
-  struct Geometry {
-    int64_t n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, fg;
-  };
-  Geometry Geo() const {
-    const bool two = spatial_ == 2;
-    const Shape& y = outputs_[0].shape;
-    return {x_[0],
-            x_[1],
-            two ? x_[2] : 1,
-            x_.back(),
-            w_[0],
-            two ? w_[2] : 1,
-            w_.back(),
-            two ? y[2] : 1,
-            y.back(),
-            two ? stride_[0] : 1,
-            stride_.back(),
-            two ? padding_[0] : 0,
-            padding_.back(),
-            two ? dilation_[0] : 1,
-            dilation_.back(),
-            x_[1] / groups_,
-            w_[0] / groups_};
-  }
-
   // Calls f(x index, w index, y index) for every multiply of the
   // convolution, skipping taps that fall into the padding.
   template <typename F>
   void ForEachTap(F&& f) const {
-    const Geometry g = Geo();
-    for (int64_t n = 0; n < g.n; ++n) {
-      for (int64_t o = 0; o < g.f; ++o) {
-        const int64_t group = o / g.fg;
-        for (int64_t oy = 0; oy < g.oh; ++oy) {
-          for (int64_t ox = 0; ox < g.ow; ++ox) {
-            const int64_t yi = ((n * g.f + o) * g.oh + oy) * g.ow + ox;
-            for (int64_t c = 0; c < g.cg; ++c) {
-              const int64_t ci = group * g.cg + c;
-              for (int64_t ky = 0; ky < g.kh; ++ky) {
-                const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-                if (iy < 0 || iy >= g.h) continue;
-                for (int64_t kx = 0; kx < g.kw; ++kx) {
-                  const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-                  if (ix < 0 || ix >= g.w) continue;
-                  f(((n * g.c + ci) * g.h + iy) * g.w + ix,
-                    ((o * g.cg + c) * g.kh + ky) * g.kw + kx, yi);
-                }
-              }
-            }
-          }
-        }
-      }
-    }
+    ConvGeometry::Of(spatial_, x_, w_, outputs_[0].shape, stride_, padding_,
+                     dilation_, groups_)
+        .ForEachTap(f);
   }
 
   template <typename T>
