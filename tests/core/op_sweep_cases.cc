@@ -75,6 +75,33 @@ std::vector<OpCase> Conv(const std::string& op, int spatial) {
   };
 }
 
+// Plain; strided, padded, output-padded, dilated and grouped; enough
+// channels for oneDNN's blocked weights; unbatched.
+std::vector<OpCase> ConvTransposes(const std::string& op, int spatial) {
+  auto shape = [&](Shape lead, int64_t extent) {
+    lead.insert(lead.end(), spatial, extent);
+    return lead;
+  };
+  auto ints = [&](int64_t v) { return AttrValue(Ints(spatial, v)); };
+  return {
+      OpCase(op, {In("x", shape({2, 2}, 3)), In("w", shape({2, 3}, 2)),
+                  In("b", {3})}),
+      OpCase(op,
+             {In("x", shape({1, 4}, 3)), In("w", shape({4, 1}, 3)), kAbsent},
+             {{"groups", int64_t{2}},
+              {"stride", ints(2)},
+              {"padding", ints(1)},
+              {"output_padding", ints(1)},
+              {"dilation", ints(2)}}),
+      OpCase(op,
+             {In("x", shape({1, 16}, 2)), In("w", shape({16, 16}, 2)),
+              In("b", {16})},
+             {{"stride", ints(2)}}),
+      OpCase(op, {In("x", shape({2}, 3)), In("w", shape({2, 2}, 2)), kAbsent},
+             {{"stride", ints(3)}, {"output_padding", ints(2)}}),
+  };
+}
+
 std::vector<OpCase> Pool(const std::string& op) {
   return {OpCase(op, {In("x", {1, 2, 4, 4})}, {{"kernel", Ints{2, 2}}}),
           OpCase(op, {In("x", {1, 1, 5, 5})},
@@ -240,6 +267,8 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
+  t["ConvTranspose1d"] = ConvTransposes("ConvTranspose1d", 1);
+  t["ConvTranspose2d"] = ConvTransposes("ConvTranspose2d", 2);
   t["Dropout2d"] = Dropout2ds();
   t["GroupNorm"] = {
       OpCase("GroupNorm",
@@ -340,6 +369,12 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
       "GroupNorm",
       {In("x", {0, kChannels, 4}), In("w", {kChannels}), In("b", {kChannels})},
       {{"num_groups", int64_t{4}}})};
+  t["ConvTranspose1d"] = {
+      OpCase("ConvTranspose1d",
+             {In("x", {0, 2, kWide}), In("w", {2, 3, 2}), In("b", {3})})};
+  t["ConvTranspose2d"] = {OpCase(
+      "ConvTranspose2d",
+      {In("x", {0, 2, 1024, 1024}), In("w", {2, 3, 2, 2}), In("b", {3})})};
   for (const char* op : {"InstanceNorm1d", "InstanceNorm2d"}) {
     Shape x = {0, kChannels, 4};
     if (op[12] == '2') x.push_back(4);

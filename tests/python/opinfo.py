@@ -201,6 +201,20 @@ def conv(op, n):
     return translate
 
 
+def conv_transpose(op, n):
+    """F.conv_transposeNd(input, weight, bias, stride, padding,
+    output_padding, groups, dilation)."""
+    def translate(s):
+        attrs = {"stride": ints(arg(s, 2, "stride", 1), n),
+                 "padding": ints(arg(s, 3, "padding", 0), n),
+                 "output_padding": ints(arg(s, 4, "output_padding", 0), n),
+                 "groups": int(arg(s, 5, "groups", 1)),
+                 "dilation": ints(arg(s, 6, "dilation", 1), n)}
+        return Translation(op, [("x", s.input), ("w", s.args[0]),
+                                ("bias", arg(s, 1, "bias"))], attrs)
+    return translate
+
+
 def window(s, kernel, stride, padding):
     kernel = ints(kernel, 2)
     stride = ints(stride, 2) if stride not in (None, (), []) else kernel
@@ -448,6 +462,8 @@ TRANSLATORS = {
     ("nn.functional.linear", ""): linear,
     ("nn.functional.conv1d", ""): conv("Conv1d", 1),
     ("nn.functional.conv2d", ""): conv("Conv2d", 2),
+    ("nn.functional.conv_transpose1d", ""): conv_transpose("ConvTranspose1d", 1),
+    ("nn.functional.conv_transpose2d", ""): conv_transpose("ConvTranspose2d", 2),
     ("nn.functional.avg_pool2d", ""): avg_pool2d,
     ("nn.functional.max_pool2d", ""): max_pool2d,
     ("nn.functional.adaptive_avg_pool2d", ""): adaptive_pool("AdaptiveAvgPool2d"),
