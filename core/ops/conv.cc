@@ -317,54 +317,27 @@ class ConvOp : public Op {
     return PlainDesc(Shape(dims.begin(), dims.end()));
   }
 
-  // Calls f(x index, w index, y index) for every multiply of the
-  // convolution, skipping taps that fall into the padding.
-  template <typename F>
-  void ForEachTap(F&& f) const {
-    ConvGeometry::Of(spatial_, x_, w_, outputs_[0].shape, stride_, padding_,
-                     dilation_, groups_)
-        .ForEachTap(f);
+  ConvGeometry Geometry() const {
+    return ConvGeometry::Of(spatial_, x_, w_, outputs_[0].shape, stride_,
+                            padding_, dilation_, groups_);
   }
 
   template <typename T>
   void ForwardLoop(const Tensor& x, const Tensor& w, const Tensor& b,
                    Tensor& y) const {
-    const T* xp = x.data<T>();
-    const T* wp = w.data<T>();
-    T* yp = y.data<T>();
-    const int64_t plane =
-        y.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
-    for (int64_t i = 0; i < y.num_elements(); ++i) {
-      yp[i] = has_bias_ ? b.data<T>()[(i / plane) % w_[0]] : T(0);
-    }
-    ForEachTap(
-        [&](int64_t xi, int64_t wi, int64_t yi) { yp[yi] += xp[xi] * wp[wi]; });
+    FillPerChannel(has_bias_ ? b.data<T>() : nullptr, x_[0], w_[0],
+                   y.num_elements(), y.data<T>());
+    Geometry().Convolve(x.data<T>(), w.data<T>(), y.data<T>());
   }
 
   template <typename T>
   void BackwardLoop(const Tensor& dy, const Tensor& x, const Tensor& w,
                     Tensor& dx, Tensor& dw, Tensor& db) const {
-    const T* gp = dy.data<T>();
-    if (dx.defined()) {
-      const T* wp = w.data<T>();
-      T* p = dx.data<T>();
-      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
-        p[xi] += gp[yi] * wp[wi];
-      });
-    }
-    if (dw.defined()) {
-      const T* xp = x.data<T>();
-      T* p = dw.data<T>();
-      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
-        p[wi] += gp[yi] * xp[xi];
-      });
-    }
+    const T* g = dy.data<T>();
+    if (dx.defined()) Geometry().InputGradient(g, w.data<T>(), dx.data<T>());
+    if (dw.defined()) Geometry().WeightGradient(g, x.data<T>(), dw.data<T>());
     if (db.defined()) {
-      const int64_t plane =
-          dy.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
-      T* p = db.data<T>();
-      for (int64_t i = 0; i < dy.num_elements(); ++i)
-        p[(i / plane) % w_[0]] += gp[i];
+      SumPerChannel(g, x_[0], w_[0], dy.num_elements(), db.data<T>());
     }
   }
 

@@ -42,6 +42,24 @@ struct ConvGeometry {
             weights[0] / groups};
   }
 
+  // The three products of the convolution, each adding into its output:
+  // y += x ⊛ w, dx += dy ⊛ᵀ w (the full convolution), dw += dy ⋆ x.
+  template <typename T>
+  void Convolve(const T* x, const T* w, T* y) const {
+    ForEachTap(
+        [&](int64_t xi, int64_t wi, int64_t yi) { y[yi] += x[xi] * w[wi]; });
+  }
+  template <typename T>
+  void InputGradient(const T* dy, const T* w, T* dx) const {
+    ForEachTap(
+        [&](int64_t xi, int64_t wi, int64_t yi) { dx[xi] += dy[yi] * w[wi]; });
+  }
+  template <typename T>
+  void WeightGradient(const T* dy, const T* x, T* dw) const {
+    ForEachTap(
+        [&](int64_t xi, int64_t wi, int64_t yi) { dw[wi] += dy[yi] * x[xi]; });
+  }
+
   // Calls f(x index, weight index, y index) for every multiply of the
   // convolution, skipping taps that fall into the padding.
   template <typename F>
@@ -71,6 +89,19 @@ struct ConvGeometry {
     }
   }
 };
+
+// For a tensor [N, C, ...] of `count` elements: y[i] = b[channel of i]
+// (0 without b), and db[c] += Σ g over channel c.
+template <typename T>
+void FillPerChannel(const T* b, int64_t n, int64_t c, int64_t count, T* y) {
+  const int64_t plane = n * c == 0 ? 1 : count / (n * c);
+  for (int64_t i = 0; i < count; ++i) y[i] = b ? b[(i / plane) % c] : T(0);
+}
+template <typename T>
+void SumPerChannel(const T* g, int64_t n, int64_t c, int64_t count, T* db) {
+  const int64_t plane = n * c == 0 ? 1 : count / (n * c);
+  for (int64_t i = 0; i < count; ++i) db[(i / plane) % c] += g[i];
+}
 
 }  // namespace gradserve
 

@@ -99,12 +99,13 @@ class ConvTransposeOp : public Op {
       DispatchFloat(y.dtype(), [&](auto zero) {
         using T = decltype(zero);
         T* yp = y.data<T>();
-        FillBias<T>(ctx.input(kBias), yp);
-        const T* xp = ctx.input(kX).template data<T>();
-        const T* wp = ctx.input(kWeight).template data<T>();
-        Taps([&](int64_t yi, int64_t wi, int64_t xi) {
-          yp[yi] += xp[xi] * wp[wi];
-        });
+        const Shape& s = outputs_[0].shape;
+        FillPerChannel(
+            has_bias_ ? ctx.input(kBias).template data<T>() : nullptr, s[0],
+            s[1], y.num_elements(), yp);
+        // y is the input gradient of the convolution of y into x.
+        Geometry().InputGradient(ctx.input(kX).template data<T>(),
+                                 ctx.input(kWeight).template data<T>(), yp);
       });
       return absl::OkStatus();
     }
@@ -319,53 +320,22 @@ class ConvTransposeOp : public Op {
         groups_ == 1 ? memory::format_tag::iohw : memory::format_tag::giohw);
   }
 
-  // Calls f(y index, weight index, x index) for every multiply: the taps
-  // of the convolution of y by the weights into x.
-  template <typename F>
-  void Taps(F&& f) const {
-    ConvGeometry::Of(spatial_, outputs_[0].shape, w_, x_, stride_, padding_,
-                     dilation_, groups_)
-        .ForEachTap(f);
-  }
-
-  // y's elements per channel plane.
-  int64_t Plane() const {
-    const Shape& s = outputs_[0].shape;
-    return s[0] * s[1] == 0 ? 1 : ElementCount(s) / (s[0] * s[1]);
-  }
-
-  // y = bias per channel (0 without one), before the taps add up.
-  template <typename T>
-  void FillBias(const Tensor& b, T* y) const {
-    const int64_t plane = Plane(), channels = outputs_[0].shape[1];
-    for (int64_t i = 0; i < outputs_[0].num_elements(); ++i) {
-      y[i] = has_bias_ ? b.data<T>()[(i / plane) % channels] : T(0);
-    }
+  // The convolution whose input gradient this op is: of y (its input)
+  // by the weights into x.
+  ConvGeometry Geometry() const {
+    return ConvGeometry::Of(spatial_, outputs_[0].shape, w_, x_, stride_,
+                            padding_, dilation_, groups_);
   }
 
   template <typename T>
   void BackwardLoop(const Tensor& dy, const Tensor& x, const Tensor& w,
                     Tensor& dx, Tensor& dw, Tensor& db) const {
-    const T* gp = dy.data<T>();
-    if (dx.defined()) {
-      const T* wp = w.data<T>();
-      T* p = dx.data<T>();
-      Taps([&](int64_t yi, int64_t wi, int64_t xi) {
-        p[xi] += gp[yi] * wp[wi];
-      });
-    }
-    if (dw.defined()) {
-      const T* xp = x.data<T>();
-      T* p = dw.data<T>();
-      Taps([&](int64_t yi, int64_t wi, int64_t xi) {
-        p[wi] += gp[yi] * xp[xi];
-      });
-    }
+    const T* g = dy.data<T>();
+    if (dx.defined()) Geometry().Convolve(g, w.data<T>(), dx.data<T>());
+    if (dw.defined()) Geometry().WeightGradient(x.data<T>(), g, dw.data<T>());
     if (db.defined()) {
-      const int64_t plane = Plane(), channels = outputs_[0].shape[1];
-      T* p = db.data<T>();
-      for (int64_t i = 0; i < outputs_[0].num_elements(); ++i)
-        p[(i / plane) % channels] += gp[i];
+      const Shape& s = outputs_[0].shape;
+      SumPerChannel(g, s[0], s[1], dy.num_elements(), db.data<T>());
     }
   }
 
