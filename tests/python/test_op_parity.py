@@ -45,8 +45,13 @@ def log_probabilities(shape):
 
 
 class Case:
-    def __init__(self, op, inputs, reference, attrs=None, loss=False, name=None):
+    def __init__(self, op, inputs, reference, attrs=None, loss=False, name=None,
+                 derivative=True):
         self.op = op
+        # False where torch's gradient is by definition not the derivative
+        # (Embedding's padding_idx and scale_grad_by_freq): finite
+        # differences (test_analysis) cannot check it.
+        self.derivative = derivative
         self.inputs = inputs  # [(name, maker)]; name "" = optional input left out
         self.reference = reference  # torch function of the inputs
         self.attrs = attrs or {}
@@ -277,7 +282,8 @@ CASES = [
     Case("Embedding", [("i", class_map((2, 3), 5)), ("w", uniform((5, 4)))], F.embedding),
     Case("Embedding", [("i", class_map((4, 2, 3), 3)), ("w", uniform((3, 2)))],
          lambda i, w: F.embedding(i, w, padding_idx=-1, scale_grad_by_freq=True),
-         {"padding_idx": -1, "scale_grad_by_freq": 1}, name="Embedding-padding-scaled"),
+         {"padding_idx": -1, "scale_grad_by_freq": 1}, name="Embedding-padding-scaled",
+         derivative=False),
     Case("Conv2d", [("x", uniform((2, 3, 7, 7))), ("w", uniform((4, 3, 3, 3))),
                     ("b", uniform((4,)))], F.conv2d),
     Case("Conv2d", [("x", uniform((2, 4, 9, 8))), ("w", uniform((6, 2, 3, 2))), ("", None)],
