@@ -17,11 +17,10 @@ T ClampedLog(T x) {
   return std::max(std::log(x), T(-100));
 }
 
-struct BinaryCrossEntropy {
+struct BinaryCrossEntropy : PointwiseLossFormula {
   static constexpr int64_t kFlopsPerElement = 8;  // 2 logs, 2 max, 4 arith
   static constexpr bool kFirstInputIsProbability = true;
   static constexpr bool kTargetGradReadsTarget = false;
-  static constexpr bool kPosWeight = false;
 
   // −(t·log p + (1 − t)·log(1 − p)), in torch's arrangement.
   template <typename T>

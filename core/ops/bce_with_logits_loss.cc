@@ -10,7 +10,7 @@
 namespace gradserve {
 namespace {
 
-struct LogitBinaryCrossEntropy {
+struct LogitBinaryCrossEntropy : PointwiseLossFormula {
   static constexpr int64_t kFlopsPerElement = 8;  // exp, log1p, abs, max, 4
   static constexpr bool kFirstInputIsProbability = false;
   static constexpr bool kTargetGradReadsTarget = false;

@@ -17,6 +17,7 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
+#include "core/ops/conv_geometry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/unbatched.h"
 #include "core/ops/window.h"
@@ -316,101 +317,27 @@ class ConvOp : public Op {
     return PlainDesc(Shape(dims.begin(), dims.end()));
   }
 
-  // Geometry as 2-d: a 1-d convolution has height 1.
-  struct Geometry {
-    int64_t n, c, h, w, f, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, fg;
-  };
-  Geometry Geo() const {
-    const bool two = spatial_ == 2;
-    const Shape& y = outputs_[0].shape;
-    return {x_[0],
-            x_[1],
-            two ? x_[2] : 1,
-            x_.back(),
-            w_[0],
-            two ? w_[2] : 1,
-            w_.back(),
-            two ? y[2] : 1,
-            y.back(),
-            two ? stride_[0] : 1,
-            stride_.back(),
-            two ? padding_[0] : 0,
-            padding_.back(),
-            two ? dilation_[0] : 1,
-            dilation_.back(),
-            x_[1] / groups_,
-            w_[0] / groups_};
-  }
-
-  // Calls f(x index, w index, y index) for every multiply of the
-  // convolution, skipping taps that fall into the padding.
-  template <typename F>
-  void ForEachTap(F&& f) const {
-    const Geometry g = Geo();
-    for (int64_t n = 0; n < g.n; ++n) {
-      for (int64_t o = 0; o < g.f; ++o) {
-        const int64_t group = o / g.fg;
-        for (int64_t oy = 0; oy < g.oh; ++oy) {
-          for (int64_t ox = 0; ox < g.ow; ++ox) {
-            const int64_t yi = ((n * g.f + o) * g.oh + oy) * g.ow + ox;
-            for (int64_t c = 0; c < g.cg; ++c) {
-              const int64_t ci = group * g.cg + c;
-              for (int64_t ky = 0; ky < g.kh; ++ky) {
-                const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-                if (iy < 0 || iy >= g.h) continue;
-                for (int64_t kx = 0; kx < g.kw; ++kx) {
-                  const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-                  if (ix < 0 || ix >= g.w) continue;
-                  f(((n * g.c + ci) * g.h + iy) * g.w + ix,
-                    ((o * g.cg + c) * g.kh + ky) * g.kw + kx, yi);
-                }
-              }
-            }
-          }
-        }
-      }
-    }
+  ConvGeometry Geometry() const {
+    return ConvGeometry::Of(spatial_, x_, w_, outputs_[0].shape, stride_,
+                            padding_, dilation_, groups_);
   }
 
   template <typename T>
   void ForwardLoop(const Tensor& x, const Tensor& w, const Tensor& b,
                    Tensor& y) const {
-    const T* xp = x.data<T>();
-    const T* wp = w.data<T>();
-    T* yp = y.data<T>();
-    const int64_t plane =
-        y.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
-    for (int64_t i = 0; i < y.num_elements(); ++i) {
-      yp[i] = has_bias_ ? b.data<T>()[(i / plane) % w_[0]] : T(0);
-    }
-    ForEachTap(
-        [&](int64_t xi, int64_t wi, int64_t yi) { yp[yi] += xp[xi] * wp[wi]; });
+    FillPerChannel(has_bias_ ? b.data<T>() : nullptr, x_[0], w_[0],
+                   y.num_elements(), y.data<T>());
+    Geometry().Convolve(x.data<T>(), w.data<T>(), y.data<T>());
   }
 
   template <typename T>
   void BackwardLoop(const Tensor& dy, const Tensor& x, const Tensor& w,
                     Tensor& dx, Tensor& dw, Tensor& db) const {
-    const T* gp = dy.data<T>();
-    if (dx.defined()) {
-      const T* wp = w.data<T>();
-      T* p = dx.data<T>();
-      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
-        p[xi] += gp[yi] * wp[wi];
-      });
-    }
-    if (dw.defined()) {
-      const T* xp = x.data<T>();
-      T* p = dw.data<T>();
-      ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
-        p[wi] += gp[yi] * xp[xi];
-      });
-    }
+    const T* g = dy.data<T>();
+    if (dx.defined()) Geometry().InputGradient(g, w.data<T>(), dx.data<T>());
+    if (dw.defined()) Geometry().WeightGradient(g, x.data<T>(), dw.data<T>());
     if (db.defined()) {
-      const int64_t plane =
-          dy.num_elements() / std::max<int64_t>(x_[0] * w_[0], 1);
-      T* p = db.data<T>();
-      for (int64_t i = 0; i < dy.num_elements(); ++i)
-        p[(i / plane) % w_[0]] += gp[i];
+      SumPerChannel(g, x_[0], w_[0], dy.num_elements(), db.data<T>());
     }
   }
 

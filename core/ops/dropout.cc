@@ -3,11 +3,18 @@
 // mask is all ones). An explicit mask input replaces the draw. p = 1 drops
 // everything (y = 0), as in PyTorch.
 //
+// Dropout2d is the same channel-wise (torch's feature dropout): x [N, C,
+// ...] of rank >= 2, its mask [N, C, 1, ...] of x's rank, one draw per
+// channel of each sample, broadcast over the spatial dims.
+//
 // The draw is counter-based: element i keeps when a hash of (node seed, i)
 // maps to a uniform number >= p. The node seed mixes the request's seed with
 // the node's name, so a request seed gives the same masks whatever the
 // thread count or scheduling, and different nodes different masks. oneDNN
 // 2.6 has no dropout primitive: both passes are plain loops.
+#include <algorithm>
+
+#include "absl/types/span.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
 #include "core/status_macros.h"
@@ -28,27 +35,39 @@ double Uniform(uint64_t seed, uint64_t i) {
 
 class DropoutOp : public Op {
  public:
-  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
+  static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
+                                                    bool channelwise) {
     RETURN_IF_ERROR(c.ExpectFloat(kX));
-    if (c.has_input(kMask)) {
-      RETURN_IF_ERROR(c.ExpectFloat(kMask));
-      RETURN_IF_ERROR(c.ExpectShape(kMask, c.shape(kX)));
+    Shape mask = c.shape(kX);
+    if (channelwise && mask.size() < 2) {
+      return c.Error(c.Describe(kX),
+                     " must be [N, C, ...] (rank >= 2, as "
+                     "torch's feature dropout), got ",
+                     ShapeToString(mask));
     }
     auto op = std::make_unique<DropoutOp>();
+    if (channelwise) {
+      op->plane_ = ElementCount(absl::MakeConstSpan(mask).subspan(2));
+      std::fill(mask.begin() + 2, mask.end(), 1);
+    }
+    if (c.has_input(kMask)) {
+      RETURN_IF_ERROR(c.ExpectFloat(kMask));
+      RETURN_IF_ERROR(c.ExpectShape(kMask, mask));
+    }
     op->p_ = c.attrs().GetFloat("p");
     if (!(op->p_ >= 0 && op->p_ <= 1))
       return c.attrs().Invalid("p", "in [0, 1]");
     op->train_ = c.mode() == Mode::kTrain;
     op->given_mask_ = c.has_input(kMask);
     op->num_outputs_ = c.num_outputs();
-    op->outputs_ = {c.input(kX), c.input(kX)};
+    op->outputs_ = {c.input(kX), {c.float_dtype(), mask}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
   // A drawn mask the node does not output (kept for Backward).
   int64_t ExtraBytes() const override {
-    return train_ && !given_mask_ && num_outputs_ == 1 ? outputs_[0].num_bytes()
+    return train_ && !given_mask_ && num_outputs_ == 1 ? outputs_[1].num_bytes()
                                                        : 0;
   }
   int64_t BackwardFlops() const override { return outputs_[0].num_elements(); }
@@ -74,23 +93,17 @@ class DropoutOp : public Op {
       }
       return absl::OkStatus();
     }
-    Tensor mask = given_mask_ ? ctx.input(kMask) : Tensor::Empty(x.meta());
-    Tensor& y = ctx.AllocateOutput(0);
-    DispatchFloat(y.dtype(), [&](auto zero) {
-      using T = decltype(zero);
-      const int64_t n = y.num_elements();
-      if (!given_mask_) {
+    Tensor mask = given_mask_ ? ctx.input(kMask) : Tensor::Empty(outputs_[1]);
+    if (!given_mask_) {
+      DispatchFloat(mask.dtype(), [&](auto zero) {
+        using T = decltype(zero);
         T* m = mask.data<T>();
         const uint64_t seed = ctx.seed();
-        for (int64_t i = 0; i < n; ++i)
+        for (int64_t i = 0; i < mask.num_elements(); ++i)
           m[i] = Uniform(seed, i) >= p_ ? T(1) : T(0);
-      }
-      const T scale = static_cast<T>(Scale());
-      const T* xp = x.data<T>();
-      const T* m = mask.data<T>();
-      T* yp = y.data<T>();
-      for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] * m[i] * scale;
-    });
+      });
+    }
+    ctx.SetOutput(0, Scaled(x, mask));
     if (ctx.num_outputs() > 1) ctx.SetOutput(1, mask);
     if (!given_mask_ && ctx.backward_will_run()) ctx.Save(mask);
     return absl::OkStatus();
@@ -114,7 +127,7 @@ class DropoutOp : public Op {
     // mask output has a gradient slot for it.
     const bool dmask_out = num_outputs_ > 1 && ctx.has_grad_output(1);
     Tensor dm;
-    if (dy) dm = Scaled(ctx.grad_output(0), ctx.input(kX));
+    if (dy) dm = MaskGrad(ctx.grad_output(0), ctx.input(kX));
     if (dmask_out)
       dm = dm.defined() ? Sum(dm, ctx.grad_output(1)) : ctx.grad_output(1);
     if (dm.defined()) ctx.SetGradInput(kMask, std::move(dm));
@@ -126,7 +139,7 @@ class DropoutOp : public Op {
   // (y = x·0), where 1/(1 - p) would make 0·inf = NaN.
   double Scale() const { return p_ == 1 ? 0.0 : 1 / (1 - p_); }
 
-  // g·m/(1 - p), elementwise.
+  // g·m/(1 - p), elementwise (m broadcast over each plane).
   Tensor Scaled(const Tensor& g, const Tensor& m) const {
     Tensor out = Tensor::Empty(g.meta());
     DispatchFloat(g.dtype(), [&](auto zero) {
@@ -136,7 +149,22 @@ class DropoutOp : public Op {
       const T* mp = m.data<T>();
       T* o = out.data<T>();
       for (int64_t i = 0; i < out.num_elements(); ++i)
-        o[i] = gp[i] * mp[i] * scale;
+        o[i] = gp[i] * mp[i / plane_] * scale;
+    });
+    return out;
+  }
+
+  // dL/dmask from dy: Σ over each plane of dy·x/(1 - p).
+  Tensor MaskGrad(const Tensor& dy, const Tensor& x) const {
+    Tensor out = Tensor::Zeros(outputs_[1].dtype, outputs_[1].shape);
+    DispatchFloat(dy.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      const T scale = static_cast<T>(Scale());
+      const T* gp = dy.data<T>();
+      const T* xp = x.data<T>();
+      T* o = out.data<T>();
+      for (int64_t i = 0; i < dy.num_elements(); ++i)
+        o[i / plane_] += gp[i] * xp[i] * scale;
     });
     return out;
   }
@@ -154,25 +182,35 @@ class DropoutOp : public Op {
 
   double p_ = 0.5;
   bool train_ = true, given_mask_ = false;
+  int64_t plane_ = 1;    // elements each mask value covers
   int num_outputs_ = 1;  // the node's: 2 when it names the mask output
 };
 
-OpSchema DropoutSchema() {
+OpSchema DropoutSchema(bool channelwise) {
   OpSchema s;
-  s.name = "Dropout";
+  s.name = channelwise ? "Dropout2d" : "Dropout";
   s.description =
-      "TRAIN: y = x·mask/(1 - p), mask drawn from the request seed unless "
-      "given; EVAL: y = x. A second output, if named, returns the mask";
+      channelwise
+          ? "channel-wise dropout of x [N, C, ...]: TRAIN: y = x·mask/(1 - "
+            "p), mask [N, C, 1, ...] drawn from the request seed unless "
+            "given, one value per channel; EVAL: y = x. A second output, if "
+            "named, returns the mask"
+          : "TRAIN: y = x·mask/(1 - p), mask drawn from the request seed "
+            "unless given; EVAL: y = x. A second output, if named, returns "
+            "the mask";
   s.inputs = {{"x"}, {"mask", /*optional=*/true}};
   s.outputs = {"y", "mask"};
   s.min_outputs = 1;
   s.attrs = {{"p", AttrType::kFloat, AttrValue(0.5),
               "probability of dropping, in [0, 1] (1 drops all: y = 0)"}};
-  s.create = DropoutOp::Create;
+  s.create = [channelwise](const OpConfig& c) {
+    return DropoutOp::Create(c, channelwise);
+  };
   return s;
 }
 
-REGISTER_OP(DropoutSchema());
+REGISTER_OP(DropoutSchema(false));
+REGISTER_OP(DropoutSchema(true));
 
 }  // namespace
 }  // namespace gradserve

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,15 +55,21 @@ class LossOp : public Op {
  protected:
   // Reads `reduction` and sets the output: a scalar, or `term_shape` for
   // "none"; `terms` is the count "mean" divides by unless told otherwise.
+  // With `batch`, "batchmean" (KLDivLoss's) is the sum over `batch`.
   absl::Status InitLoss(const OpConfig& c, int64_t terms,
-                        const Shape& term_shape) {
+                        const Shape& term_shape,
+                        std::optional<int64_t> batch = std::nullopt) {
     const std::string& reduction = c.attrs().GetString("reduction");
-    mean_ = reduction == "mean";
+    const bool batchmean = batch && reduction == "batchmean";
+    mean_ = reduction == "mean" || batchmean;
     none_ = reduction == "none";
     if (!mean_ && !none_ && reduction != "sum") {
-      return c.attrs().Invalid("reduction", "\"mean\", \"sum\" or \"none\"");
+      return c.attrs().Invalid("reduction",
+                               batch ? "\"mean\", \"batchmean\", \"sum\" or "
+                                       "\"none\""
+                                     : "\"mean\", \"sum\" or \"none\"");
     }
-    divisor_ = terms;
+    divisor_ = batchmean ? *batch : terms;
     // Forward has no OpConfig: keep c.Error()'s "node 'n' (Op): " prefix.
     error_prefix_ = std::string(c.Error().message());
     for (int i = 0; i < c.num_inputs(); ++i)
@@ -312,6 +319,16 @@ std::vector<T> BroadcastValues(const Tensor& t, const Shape& from,
   return out;
 }
 
+// The defaults of a PointwiseLossOp's formulas (below): no attributes, no
+// pos_weight, no "batchmean".
+struct PointwiseLossFormula {
+  static constexpr bool kPosWeight = false;
+  static constexpr bool kBatchMean = false;
+  // Reads the formula's attributes (SmoothL1Loss's beta), before anything
+  // is allocated.
+  absl::Status Init(const OpConfig&) { return absl::OkStatus(); }
+};
+
 // A loss of terms w_i·f(a_i, b_i) over two float inputs of one shape (a the
 // prediction, b the target), with an optional weight w (input 2, any shape
 // that broadcasts to a's; 1 without). Fn holds the formulas, forward beside
@@ -321,9 +338,12 @@ std::vector<T> BroadcastValues(const Tensor& t, const Shape& from,
 //   kTargetGradReadsTarget: whether GradB takes (a, b) or only (a);
 //   kPosWeight: input 3 is a pos_weight p (broadcasting to a's shape), and
 //     Fn has LossP, GradAP, GradBP, GradP of (a, b, p) for it;
-//   template <typename T> static T Loss(T a, T b);   // f
-//   template <typename T> static T GradA(T a, T b);  // ∂f/∂a
-//   template <typename T> static T GradB(T a[, T b]);  // ∂f/∂b
+//   kBatchMean: reduction "batchmean" divides the sum by a's first dim;
+//   absl::Status Init(const OpConfig&): reads Fn's attributes;
+//   template <typename T> T Loss(T a, T b) const;   // f
+//   template <typename T> T GradA(T a, T b) const;  // ∂f/∂a
+//   template <typename T> T GradB(T a[, T b]) const;  // ∂f/∂b
+// (PointwiseLossFormula has the defaults; the formulas may be static.)
 // "none" returns the terms, of a's shape. dL/dw sums f·dL/d(term) down to
 // w's shape, dL/dp likewise.
 template <typename Fn>
@@ -341,6 +361,7 @@ class PointwiseLossOp : public LossOp {
                      ShapeToString(c.shape(1)));
     }
     auto op = std::make_unique<PointwiseLossOp>();
+    RETURN_IF_ERROR(op->fn_.Init(c));
     op->shape_ = shape;
     op->count_ = c.input(0).num_elements();
     for (int i : {kWeight, kPosWeight}) {
@@ -354,7 +375,9 @@ class PointwiseLossOp : public LossOp {
       op->extra_[i - kWeight] = c.shape(i);
       op->has_[i - kWeight] = true;
     }
-    RETURN_IF_ERROR(op->InitLoss(c, op->count_, shape));
+    std::optional<int64_t> batch;
+    if constexpr (Fn::kBatchMean) batch = shape.empty() ? 1 : shape[0];
+    RETURN_IF_ERROR(op->InitLoss(c, op->count_, shape, batch));
     return MakeOp(std::move(op));
   }
 
@@ -440,7 +463,7 @@ class PointwiseLossOp : public LossOp {
         if constexpr (Fn::kPosWeight) {
           if (grads[kPosWeight].defined()) {
             grads[kPosWeight].data<T>()[i] =
-                ScaleTerm(wi * Fn::GradP(a[i], b[i], w.p(i)), dy, i);
+                ScaleTerm(wi * fn_.GradP(a[i], b[i], w.p(i)), dy, i);
           }
         }
       }
@@ -473,32 +496,33 @@ class PointwiseLossOp : public LossOp {
   };
 
   template <typename T>
-  static T Loss(T a, T b, const Weights<T>& w, int64_t i) {
+  T Loss(T a, T b, const Weights<T>& w, int64_t i) const {
     if constexpr (Fn::kPosWeight) {
-      if (w.has_pos()) return Fn::LossP(a, b, w.p(i));
+      if (w.has_pos()) return fn_.LossP(a, b, w.p(i));
     }
-    return Fn::template Loss<T>(a, b);
+    return fn_.template Loss<T>(a, b);
   }
   template <typename T>
-  static T GradA(T a, T b, const Weights<T>& w, int64_t i) {
+  T GradA(T a, T b, const Weights<T>& w, int64_t i) const {
     if constexpr (Fn::kPosWeight) {
-      if (w.has_pos()) return Fn::GradAP(a, b, w.p(i));
+      if (w.has_pos()) return fn_.GradAP(a, b, w.p(i));
     }
-    return Fn::template GradA<T>(a, b);
+    return fn_.template GradA<T>(a, b);
   }
   // b is null when Backward did not keep the target (GradB reads only a).
   template <typename T>
-  static T GradB(T a, const T* b, const Weights<T>& w, int64_t i) {
+  T GradB(T a, const T* b, const Weights<T>& w, int64_t i) const {
     if constexpr (Fn::kPosWeight) {
-      if (w.has_pos()) return Fn::GradBP(a, w.p(i));
+      if (w.has_pos()) return fn_.GradBP(a, w.p(i));
     }
     if constexpr (Fn::kTargetGradReadsTarget) {
-      return Fn::template GradB<T>(a, b[i]);
+      return fn_.template GradB<T>(a, b[i]);
     } else {
-      return Fn::template GradB<T>(a);
+      return fn_.template GradB<T>(a);
     }
   }
 
+  Fn fn_;
   Shape shape_;
   int64_t count_ = 0;
   Shape extra_[2];  // the weight's and pos_weight's shapes

@@ -7,11 +7,10 @@
 namespace gradserve {
 namespace {
 
-struct SquaredError {
+struct SquaredError : PointwiseLossFormula {
   static constexpr int64_t kFlopsPerElement = 3;  // sub, mul, add
   static constexpr bool kFirstInputIsProbability = false;
   static constexpr bool kTargetGradReadsTarget = true;
-  static constexpr bool kPosWeight = false;
 
   template <typename T>
   static T Loss(T a, T b) {

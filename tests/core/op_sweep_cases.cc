@@ -75,6 +75,33 @@ std::vector<OpCase> Conv(const std::string& op, int spatial) {
   };
 }
 
+// Plain; strided, padded, output-padded, dilated and grouped; enough
+// channels for oneDNN's blocked weights; unbatched.
+std::vector<OpCase> ConvTransposes(const std::string& op, int spatial) {
+  auto shape = [&](Shape lead, int64_t extent) {
+    lead.insert(lead.end(), spatial, extent);
+    return lead;
+  };
+  auto ints = [&](int64_t v) { return AttrValue(Ints(spatial, v)); };
+  return {
+      OpCase(op, {In("x", shape({2, 2}, 3)), In("w", shape({2, 3}, 2)),
+                  In("b", {3})}),
+      OpCase(op,
+             {In("x", shape({1, 4}, 3)), In("w", shape({4, 1}, 3)), kAbsent},
+             {{"groups", int64_t{2}},
+              {"stride", ints(2)},
+              {"padding", ints(1)},
+              {"output_padding", ints(1)},
+              {"dilation", ints(2)}}),
+      OpCase(op,
+             {In("x", shape({1, 16}, 2)), In("w", shape({16, 16}, 2)),
+              In("b", {16})},
+             {{"stride", ints(2)}}),
+      OpCase(op, {In("x", shape({2}, 3)), In("w", shape({2, 2}, 2)), kAbsent},
+             {{"stride", ints(3)}, {"output_padding", ints(2)}}),
+  };
+}
+
 std::vector<OpCase> Pool(const std::string& op) {
   return {OpCase(op, {In("x", {1, 2, 4, 4})}, {{"kernel", Ints{2, 2}}}),
           OpCase(op, {In("x", {1, 1, 5, 5})},
@@ -129,6 +156,32 @@ std::vector<OpCase> Dropouts() {
           InMode(WithOutputs(given, 2), Mode::kEval)};
 }
 
+std::vector<OpCase> Dropout2ds() {
+  const AttrMap p = {{"p", 0.4}};
+  const OpCase drawn("Dropout2d", {In("x", {2, 3, 2, 2})}, p);
+  const OpCase given("Dropout2d", {In("x", {2, 3, 4}), Mask("m", {2, 3, 1})},
+                     p);
+  return {drawn,
+          WithOutputs(drawn, 2),
+          given,
+          WithOutputs(given, 2),
+          InMode(WithOutputs(given, 2), Mode::kEval),
+          OpCase("Dropout2d", {In("x", {3, 2}), Mask("m", {3, 2})}, p)};
+}
+
+// Affine or not, with running statistics in TRAIN (updated) and EVAL
+// (normalising) or without them.
+std::vector<OpCase> InstanceNorms(const std::string& op, const Shape& x) {
+  const Shape c = {x[1]};
+  const TestInput in = In("x", x, -2, 2);
+  const TestInput rm = In("rm", c, -0.5, 0.5), rv = In("rv", c, 0.5, 2);
+  return {OpCase(op, {in, In("w", c, 0.5, 1.5), In("b", c)}),
+          OpCase(op, {in}, {{"epsilon", 0.01}}),
+          OpCase(op, {in, kAbsent, In("b", c), rm, rv}, {{"momentum", 0.3}}),
+          InMode(OpCase(op, {in, In("w", c, 0.5, 1.5), In("b", c), rm, rv}),
+                 Mode::kEval)};
+}
+
 std::vector<OpCase> Losses(const std::string& op, TestInput first,
                            TestInput target) {
   std::vector<OpCase> cases;
@@ -136,6 +189,19 @@ std::vector<OpCase> Losses(const std::string& op, TestInput first,
     cases.push_back(OpCase(op, {first, target}, {{"reduction", reduction}}));
   }
   return cases;
+}
+
+// Indices of shapes [2, 3] and [] into 5 rows (repeats likely). (torch's
+// padding_idx and scale_grad_by_freq are not derivatives: embedding_test
+// checks them against torch's values.)
+std::vector<OpCase> Embeddings() {
+  TestInput indices = Labels("i", 0, 5);
+  indices.shape = {2, 3};
+  TestInput scalar = indices;
+  scalar.shape = {};
+  const TestInput weight = In("w", {5, 3});
+  return {OpCase("Embedding", {indices, weight}),
+          OpCase("Embedding", {scalar, weight})};
 }
 
 std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
@@ -201,6 +267,47 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       Losses("BCELoss", In("p", {2, 3}, 0.05, 0.95), In("t", {2, 3}, 0, 1));
   t["BCEWithLogitsLoss"] = Losses("BCEWithLogitsLoss", In("z", {2, 3}, -3, 3),
                                   In("t", {2, 3}, 0, 1));
+  t["ConvTranspose1d"] = ConvTransposes("ConvTranspose1d", 1);
+  t["ConvTranspose2d"] = ConvTransposes("ConvTranspose2d", 2);
+  t["Dropout2d"] = Dropout2ds();
+  t["GroupNorm"] = {
+      OpCase("GroupNorm",
+             {In("x", {2, 4, 3}, -2, 2), In("w", {4}, 0.5, 1.5), In("b", {4})},
+             {{"num_groups", int64_t{2}}}),
+      OpCase("GroupNorm", {In("x", {3, 6}, -2, 2), kAbsent, In("b", {6})},
+             {{"num_groups", int64_t{3}}, {"epsilon", 0.1}}),
+      OpCase("GroupNorm", {In("x", {1, 2, 2, 2}, -2, 2), In("w", {2})},
+             {{"num_groups", int64_t{1}}})};
+  t["InstanceNorm1d"] = InstanceNorms("InstanceNorm1d", {2, 3, 4});
+  t["InstanceNorm1d"].push_back(
+      OpCase("InstanceNorm1d", {In("x", {3, 5}, -2, 2), In("w", {3})}));
+  t["InstanceNorm2d"] = InstanceNorms("InstanceNorm2d", {2, 2, 2, 3});
+  t["Embedding"] = Embeddings();
+  t["L1Loss"] = Losses("L1Loss", In("p", {2, 3}), In("t", {2, 3}));
+  t["L1Loss"].push_back(
+      OpCase("L1Loss", {In("p", {3}), In("t", {3})}, {{"reduction", "none"}}));
+  // Half the differences in the quadratic part, half in the linear.
+  t["SmoothL1Loss"] = {
+      OpCase("SmoothL1Loss", {In("p", {2, 3}), In("t", {2, 3})},
+             {{"beta", 0.7}}),
+      OpCase("SmoothL1Loss", {In("p", {4}), In("t", {4})},
+             {{"beta", 0.0}, {"reduction", "sum"}}),
+      OpCase("SmoothL1Loss", {In("p", {2, 2}), In("t", {2, 2})},
+             {{"reduction", "none"}})};
+  t["HuberLoss"] = {
+      OpCase("HuberLoss", {In("p", {2, 3}), In("t", {2, 3})}, {{"delta", 0.7}}),
+      OpCase("HuberLoss", {In("p", {4}), In("t", {4})},
+             {{"delta", 1.5}, {"reduction", "sum"}}),
+      OpCase("HuberLoss", {In("p", {2, 2}), In("t", {2, 2})},
+             {{"delta", 0.3}, {"reduction", "none"}})};
+  const TestInput log_probs = In("lp", {2, 3}, -3, -0.1);
+  const TestInput probs = In("t", {2, 3}, 0.1, 1);
+  t["KLDivLoss"] = Losses("KLDivLoss", log_probs, probs);
+  t["KLDivLoss"].push_back(
+      OpCase("KLDivLoss", {log_probs, probs}, {{"reduction", "batchmean"}}));
+  t["KLDivLoss"].push_back(
+      OpCase("KLDivLoss", {log_probs, In("t", {2, 3}, -2, 0)},
+             {{"reduction", "none"}, {"log_target", int64_t{1}}}));
   return t;
 }
 
@@ -258,6 +365,33 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
              {In("z", {0, kWide}), {"t", {0, kWide}, Init::kProbabilities}})};
   t["NLLLoss"] = {
       OpCase("NLLLoss", {In("lp", {0, kWide}), Labels("t", 0, kWide)})};
+  t["GroupNorm"] = {OpCase(
+      "GroupNorm",
+      {In("x", {0, kChannels, 4}), In("w", {kChannels}), In("b", {kChannels})},
+      {{"num_groups", int64_t{4}}})};
+  t["ConvTranspose1d"] = {
+      OpCase("ConvTranspose1d",
+             {In("x", {0, 2, kWide}), In("w", {2, 3, 2}), In("b", {3})})};
+  t["ConvTranspose2d"] = {OpCase(
+      "ConvTranspose2d",
+      {In("x", {0, 2, 1024, 1024}), In("w", {2, 3, 2, 2}), In("b", {3})})};
+  for (const char* op : {"InstanceNorm1d", "InstanceNorm2d"}) {
+    Shape x = {0, kChannels, 4};
+    if (op[12] == '2') x.push_back(4);
+    // (Running statistics become NaN for an empty batch, as in torch: new
+    // tensors; group_norm_test checks them.)
+    t[op] = {OpCase(op, {In("x", x), In("w", {kChannels}), kAbsent})};
+  }
+  const OpCase drop2d(
+      "Dropout2d", {In("x", {0, kChannels, 64}), Mask("m", {0, kChannels, 1})});
+  t["Dropout2d"] = {drop2d, WithOutputs(drop2d, 2), InMode(drop2d, Mode::kEval),
+                    OpCase("Dropout2d", {In("x", {0, kChannels, 64})})};
+  t["Embedding"] = {
+      OpCase("Embedding", {Labels("i", 0, kChannels), In("w", {kChannels, 64})},
+             {{"scale_grad_by_freq", int64_t{1}}})};
+  for (const char* op : {"L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss"}) {
+    t[op] = {OpCase(op, {In("p", {0, kWide}), In("t", {0, kWide}, 0.1, 1)})};
+  }
   return t;
 }
 

@@ -201,6 +201,20 @@ def conv(op, n):
     return translate
 
 
+def conv_transpose(op, n):
+    """F.conv_transposeNd(input, weight, bias, stride, padding,
+    output_padding, groups, dilation)."""
+    def translate(s):
+        attrs = {"stride": ints(arg(s, 2, "stride", 1), n),
+                 "padding": ints(arg(s, 3, "padding", 0), n),
+                 "output_padding": ints(arg(s, 4, "output_padding", 0), n),
+                 "groups": int(arg(s, 5, "groups", 1)),
+                 "dilation": ints(arg(s, 6, "dilation", 1), n)}
+        return Translation(op, [("x", s.input), ("w", s.args[0]),
+                                ("bias", arg(s, 1, "bias"))], attrs)
+    return translate
+
+
 def window(s, kernel, stride, padding):
     kernel = ints(kernel, 2)
     stride = ints(stride, 2) if stride not in (None, (), []) else kernel
@@ -288,28 +302,76 @@ def layer_norm(s):
                        {"axes": len(ints(shape)), "epsilon": float(arg(s, 3, "eps", 1e-5))})
 
 
-def dropout(s):
-    p = float(arg(s, 0, "p", 0.5))
-    training = bool(arg(s, 1, "training", True))
-    if training and 0 < p < 1:
-        # A random mask: check y = x * mask / (1 - p) and its gradient with
-        # the mask the server drew (its second output).
-        return Translation("Dropout", [("x", s.input)], {"p": p}, outputs=["y", "mask"],
-                           check=dropout_check(p))
-    return Translation("Dropout", [("x", s.input)], {"p": p},
-                       mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL)
+def group_norm(s):
+    return Translation("GroupNorm", [("x", s.input), ("weight", s.kwargs.get("weight")),
+                                     ("bias", s.kwargs.get("bias"))],
+                       {"num_groups": int(arg(s, 0, "num_groups")),
+                        "epsilon": float(s.kwargs.get("eps", 1e-5))})
 
 
-def dropout_check(p):
+def instance_norm(s):
+    """InstanceNorm1d/2d by x's rank; running statistics as buffers (their
+    updated values compared); use_input_stats=False is EVAL."""
+    x = s.input
+    options = []
+    op = {3: "InstanceNorm1d", 4: "InstanceNorm2d"}.get(x.dim())
+    if op is None:
+        options.append(f"{x.dim()}-d x")
+        op = "InstanceNorm2d"
+    mean, var = s.kwargs.get("running_mean"), s.kwargs.get("running_var")
+    buffers = [name for name, t in (("running_mean", mean), ("running_var", var))
+               if t is not None]
+    training = bool(s.kwargs.get("use_input_stats", True))
+    return Translation(op, [("x", x), ("weight", s.kwargs.get("weight")),
+                            ("bias", s.kwargs.get("bias")), ("running_mean", mean),
+                            ("running_var", var)],
+                       {"epsilon": float(s.kwargs.get("eps", 1e-5)),
+                        "momentum": float(s.kwargs.get("momentum", 0.1))},
+                       options, mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL,
+                       buffers=buffers)
+
+
+def dropout(op):
+    def translate(s):
+        p = float(arg(s, 0, "p", 0.5))
+        training = bool(arg(s, 1, "training", True))
+        if training and 0 < p < 1:
+            # A random mask: check y = x * mask / (1 - p) and its gradient
+            # with the mask the server drew (its second output; Dropout2d's
+            # is [N, C, 1, ...] and broadcasts).
+            return Translation(op, [("x", s.input)], {"p": p}, outputs=["y", "mask"],
+                               check=dropout_check(p, op == "Dropout2d"))
+        return Translation(op, [("x", s.input)], {"p": p},
+                           mode=gs.pb.MODE_TRAIN if training else gs.pb.MODE_EVAL)
+    return translate
+
+
+def dropout_check(p, channelwise):
     def check(result, x, seed):
         mask = result.outputs["mask"].astype(np.float64)
         if not np.all((mask == 0) | (mask == 1)):
             return "the mask is not 0/1"
+        want = x.shape[:2] + (1,) * (x.ndim - 2) if channelwise else x.shape
+        if mask.shape != want:
+            return f"the mask has shape {list(mask.shape)}, expected {list(want)}"
         y = x.astype(np.float64) * mask / (1 - p)
         grad = seed.astype(np.float64) * mask / (1 - p)
         return (compare("y", result.outputs["y"], y) or
                 compare("d/dx", result.gradients.get("x"), grad))
     return check
+
+
+def embedding(s):
+    """OpInfo's embedding takes (weight, indices, **kwargs)."""
+    attrs, options = {}, []
+    if s.kwargs.get("padding_idx") is not None:
+        attrs["padding_idx"] = int(s.kwargs["padding_idx"])
+    if s.kwargs.get("scale_grad_by_freq"):
+        attrs["scale_grad_by_freq"] = 1
+    for name in ("max_norm", "sparse"):
+        option_if(bool(s.kwargs.get(name)), name, options)
+    return Translation("Embedding", [("indices", s.args[0]), ("weight", s.input)], attrs,
+                       options)
 
 
 def reduction_attrs(s, reduction_index):
@@ -332,6 +394,20 @@ def simple_loss(op):
                 inputs.append(("", None))
             inputs.append(("pos_weight", s.kwargs["pos_weight"]))
         return Translation(op, inputs, attrs, options)
+    return translate
+
+
+def thresholded_loss(op, name):
+    """l1_loss, smooth_l1_loss (beta), huber_loss (delta), kl_div
+    (log_target, reduction "batchmean")."""
+    def translate(s):
+        attrs, options = reduction_attrs(s, 99)
+        if name:
+            default = 0 if name == "log_target" else 1.0
+            value = s.kwargs.get(name, default)
+            attrs[name] = int(value) if name == "log_target" else float(value)
+        return Translation(op, [("prediction", s.input), ("target", s.args[0])],
+                           attrs, options)
     return translate
 
 
@@ -386,6 +462,8 @@ TRANSLATORS = {
     ("nn.functional.linear", ""): linear,
     ("nn.functional.conv1d", ""): conv("Conv1d", 1),
     ("nn.functional.conv2d", ""): conv("Conv2d", 2),
+    ("nn.functional.conv_transpose1d", ""): conv_transpose("ConvTranspose1d", 1),
+    ("nn.functional.conv_transpose2d", ""): conv_transpose("ConvTranspose2d", 2),
     ("nn.functional.avg_pool2d", ""): avg_pool2d,
     ("nn.functional.max_pool2d", ""): max_pool2d,
     ("nn.functional.adaptive_avg_pool2d", ""): adaptive_pool("AdaptiveAvgPool2d"),
@@ -393,10 +471,18 @@ TRANSLATORS = {
     ("nn.functional.batch_norm", ""): batch_norm,
     ("nn.functional.batch_norm", "without_cudnn"): batch_norm,
     ("nn.functional.layer_norm", ""): layer_norm,
-    ("nn.functional.dropout", ""): dropout,
+    ("nn.functional.group_norm", ""): group_norm,
+    ("nn.functional.instance_norm", ""): instance_norm,
+    ("nn.functional.dropout", ""): dropout("Dropout"),
+    ("nn.functional.dropout2d", ""): dropout("Dropout2d"),
     ("nn.functional.mse_loss", ""): simple_loss("MSELoss"),
     ("nn.functional.binary_cross_entropy", ""): simple_loss("BCELoss"),
     ("nn.functional.binary_cross_entropy_with_logits", ""): simple_loss("BCEWithLogitsLoss"),
+    ("nn.functional.embedding", ""): embedding,
+    ("nn.functional.l1_loss", ""): thresholded_loss("L1Loss", None),
+    ("nn.functional.smooth_l1_loss", ""): thresholded_loss("SmoothL1Loss", "beta"),
+    ("nn.functional.huber_loss", ""): thresholded_loss("HuberLoss", "delta"),
+    ("nn.functional.kl_div", ""): thresholded_loss("KLDivLoss", "log_target"),
     ("nn.functional.cross_entropy", ""): class_loss("CrossEntropyLoss"),
     ("nn.functional.nll_loss", ""): class_loss("NLLLoss"),
 }
