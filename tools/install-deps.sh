@@ -25,7 +25,7 @@ build=(
 )
 # PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3).
 python_tests=(
-  python3-grpcio python3-grpc-tools python3-torch python3-pytest
+  python3-grpcio python3-grpc-tools python3-torch python3-torchvision python3-pytest
   # tools/make-datasets.py: the data sets sklearn ships (digits)
   python3-sklearn
   # ONNX tests: hand-built models (onnx.helper) and ONNX's own backend test

@@ -53,11 +53,60 @@ def exported_mlp(seed, batch):
     return module, x, model, rng.standard_normal((batch, 4)).astype(np.float32)
 
 
-def test_mlp_outputs_and_gradients_match_torch(server):
+@pytest.mark.parametrize("mode", [pb.MODE_EVAL, pb.MODE_TRAIN], ids=["eval", "train"])
+def test_mlp_outputs_and_gradients_match_torch(server, mode):
     module, x, model, seed_grad = exported_mlp(0, 5)
     y, grads = torch_reference(module, x, seed_grad)
     wrt = [name for name, _ in module.named_parameters()] + ["x"]
-    assert_matches(onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL), y, grads)
+    assert_matches(onnx_compute(server, model, x, seed_grad, wrt, mode), y, grads)
+
+
+def randomize_batch_norms(module):
+    """Random BatchNorm weights and statistics: the exporter would merge
+    initializers of equal values (the default 1s and 0s) into one."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_resnet18_gradients_match_torch(server, train):
+    """torchvision's resnet18 (random weights) at batch 2: every parameter's
+    gradient and dL/dx; in TRAIN, batch statistics and the running ones
+    updated as PyTorch updates them."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(14)
+    module = torchvision.models.resnet18().train(train)
+    randomize_batch_norms(module)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((2, 3, 64, 64)).astype(np.float32)
+    model = om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE)
+    seed_grad = rng.standard_normal((2, 1000)).astype(np.float32)
+    describe = pb.DescribeRequest(onnx_model=model)
+    describe.input_shapes["x"].dims.extend(x.shape)
+    assert (server.rpc.Describe(describe, timeout=120).total_parameters
+            == sum(p.numel() for p in module.parameters()))
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    result = onnx_compute(server, model, x, seed_grad, wrt,
+                          pb.MODE_TRAIN if train else pb.MODE_EVAL)
+    y, grads = torch_reference(module, x, seed_grad)
+    np.testing.assert_allclose(result.outputs["y"], y, rtol=1e-4, atol=1e-4)
+    assert set(result.gradients) == set(grads)
+    for name, g in grads.items():  # float32 sums over up to 10^5 terms
+        np.testing.assert_allclose(result.gradients[name], g, rtol=1e-3,
+                                   atol=1e-4 * np.abs(g).max(), err_msg=name)
+    stats = {n: b.numpy() for n, b in module.named_buffers() if "running" in n}
+    if not train:
+        assert result.buffers == {}
+        return
+    assert set(result.buffers) == set(stats)
+    for name, value in stats.items():
+        np.testing.assert_allclose(result.buffers[name], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
 
 
 def test_cnn_eval_matches_torch(server):

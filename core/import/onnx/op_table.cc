@@ -329,7 +329,7 @@ absl::Status Reshape(NodeImport& node, const char*) {
 }
 
 // ONNX's Flatten is always 2-d: [prod(dims[:axis]), prod(dims[axis:])].
-absl::Status Flatten(NodeImport& node, const char* op) {
+absl::Status Flatten(NodeImport& node, const char*) {
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Flatten"));
   int64_t axis = node.Int("axis", 1);  // in [-rank, rank]
   if (axis < 0) axis += rank;
@@ -338,7 +338,7 @@ absl::Status Flatten(NodeImport& node, const char* op) {
                         ", ", rank, "]");
   }
   if (axis == 1 && rank >= 2 && !node.IsConstant(0)) {
-    node.Emit(op, {node.Input(0)}, {node.Output(0)},
+    node.Emit("Flatten", {node.Input(0)}, {node.Output(0)},
               {{"start_dim", int64_t{1}}});
     return absl::OkStatus();
   }
