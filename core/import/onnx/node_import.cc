@@ -109,6 +109,13 @@ absl::StatusOr<Tensor> IntTensor(const TensorProto& p, Shape shape, int64_t n,
   return t;
 }
 
+void SetKnown(ValueInfo& info, Tensor value) {
+  info.dims = value.shape();
+  info.elem_type =
+      value.dtype() == DType::kInt64 ? TensorProto::INT64 : TensorProto::FLOAT;
+  info.constant = std::move(value);
+}
+
 }  // namespace
 
 absl::Status ExternalDataError(absl::string_view what) {
@@ -253,6 +260,13 @@ bool NodeImport::OutputUsed(int j) const {
          graph_.read.contains(Output(j));
 }
 
+std::optional<std::vector<int64_t>> NodeImport::OutputDims(int j) const {
+  if (j >= NumOutputs() || Output(j).empty()) return std::nullopt;
+  auto it = graph_.values.find(Output(j));
+  if (it == graph_.values.end()) return std::nullopt;
+  return it->second.dims;
+}
+
 absl::Status NodeImport::RejectUsedOutputs(int first,
                                            absl::string_view what) const {
   for (int j = first; j < NumOutputs(); ++j) {
@@ -285,12 +299,14 @@ std::string NodeImport::Temp(absl::string_view suffix) {
   return graph_.UniqueValue(absl::StrCat(name_, "/", suffix));
 }
 
+std::string NodeImport::NewConstant(absl::string_view suffix, Tensor value) {
+  std::string name = Temp(suffix);
+  SetKnown(graph_.values[name], std::move(value));
+  return name;
+}
+
 void NodeImport::SetConstant(int j, Tensor value) {
-  ValueInfo& info = graph_.values[Output(j)];
-  info.dims = value.shape();
-  info.elem_type =
-      value.dtype() == DType::kInt64 ? TensorProto::INT64 : TensorProto::FLOAT;
-  info.constant = std::move(value);
+  SetKnown(graph_.values[Output(j)], std::move(value));
 }
 
 std::string NodeImport::Label() const {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "core/import/onnx/fusion.h"
 #include "core/import/onnx/node_import.h"
 #include "core/status_macros.h"
 #include "onnx/checker.h"
@@ -167,8 +168,22 @@ absl::Status DeclareInputs(GraphImport& g, const onnx::GraphProto& graph) {
 
 absl::Status ImportNodes(GraphImport& g, const onnx::GraphProto& graph,
                          int opset) {
+  const absl::flat_hash_map<int, Fused> fusions = FindFusions(graph);
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto& node = graph.node(i);
+    auto fused = fusions.find(i);
+    if (fused != fusions.end()) {
+      if (fused->second.op.empty()) continue;
+      NodeDef def;
+      def.name = g.UniqueNode(node.name().empty()
+                                  ? absl::StrCat(fused->second.op, "_", i)
+                                  : node.name());
+      def.op = fused->second.op;
+      def.inputs = {fused->second.input};
+      def.outputs = {node.output(0)};
+      g.graph.nodes.push_back(std::move(def));
+      continue;
+    }
     const std::string name =
         g.UniqueNode(node.name().empty() ? absl::StrCat(node.op_type(), "_", i)
                                          : node.name());

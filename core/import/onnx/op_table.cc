@@ -52,6 +52,11 @@ void EmitIdentity(NodeImport& node) {
   node.Emit("Scale", {node.Input(0)}, {node.Output(0)}, {{"factor", 1.0}});
 }
 
+absl::Status Neg(NodeImport& node, const char* op) {
+  node.Emit(op, {node.Input(0)}, {node.Output(0)}, {{"factor", -1.0}});
+  return absl::OkStatus();
+}
+
 // y = x seen with `dims` (all known), a view.
 void EmitReshape(NodeImport& node, const std::string& x, const std::string& y,
                  Ints dims, absl::string_view suffix = "") {
@@ -467,6 +472,38 @@ absl::Status Conv(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
+// PyTorch's (gradserve's) ceil-mode extent of a window `span` wide over
+// `in` padded by (begin, end): the last window must start inside the input
+// or its left padding.
+int64_t CeilExtent(int64_t in, int64_t begin, int64_t end, int64_t span,
+                   int64_t stride) {
+  const int64_t reach = in + begin + end - span;
+  int64_t out = (reach + stride - 1) / stride + 1;
+  if ((out - 1) * stride >= in + begin) --out;
+  return out;
+}
+
+// ceil_mode = 1 where ONNX's output size (its shape inference's) is
+// PyTorch's: ONNX 1.12 keeps a last window that starts in the right padding.
+absl::Status CheckCeilMode(const NodeImport& node, const Ints& kernel,
+                           const Ints& strides, const Ints& dilations,
+                           const Ints& pads) {
+  ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
+  std::optional<Ints> out = node.OutputDims(0);
+  const size_t n = kernel.size();
+  for (size_t d = 0; d < n; ++d) {
+    const int64_t span = dilations[d] * (kernel[d] - 1) + 1;
+    const int64_t ours =
+        CeilExtent(in[d + 2], pads[d], pads[d + n], span, strides[d]);
+    if (!out || out->size() != n + 2 || (*out)[d + 2] != ours) {
+      return node.Unsupported(
+          "ceil_mode = 1 where ONNX's last window starts in the padding "
+          "(gradserve's ceil mode is PyTorch's, which drops it)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Pool(NodeImport& node, const char* op) {
   const bool max = std::string(op) == "MaxPool2d";
   const Ints kernel = node.Ints("kernel_shape");
@@ -476,10 +513,6 @@ absl::Status Pool(NodeImport& node, const char* op) {
   }
   const Ints strides = node.Ints("strides", {1, 1});
   const Ints dilations = node.Ints("dilations", {1, 1});
-  if (dilations != Ints{1, 1}) {
-    return node.Unsupported("dilations [", absl::StrJoin(dilations, ", "),
-                            "] (gradserve pools without dilation)");
-  }
   ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
   for (size_t d = 0; d < 2; ++d) {
     if (pads[d] > kernel[d] / 2) {
@@ -488,25 +521,20 @@ absl::Status Pool(NodeImport& node, const char* op) {
                               "most half a pooling window)");
     }
   }
-  if (node.Int("ceil_mode", 0) != 0) {
-    ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
-    for (size_t d = 0; d < 2; ++d) {
-      if ((in[d + 2] + 2 * pads[d] - kernel[d]) % strides[d] != 0) {
-        return node.Unsupported(
-            "ceil_mode = 1 where it changes the output "
-            "size (gradserve pools in floor mode)");
-      }
-    }
+  AttrMap attrs = {{"kernel", kernel}, {"stride", strides}, {"padding", pads}};
+  const bool ceil = node.Int("ceil_mode", 0) != 0;
+  if (ceil) {
+    RETURN_IF_ERROR(CheckCeilMode(node, kernel, strides, dilations,
+                                  {pads[0], pads[1], pads[0], pads[1]}));
+    attrs["ceil_mode"] = int64_t{1};
   }
-  if (!max && node.Int("count_include_pad", 0) == 0 &&
-      (pads[0] != 0 || pads[1] != 0)) {
-    return node.Unsupported(
-        "count_include_pad = 0 with padding (gradserve's "
-        "AvgPool2d counts the padding)");
+  if (max) {
+    attrs["dilation"] = dilations;
+  } else {
+    attrs["count_include_pad"] = node.Int("count_include_pad", 0);
   }
   RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Indices"));
-  node.Emit(op, {node.Input(0)}, {node.Output(0)},
-            {{"kernel", kernel}, {"stride", strides}, {"padding", pads}});
+  node.Emit(op, {node.Input(0)}, {node.Output(0)}, std::move(attrs));
   return absl::OkStatus();
 }
 
@@ -556,14 +584,44 @@ absl::Status Dropout(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
+// Mean = mean(x) and InvStdDev = 1/√(var(x) + epsilon) over the normalized
+// axes (kept as 1s), as ONNX's LayerNormalization's optional outputs,
+// computed beside gradserve's LayerNorm by Mean, Sub, Mul, Add, Sqrt, Div.
+void EmitLayerNormStatistics(NodeImport& node, int axis, int rank,
+                             double epsilon) {
+  Ints axes;
+  for (int d = axis; d < rank; ++d) axes.push_back(d);
+  const AttrMap reduce = {{"axes", axes}, {"keepdims", int64_t{1}}};
+  const std::string mean =
+      node.OutputUsed(1) ? node.Output(1) : node.Temp("mean");
+  node.Emit("Mean", {node.Input(0)}, {mean}, reduce, "mean");
+  if (!node.OutputUsed(2)) return;
+  const std::string centered = node.Temp("centered"), squared = node.Temp("sq"),
+                    var = node.Temp("var"), shifted = node.Temp("var_eps"),
+                    std = node.Temp("std");
+  node.Emit("Sub", {node.Input(0), mean}, {centered}, {}, "centered");
+  node.Emit("Mul", {centered, centered}, {squared}, {}, "squared");
+  node.Emit("Mean", {squared}, {var}, reduce, "var");
+  node.Emit(
+      "Add",
+      {var, node.NewConstant(
+                "epsilon", Tensor::Scalar<float>(static_cast<float>(epsilon)))},
+      {shifted}, {}, "var_eps");
+  node.Emit("Sqrt", {shifted}, {std}, {}, "std");
+  node.Emit("Div", {node.NewConstant("one", Tensor::Scalar<float>(1.0f)), std},
+            {node.Output(2)}, {}, "inv_std");
+}
+
 absl::Status LayerNormalization(NodeImport& node, const char* op) {
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Mean or InvStdDev"));
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "LayerNormalization"));
   ASSIGN_OR_RETURN(int axis,
                    NormalizeAxis(node, node.Int("axis", -1), rank, "axis"));
+  const double epsilon = node.Float("epsilon", 1e-5);
   node.Emit(op, Inputs(node), {node.Output(0)},
-            {{"epsilon", node.Float("epsilon", 1e-5)},
-             {"axes", int64_t{rank - axis}}});
+            {{"epsilon", epsilon}, {"axes", int64_t{rank - axis}}});
+  if (node.OutputUsed(1) || node.OutputUsed(2)) {
+    EmitLayerNormStatistics(node, axis, rank, epsilon);
+  }
   return absl::OkStatus();
 }
 
@@ -599,32 +657,23 @@ absl::Status Pad(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
-// SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss without weights,
-// over [N, C] scores and [N] labels.
+// SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss over scores
+// [N, C, d...] and labels [N, d...], with class weights, ignore_index and
+// every reduction, as gradserve's CrossEntropyLoss and NLLLoss take them.
+// SoftmaxCrossEntropyLoss's log_prob output, when read, is LogSoftmax of
+// the scores along the classes.
 absl::Status Loss(NodeImport& node, const char* op) {
-  if (node.HasInput(2)) {
-    return node.Unsupported("class weights (gradserve's ", op,
-                            " has none yet)");
+  AttrMap attrs = {{"reduction", node.String("reduction", "mean")}};
+  // Without ignore_index ONNX ignores no label; gradserve's default (-100)
+  // is no label ONNX allows either.
+  if (node.Attr("ignore_index") != nullptr) {
+    attrs["ignore_index"] = node.Int("ignore_index", -100);
   }
-  // A negative ignore_index (PyTorch exports -100) matches no class label
-  // gradserve accepts: such a label is refused at run time, not ignored.
-  if (node.Int("ignore_index", -1) >= 0) {
-    return node.Unsupported("ignore_index ", node.Int("ignore_index", -1),
-                            " (gradserve ignores no labels yet)");
+  node.Emit(op, Inputs(node), {node.Output(0)}, std::move(attrs));
+  if (node.OutputUsed(1)) {
+    node.Emit("LogSoftmax", {node.Input(0)}, {node.Output(1)},
+              {{"axis", int64_t{1}}}, "log_prob");
   }
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "log_prob"));
-  const std::string reduction = node.String("reduction", "mean");
-  if (reduction != "mean" && reduction != "sum") {
-    return node.Unsupported("reduction '", reduction,
-                            "' (gradserve's losses reduce: mean or sum)");
-  }
-  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, op));
-  if (rank != 2) {
-    return node.Unsupported("scores of rank ", rank,
-                            " (gradserve takes [N, C])");
-  }
-  node.Emit(op, {node.Input(0), node.Input(1)}, {node.Output(0)},
-            {{"reduction", reduction}});
   return absl::OkStatus();
 }
 
@@ -640,6 +689,9 @@ const std::vector<OpRow>& Table() {
       {"Sigmoid", "Sigmoid", nullptr, {}},
       {"Exp", "Exp", nullptr, {}},
       {"Log", "Log", nullptr, {}},
+      {"Sqrt", "Sqrt", nullptr, {}},
+      {"Abs", "Abs", nullptr, {}},
+      {"Neg", "Scale", Neg, {}},
       {"LeakyRelu", "LeakyReLU", nullptr, {{"alpha", "alpha", 0.01}}},
       {"Elu", "ELU", nullptr, {{"alpha", "alpha", 1.0}}},
       {"Gemm", "Linear | MatMul, Scale, Add", Gemm, {}},
@@ -650,6 +702,7 @@ const std::vector<OpRow>& Table() {
       {"AveragePool", "AvgPool2d", Pool, {}},
       {"GlobalAveragePool", "Mean", GlobalAveragePool, {}},
       {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
+      // (Mean, Sub, Mul, Add, Sqrt, Div for Mean and InvStdDev)
       {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
       {"Dropout", "Dropout", Dropout, {}},
       {"Flatten", "Flatten | Reshape", Flatten, {}},
@@ -661,7 +714,7 @@ const std::vector<OpRow>& Table() {
       {"ReduceSum", "Sum", Reduce, {}},
       {"Identity", "Scale", Identity, {}},
       {"Pad", "Scale", Pad, {}},
-      {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},
+      {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},  // LogSoftmax
       {"NegativeLogLikelihoodLoss", "NLLLoss", Loss, {}},
       {"Constant", "", FoldConstant, {}},
       {"Shape", "", FoldShape, {}},
