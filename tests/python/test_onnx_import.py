@@ -281,6 +281,96 @@ def test_analysis_rpcs_take_onnx_models(server):
     assert {t.name for t in response.tensors} == {n for n, _ in module.named_parameters()}
 
 
+# --- Hand-built models: what torch.onnx.export does not write -------------
+
+def neg_inf_pad(x, pads):
+    """x [N, C, H, W] padded by ONNX's pads [top, left, bottom, right]."""
+    return torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]),
+                                   value=-float("inf"))
+
+
+def zero_pad(x, pads):
+    return torch.nn.functional.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+
+
+F = torch.nn.functional
+WINDOWS = {  # ONNX node attributes, x's shape, torch's function of x (and w)
+    "conv-asymmetric-pads": (
+        "Conv", dict(pads=[0, 1, 2, 1], strides=[2, 1]), (2, 2, 6, 5),
+        lambda x, w: F.conv2d(zero_pad(x, [0, 1, 2, 1]), w, stride=(2, 1))),
+    "conv-same-lower": (
+        "Conv", dict(auto_pad="SAME_LOWER"), (1, 2, 5, 4),
+        lambda x, w: F.conv2d(zero_pad(x, [1, 1, 1, 1]), w)),
+    "conv-same-upper-strided": (
+        "Conv", dict(auto_pad="SAME_UPPER", strides=[2, 2]), (1, 2, 6, 6),
+        lambda x, w: F.conv2d(zero_pad(x, [0, 0, 1, 1]), w, stride=2)),
+    "maxpool-same-upper": (
+        "MaxPool", dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER"), (2, 2, 5, 4),
+        lambda x: F.max_pool2d(neg_inf_pad(x, [0, 0, 1, 1]), 2, stride=1)),
+    "maxpool-same-lower": (
+        "MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"),
+        (1, 2, 6, 6), lambda x: F.max_pool2d(neg_inf_pad(x, [1, 1, 0, 0]), 3, stride=2)),
+    "averagepool-asymmetric-counted": (
+        "AveragePool", dict(kernel_shape=[3, 3], pads=[1, 0, 0, 1], count_include_pad=1),
+        (2, 2, 5, 5), lambda x: F.avg_pool2d(zero_pad(x, [1, 0, 0, 1]), 3, stride=1)),
+    "averagepool-same-upper-not-counted": (
+        "AveragePool", dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER"), (1, 2, 3, 3),
+        lambda x: F.avg_pool2d(zero_pad(x, [0, 0, 1, 1]), 2, stride=1)
+        / F.avg_pool2d(zero_pad(torch.ones_like(x), [0, 0, 1, 1]), 2, stride=1)),
+    "globalmaxpool": (
+        "GlobalMaxPool", {}, (2, 3, 4, 5), lambda x: F.adaptive_max_pool2d(x, 1)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOWS))
+def test_onnx_window_options_match_torch(server, case):
+    """Asymmetric pads and auto_pad SAME_UPPER / SAME_LOWER in Conv,
+    MaxPool and AveragePool (also count_include_pad = 0 with padding),
+    GlobalMaxPool: outputs and gradients as torch computes them on x
+    padded explicitly."""
+    op, attrs, shape, reference = WINDOWS[case]
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal(shape).astype(np.float32)
+    inits, inputs, args = [], ["x"], [torch.tensor(x, requires_grad=True)]
+    if op == "Conv":
+        w = rng.standard_normal((3, shape[1], 3, 3)).astype(np.float32)
+        inits, inputs = [om.float_initializer("w", w)], ["x", "w"]
+        args.append(torch.tensor(w, requires_grad=True))
+    y = reference(*args)
+    seed_grad = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(torch.tensor(seed_grad))
+    node = helper.make_node(op, inputs, ["y"], name="window", **attrs)
+    model = om.model_bytes([node], [("x", list(shape))], [("y", list(y.shape))], inits)
+    result = onnx_compute(server, model, x, seed_grad, inputs, pb.MODE_EVAL)
+    np.testing.assert_allclose(result.outputs["y"], y.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    for name, a in zip(inputs, args):
+        np.testing.assert_allclose(result.gradients[name], a.grad.numpy(), rtol=1e-5,
+                                   atol=1e-5, err_msg=name)
+
+
+def test_maxpool_indices_are_onnx_flat_offsets(server):
+    """MaxPool's Indices: offsets into all of x [N, C, H, W], as ONNX counts
+    them (torch's return_indices counts within each H·W plane)."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", kernel_shape=[3, 3],
+                            strides=[2, 2], pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 3, 3]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [2, 3, 3, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y", "i"])
+    gs.fill(request.feeds, {"x": x})
+    result = gs.Result(server.rpc.Compute(request, timeout=30))
+    y, plane_indices = F.max_pool2d(torch.tensor(x), 3, stride=2, padding=1,
+                                    return_indices=True)
+    planes = (np.arange(6) * 25).reshape(2, 3, 1, 1)
+    np.testing.assert_array_equal(result.outputs["y"], y.numpy())
+    np.testing.assert_array_equal(result.outputs["i"], plane_indices.numpy() + planes)
+
+
 # --- Models the importer refuses -----------------------------------------
 
 def conv_model(**attrs):
@@ -312,8 +402,19 @@ BAD_MODELS = {
         lambda: om.model_bytes([helper.make_node("Hardmax", ["x"], ["y"], name="hm")],
                                [("x", [2, 3])], [("y", [2, 3])]),
         UNIMPLEMENTED, ["'hm'", "Hardmax", "opset 14"]),
-    "asymmetric pads": (lambda: conv_model(pads=[0, 0, 1, 1]), UNIMPLEMENTED,
-                        ["'conv7'", "Conv", "asymmetric pads"]),
+    "pads over half a pooling window": (
+        lambda: om.model_bytes(
+            [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[3, 3],
+                              pads=[0, 2, 0, 0])],
+            [("x", [1, 1, 5, 5])], [("y", [1, 1, 3, 5])]),
+        UNIMPLEMENTED, ["'mp'", "half"]),
+    "indices in column-major order": (
+        lambda: om.model_bytes(
+            [helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", kernel_shape=[2, 2],
+                              storage_order=1),
+             helper.make_node("Cast", ["i"], ["y2"], to=TensorProto.FLOAT)],
+            [("x", [1, 1, 4, 4])], [("y", [1, 1, 3, 3]), ("y2", [1, 1, 3, 3])]),
+        UNIMPLEMENTED, ["'mp'", "storage_order"]),
     "ceil mode window in the padding": (  # ONNX keeps it, PyTorch drops it
         lambda: om.model_bytes(
             [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
@@ -364,13 +465,14 @@ def test_bad_model_is_refused_naming_the_culprit(server, case):
 
 @pytest.mark.parametrize("rpc", ["Describe", "CreateSession", "Forward"])
 def test_every_model_rpc_imports(server, rpc):
-    model = conv_model(pads=[0, 0, 1, 1])
+    model = om.model_bytes([helper.make_node("Hardmax", ["x"], ["y"], name="hm")],
+                           [("x", [2, 3])], [("y", [2, 3])])
     request = {"Describe": pb.DescribeRequest, "Forward": pb.ForwardRequest,
                "CreateSession": spb.CreateSessionRequest}[rpc](onnx_model=model)
     with pytest.raises(grpc.RpcError) as error:
         getattr(server.rpc, rpc)(request, timeout=30)
     assert error.value.code() == UNIMPLEMENTED
-    assert "asymmetric pads" in error.value.details()
+    assert "Hardmax" in error.value.details()
 
 
 def test_gradctl_takes_onnx_files(server, tmp_path):

@@ -416,10 +416,10 @@ absl::Status Softmax(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
-// The per-side padding of a convolution or pooling window; gradserve pads
-// both sides of a dim equally.
-absl::StatusOr<Ints> SymmetricPads(const NodeImport& node, const Ints& kernel,
-                                   const Ints& strides, const Ints& dilations) {
+// The padding of a convolution or pooling window in ONNX's order (each
+// dim's before, then each dim's after), from pads or auto_pad.
+absl::StatusOr<Ints> Pads(const NodeImport& node, const Ints& kernel,
+                          const Ints& strides, const Ints& dilations) {
   const size_t n = kernel.size();
   const std::string auto_pad = node.String("auto_pad", "NOTSET");
   Ints pads(2 * n, 0);
@@ -441,14 +441,16 @@ absl::StatusOr<Ints> SymmetricPads(const NodeImport& node, const Ints& kernel,
   if (pads.size() != 2 * n) {
     return node.Invalid("pads has ", pads.size(), " values, expected ", 2 * n);
   }
-  for (size_t d = 0; d < n; ++d) {
-    if (pads[d] != pads[d + n]) {
-      return node.Unsupported(
-          "asymmetric pads [", absl::StrJoin(pads, ", "),
-          "] (gradserve pads both sides of a dim equally; no Pad op yet)");
-    }
+  return pads;
+}
+
+// gradserve's padding attribute: one int per dim when both sides are
+// equal, else ONNX's 2·n.
+Ints PaddingAttr(Ints pads) {
+  const size_t n = pads.size() / 2;
+  if (std::equal(pads.begin(), pads.begin() + n, pads.begin() + n)) {
+    pads.resize(n);
   }
-  pads.resize(n);
   return pads;
 }
 
@@ -463,10 +465,10 @@ absl::Status Conv(NodeImport& node, const char*) {
   const Ints kernel(w.begin() + 2, w.end());
   const Ints strides = node.Ints("strides", Ints(spatial, 1));
   const Ints dilations = node.Ints("dilations", Ints(spatial, 1));
-  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
+  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
   node.Emit(spatial == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
             {{"stride", strides},
-             {"padding", pads},
+             {"padding", PaddingAttr(std::move(pads))},
              {"dilation", dilations},
              {"groups", node.Int("group", 1)}});
   return absl::OkStatus();
@@ -513,28 +515,52 @@ absl::Status Pool(NodeImport& node, const char* op) {
   }
   const Ints strides = node.Ints("strides", {1, 1});
   const Ints dilations = node.Ints("dilations", {1, 1});
-  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
-  for (size_t d = 0; d < 2; ++d) {
-    if (pads[d] > kernel[d] / 2) {
+  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
+  for (size_t d = 0; d < 4; ++d) {
+    if (pads[d] > kernel[d % 2] / 2) {
       return node.Unsupported("pads [", absl::StrJoin(pads, ", "),
                               "] over half the kernel (gradserve pads at "
                               "most half a pooling window)");
     }
   }
-  AttrMap attrs = {{"kernel", kernel}, {"stride", strides}, {"padding", pads}};
   const bool ceil = node.Int("ceil_mode", 0) != 0;
   if (ceil) {
-    RETURN_IF_ERROR(CheckCeilMode(node, kernel, strides, dilations,
-                                  {pads[0], pads[1], pads[0], pads[1]}));
-    attrs["ceil_mode"] = int64_t{1};
+    RETURN_IF_ERROR(CheckCeilMode(node, kernel, strides, dilations, pads));
   }
+  AttrMap attrs = {{"kernel", kernel},
+                   {"stride", strides},
+                   {"padding", PaddingAttr(std::move(pads))}};
+  if (ceil) attrs["ceil_mode"] = int64_t{1};
   if (max) {
     attrs["dilation"] = dilations;
   } else {
     attrs["count_include_pad"] = node.Int("count_include_pad", 0);
   }
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Indices"));
-  node.Emit(op, {node.Input(0)}, {node.Output(0)}, std::move(attrs));
+  std::vector<std::string> outputs = {node.Output(0)};
+  if (max && node.OutputUsed(1)) {
+    // ONNX's Indices: offsets into all of x (row-major unless storage_order).
+    if (node.Int("storage_order", 0) != 0) {
+      return node.Unsupported(
+          "Indices with storage_order = 1 (gradserve counts "
+          "row-major)");
+    }
+    attrs["flat_indices"] = int64_t{1};
+    outputs.push_back(node.Output(1));
+  }
+  RETURN_IF_ERROR(node.RejectUsedOutputs(outputs.size(), "Indices"));
+  node.Emit(op, {node.Input(0)}, std::move(outputs), std::move(attrs));
+  return absl::OkStatus();
+}
+
+// A window over all of H and W.
+absl::Status GlobalMaxPool(NodeImport& node, const char* op) {
+  ASSIGN_OR_RETURN(Ints x, node.StaticShape(0, "GlobalMaxPool"));
+  if (x.size() != 4) {
+    return node.Unsupported("input of rank ", x.size(),
+                            " (gradserve pools 2-d windows)");
+  }
+  node.Emit(op, {node.Input(0)}, {node.Output(0)},
+            {{"kernel", Ints{x[2], x[3]}}});
   return absl::OkStatus();
 }
 
@@ -701,6 +727,7 @@ const std::vector<OpRow>& Table() {
       {"MaxPool", "MaxPool2d", Pool, {}},
       {"AveragePool", "AvgPool2d", Pool, {}},
       {"GlobalAveragePool", "Mean", GlobalAveragePool, {}},
+      {"GlobalMaxPool", "MaxPool2d", GlobalMaxPool, {}},
       {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
       // (Mean, Sub, Mul, Add, Sqrt, Div for Mean and InvStdDev)
       {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
