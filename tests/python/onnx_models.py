@@ -61,12 +61,13 @@ class ClassifierLoss(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, target)
 
 
-def export(module, args, input_names, output_names, training, opset=14):
+def export(module, args, input_names, output_names, training, opset=14,
+           dynamic_axes=None):
     """The ONNX bytes of `module` at `args`; training: torch.onnx.TrainingMode."""
     f = io.BytesIO()
     torch.onnx.export(module, args, f, training=training, input_names=input_names,
                       output_names=output_names, opset_version=opset,
-                      do_constant_folding=False)
+                      do_constant_folding=False, dynamic_axes=dynamic_axes)
     return f.getvalue()
 
 

@@ -19,6 +19,7 @@ PRESERVE = torch.onnx.TrainingMode.PRESERVE
 
 def torch_reference(module, x, seed_grad):
     """Outputs and gradients (every parameter and dL/dx) of y·seed_grad."""
+    module.zero_grad(set_to_none=True)
     x = torch.tensor(x, requires_grad=True)
     y = module(x)
     y.backward(torch.tensor(seed_grad))
@@ -212,6 +213,30 @@ def test_weighted_losses_match_torch(server):
     for name, g in expected.items():
         np.testing.assert_allclose(result.gradients[name], g, rtol=1e-4, atol=1e-6,
                                    err_msg=name)
+
+
+def test_dynamic_batch_reshape_is_resolved_from_the_feeds(server):
+    """A batch axis exported as dynamic: x.view(x.size(0), -1) becomes
+    Shape, Gather, Unsqueeze, Concat, Reshape; each request's feed shape
+    fixes it (batch 2, then 3, on the same model bytes)."""
+    torch.manual_seed(22)
+    module = om.CNN().eval()
+    model = om.export(module, torch.zeros(2, 3, 8, 8), ["x"], ["y"], PRESERVE,
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    assert {"Shape", "Gather", "Concat", "Reshape"} <= exported_ops(model)
+    declared = onnx.load_model_from_string(model).graph.input[0]
+    assert declared.type.tensor_type.shape.dim[0].dim_param == "batch"
+    rng = np.random.default_rng(23)
+    wrt = [name for name, _ in module.named_parameters()] + ["x"]
+    for batch in (2, 3):
+        x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        seed_grad = rng.standard_normal((batch, 5)).astype(np.float32)
+        y, grads = torch_reference(module, x, seed_grad)
+        assert_matches(onnx_compute(server, model, x, seed_grad, wrt, pb.MODE_EVAL), y, grads)
+    describe = pb.DescribeRequest(onnx_model=model)
+    describe.input_shapes["x"].dims.extend([4, 3, 8, 8])
+    nodes = server.rpc.Describe(describe, timeout=30).nodes
+    assert list(nodes[-1].output_shapes[0].dims) == [4, 5]
 
 
 def test_describe_counts_the_parameters_torch_does(server):

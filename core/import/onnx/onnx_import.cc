@@ -74,9 +74,31 @@ absl::Status RejectExternalData(const onnx::GraphProto& graph) {
   return absl::OkStatus();
 }
 
-// The checker, then the converter for opsets below kMinOpset, then shape
-// inference (which fills value_info).
-absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
+// The fed dims of graph inputs whose declared dims are unknown (symbolic
+// or absent), where the ranks agree.
+void FillInputDims(onnx::GraphProto& graph, const InputShapes& shapes) {
+  for (auto& input : *graph.mutable_input()) {
+    auto fed = shapes.find(input.name());
+    if (fed == shapes.end() || !input.type().has_tensor_type()) continue;
+    auto* tensor = input.mutable_type()->mutable_tensor_type();
+    const Shape& dims = fed->second;
+    if (!tensor->has_shape()) {
+      for (size_t d = 0; d < dims.size(); ++d)
+        tensor->mutable_shape()->add_dim();
+    }
+    auto* shape = tensor->mutable_shape();
+    if (shape->dim_size() != static_cast<int>(dims.size())) continue;
+    for (int d = 0; d < shape->dim_size(); ++d) {
+      if (!shape->dim(d).has_dim_value())
+        shape->mutable_dim(d)->set_dim_value(dims[d]);
+    }
+  }
+}
+
+// The checker, then the converter for opsets below kMinOpset, then the fed
+// dims, then shape inference (which fills value_info).
+absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model,
+                                    const InputShapes& input_shapes) {
   RETURN_IF_ERROR(RejectExternalData(model.graph()));
   try {
     onnx::checker::check_model(model);
@@ -101,6 +123,7 @@ absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
     }
     opset = kMinOpset;
   }
+  FillInputDims(*model.mutable_graph(), input_shapes);
   try {
     onnx::ShapeInferenceOptions options;
     options.check_type = true;
@@ -224,9 +247,10 @@ void AddStoredValues(GraphImport& g) {
 }  // namespace
 
 absl::StatusOr<GraphDef> ImportModel(absl::string_view bytes,
-                                     const Limits& limits) {
+                                     const Limits& limits,
+                                     const InputShapes& input_shapes) {
   ASSIGN_OR_RETURN(onnx::ModelProto model, Parse(bytes));
-  ASSIGN_OR_RETURN(const int opset, CheckAndPrepare(model));
+  ASSIGN_OR_RETURN(const int opset, CheckAndPrepare(model, input_shapes));
   const onnx::GraphProto& graph = model.graph();
   GraphImport g(limits);
   RETURN_IF_ERROR(DeclareValues(g, graph));
