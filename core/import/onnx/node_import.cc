@@ -76,6 +76,23 @@ absl::StatusOr<Tensor> FloatTensor(const TensorProto& p, Shape shape, int64_t n,
   return t;
 }
 
+absl::StatusOr<Tensor> DoubleTensor(const TensorProto& p, Shape shape,
+                                    int64_t n, absl::string_view what) {
+  Tensor t = Tensor::Empty(DType::kFloat64, std::move(shape));
+  if (p.has_raw_data()) {
+    if (p.raw_data().size() != static_cast<size_t>(n) * 8) {
+      return CountMismatch(what, n * 8, p.raw_data().size(), "raw_data bytes");
+    }
+    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * 8);
+    return t;
+  }
+  if (p.double_data_size() != n) {
+    return CountMismatch(what, n, p.double_data_size(), "double_data");
+  }
+  for (int64_t i = 0; i < n; ++i) t.data<double>()[i] = p.double_data(i);
+  return t;
+}
+
 absl::StatusOr<Tensor> IntTensor(const TensorProto& p, Shape shape, int64_t n,
                                  absl::string_view what) {
   Tensor t = Tensor::Empty(DType::kInt64, std::move(shape));
@@ -111,8 +128,9 @@ absl::StatusOr<Tensor> IntTensor(const TensorProto& p, Shape shape, int64_t n,
 
 void SetKnown(ValueInfo& info, Tensor value) {
   info.dims = value.shape();
-  info.elem_type =
-      value.dtype() == DType::kInt64 ? TensorProto::INT64 : TensorProto::FLOAT;
+  info.elem_type = value.dtype() == DType::kInt64     ? TensorProto::INT64
+                   : value.dtype() == DType::kFloat64 ? TensorProto::DOUBLE
+                                                      : TensorProto::FLOAT;
   info.constant = std::move(value);
 }
 
@@ -143,10 +161,14 @@ absl::StatusOr<Tensor> TensorFromProto(const TensorProto& proto,
   if (type == TensorProto::FLOAT) {
     return FloatTensor(proto, std::move(shape), n, what);
   }
+  if (type == TensorProto::DOUBLE) {
+    return DoubleTensor(proto, std::move(shape), n, what);
+  }
   if (IsIntegerType(type)) return IntTensor(proto, std::move(shape), n, what);
   return absl::UnimplementedError(
       absl::StrCat(what, " has element type ", TensorProto::DataType_Name(type),
-                   "; gradserve imports float32 and integer tensors"));
+                   "; gradserve imports float32, float64 and integer "
+                   "tensors"));
 }
 
 std::string GraphImport::UniqueValue(absl::string_view base) {

@@ -31,8 +31,8 @@ struct ValueInfo {
   int32_t elem_type = 0;  // onnx::TensorProto::DataType; 0 = unknown
 };
 
-// A tensor of an initializer or a Constant: float32 stays float32, integer
-// and bool types become int64 (gradserve's integer type); other types,
+// A tensor of an initializer or a Constant: float32 and float64 stay so,
+// integer and bool types become int64 (gradserve's integer type); other types,
 // external data and sizes over the limits are errors naming `what`.
 absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto,
                                        absl::string_view what,

@@ -178,11 +178,12 @@ absl::Status DeclareInputs(GraphImport& g, const onnx::GraphProto& graph) {
     const ValueInfo& info = g.values[v.name()];
     if (info.initializer) continue;  // a parameter a feed may override
     if (info.elem_type != onnx::TensorProto::FLOAT &&
+        info.elem_type != onnx::TensorProto::DOUBLE &&
         info.elem_type != onnx::TensorProto::INT64) {
       return absl::UnimplementedError(absl::StrCat(
           "onnx_model: graph input '", v.name(), "' has element type ",
           onnx::TensorProto::DataType_Name(info.elem_type),
-          "; gradserve feeds float32 and int64"));
+          "; gradserve feeds float32, float64 and int64"));
     }
     g.graph.inputs.push_back(v.name());
   }
@@ -239,7 +240,7 @@ void AddStoredValues(GraphImport& g) {
     if (it == g.values.end() || !it->second.constant) continue;
     const ValueInfo& info = it->second;
     const bool parameter = info.initializer && !g.buffers.contains(name) &&
-                           info.constant->dtype() == DType::kFloat32;
+                           info.constant->dtype() != DType::kInt64;
     (parameter ? g.graph.parameters : g.graph.buffers)[name] = *info.constant;
   }
 }

@@ -76,7 +76,9 @@ Ints IntValues(const Tensor& t) {
     return Ints(v.begin(), v.end());
   }
   Ints out;
-  for (float f : t.values<float>()) out.push_back(static_cast<int64_t>(f));
+  for (double f : t.CastFloat(DType::kFloat64).values<double>()) {
+    out.push_back(static_cast<int64_t>(f));
+  }
   return out;
 }
 
@@ -154,11 +156,29 @@ absl::Status FoldGather(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
+bool IsFloatType(int64_t type) {
+  return type == onnx::TensorProto::FLOAT || type == onnx::TensorProto::DOUBLE;
+}
+
+// Float values of a known tensor as `to` (float32 or float64).
+Tensor CastFloats(const Tensor& x, int64_t to) {
+  std::vector<double> v;
+  if (x.dtype() == DType::kInt64) {
+    for (int64_t i : x.values<int64_t>()) v.push_back(static_cast<double>(i));
+  } else {
+    const Tensor d = x.CastFloat(DType::kFloat64);
+    v.assign(d.values<double>().begin(), d.values<double>().end());
+  }
+  const Tensor t = Tensor::FromValues<double>(x.shape(), v);
+  return to == onnx::TensorProto::FLOAT ? t.CastFloat(DType::kFloat32) : t;
+}
+
+// At run time only to the input's own float type (a program computes in
+// one float type); known values to float32, float64 and integer types.
 absl::Status Cast(NodeImport& node, const char*) {
   const int64_t to = node.Int("to", 0);
-  const bool to_float = to == onnx::TensorProto::FLOAT;
   if (!node.IsConstant(0)) {
-    if (to_float && node.ElemType(0) == onnx::TensorProto::FLOAT) {
+    if (IsFloatType(to) && node.ElemType(0) == to) {
       EmitIdentity(node);
       return absl::OkStatus();
     }
@@ -166,18 +186,12 @@ absl::Status Cast(NodeImport& node, const char*) {
                             " at run time is not supported");
   }
   ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
-  if (to_float) {
-    std::vector<float> v;
-    if (x.dtype() == DType::kFloat32) {
-      v.assign(x.values<float>().begin(), x.values<float>().end());
-    } else {
-      for (int64_t i : x.values<int64_t>()) v.push_back(static_cast<float>(i));
-    }
-    node.SetConstant(0, Tensor::FromValues<float>(x.shape(), v));
+  if (IsFloatType(to)) {
+    node.SetConstant(0, CastFloats(x, to));
     return absl::OkStatus();
   }
-  if (to == onnx::TensorProto::DOUBLE || to == onnx::TensorProto::STRING ||
-      to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16) {
+  if (to == onnx::TensorProto::STRING || to == onnx::TensorProto::FLOAT16 ||
+      to == onnx::TensorProto::BFLOAT16) {
     return node.Unsupported("Cast to ", onnx::TensorProto::DataType_Name(to),
                             " is not supported");
   }
