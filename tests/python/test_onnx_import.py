@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import gs
 import onnx_models as om
@@ -374,6 +374,37 @@ def test_onnx_window_options_match_torch(server, case):
                                    atol=1e-5, err_msg=name)
 
 
+def test_float64_model_computes_in_float64(server):
+    """DOUBLE inputs and initializers: the program runs in float64 (outputs
+    and gradients float64, as torch's in double)."""
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((3, 4))
+    w = rng.standard_normal((5, 4))
+    b = rng.standard_normal(5)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc", transB=1),
+             helper.make_node("Tanh", ["h"], ["y"], name="tanh")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [3, 5])],
+        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    seed_grad = rng.standard_normal((3, 5))
+    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y"],
+                                wrt=["x", "w", "b"])
+    request.feeds["x"].CopyFrom(gs.tensor(x, float64=True))
+    request.output_gradients["y"].CopyFrom(gs.tensor(seed_grad, float64=True))
+    result = gs.Result(server.rpc.Compute(request, timeout=30))
+    args = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    y = torch.tanh(F.linear(*args))
+    y.backward(torch.tensor(seed_grad))
+    assert result.outputs["y"].dtype == np.float64
+    np.testing.assert_allclose(result.outputs["y"], y.detach().numpy(), rtol=1e-12)
+    for name, a in zip(["x", "w", "b"], args):
+        assert result.gradients[name].dtype == np.float64
+        np.testing.assert_allclose(result.gradients[name], a.grad.numpy(), rtol=1e-12,
+                                   err_msg=name)
+
+
 def test_maxpool_indices_are_onnx_flat_offsets(server):
     """MaxPool's Indices: offsets into all of x [N, C, H, W], as ONNX counts
     them (torch's return_indices counts within each H·W plane)."""
@@ -465,13 +496,21 @@ BAD_MODELS = {
             opset_imports=[helper.make_opsetid("", 14),
                            helper.make_opsetid("com.example", 1)]).SerializeToString(),
         UNIMPLEMENTED, ["'f'", "com.example"]),
-    "double input": (
+    "float16 input": (
         lambda: helper.make_model(
             helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2])]),
+            opset_imports=[helper.make_opsetid("", 14)]).SerializeToString(),
+        UNIMPLEMENTED, ["'x'", "FLOAT16"]),
+    "cast to float64 at run time": (
+        lambda: helper.make_model(
+            helper.make_graph([helper.make_node("Cast", ["x"], ["y"], name="c",
+                                                to=TensorProto.DOUBLE)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                               [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2])]),
             opset_imports=[helper.make_opsetid("", 14)]).SerializeToString(),
-        UNIMPLEMENTED, ["'x'", "DOUBLE"]),
+        UNIMPLEMENTED, ["'c'", "DOUBLE", "run time"]),
 }
 
 
@@ -527,3 +566,35 @@ def test_gradctl_takes_onnx_files(server, tmp_path):
     for name, p in module.named_parameters():
         np.testing.assert_allclose(np.load(out_dir / f"grad_{name}.npy"), p.grad.numpy(),
                                    rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_gradctl_trains_an_onnx_model_like_torch_sgd(server, tmp_path):
+    """gradctl train --graph model.onnx: the session is created from the
+    file's bytes; per-step losses are torch.optim.SGD's on the same batches."""
+    import csv
+    from gradctl_runs import gradctl
+    torch.manual_seed(25)
+    module = om.ClassifierLoss()
+    rng = np.random.default_rng(26)
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    target = rng.integers(0, 3, size=12).astype(np.int64)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(om.export(module, (torch.tensor(x[:4]), torch.tensor(target[:4])),
+                               ["x", "target"], ["loss"], PRESERVE))
+    np.savez(tmp_path / "data.npz", x=x, target=target)
+    run = gradctl(server, "train", "--graph", path, "--data", tmp_path / "data.npz",
+                  "--loss", "loss", "--batch-size", 4, "--epochs", 2, "--optimizer", "sgd",
+                  "--lr", 0.1, "--out", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    with open(tmp_path / "out" / "steps.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    expected = []
+    for step in range(6):
+        rows = slice(4 * (step % 3), 4 * (step % 3) + 4)
+        opt.zero_grad()
+        loss = module(torch.tensor(x[rows]), torch.tensor(target[rows]))
+        loss.backward()
+        opt.step()
+        expected.append(loss.item())
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
