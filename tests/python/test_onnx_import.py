@@ -555,6 +555,17 @@ def test_gradctl_takes_onnx_files(server, tmp_path):
                   "--input", "target=4:int64")
     assert out.returncode == 0, out.stderr
     assert f"total: {sum(p.numel() for p in module.parameters())} trainable" in out.stdout
+    # The imported graph: each node with its ONNX name and gradserve op.
+    shown = gradctl(server, "describe", path, "--input", "x=4,5", "--input",
+                    "target=4:int64")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == out.stdout
+    for name, op in [("/fc1/Gemm", "Linear"), ("/Relu", "ReLU"),
+                     ("/SoftmaxCrossEntropyLoss", "CrossEntropyLoss")]:
+        assert any(line.split()[:2] == [name, op] for line in out.stdout.splitlines()), \
+            out.stdout
+    both = gradctl(server, "describe", path, "--graph", path)
+    assert both.returncode == 2 and "one model" in both.stderr
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "target.npy", target)
     out_dir = tmp_path / "out"
