@@ -59,37 +59,25 @@ absl::Status CountMismatch(absl::string_view what, int64_t expected,
                                                  field, " carries ", given));
 }
 
-absl::StatusOr<Tensor> FloatTensor(const TensorProto& p, Shape shape, int64_t n,
-                                   absl::string_view what) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+// float32 (T = float, float_data) or float64 (double, double_data).
+template <typename T, typename Values>
+absl::StatusOr<Tensor> FloatingTensor(const TensorProto& p, Shape shape,
+                                      int64_t n, absl::string_view what,
+                                      const Values& values,
+                                      absl::string_view field) {
+  constexpr int64_t kSize = sizeof(T);
+  Tensor t = Tensor::Empty(kSize == 4 ? DType::kFloat32 : DType::kFloat64,
+                           std::move(shape));
   if (p.has_raw_data()) {
-    if (p.raw_data().size() != static_cast<size_t>(n) * 4) {
-      return CountMismatch(what, n * 4, p.raw_data().size(), "raw_data bytes");
+    if (p.raw_data().size() != static_cast<size_t>(n * kSize)) {
+      return CountMismatch(what, n * kSize, p.raw_data().size(),
+                           "raw_data bytes");
     }
-    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * 4);
+    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * kSize);
     return t;
   }
-  if (p.float_data_size() != n) {
-    return CountMismatch(what, n, p.float_data_size(), "float_data");
-  }
-  for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = p.float_data(i);
-  return t;
-}
-
-absl::StatusOr<Tensor> DoubleTensor(const TensorProto& p, Shape shape,
-                                    int64_t n, absl::string_view what) {
-  Tensor t = Tensor::Empty(DType::kFloat64, std::move(shape));
-  if (p.has_raw_data()) {
-    if (p.raw_data().size() != static_cast<size_t>(n) * 8) {
-      return CountMismatch(what, n * 8, p.raw_data().size(), "raw_data bytes");
-    }
-    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * 8);
-    return t;
-  }
-  if (p.double_data_size() != n) {
-    return CountMismatch(what, n, p.double_data_size(), "double_data");
-  }
-  for (int64_t i = 0; i < n; ++i) t.data<double>()[i] = p.double_data(i);
+  if (values.size() != n) return CountMismatch(what, n, values.size(), field);
+  for (int64_t i = 0; i < n; ++i) t.data<T>()[i] = values.Get(i);
   return t;
 }
 
@@ -159,10 +147,12 @@ absl::StatusOr<Tensor> TensorFromProto(const TensorProto& proto,
       CheckedElementCount(shape, limits.max_tensor_elements, what));
   const int32_t type = proto.data_type();
   if (type == TensorProto::FLOAT) {
-    return FloatTensor(proto, std::move(shape), n, what);
+    return FloatingTensor<float>(proto, std::move(shape), n, what,
+                                 proto.float_data(), "float_data");
   }
   if (type == TensorProto::DOUBLE) {
-    return DoubleTensor(proto, std::move(shape), n, what);
+    return FloatingTensor<double>(proto, std::move(shape), n, what,
+                                  proto.double_data(), "double_data");
   }
   if (IsIntegerType(type)) return IntTensor(proto, std::move(shape), n, what);
   return absl::UnimplementedError(
