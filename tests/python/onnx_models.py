@@ -102,6 +102,18 @@ class Pools(torch.nn.Module):
                                               count_include_pad=False)
 
 
+class Pools1d(torch.nn.Module):
+    """1-d poolings (ONNX MaxPool and AveragePool with 1-d kernels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool1d(self.conv(x), 3, stride=2, padding=1, dilation=1)
+        return torch.nn.functional.avg_pool1d(x, 2, ceil_mode=True)
+
+
 class GeluLayerNorm(torch.nn.Module):
     """GELU (exported as Div, Erf, Add, Mul, Mul), LayerNorm (opset 17's
     LayerNormalization), Sqrt, Abs, Neg."""

@@ -166,9 +166,10 @@ def exported_ops(model):
 
 @pytest.mark.parametrize("make, shape, opset, onnx_ops, folded", [
     (om.Pools, (2, 2, 9, 8), 14, {"MaxPool", "AveragePool"}, set()),
+    (om.Pools1d, (2, 2, 11), 14, {"MaxPool", "AveragePool"}, set()),
     (om.GeluLayerNorm, (3, 6), 17, {"Erf", "LayerNormalization", "Sqrt", "Abs", "Neg"},
      {"Erf"}),
-], ids=["pools", "gelu-layernorm"])
+], ids=["pools", "pools-1d", "gelu-layernorm"])
 def test_exported_ops_match_torch(server, make, shape, opset, onnx_ops, folded):
     """Each module's ONNX ops (as exported) give torch's outputs and
     gradients; the Erf form of GELU becomes one GELU node."""

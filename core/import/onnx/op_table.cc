@@ -520,33 +520,71 @@ absl::Status CheckCeilMode(const NodeImport& node, const Ints& kernel,
   return absl::OkStatus();
 }
 
+// A 1-d window [k] as the 2-d window [1, k] over x seen as [N, C, 1, L].
+struct PoolWindow {
+  Ints kernel, strides, dilations, pads;
+};
+PoolWindow As2d(const PoolWindow& w) {
+  return {{1, w.kernel[0]},
+          {1, w.strides[0]},
+          {1, w.dilations[0]},
+          {0, w.pads[0], 0, w.pads[1]}};
+}
+
+// 1-d pooling runs as 2-d: x and the outputs viewed with a height of 1.
+absl::Status EmitPool1d(NodeImport& node, const char* op, AttrMap attrs,
+                        const std::vector<std::string>& outputs) {
+  ASSIGN_OR_RETURN(Ints x, node.StaticShape(0, "1-d pooling"));
+  std::optional<Ints> y = node.OutputDims(0);
+  if (x.size() != 3 || !y || y->size() != 3 ||
+      std::count(y->begin(), y->end(), -1) > 0) {
+    return node.Unsupported(
+        "1-d pooling whose output shape is not known at import");
+  }
+  const std::string x2 = node.Temp("2d");
+  EmitReshape(node, node.Input(0), x2, {x[0], x[1], 1, x[2]}, "as_2d");
+  std::vector<std::string> pooled;
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    pooled.push_back(node.Temp(absl::StrCat("pooled_", j)));
+  }
+  node.Emit(op, {x2}, pooled, std::move(attrs), "pool");
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    EmitReshape(node, pooled[j], outputs[j], *y, absl::StrCat("as_1d_", j));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Pool(NodeImport& node, const char* op) {
   const bool max = std::string(op) == "MaxPool2d";
-  const Ints kernel = node.Ints("kernel_shape");
-  if (kernel.size() != 2) {
-    return node.Unsupported(kernel.size(),
-                            "-d pooling (gradserve pools 2-d windows)");
+  PoolWindow w{node.Ints("kernel_shape")};
+  const size_t n = w.kernel.size();
+  if (n != 1 && n != 2) {
+    return node.Unsupported(n,
+                            "-d pooling (gradserve pools 1-d and 2-d "
+                            "windows)");
   }
-  const Ints strides = node.Ints("strides", {1, 1});
-  const Ints dilations = node.Ints("dilations", {1, 1});
-  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
-  for (size_t d = 0; d < 4; ++d) {
-    if (pads[d] > kernel[d % 2] / 2) {
-      return node.Unsupported("pads [", absl::StrJoin(pads, ", "),
+  w.strides = node.Ints("strides", Ints(n, 1));
+  w.dilations = node.Ints("dilations", Ints(n, 1));
+  ASSIGN_OR_RETURN(w.pads, Pads(node, w.kernel, w.strides, w.dilations));
+  for (size_t d = 0; d < 2 * n; ++d) {
+    if (w.pads[d] > w.kernel[d % n] / 2) {
+      return node.Unsupported("pads [", absl::StrJoin(w.pads, ", "),
                               "] over half the kernel (gradserve pads at "
                               "most half a pooling window)");
     }
   }
   const bool ceil = node.Int("ceil_mode", 0) != 0;
   if (ceil) {
-    RETURN_IF_ERROR(CheckCeilMode(node, kernel, strides, dilations, pads));
+    RETURN_IF_ERROR(
+        CheckCeilMode(node, w.kernel, w.strides, w.dilations, w.pads));
   }
-  AttrMap attrs = {{"kernel", kernel},
-                   {"stride", strides},
-                   {"padding", PaddingAttr(std::move(pads))}};
+  if (n == 1) w = As2d(w);
+  AttrMap attrs = {{"kernel", w.kernel},
+                   {"stride", w.strides},
+                   {"padding", PaddingAttr(w.pads)}};
   if (ceil) attrs["ceil_mode"] = int64_t{1};
   if (max) {
-    attrs["dilation"] = dilations;
+    attrs["dilation"] = w.dilations;
   } else {
     attrs["count_include_pad"] = node.Int("count_include_pad", 0);
   }
@@ -562,6 +600,7 @@ absl::Status Pool(NodeImport& node, const char* op) {
     outputs.push_back(node.Output(1));
   }
   RETURN_IF_ERROR(node.RejectUsedOutputs(outputs.size(), "Indices"));
+  if (n == 1) return EmitPool1d(node, op, std::move(attrs), outputs);
   node.Emit(op, {node.Input(0)}, std::move(outputs), std::move(attrs));
   return absl::OkStatus();
 }
