@@ -142,6 +142,7 @@ fuzz-corpus: build
 
 bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench $(ARGS)
+	$(BUILD_DIR)/tests/bench/gradserve_bench --onnx_resnet18 --reps=10 $(ARGS)
 	$(BENCH_ENV) $(PYTHON) tests/bench/client_bench.py
 	$(BENCH_ENV) $(PYTHON) tests/bench/transport_bench.py
 	$(BENCH_ENV) $(PYTHON) tests/bench/user_ratio_bench.py

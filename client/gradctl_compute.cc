@@ -1,4 +1,5 @@
 // gradctl describe, gradctl compute.
+#include <algorithm>
 #include <filesystem>
 #include <iomanip>
 #include <map>
@@ -48,7 +49,10 @@ absl::Status ParseInputShape(const std::string& arg, pb::DescribeRequest* r) {
 class Describe : public Command {
  public:
   explicit Describe(CLI::App& app) {
-    AddGraphOption(app, &graph_, true);
+    AddGraphOption(app, &graph_, false);
+    app.add_option("model", model_,
+                   "the model file, as --graph (gradctl describe model.onnx: "
+                   "the graph the server imports it to)");
     app.add_option(
         "--input", inputs_,
         "shape of a graph input: NAME=D1,D2,...[:int64] (float32 by default), "
@@ -59,8 +63,11 @@ class Describe : public Command {
   }
 
   absl::Status Run(Context& context) override {
+    if (graph_.empty() == model_.empty()) {
+      return UsageError("describe takes one model: --graph FILE or FILE");
+    }
     pb::DescribeRequest request;
-    RETURN_IF_ERROR(ReadModel(graph_, &request));
+    RETURN_IF_ERROR(ReadModel(graph_.empty() ? model_ : graph_, &request));
     for (const std::string& arg : inputs_) {
       RETURN_IF_ERROR(ParseInputShape(arg, &request));
     }
@@ -78,8 +85,16 @@ class Describe : public Command {
   }
 
  private:
+  // Columns as wide as their longest entry (ONNX names run long).
   static void Print(std::ostream& out, const pb::DescribeResponse& d) {
-    out << std::left << std::setw(18) << "node" << std::setw(20) << "op"
+    size_t name_width = 18, op_width = 20;
+    for (const pb::NodeSummary& n : d.nodes()) {
+      name_width = std::max(name_width, n.name().size() + 2);
+      op_width = std::max(op_width, n.op().size() + 2);
+    }
+    const int nw = static_cast<int>(name_width),
+              ow = static_cast<int>(op_width);
+    out << std::left << std::setw(nw) << "node" << std::setw(ow) << "op"
         << std::setw(22) << "output shapes" << std::right << std::setw(12)
         << "params" << std::setw(16) << "forward FLOPs"
         << "\n";
@@ -88,7 +103,7 @@ class Describe : public Command {
       for (const pb::TensorShape& s : n.output_shapes()) {
         shapes.push_back(DimsToString(s.dims()));
       }
-      out << std::left << std::setw(18) << n.name() << std::setw(20) << n.op()
+      out << std::left << std::setw(nw) << n.name() << std::setw(ow) << n.op()
           << std::setw(22) << absl::StrJoin(shapes, " ") << std::right
           << std::setw(12) << n.parameters() << std::setw(16)
           << n.forward_flops() << "\n";
@@ -98,7 +113,7 @@ class Describe : public Command {
         << " backward FLOPs\n";
   }
 
-  std::string graph_;
+  std::string graph_, model_;
   std::vector<std::string> inputs_, feeds_;
 };
 

@@ -55,7 +55,7 @@ absl::StatusOr<gradserve::v1::Graph> ParseGraph(absl::string_view text,
     return absl::UnimplementedError(absl::StrCat(
         path,
         ": this command takes a gradserve graph (.json or .pbtxt), not an "
-        "ONNX model yet"));
+        "ONNX model (the server imports those; gradctl cannot)"));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       path,

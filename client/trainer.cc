@@ -89,7 +89,7 @@ absl::Status Trainer::Run() {
 }
 
 absl::Status Trainer::Load() {
-  ASSIGN_OR_RETURN(graph_, ReadGraph(f_.graph));
+  RETURN_IF_ERROR(ReadModel(f_.graph, &model_));
   ASSIGN_OR_RETURN(train_, ReadDataset(f_.data));
   if (!f_.val.empty()) {
     ASSIGN_OR_RETURN(Dataset val, ReadDataset(f_.val));
@@ -99,9 +99,9 @@ absl::Status Trainer::Load() {
   }
   auto mapped = ParseFeedMap(f_.map);
   if (!mapped.ok()) return UsageError(mapped.status().message());
-  ASSIGN_OR_RETURN(feeds_, ResolveFeeds(*mapped, &graph_, train_));
+  ASSIGN_OR_RETURN(feeds_, ResolveFeeds(*mapped, graph(), train_));
   if (val_.has_value()) {
-    RETURN_IF_ERROR(ResolveFeeds(*mapped, &graph_, *val_).status());
+    RETURN_IF_ERROR(ResolveFeeds(*mapped, graph(), *val_).status());
   }
   if (!f_.accuracy_of.empty()) RETURN_IF_ERROR(FindLabels());
   steps_per_epoch_ = BatchCount(train_.samples, f_.batch_size);
@@ -160,8 +160,7 @@ absl::Status Trainer::FindLabels() {
 }
 
 absl::Status Trainer::CreateSession() {
-  pb::CreateSessionRequest request;
-  *request.mutable_graph() = graph_;
+  pb::CreateSessionRequest request = model_;
   *request.mutable_optimizer() = OptimizerOf(f_);
   request.set_label(absl::StrCat(
       "gradctl train ", std::filesystem::path(f_.graph).filename().string()));
@@ -340,7 +339,11 @@ absl::StatusOr<std::optional<pb::TrainStepResponse>> Trainer::CallStep(
         if (unknown) {
           pb::GetParametersRequest get;
           get.set_session_id(session_);
-          get.add_names(graph_.parameters().begin()->first);
+          // One parameter is enough (all of them for an ONNX model, whose
+          // names the server imported).
+          if (graph() != nullptr && !graph()->parameters().empty()) {
+            get.add_names(graph()->parameters().begin()->first);
+          }
           ASSIGN_OR_RETURN(pb::GetParametersResponse state,
                            client_->GetParameters(get));
           if (state.step() > step_) {

@@ -100,10 +100,16 @@ class Trainer {
   absl::Status WritePlot() const;
   void Summary(absl::Duration took, int64_t steps) const;
   absl::Status Save();
+  // The model's graph, or null for an ONNX model (its inputs are the
+  // server's to know).
+  const gradserve::v1::Graph* graph() const {
+    return model_.has_graph() ? &model_.graph() : nullptr;
+  }
 
   Context& c_;
   const TrainFlags& f_;
-  gradserve::v1::Graph graph_;
+  // The model: a graph, or an ONNX model's bytes (imported by the server).
+  gradserve::v1::CreateSessionRequest model_;
   Dataset train_;
   std::optional<Dataset> val_;
   FeedMap feeds_;

@@ -22,11 +22,11 @@ namespace pb = ::gradserve::v1;
 uint64_t Trainer::RunFingerprint() const {
   pb::Optimizer optimizer = OptimizerOf(f_);
   std::string id = absl::StrCat(
-      DeterministicBytes(graph_), DeterministicBytes(optimizer), "\n", f_.loss,
-      " batch=", f_.batch_size, " shuffle=", f_.shuffle, " seed=", f_.seed,
-      " split=", f_.val_split, " schedule=", f_.schedule, " ",
-      f_.lr_step_epochs, " ", f_.lr_gamma, " ", f_.lr_min, " lr=", schedule_.lr,
-      " samples=", train_.samples);
+      graph() ? DeterministicBytes(*graph()) : Fingerprint(model_.onnx_model()),
+      DeterministicBytes(optimizer), "\n", f_.loss, " batch=", f_.batch_size,
+      " shuffle=", f_.shuffle, " seed=", f_.seed, " split=", f_.val_split,
+      " schedule=", f_.schedule, " ", f_.lr_step_epochs, " ", f_.lr_gamma, " ",
+      f_.lr_min, " lr=", schedule_.lr, " samples=", train_.samples);
   if (schedule_.kind == Schedule::Kind::kCosine) {
     absl::StrAppend(&id, " epochs=", f_.epochs);
   }

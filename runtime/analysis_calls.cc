@@ -12,7 +12,8 @@ namespace gradserve::runtime {
 absl::StatusOr<Objective> Runtime::ObjectiveFor(const CallContext& ctx,
                                                 ModelSource source,
                                                 ComputeArgs args) {
-  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(source)));
+  ASSIGN_OR_RETURN(Model model,
+                   Resolve(ctx, std::move(source), MetasOf(args.feeds)));
   args.check_cancelled = ctx.check_cancelled;
   auto programs = [this, model](const ProgramRequest& request) {
     return ProgramFor(model, request);

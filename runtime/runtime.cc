@@ -11,13 +11,16 @@
 namespace gradserve::runtime {
 namespace {
 
-// An onnx_model becomes the graph it imports to; from there on the call
-// treats it as any graph (the program cache keys it by its structure).
+// An onnx_model becomes the graph it imports to, for the inputs' shapes
+// when the call has them (dynamic axes); from there on the call treats it
+// as any graph (the program cache keys it by its structure).
 absl::Status NeedsGraph(ModelSource& source, absl::string_view rpc,
-                        const Limits& limits) {
+                        const Limits& limits, const InputMetas& inputs = {}) {
   if (source.kind == ModelSource::Kind::kOnnx) {
-    ASSIGN_OR_RETURN(source.graph,
-                     onnx_import::ImportModel(source.onnx_model, limits));
+    onnx_import::InputShapes shapes;
+    for (const auto& [name, meta] : inputs) shapes[name] = meta.shape;
+    ASSIGN_OR_RETURN(source.graph, onnx_import::ImportModel(source.onnx_model,
+                                                            limits, shapes));
     source.onnx_model.clear();
     source.kind = ModelSource::Kind::kGraph;
   }
@@ -32,8 +35,8 @@ RunControl Control(const CallContext& ctx, uint64_t seed) {
   return RunControl{seed, ctx.check_cancelled};
 }
 
-absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds) {
-  absl::flat_hash_map<std::string, TensorMeta> metas;
+InputMetas MetasOf(const TensorMap& feeds) {
+  InputMetas metas;
   for (const auto& [name, t] : feeds) metas[name] = t.meta();
   return metas;
 }
@@ -89,10 +92,11 @@ absl::Status Runtime::EnablePersistence(
 }
 
 absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
-                                                ModelSource source) {
+                                                ModelSource source,
+                                                const InputMetas& inputs) {
   Model model;
   if (source.kind == ModelSource::Kind::kOnnx) {
-    RETURN_IF_ERROR(NeedsGraph(source, "model", limits_));
+    RETURN_IF_ERROR(NeedsGraph(source, "model", limits_, inputs));
   }
   switch (source.kind) {
     case ModelSource::Kind::kSession: {
@@ -139,7 +143,8 @@ absl::StatusOr<MemoryBudget::Reservation> Runtime::ReserveRun(
 
 absl::StatusOr<ComputeReply> Runtime::Compute(const CallContext& ctx,
                                               ComputeCall call) {
-  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model),
+                                        MetasOf(call.args.feeds)));
   ProgramRequest request = ProgramRequestFor(call.args);
   request.float_dtype =
       FloatDtypeOf(call.args.feeds, call.args.output_gradients, *model.values);
@@ -158,7 +163,8 @@ absl::StatusOr<ComputeReply> Runtime::Compute(const CallContext& ctx,
 
 absl::StatusOr<GraphSummary> Runtime::Describe(const CallContext& ctx,
                                                DescribeCall call) {
-  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  ASSIGN_OR_RETURN(Model model,
+                   Resolve(ctx, std::move(call.model), call.input_shapes));
   ASSIGN_OR_RETURN(auto index, model.index());
   return gradserve::Describe(std::move(index), call.input_shapes, limits_);
 }
@@ -167,7 +173,8 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
                                               ForwardCall call) {
   // The route of the new activation id, as CreateSession checks it.
   if (!ctx.route.empty()) RETURN_IF_ERROR(CheckRoute(ctx.route));
-  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model)));
+  ASSIGN_OR_RETURN(Model model,
+                   Resolve(ctx, std::move(call.model), MetasOf(call.feeds)));
   RETURN_IF_ERROR(activations_.CheckTtl(call.ttl_seconds));
   // The activation's id carries the route, as a new session's does.
   if (!model.route.empty()) RETURN_IF_ERROR(CheckRoute(model.route));

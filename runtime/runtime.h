@@ -40,7 +40,8 @@ struct RuntimeOptions {
 };
 
 RunControl Control(const CallContext& ctx, uint64_t seed);
-absl::flat_hash_map<std::string, TensorMeta> MetasOf(const TensorMap& feeds);
+using InputMetas = absl::flat_hash_map<std::string, TensorMeta>;
+InputMetas MetasOf(const TensorMap& feeds);
 // The float dtype a request runs in: float64 when any floating tensor of it
 // (feeds, seeds, the model's parameters and buffers) is float64, else
 // float32.
@@ -115,7 +116,9 @@ class Runtime {
     std::string route;  // for activations of this model
   };
 
-  absl::StatusOr<Model> Resolve(const CallContext& ctx, ModelSource source);
+  // `inputs`: the shapes an ONNX model is imported for (its dynamic axes).
+  absl::StatusOr<Model> Resolve(const CallContext& ctx, ModelSource source,
+                                const InputMetas& inputs = {});
   static Model SessionModel(const Session& session);
   absl::StatusOr<std::shared_ptr<const Program>> ProgramFor(
       const Model& model, const ProgramRequest& request);

@@ -25,7 +25,7 @@ build=(
 )
 # PyTorch parity and gRPC clients (Debian's Python: /usr/bin/python3).
 python_tests=(
-  python3-grpcio python3-grpc-tools python3-torch python3-pytest
+  python3-grpcio python3-grpc-tools python3-torch python3-torchvision python3-pytest
   # the gradserve package (client/python), built offline into build/venv
   python3-venv python3-pip python3-setuptools python3-wheel
   # tools/make-datasets.py: the data sets sklearn ships (digits)

@@ -1,6 +1,7 @@
 // Conv1d and Conv2d: x [N, C, (H,) W] or unbatched [C, (H,) W], weight
 // [F, C/groups, (kh,) kw], bias [F]; stride, padding (ints, "valid" or
-// "same"), dilation, groups as in PyTorch.
+// "same"), dilation, groups as in PyTorch; padding may also give each dim's
+// before and after apart (ONNX's asymmetric pads).
 //
 // float32 runs oneDNN convolution forward, backward-data and backward-weights
 // with format `any`: the primitives pick their (blocked) layouts, the output
@@ -75,11 +76,10 @@ class ConvOp : public Op {
       RETURN_IF_ERROR(c.ExpectFloat(2));
       RETURN_IF_ERROR(c.ExpectShape(2, {w[0]}));
     }
-    // (Extents checked with the larger right padding; "same" keeps x's.)
     ASSIGN_OR_RETURN(
         std::vector<int64_t> spatial_out,
         WindowOutputDims(c, {Shape(w.begin() + 2, w.end()), op->stride_,
-                             op->padding_r_, op->dilation_}));
+                             op->padding_, op->dilation_, op->padding_r_}));
     if (op->same_) {
       spatial_out.assign(x.begin() + 2, x.end());
     }
@@ -263,15 +263,17 @@ class ConvOp : public Op {
   }
 
  private:
-  // padding: ints (the same on both sides), "valid" (none) or "same" (y
+  // padding: ints (the same on both sides, or each dim's before and then
+  // each dim's after), "valid" (none) or "same" (y
   // as large as x, stride 1: dilation·(k − 1) zeros split with the odd one
   // on the right, as PyTorch pads an even kernel).
   absl::Status ReadPadding(const OpConfig& c, const Shape& w) {
     const Attributes& a = c.attrs();
     if (!a.IsString("padding")) {
-      ASSIGN_OR_RETURN(
-          padding_, a.GetIntsInRange("padding", spatial_, 0, kMaxAttrExtent));
-      padding_r_ = padding_;
+      ASSIGN_OR_RETURN(Padding p,
+                       gradserve::ReadPadding(a, "padding", spatial_));
+      padding_ = std::move(p.begin);
+      padding_r_ = std::move(p.end);
       return absl::OkStatus();
     }
     const std::string& mode = a.GetString("padding");
@@ -510,8 +512,10 @@ OpSchema ConvSchema(int spatial) {
       {"stride", type, one, "step between windows" + per_dim},
       {"padding", type, zero,
        "zeros added on each side" + per_dim +
-           ", or \"valid\" (none) or \"same\" (y as large as x; "
-           "stride 1)",
+           ", or each dim's before then each dim's after (" +
+           (two ? "4" : "2") +
+           " ints, ONNX's pads), or \"valid\" (none) or \"same\" (y as "
+           "large as x; stride 1)",
        /*or_string=*/true},
       {"dilation", type, one, "spacing between kernel taps" + per_dim},
       {"padding_mode", AttrType::kString, AttrValue(std::string("zeros")),

@@ -1,10 +1,12 @@
 // MaxPool2d and AvgPool2d over x [N, C, H, W] (or unbatched [C, H, W]), as
 // torch.nn.functional.max_pool2d / avg_pool2d: kernel, stride (= kernel),
-// padding ([0, 0], at most half the kernel), ceil_mode (0); MaxPool2d also
+// padding ([0, 0], at most half the kernel; or 4 ints, each dim's before
+// then after, as ONNX's asymmetric pads), ceil_mode (0); MaxPool2d also
 // dilation ([1, 1]) and a second output, the indices of the maxima (int64,
-// flat within each H·W plane, as return_indices gives them); AvgPool2d
-// count_include_pad (1) and divisor_override (0 = none). Global average
-// pooling is AvgPool2d with kernel = [H, W].
+// flat within each H·W plane, as return_indices gives them, or within the
+// whole [N, C, H, W] tensor with flat_indices = 1, as ONNX's MaxPool
+// gives them); AvgPool2d count_include_pad (1) and divisor_override (0 =
+// none). Global average pooling is AvgPool2d with kernel = [H, W].
 //
 // float32 runs oneDNN pooling in the input's layout (blocked after a
 // convolution) for PyTorch's defaults (no dilation, ceil mode that adds no
@@ -41,9 +43,10 @@ class PoolOp : public Op {
     op->max_ = max;
     RETURN_IF_ERROR(op->ReadWindow(c.attrs()));
     const Shape& x = c.shape(0);
-    ASSIGN_OR_RETURN(std::vector<int64_t> floor_out,
-                     WindowOutputDims(c, {op->kernel_, op->stride_,
-                                          op->padding_, op->dilation_}));
+    ASSIGN_OR_RETURN(
+        std::vector<int64_t> floor_out,
+        WindowOutputDims(c, {op->kernel_, op->stride_, op->padding_,
+                             op->dilation_, op->padding_end_}));
     Shape y = {x[0], x[1]};
     for (int d = 0; d < 2; ++d) {
       y.push_back(op->ceil_mode_ ? op->CeilOutputDim(d, x[2 + d])
@@ -81,6 +84,7 @@ class PoolOp : public Op {
       const memory::dims strides(stride_.begin(), stride_.end());
       const memory::dims kernel(kernel_.begin(), kernel_.end());
       const memory::dims padding(padding_.begin(), padding_.end());
+      const memory::dims padding_end(padding_end_.begin(), padding_end_.end());
       src_desc_ =
           info.input_layouts[0] ? info.input_layouts[0]->desc : PlainDesc(x_);
       const memory::desc dst(DnnlDims(outputs_[0].shape),
@@ -92,7 +96,7 @@ class PoolOp : public Op {
                             : dnnl::prop_kind::forward_inference;
       dnnl::pooling_forward::primitive_desc fwd(
           dnnl::pooling_forward::desc(kind, alg, src_desc_, dst, strides,
-                                      kernel, padding, padding),
+                                      kernel, padding, padding_end),
           DefaultAttr(), CpuEngine());
       forward_ = MakePrimitive<dnnl::pooling_forward>(fwd);
       output_layout_ = std::make_shared<Layout>(Layout{fwd.dst_desc()});
@@ -102,7 +106,7 @@ class PoolOp : public Op {
                                   memory::format_tag::any);
       dnnl::pooling_backward::primitive_desc bwd(
           dnnl::pooling_backward::desc(alg, diff_src, fwd.dst_desc(), strides,
-                                       kernel, padding, padding),
+                                       kernel, padding, padding_end),
           DefaultAttr(), CpuEngine(), fwd);
       backward_ = MakePrimitive<dnnl::pooling_backward>(bwd);
       diff_src_desc_ = bwd.diff_src_desc();
@@ -126,7 +130,9 @@ class PoolOp : public Op {
           if (max_) {
             const int64_t i = FirstMaxIndex(xp, taps);
             yp[o] = i < 0 ? -std::numeric_limits<T>::infinity() : xp[i];
-            if (indices) indices[o] = i < 0 ? -1 : i % (x_[2] * x_[3]);
+            if (indices) {
+              indices[o] = i < 0 ? -1 : flat_indices_ ? i : i % (x_[2] * x_[3]);
+            }
           } else {
             T sum = 0;
             taps([&](int64_t i) { sum += xp[i]; });
@@ -206,10 +212,11 @@ class PoolOp : public Op {
       ASSIGN_OR_RETURN(stride_,
                        a.GetIntsInRange("stride", 2, 1, kMaxAttrExtent));
     }
-    ASSIGN_OR_RETURN(padding_,
-                     a.GetIntsInRange("padding", 2, 0, kMaxAttrExtent));
+    ASSIGN_OR_RETURN(Padding padding, ReadPadding(a, "padding", 2));
+    padding_ = std::move(padding.begin);
+    padding_end_ = std::move(padding.end);
     for (int d = 0; d < 2; ++d) {
-      if (padding_[d] > kernel_[d] / 2) {
+      if (padding_[d] > kernel_[d] / 2 || padding_end_[d] > kernel_[d] / 2) {
         return a.Invalid("padding", ">= 0 and at most half the kernel");
       }
     }
@@ -217,6 +224,7 @@ class PoolOp : public Op {
     if (max_) {
       ASSIGN_OR_RETURN(dilation_,
                        a.GetIntsInRange("dilation", 2, 1, kMaxAttrExtent));
+      flat_indices_ = a.GetInt("flat_indices") != 0;
     } else {
       count_include_pad_ = a.GetInt("count_include_pad") != 0;
       // Any other int, as PyTorch (which refuses only 0, its "none" here).
@@ -234,7 +242,8 @@ class PoolOp : public Op {
   // padding, so the last one may overhang the right padding.
   int64_t CeilOutputDim(int d, int64_t in) const {
     const int64_t span = dilation_[d] * (kernel_[d] - 1) + 1;
-    const int64_t reach = in + 2 * padding_[d] - span;  // >= 0, checked
+    const int64_t reach =
+        in + padding_[d] + padding_end_[d] - span;  // >= 0, checked
     int64_t out = (reach + stride_[d] - 1) / stride_[d] + 1;
     if ((out - 1) * stride_[d] >= in + padding_[d]) --out;
     return out;
@@ -275,8 +284,8 @@ class PoolOp : public Op {
   int64_t Divisor(int64_t y0, int64_t x0) const {
     if (divisor_ != 0) return divisor_;
     const int64_t h = x_[2], w = x_[3];
-    int64_t y1 = std::min(y0 + kernel_[0], h + padding_[0]);
-    int64_t x1 = std::min(x0 + kernel_[1], w + padding_[1]);
+    int64_t y1 = std::min(y0 + kernel_[0], h + padding_end_[0]);
+    int64_t x1 = std::min(x0 + kernel_[1], w + padding_end_[1]);
     if (count_include_pad_) return (y1 - y0) * (x1 - x0);
     y1 = std::min(y1, h);
     x1 = std::min(x1, w);
@@ -284,11 +293,13 @@ class PoolOp : public Op {
   }
 
   bool max_ = true;
-  bool ceil_mode_ = false, count_include_pad_ = true;
+  bool ceil_mode_ = false, count_include_pad_ = true, flat_indices_ = false;
   bool defaults_ = true;  // oneDNN computes it (see the top)
   int64_t divisor_ = 0;
   Shape x_;
-  std::vector<int64_t> kernel_, stride_, padding_, dilation_ = {1, 1};
+  // padding_ before each dim, padding_end_ after it.
+  std::vector<int64_t> kernel_, stride_, padding_, padding_end_,
+      dilation_ = {1, 1};
   std::optional<DnnlPrimitive> forward_, backward_;
   memory::desc src_desc_, diff_src_desc_, diff_dst_desc_;
   std::optional<memory::desc> workspace_;
@@ -314,13 +325,18 @@ OpSchema PoolSchema(bool max) {
       {"stride", AttrType::kInts, AttrValue(std::vector<int64_t>{}),
        "step between windows; empty = kernel"},
       {"padding", AttrType::kInts, AttrValue(std::vector<int64_t>{0, 0}),
-       "padding on each side, at most half the kernel"},
+       "padding on each side, at most half the kernel; or 4 ints: each "
+       "dim's before, then each dim's after (ONNX's pads)"},
       {"ceil_mode", AttrType::kInt, AttrValue(int64_t{0}),
        "1: output extents rounded up, as PyTorch's ceil_mode"}};
   if (max) {
     s.attrs.push_back({"dilation", AttrType::kInts,
                        AttrValue(std::vector<int64_t>{1, 1}),
                        "spacing between window taps"});
+    s.attrs.push_back(
+        {"flat_indices", AttrType::kInt, AttrValue(int64_t{0}),
+         "1: indices count within all of x (as ONNX's MaxPool), not within "
+         "each H·W plane"});
   } else {
     s.attrs.push_back({"count_include_pad", AttrType::kInt,
                        AttrValue(int64_t{1}),

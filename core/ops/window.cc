@@ -1,5 +1,6 @@
 #include "core/ops/window.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,26 @@ absl::StatusOr<int64_t> WithinMaxExtent(const OpConfig& c, size_t d,
 
 }  // namespace
 
+absl::StatusOr<Padding> ReadPadding(const Attributes& a, absl::string_view name,
+                                    size_t spatial) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> ints, a.GetInts(name, 0));
+  if (ints.size() == 1) ints.assign(spatial, ints[0]);
+  if (ints.size() != spatial && ints.size() != 2 * spatial) {
+    return a.Invalid(
+        name, absl::StrCat(spatial, " ints (each dim's both sides) or ",
+                           2 * spatial, " (each dim's before, then after)"));
+  }
+  for (int64_t v : ints) {
+    if (v < 0 || v > kMaxAttrExtent) {
+      return a.Invalid(name, absl::StrCat(">= 0 and <= ", kMaxAttrExtent));
+    }
+  }
+  Padding p;
+  p.begin.assign(ints.begin(), ints.begin() + spatial);
+  p.end.assign(ints.end() - spatial, ints.end());
+  return p;
+}
+
 absl::StatusOr<std::vector<int64_t>> WindowOutputDims(const OpConfig& c,
                                                       const Window& w) {
   const Shape& x = c.shape(0);
@@ -41,21 +62,22 @@ absl::StatusOr<std::vector<int64_t>> WindowOutputDims(const OpConfig& c,
         const int64_t span,
         WithinMaxExtent(c, d, "dilation", w.dilation, "dilated kernel extent",
                         taps ? CheckedAdd(*taps, 1) : std::nullopt));
-    const std::optional<int64_t> pads = CheckedMul(2, w.padding[d]);
+    const int64_t end = w.padding_end.empty() ? w.padding[d] : w.padding_end[d];
+    const std::optional<int64_t> pads = CheckedAdd(w.padding[d], end);
     ASSIGN_OR_RETURN(
         const int64_t padded,
         WithinMaxExtent(c, d, "padding", w.padding, "padded input extent",
                         pads ? CheckedAdd(in, *pads) : std::nullopt));
-    RETURN_IF_ERROR(WithinMaxExtent(c, d, "stride", w.stride,
-                                    "stride plus padding",
-                                    CheckedAdd(w.stride[d], w.padding[d]))
-                        .status());
+    RETURN_IF_ERROR(
+        WithinMaxExtent(c, d, "stride", w.stride, "stride plus padding",
+                        CheckedAdd(w.stride[d], std::max(w.padding[d], end)))
+            .status());
     if (span > padded) {
       return c.Error("kernel ", ShapeToString(w.kernel), " (",
                      w.dilation[d] == 1 ? "" : "dilated ", "extent ", span,
                      " in dim ", d, ") is larger than the padded input ",
                      padded, " (", c.Describe(0), " ", ShapeToString(x),
-                     ", padding ", w.padding[d], ")");
+                     ", padding ", w.padding[d], " and ", end, ")");
     }
     out.push_back((padded - span) / w.stride[d] + 1);
   }

@@ -14,13 +14,25 @@
 namespace gradserve {
 
 // One entry per spatial dim. stride, padding and dilation come from
-// Attributes::GetIntsInRange (>= 1, >= 0, >= 1, at most kMaxAttrExtent).
+// Attributes::GetIntsInRange (>= 1, >= 0, >= 1, at most kMaxAttrExtent);
+// padding is before each dim, padding_end after it (empty: = padding).
 struct Window {
-  std::vector<int64_t> kernel, stride, padding, dilation;
+  std::vector<int64_t> kernel, stride, padding, dilation, padding_end;
 };
 
+// The padding before and after each spatial dim.
+struct Padding {
+  std::vector<int64_t> begin, end;
+};
+
+// Attribute `name`: one int or `spatial` ints (the same before and after
+// each dim), or 2·spatial ints (each dim's before, then each dim's after:
+// ONNX's pads order), each in [0, kMaxAttrExtent].
+absl::StatusOr<Padding> ReadPadding(const Attributes& a, absl::string_view name,
+                                    size_t spatial);
+
 // Per spatial dim d of input 0, with span = dilation·(kernel − 1) + 1:
-//   (x[2 + d] + 2·padding − span) / stride + 1.
+//   (x[2 + d] + padding + padding_end − span) / stride + 1.
 // INVALID_ARGUMENT naming the node and the attribute when the dilated
 // kernel, the padded input or stride + padding exceed kMaxAttrExtent
 // (oneDNN's descriptors compute them in int), and naming input 0 when the

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <random>
@@ -21,8 +22,11 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "core/analysis/diagnostics.h"
+#include "core/compile/graph_index.h"
+#include "core/compile/program_cache.h"
 #include "core/compute.h"
 #include "core/dnnl_util.h"
+#include "core/import/onnx/onnx_import.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -44,6 +48,10 @@ ABSL_FLAG(std::string, in_process_only, "",
           "print only the in-process median (ms) of one case (linear, mlp, "
           "tiny or reshape), and the process's CPU ms per repetition, and "
           "exit: client_bench.py's baseline");
+ABSL_FLAG(bool, onnx_resnet18, false,
+          "time torchvision's resnet18 exported to ONNX (batch 2, 224x224, "
+          "training mode): import, first and cached Computes, fwd+bwd against "
+          "PyTorch; then exit");
 
 namespace gradserve::bench {
 namespace {
@@ -264,7 +272,8 @@ Case CnnCase(std::mt19937* rng) {
 
 // torch_baseline.py's median for `name`, or a negative number when PyTorch
 // cannot run here.
-double TorchMedianMs(const std::string& name, int threads) {
+double TorchMedianMs(const std::string& name, int threads,
+                     const std::string& extra_args = "") {
   // The same allocator settings as this process (RetainFreedMemory): with
   // glibc's defaults, PyTorch pays fresh page faults on every large tensor
   // and would look several times slower than it is.
@@ -280,7 +289,7 @@ double TorchMedianMs(const std::string& name, int threads) {
       "/tests/bench/torch_baseline.py " +
       name + " --threads " + std::to_string(threads) + " --reps " +
       std::to_string(absl::GetFlag(FLAGS_reps)) + " --warmup " +
-      std::to_string(absl::GetFlag(FLAGS_warmup)) + " 2>/dev/null";
+      std::to_string(absl::GetFlag(FLAGS_warmup)) + extra_args + " 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return -1;
   // The printed number is the verdict: pclose's status is unreliable here
@@ -378,6 +387,89 @@ void CompareWithBaselines(int threads) {
           : "n/a");
 }
 
+Tensor RandomTensor(Shape shape, std::mt19937* rng) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> v(ElementCount(shape));
+  for (float& x : v) x = normal(*rng);
+  return Tensor::FromValues<float>(std::move(shape), v);
+}
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
+}
+
+// --onnx_resnet18: torch_baseline.py exports resnet18 and times PyTorch's
+// fwd+bwd; here each Compute of the ONNX bytes is what the server does per
+// request: import, then the program cache (a compile the first time), then
+// the run. Every parameter's gradient and dL/dx, in training mode.
+int OnnxResnet18(int threads) {
+  const std::string path = absl::StrFormat(
+      "/tmp/gradserve_bench_resnet18_%d.onnx", static_cast<int>(getpid()));
+  const double torch = TorchMedianMs("resnet18", threads, " --export " + path);
+  std::ifstream file(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(file)),
+                          std::istreambuf_iterator<char>());
+  std::remove(path.c_str());
+  if (torch < 0 || bytes.empty()) {
+    std::fprintf(stderr,
+                 "gradserve_bench: PyTorch could not export resnet18 "
+                 "(python3-torchvision installed?)\n");
+    return 1;
+  }
+  const Limits limits;
+  std::mt19937 rng(3);
+  ComputeArgs args;
+  args.feeds["x"] = RandomTensor({2, 3, 224, 224}, &rng);
+  args.output_gradients["y"] = RandomTensor({2, 1000}, &rng);
+  args.mode = Mode::kTrain;
+  ProgramCache cache(int64_t{1} << 32);
+  std::shared_ptr<const Program> program;
+  std::shared_ptr<const GraphDef> graph;
+  auto import_and_run = [&] {
+    auto imported = onnx_import::ImportModel(bytes, limits);
+    Check(imported.status(), "importing resnet18");
+    graph = std::make_shared<const GraphDef>(*std::move(imported));
+    if (args.wrt.empty()) {
+      for (const auto& [name, t] : graph->parameters) args.wrt.push_back(name);
+      args.wrt.push_back("x");
+    }
+    auto compiled = cache.GetOrCompile(
+        StructureKey(*graph), ProgramRequestFor(args),
+        [&] { return GraphIndex::Build(*graph, limits); }, limits);
+    Check(compiled.status(), "compiling resnet18");
+    program = *std::move(compiled);
+    Check(Run(program, args.feeds, ValuesOf(*graph), args.output_gradients,
+              RunControl{})
+              .status(),
+          "running resnet18");
+  };
+  auto start = Clock::now();
+  Check(onnx_import::ImportModel(bytes, limits).status(), "importing resnet18");
+  const double import_ms = MsSince(start);
+  start = Clock::now();
+  import_and_run();
+  const double first_ms = MsSince(start);
+  const Stats cached = Measure(import_and_run);
+  const ValueSet values = ValuesOf(*graph);
+  const Stats run = Measure([&] {
+    Check(Run(program, args.feeds, values, args.output_gradients, RunControl{})
+              .status(),
+          "running resnet18");
+  });
+  std::printf(
+      "resnet18 (ONNX, %zu bytes), batch 2x3x224x224, training, %d "
+      "thread(s), median of %d (p10-p90):\n"
+      "  import alone                      %9.1f ms\n"
+      "  first Compute (import, compile, fwd+bwd) %.1f ms\n"
+      "  cached Compute (import, fwd+bwd)  %9.1f ms (%.1f-%.1f)\n"
+      "  fwd+bwd: gradserve %.1f ms (%.1f-%.1f), PyTorch %.1f ms, %.2fx\n",
+      bytes.size(), threads, absl::GetFlag(FLAGS_reps), import_ms, first_ms,
+      cached.median_ms, cached.p10_ms, cached.p90_ms, run.median_ms, run.p10_ms,
+      run.p90_ms, torch, run.median_ms / torch);
+  return 0;
+}
+
 double ProcessCpuMs() {
   timespec t;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
@@ -416,6 +508,14 @@ int Main() {
   server::RetainFreedMemory(absl::GetFlag(FLAGS_malloc_retain_mb));
   if (!absl::GetFlag(FLAGS_in_process_only).empty()) {
     return InProcessOnly(absl::GetFlag(FLAGS_in_process_only));
+  }
+  if (absl::GetFlag(FLAGS_onnx_resnet18)) {
+    const int threads =
+        runtime::ChoosePoolShape({0, absl::GetFlag(FLAGS_threads)},
+                                 runtime::AvailableCpus())
+            .threads_per_worker;
+    omp_set_num_threads(threads);
+    return OnnxResnet18(threads);
   }
   server::ServerOptions options;
   options.address = "127.0.0.1:0";

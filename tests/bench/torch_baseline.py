@@ -49,16 +49,43 @@ def cnn_case():
     return step
 
 
+def resnet18_case(export_path):
+    """torchvision's resnet18 (random weights), batch 2 of 3x224x224, in
+    training mode: fwd+bwd from a seed dL/dy to every parameter and x. With
+    export_path, also written there as ONNX (PRESERVE: BatchNorm trains)."""
+    import io
+
+    import torchvision
+    model = torchvision.models.resnet18().train()
+    x = torch.randn(2, 3, 224, 224, requires_grad=True)
+    dy = torch.randn(2, 1000)
+    if export_path:
+        f = io.BytesIO()
+        torch.onnx.export(model, x.detach(), f, input_names=["x"], output_names=["y"],
+                          training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False)
+        with open(export_path, "wb") as out:
+            out.write(f.getvalue())
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        x.grad = None
+        model(x).backward(dy)
+    return step
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["conv", "cnn"])
+    parser.add_argument("case", choices=["conv", "cnn", "resnet18"])
+    parser.add_argument("--export", default="", help="resnet18: write its ONNX here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    step = conv_case() if args.case == "conv" else cnn_case()
+    step = {"conv": conv_case, "cnn": cnn_case,
+            "resnet18": lambda: resnet18_case(args.export)}[args.case]()
     for _ in range(args.warmup):
         step()
     times = []

@@ -72,6 +72,10 @@ std::vector<OpCase> Conv(const std::string& op, int spatial) {
       // Enough channels for oneDNN's blocked layouts.
       OpCase(op, {In("x", shape({1, 16}, 3)), In("w", shape({16, 16}, 1)),
                   In("b", {16})}),
+      // Each dim's padding before, then after (ONNX's asymmetric pads).
+      OpCase(op,
+             {In("x", shape({1, 2}, 4)), In("w", shape({2, 2}, 3)), kAbsent},
+             {{"padding", spatial == 1 ? Ints{0, 1} : Ints{1, 0, 0, 2}}}),
   };
 }
 
@@ -107,7 +111,11 @@ std::vector<OpCase> Pool(const std::string& op) {
           OpCase(op, {In("x", {1, 1, 5, 5})},
                  {{"kernel", Ints{3, 3}},
                   {"stride", Ints{2, 2}},
-                  {"padding", Ints{1, 1}}})};
+                  {"padding", Ints{1, 1}}}),
+          OpCase(op, {In("x", {1, 2, 5, 4})},
+                 {{"kernel", Ints{3, 3}},
+                  {"stride", Ints{2, 1}},
+                  {"padding", Ints{0, 1, 1, 0}}})};
 }
 
 // x, weight and bias (each present or not), running mean and variance.

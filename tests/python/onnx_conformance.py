@@ -21,7 +21,7 @@ from gs import pb
 
 DATA = "/usr/share/libonnx-testdata/data"
 RTOL, ATOL = 1e-3, 1e-7
-FEEDABLE = {np.dtype(np.float32), np.dtype(np.int64)}
+FEEDABLE = {np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)}
 
 Outcome = collections.namedtuple("Outcome", "case ops verdict detail")
 
@@ -87,7 +87,8 @@ def run_case(rpc, case):
         if odd or any(a.dtype == np.bool_ for a in inputs):
             return outcome("unsupported", f"tensors of type {(odd or [np.bool_])[0]}")
         request = pb.ComputeRequest(onnx_model=model_bytes, fetch=fetch, mode=pb.MODE_EVAL)
-        gs.fill(request.feeds, dict(zip(feeds, inputs)))
+        for name, a in zip(feeds, inputs):  # float64 stays float64
+            request.feeds[name].CopyFrom(gs.tensor(a, float64=True))
         try:
             result = gs.Result(rpc.Compute(request, timeout=120))
         except grpc.RpcError as e:

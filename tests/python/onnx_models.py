@@ -61,12 +61,13 @@ class ClassifierLoss(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, target)
 
 
-def export(module, args, input_names, output_names, training, opset=14):
+def export(module, args, input_names, output_names, training, opset=14,
+           dynamic_axes=None):
     """The ONNX bytes of `module` at `args`; training: torch.onnx.TrainingMode."""
     f = io.BytesIO()
     torch.onnx.export(module, args, f, training=training, input_names=input_names,
                       output_names=output_names, opset_version=opset,
-                      do_constant_folding=False)
+                      do_constant_folding=False, dynamic_axes=dynamic_axes)
     return f.getvalue()
 
 
@@ -83,3 +84,63 @@ def model_bytes(nodes, inputs, outputs, initializers=(), opset=14):
 
 def float_initializer(name, array):
     return numpy_helper.from_array(array.astype("float32"), name)
+
+
+class Pools(torch.nn.Module):
+    """Poolings torch.onnx.export writes with options: ceil mode, dilation,
+    padding left out of the mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = torch.nn.functional.max_pool2d(x, 3, stride=2, padding=1, dilation=2,
+                                           ceil_mode=True)
+        return torch.nn.functional.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True,
+                                              count_include_pad=False)
+
+
+class Pools1d(torch.nn.Module):
+    """1-d poolings (ONNX MaxPool and AveragePool with 1-d kernels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool1d(self.conv(x), 3, stride=2, padding=1, dilation=1)
+        return torch.nn.functional.avg_pool1d(x, 2, ceil_mode=True)
+
+
+class GeluLayerNorm(torch.nn.Module):
+    """GELU (exported as Div, Erf, Add, Mul, Mul), LayerNorm (opset 17's
+    LayerNormalization), Sqrt, Abs, Neg."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 8)
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = self.norm(torch.nn.functional.gelu(self.fc(x)))
+        return torch.sqrt(h * h + 1.0) - torch.abs(h) * 0.5 + (-h)
+
+
+class WeightedLoss(torch.nn.Module):
+    """Cross-entropy with class weights and an ignored label, and NLL (on
+    log-sigmoids: log_softmax would make it one more cross-entropy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(5, 4)
+        self.register_buffer("class_weight", torch.tensor([0.5, 2.0, 1.0, 1.5]))
+
+    def forward(self, x, target):
+        scores = self.fc(x)
+        ce = torch.nn.functional.cross_entropy(scores, target, weight=self.class_weight,
+                                               ignore_index=1)
+        nll = torch.nn.functional.nll_loss(torch.log(torch.sigmoid(scores)), target,
+                                           weight=self.class_weight, reduction="sum")
+        return ce + 0.1 * nll

@@ -59,20 +59,25 @@ absl::Status CountMismatch(absl::string_view what, int64_t expected,
                                                  field, " carries ", given));
 }
 
-absl::StatusOr<Tensor> FloatTensor(const TensorProto& p, Shape shape, int64_t n,
-                                   absl::string_view what) {
-  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+// float32 (T = float, float_data) or float64 (double, double_data).
+template <typename T, typename Values>
+absl::StatusOr<Tensor> FloatingTensor(const TensorProto& p, Shape shape,
+                                      int64_t n, absl::string_view what,
+                                      const Values& values,
+                                      absl::string_view field) {
+  constexpr int64_t kSize = sizeof(T);
+  Tensor t = Tensor::Empty(kSize == 4 ? DType::kFloat32 : DType::kFloat64,
+                           std::move(shape));
   if (p.has_raw_data()) {
-    if (p.raw_data().size() != static_cast<size_t>(n) * 4) {
-      return CountMismatch(what, n * 4, p.raw_data().size(), "raw_data bytes");
+    if (p.raw_data().size() != static_cast<size_t>(n * kSize)) {
+      return CountMismatch(what, n * kSize, p.raw_data().size(),
+                           "raw_data bytes");
     }
-    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * 4);
+    if (n > 0) std::memcpy(t.raw_data(), p.raw_data().data(), n * kSize);
     return t;
   }
-  if (p.float_data_size() != n) {
-    return CountMismatch(what, n, p.float_data_size(), "float_data");
-  }
-  for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = p.float_data(i);
+  if (values.size() != n) return CountMismatch(what, n, values.size(), field);
+  for (int64_t i = 0; i < n; ++i) t.data<T>()[i] = values.Get(i);
   return t;
 }
 
@@ -109,6 +114,14 @@ absl::StatusOr<Tensor> IntTensor(const TensorProto& p, Shape shape, int64_t n,
   return t;
 }
 
+void SetKnown(ValueInfo& info, Tensor value) {
+  info.dims = value.shape();
+  info.elem_type = value.dtype() == DType::kInt64     ? TensorProto::INT64
+                   : value.dtype() == DType::kFloat64 ? TensorProto::DOUBLE
+                                                      : TensorProto::FLOAT;
+  info.constant = std::move(value);
+}
+
 }  // namespace
 
 absl::Status ExternalDataError(absl::string_view what) {
@@ -134,12 +147,18 @@ absl::StatusOr<Tensor> TensorFromProto(const TensorProto& proto,
       CheckedElementCount(shape, limits.max_tensor_elements, what));
   const int32_t type = proto.data_type();
   if (type == TensorProto::FLOAT) {
-    return FloatTensor(proto, std::move(shape), n, what);
+    return FloatingTensor<float>(proto, std::move(shape), n, what,
+                                 proto.float_data(), "float_data");
+  }
+  if (type == TensorProto::DOUBLE) {
+    return FloatingTensor<double>(proto, std::move(shape), n, what,
+                                  proto.double_data(), "double_data");
   }
   if (IsIntegerType(type)) return IntTensor(proto, std::move(shape), n, what);
   return absl::UnimplementedError(
       absl::StrCat(what, " has element type ", TensorProto::DataType_Name(type),
-                   "; gradserve imports float32 and integer tensors"));
+                   "; gradserve imports float32, float64 and integer "
+                   "tensors"));
 }
 
 std::string GraphImport::UniqueValue(absl::string_view base) {
@@ -253,6 +272,13 @@ bool NodeImport::OutputUsed(int j) const {
          graph_.read.contains(Output(j));
 }
 
+std::optional<std::vector<int64_t>> NodeImport::OutputDims(int j) const {
+  if (j >= NumOutputs() || Output(j).empty()) return std::nullopt;
+  auto it = graph_.values.find(Output(j));
+  if (it == graph_.values.end()) return std::nullopt;
+  return it->second.dims;
+}
+
 absl::Status NodeImport::RejectUsedOutputs(int first,
                                            absl::string_view what) const {
   for (int j = first; j < NumOutputs(); ++j) {
@@ -285,12 +311,14 @@ std::string NodeImport::Temp(absl::string_view suffix) {
   return graph_.UniqueValue(absl::StrCat(name_, "/", suffix));
 }
 
+std::string NodeImport::NewConstant(absl::string_view suffix, Tensor value) {
+  std::string name = Temp(suffix);
+  SetKnown(graph_.values[name], std::move(value));
+  return name;
+}
+
 void NodeImport::SetConstant(int j, Tensor value) {
-  ValueInfo& info = graph_.values[Output(j)];
-  info.dims = value.shape();
-  info.elem_type =
-      value.dtype() == DType::kInt64 ? TensorProto::INT64 : TensorProto::FLOAT;
-  info.constant = std::move(value);
+  SetKnown(graph_.values[Output(j)], std::move(value));
 }
 
 std::string NodeImport::Label() const {

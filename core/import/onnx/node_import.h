@@ -31,8 +31,8 @@ struct ValueInfo {
   int32_t elem_type = 0;  // onnx::TensorProto::DataType; 0 = unknown
 };
 
-// A tensor of an initializer or a Constant: float32 stays float32, integer
-// and bool types become int64 (gradserve's integer type); other types,
+// A tensor of an initializer or a Constant: float32 and float64 stay so,
+// integer and bool types become int64 (gradserve's integer type); other types,
 // external data and sizes over the limits are errors naming `what`.
 absl::StatusOr<Tensor> TensorFromProto(const onnx::TensorProto& proto,
                                        absl::string_view what,
@@ -95,6 +95,9 @@ class NodeImport {
   const std::string& Output(int j) const { return node_.output(j); }
   // Named, and read by another node or a graph output.
   bool OutputUsed(int j) const;
+  // Output j's dims as the model declares or ONNX's shape inference infers
+  // them (-1 = unknown), if known.
+  std::optional<std::vector<int64_t>> OutputDims(int j) const;
   // UNIMPLEMENTED when an output from `first` on is used (`what` names them).
   absl::Status RejectUsedOutputs(int first, absl::string_view what) const;
 
@@ -105,6 +108,8 @@ class NodeImport {
             absl::string_view suffix = "");
   // A fresh value name for an intermediate result.
   std::string Temp(absl::string_view suffix);
+  // A new value known at import time (a buffer when a node reads it).
+  std::string NewConstant(absl::string_view suffix, Tensor value);
   // Output j is known at import time (folded).
   void SetConstant(int j, Tensor value);
   // Input i is non-trainable state (BatchNorm statistics).

@@ -8,6 +8,7 @@
 #include <limits>
 #include <utility>
 
+#include "core/import/onnx/fusion.h"
 #include "core/import/onnx/node_import.h"
 #include "core/status_macros.h"
 #include "onnx/checker.h"
@@ -73,9 +74,31 @@ absl::Status RejectExternalData(const onnx::GraphProto& graph) {
   return absl::OkStatus();
 }
 
-// The checker, then the converter for opsets below kMinOpset, then shape
-// inference (which fills value_info).
-absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
+// The fed dims of graph inputs whose declared dims are unknown (symbolic
+// or absent), where the ranks agree.
+void FillInputDims(onnx::GraphProto& graph, const InputShapes& shapes) {
+  for (auto& input : *graph.mutable_input()) {
+    auto fed = shapes.find(input.name());
+    if (fed == shapes.end() || !input.type().has_tensor_type()) continue;
+    auto* tensor = input.mutable_type()->mutable_tensor_type();
+    const Shape& dims = fed->second;
+    if (!tensor->has_shape()) {
+      for (size_t d = 0; d < dims.size(); ++d)
+        tensor->mutable_shape()->add_dim();
+    }
+    auto* shape = tensor->mutable_shape();
+    if (shape->dim_size() != static_cast<int>(dims.size())) continue;
+    for (int d = 0; d < shape->dim_size(); ++d) {
+      if (!shape->dim(d).has_dim_value())
+        shape->mutable_dim(d)->set_dim_value(dims[d]);
+    }
+  }
+}
+
+// The checker, then the converter for opsets below kMinOpset, then the fed
+// dims, then shape inference (which fills value_info).
+absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model,
+                                    const InputShapes& input_shapes) {
   RETURN_IF_ERROR(RejectExternalData(model.graph()));
   try {
     onnx::checker::check_model(model);
@@ -100,6 +123,7 @@ absl::StatusOr<int> CheckAndPrepare(onnx::ModelProto& model) {
     }
     opset = kMinOpset;
   }
+  FillInputDims(*model.mutable_graph(), input_shapes);
   try {
     onnx::ShapeInferenceOptions options;
     options.check_type = true;
@@ -154,11 +178,12 @@ absl::Status DeclareInputs(GraphImport& g, const onnx::GraphProto& graph) {
     const ValueInfo& info = g.values[v.name()];
     if (info.initializer) continue;  // a parameter a feed may override
     if (info.elem_type != onnx::TensorProto::FLOAT &&
+        info.elem_type != onnx::TensorProto::DOUBLE &&
         info.elem_type != onnx::TensorProto::INT64) {
       return absl::UnimplementedError(absl::StrCat(
           "onnx_model: graph input '", v.name(), "' has element type ",
           onnx::TensorProto::DataType_Name(info.elem_type),
-          "; gradserve feeds float32 and int64"));
+          "; gradserve feeds float32, float64 and int64"));
     }
     g.graph.inputs.push_back(v.name());
   }
@@ -167,8 +192,22 @@ absl::Status DeclareInputs(GraphImport& g, const onnx::GraphProto& graph) {
 
 absl::Status ImportNodes(GraphImport& g, const onnx::GraphProto& graph,
                          int opset) {
+  const absl::flat_hash_map<int, Fused> fusions = FindFusions(graph);
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto& node = graph.node(i);
+    auto fused = fusions.find(i);
+    if (fused != fusions.end()) {
+      if (fused->second.op.empty()) continue;
+      NodeDef def;
+      def.name = g.UniqueNode(node.name().empty()
+                                  ? absl::StrCat(fused->second.op, "_", i)
+                                  : node.name());
+      def.op = fused->second.op;
+      def.inputs = {fused->second.input};
+      def.outputs = {node.output(0)};
+      g.graph.nodes.push_back(std::move(def));
+      continue;
+    }
     const std::string name =
         g.UniqueNode(node.name().empty() ? absl::StrCat(node.op_type(), "_", i)
                                          : node.name());
@@ -201,7 +240,7 @@ void AddStoredValues(GraphImport& g) {
     if (it == g.values.end() || !it->second.constant) continue;
     const ValueInfo& info = it->second;
     const bool parameter = info.initializer && !g.buffers.contains(name) &&
-                           info.constant->dtype() == DType::kFloat32;
+                           info.constant->dtype() != DType::kInt64;
     (parameter ? g.graph.parameters : g.graph.buffers)[name] = *info.constant;
   }
 }
@@ -209,9 +248,10 @@ void AddStoredValues(GraphImport& g) {
 }  // namespace
 
 absl::StatusOr<GraphDef> ImportModel(absl::string_view bytes,
-                                     const Limits& limits) {
+                                     const Limits& limits,
+                                     const InputShapes& input_shapes) {
   ASSIGN_OR_RETURN(onnx::ModelProto model, Parse(bytes));
-  ASSIGN_OR_RETURN(const int opset, CheckAndPrepare(model));
+  ASSIGN_OR_RETURN(const int opset, CheckAndPrepare(model, input_shapes));
   const onnx::GraphProto& graph = model.graph();
   GraphImport g(limits);
   RETURN_IF_ERROR(DeclareValues(g, graph));

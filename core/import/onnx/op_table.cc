@@ -52,6 +52,11 @@ void EmitIdentity(NodeImport& node) {
   node.Emit("Scale", {node.Input(0)}, {node.Output(0)}, {{"factor", 1.0}});
 }
 
+absl::Status Neg(NodeImport& node, const char* op) {
+  node.Emit(op, {node.Input(0)}, {node.Output(0)}, {{"factor", -1.0}});
+  return absl::OkStatus();
+}
+
 // y = x seen with `dims` (all known), a view.
 void EmitReshape(NodeImport& node, const std::string& x, const std::string& y,
                  Ints dims, absl::string_view suffix = "") {
@@ -71,7 +76,9 @@ Ints IntValues(const Tensor& t) {
     return Ints(v.begin(), v.end());
   }
   Ints out;
-  for (float f : t.values<float>()) out.push_back(static_cast<int64_t>(f));
+  for (double f : t.CastFloat(DType::kFloat64).values<double>()) {
+    out.push_back(static_cast<int64_t>(f));
+  }
   return out;
 }
 
@@ -149,11 +156,29 @@ absl::Status FoldGather(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
+bool IsFloatType(int64_t type) {
+  return type == onnx::TensorProto::FLOAT || type == onnx::TensorProto::DOUBLE;
+}
+
+// Float values of a known tensor as `to` (float32 or float64).
+Tensor CastFloats(const Tensor& x, int64_t to) {
+  std::vector<double> v;
+  if (x.dtype() == DType::kInt64) {
+    for (int64_t i : x.values<int64_t>()) v.push_back(static_cast<double>(i));
+  } else {
+    const Tensor d = x.CastFloat(DType::kFloat64);
+    v.assign(d.values<double>().begin(), d.values<double>().end());
+  }
+  const Tensor t = Tensor::FromValues<double>(x.shape(), v);
+  return to == onnx::TensorProto::FLOAT ? t.CastFloat(DType::kFloat32) : t;
+}
+
+// At run time only to the input's own float type (a program computes in
+// one float type); known values to float32, float64 and integer types.
 absl::Status Cast(NodeImport& node, const char*) {
   const int64_t to = node.Int("to", 0);
-  const bool to_float = to == onnx::TensorProto::FLOAT;
   if (!node.IsConstant(0)) {
-    if (to_float && node.ElemType(0) == onnx::TensorProto::FLOAT) {
+    if (IsFloatType(to) && node.ElemType(0) == to) {
       EmitIdentity(node);
       return absl::OkStatus();
     }
@@ -161,18 +186,12 @@ absl::Status Cast(NodeImport& node, const char*) {
                             " at run time is not supported");
   }
   ASSIGN_OR_RETURN(Tensor x, node.ConstantInput(0, "the value"));
-  if (to_float) {
-    std::vector<float> v;
-    if (x.dtype() == DType::kFloat32) {
-      v.assign(x.values<float>().begin(), x.values<float>().end());
-    } else {
-      for (int64_t i : x.values<int64_t>()) v.push_back(static_cast<float>(i));
-    }
-    node.SetConstant(0, Tensor::FromValues<float>(x.shape(), v));
+  if (IsFloatType(to)) {
+    node.SetConstant(0, CastFloats(x, to));
     return absl::OkStatus();
   }
-  if (to == onnx::TensorProto::DOUBLE || to == onnx::TensorProto::STRING ||
-      to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16) {
+  if (to == onnx::TensorProto::STRING || to == onnx::TensorProto::FLOAT16 ||
+      to == onnx::TensorProto::BFLOAT16) {
     return node.Unsupported("Cast to ", onnx::TensorProto::DataType_Name(to),
                             " is not supported");
   }
@@ -329,7 +348,7 @@ absl::Status Reshape(NodeImport& node, const char*) {
 }
 
 // ONNX's Flatten is always 2-d: [prod(dims[:axis]), prod(dims[axis:])].
-absl::Status Flatten(NodeImport& node, const char* op) {
+absl::Status Flatten(NodeImport& node, const char*) {
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Flatten"));
   int64_t axis = node.Int("axis", 1);  // in [-rank, rank]
   if (axis < 0) axis += rank;
@@ -411,10 +430,10 @@ absl::Status Softmax(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
-// The per-side padding of a convolution or pooling window; gradserve pads
-// both sides of a dim equally.
-absl::StatusOr<Ints> SymmetricPads(const NodeImport& node, const Ints& kernel,
-                                   const Ints& strides, const Ints& dilations) {
+// The padding of a convolution or pooling window in ONNX's order (each
+// dim's before, then each dim's after), from pads or auto_pad.
+absl::StatusOr<Ints> Pads(const NodeImport& node, const Ints& kernel,
+                          const Ints& strides, const Ints& dilations) {
   const size_t n = kernel.size();
   const std::string auto_pad = node.String("auto_pad", "NOTSET");
   Ints pads(2 * n, 0);
@@ -436,14 +455,16 @@ absl::StatusOr<Ints> SymmetricPads(const NodeImport& node, const Ints& kernel,
   if (pads.size() != 2 * n) {
     return node.Invalid("pads has ", pads.size(), " values, expected ", 2 * n);
   }
-  for (size_t d = 0; d < n; ++d) {
-    if (pads[d] != pads[d + n]) {
-      return node.Unsupported(
-          "asymmetric pads [", absl::StrJoin(pads, ", "),
-          "] (gradserve pads both sides of a dim equally; no Pad op yet)");
-    }
+  return pads;
+}
+
+// gradserve's padding attribute: one int per dim when both sides are
+// equal, else ONNX's 2·n.
+Ints PaddingAttr(Ints pads) {
+  const size_t n = pads.size() / 2;
+  if (std::equal(pads.begin(), pads.begin() + n, pads.begin() + n)) {
+    pads.resize(n);
   }
-  pads.resize(n);
   return pads;
 }
 
@@ -458,55 +479,141 @@ absl::Status Conv(NodeImport& node, const char*) {
   const Ints kernel(w.begin() + 2, w.end());
   const Ints strides = node.Ints("strides", Ints(spatial, 1));
   const Ints dilations = node.Ints("dilations", Ints(spatial, 1));
-  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
+  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
   node.Emit(spatial == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
             {{"stride", strides},
-             {"padding", pads},
+             {"padding", PaddingAttr(std::move(pads))},
              {"dilation", dilations},
              {"groups", node.Int("group", 1)}});
   return absl::OkStatus();
 }
 
+// PyTorch's (gradserve's) ceil-mode extent of a window `span` wide over
+// `in` padded by (begin, end): the last window must start inside the input
+// or its left padding.
+int64_t CeilExtent(int64_t in, int64_t begin, int64_t end, int64_t span,
+                   int64_t stride) {
+  const int64_t reach = in + begin + end - span;
+  int64_t out = (reach + stride - 1) / stride + 1;
+  if ((out - 1) * stride >= in + begin) --out;
+  return out;
+}
+
+// ceil_mode = 1 where ONNX's output size (its shape inference's) is
+// PyTorch's: ONNX 1.12 keeps a last window that starts in the right padding.
+absl::Status CheckCeilMode(const NodeImport& node, const Ints& kernel,
+                           const Ints& strides, const Ints& dilations,
+                           const Ints& pads) {
+  ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
+  std::optional<Ints> out = node.OutputDims(0);
+  const size_t n = kernel.size();
+  for (size_t d = 0; d < n; ++d) {
+    const int64_t span = dilations[d] * (kernel[d] - 1) + 1;
+    const int64_t ours =
+        CeilExtent(in[d + 2], pads[d], pads[d + n], span, strides[d]);
+    if (!out || out->size() != n + 2 || (*out)[d + 2] != ours) {
+      return node.Unsupported(
+          "ceil_mode = 1 where ONNX's last window starts in the padding "
+          "(gradserve's ceil mode is PyTorch's, which drops it)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A 1-d window [k] as the 2-d window [1, k] over x seen as [N, C, 1, L].
+struct PoolWindow {
+  Ints kernel, strides, dilations, pads;
+};
+PoolWindow As2d(const PoolWindow& w) {
+  return {{1, w.kernel[0]},
+          {1, w.strides[0]},
+          {1, w.dilations[0]},
+          {0, w.pads[0], 0, w.pads[1]}};
+}
+
+// 1-d pooling runs as 2-d: x and the outputs viewed with a height of 1.
+absl::Status EmitPool1d(NodeImport& node, const char* op, AttrMap attrs,
+                        const std::vector<std::string>& outputs) {
+  ASSIGN_OR_RETURN(Ints x, node.StaticShape(0, "1-d pooling"));
+  std::optional<Ints> y = node.OutputDims(0);
+  if (x.size() != 3 || !y || y->size() != 3 ||
+      std::count(y->begin(), y->end(), -1) > 0) {
+    return node.Unsupported(
+        "1-d pooling whose output shape is not known at import");
+  }
+  const std::string x2 = node.Temp("2d");
+  EmitReshape(node, node.Input(0), x2, {x[0], x[1], 1, x[2]}, "as_2d");
+  std::vector<std::string> pooled;
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    pooled.push_back(node.Temp(absl::StrCat("pooled_", j)));
+  }
+  node.Emit(op, {x2}, pooled, std::move(attrs), "pool");
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    EmitReshape(node, pooled[j], outputs[j], *y, absl::StrCat("as_1d_", j));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Pool(NodeImport& node, const char* op) {
   const bool max = std::string(op) == "MaxPool2d";
-  const Ints kernel = node.Ints("kernel_shape");
-  if (kernel.size() != 2) {
-    return node.Unsupported(kernel.size(),
-                            "-d pooling (gradserve pools 2-d windows)");
+  PoolWindow w{node.Ints("kernel_shape")};
+  const size_t n = w.kernel.size();
+  if (n != 1 && n != 2) {
+    return node.Unsupported(n,
+                            "-d pooling (gradserve pools 1-d and 2-d "
+                            "windows)");
   }
-  const Ints strides = node.Ints("strides", {1, 1});
-  const Ints dilations = node.Ints("dilations", {1, 1});
-  if (dilations != Ints{1, 1}) {
-    return node.Unsupported("dilations [", absl::StrJoin(dilations, ", "),
-                            "] (gradserve pools without dilation)");
-  }
-  ASSIGN_OR_RETURN(Ints pads, SymmetricPads(node, kernel, strides, dilations));
-  for (size_t d = 0; d < 2; ++d) {
-    if (pads[d] > kernel[d] / 2) {
-      return node.Unsupported("pads [", absl::StrJoin(pads, ", "),
+  w.strides = node.Ints("strides", Ints(n, 1));
+  w.dilations = node.Ints("dilations", Ints(n, 1));
+  ASSIGN_OR_RETURN(w.pads, Pads(node, w.kernel, w.strides, w.dilations));
+  for (size_t d = 0; d < 2 * n; ++d) {
+    if (w.pads[d] > w.kernel[d % n] / 2) {
+      return node.Unsupported("pads [", absl::StrJoin(w.pads, ", "),
                               "] over half the kernel (gradserve pads at "
                               "most half a pooling window)");
     }
   }
-  if (node.Int("ceil_mode", 0) != 0) {
-    ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ceil_mode = 1"));
-    for (size_t d = 0; d < 2; ++d) {
-      if ((in[d + 2] + 2 * pads[d] - kernel[d]) % strides[d] != 0) {
-        return node.Unsupported(
-            "ceil_mode = 1 where it changes the output "
-            "size (gradserve pools in floor mode)");
-      }
+  const bool ceil = node.Int("ceil_mode", 0) != 0;
+  if (ceil) {
+    RETURN_IF_ERROR(
+        CheckCeilMode(node, w.kernel, w.strides, w.dilations, w.pads));
+  }
+  if (n == 1) w = As2d(w);
+  AttrMap attrs = {{"kernel", w.kernel},
+                   {"stride", w.strides},
+                   {"padding", PaddingAttr(w.pads)}};
+  if (ceil) attrs["ceil_mode"] = int64_t{1};
+  if (max) {
+    attrs["dilation"] = w.dilations;
+  } else {
+    attrs["count_include_pad"] = node.Int("count_include_pad", 0);
+  }
+  std::vector<std::string> outputs = {node.Output(0)};
+  if (max && node.OutputUsed(1)) {
+    // ONNX's Indices: offsets into all of x (row-major unless storage_order).
+    if (node.Int("storage_order", 0) != 0) {
+      return node.Unsupported(
+          "Indices with storage_order = 1 (gradserve counts "
+          "row-major)");
     }
+    attrs["flat_indices"] = int64_t{1};
+    outputs.push_back(node.Output(1));
   }
-  if (!max && node.Int("count_include_pad", 0) == 0 &&
-      (pads[0] != 0 || pads[1] != 0)) {
-    return node.Unsupported(
-        "count_include_pad = 0 with padding (gradserve's "
-        "AvgPool2d counts the padding)");
+  RETURN_IF_ERROR(node.RejectUsedOutputs(outputs.size(), "Indices"));
+  if (n == 1) return EmitPool1d(node, op, std::move(attrs), outputs);
+  node.Emit(op, {node.Input(0)}, std::move(outputs), std::move(attrs));
+  return absl::OkStatus();
+}
+
+// A window over all of H and W.
+absl::Status GlobalMaxPool(NodeImport& node, const char* op) {
+  ASSIGN_OR_RETURN(Ints x, node.StaticShape(0, "GlobalMaxPool"));
+  if (x.size() != 4) {
+    return node.Unsupported("input of rank ", x.size(),
+                            " (gradserve pools 2-d windows)");
   }
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Indices"));
   node.Emit(op, {node.Input(0)}, {node.Output(0)},
-            {{"kernel", kernel}, {"stride", strides}, {"padding", pads}});
+            {{"kernel", Ints{x[2], x[3]}}});
   return absl::OkStatus();
 }
 
@@ -556,14 +663,44 @@ absl::Status Dropout(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
+// Mean = mean(x) and InvStdDev = 1/√(var(x) + epsilon) over the normalized
+// axes (kept as 1s), as ONNX's LayerNormalization's optional outputs,
+// computed beside gradserve's LayerNorm by Mean, Sub, Mul, Add, Sqrt, Div.
+void EmitLayerNormStatistics(NodeImport& node, int axis, int rank,
+                             double epsilon) {
+  Ints axes;
+  for (int d = axis; d < rank; ++d) axes.push_back(d);
+  const AttrMap reduce = {{"axes", axes}, {"keepdims", int64_t{1}}};
+  const std::string mean =
+      node.OutputUsed(1) ? node.Output(1) : node.Temp("mean");
+  node.Emit("Mean", {node.Input(0)}, {mean}, reduce, "mean");
+  if (!node.OutputUsed(2)) return;
+  const std::string centered = node.Temp("centered"), squared = node.Temp("sq"),
+                    var = node.Temp("var"), shifted = node.Temp("var_eps"),
+                    std = node.Temp("std");
+  node.Emit("Sub", {node.Input(0), mean}, {centered}, {}, "centered");
+  node.Emit("Mul", {centered, centered}, {squared}, {}, "squared");
+  node.Emit("Mean", {squared}, {var}, reduce, "var");
+  node.Emit(
+      "Add",
+      {var, node.NewConstant(
+                "epsilon", Tensor::Scalar<float>(static_cast<float>(epsilon)))},
+      {shifted}, {}, "var_eps");
+  node.Emit("Sqrt", {shifted}, {std}, {}, "std");
+  node.Emit("Div", {node.NewConstant("one", Tensor::Scalar<float>(1.0f)), std},
+            {node.Output(2)}, {}, "inv_std");
+}
+
 absl::Status LayerNormalization(NodeImport& node, const char* op) {
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "Mean or InvStdDev"));
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "LayerNormalization"));
   ASSIGN_OR_RETURN(int axis,
                    NormalizeAxis(node, node.Int("axis", -1), rank, "axis"));
+  const double epsilon = node.Float("epsilon", 1e-5);
   node.Emit(op, Inputs(node), {node.Output(0)},
-            {{"epsilon", node.Float("epsilon", 1e-5)},
-             {"axes", int64_t{rank - axis}}});
+            {{"epsilon", epsilon}, {"axes", int64_t{rank - axis}}});
+  if (node.OutputUsed(1) || node.OutputUsed(2)) {
+    EmitLayerNormStatistics(node, axis, rank, epsilon);
+  }
   return absl::OkStatus();
 }
 
@@ -599,32 +736,23 @@ absl::Status Pad(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
-// SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss without weights,
-// over [N, C] scores and [N] labels.
+// SoftmaxCrossEntropyLoss and NegativeLogLikelihoodLoss over scores
+// [N, C, d...] and labels [N, d...], with class weights, ignore_index and
+// every reduction, as gradserve's CrossEntropyLoss and NLLLoss take them.
+// SoftmaxCrossEntropyLoss's log_prob output, when read, is LogSoftmax of
+// the scores along the classes.
 absl::Status Loss(NodeImport& node, const char* op) {
-  if (node.HasInput(2)) {
-    return node.Unsupported("class weights (gradserve's ", op,
-                            " has none yet)");
+  AttrMap attrs = {{"reduction", node.String("reduction", "mean")}};
+  // Without ignore_index ONNX ignores no label; gradserve's default (-100)
+  // is no label ONNX allows either.
+  if (node.Attr("ignore_index") != nullptr) {
+    attrs["ignore_index"] = node.Int("ignore_index", -100);
   }
-  // A negative ignore_index (PyTorch exports -100) matches no class label
-  // gradserve accepts: such a label is refused at run time, not ignored.
-  if (node.Int("ignore_index", -1) >= 0) {
-    return node.Unsupported("ignore_index ", node.Int("ignore_index", -1),
-                            " (gradserve ignores no labels yet)");
+  node.Emit(op, Inputs(node), {node.Output(0)}, std::move(attrs));
+  if (node.OutputUsed(1)) {
+    node.Emit("LogSoftmax", {node.Input(0)}, {node.Output(1)},
+              {{"axis", int64_t{1}}}, "log_prob");
   }
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "log_prob"));
-  const std::string reduction = node.String("reduction", "mean");
-  if (reduction != "mean" && reduction != "sum") {
-    return node.Unsupported("reduction '", reduction,
-                            "' (gradserve's losses reduce: mean or sum)");
-  }
-  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, op));
-  if (rank != 2) {
-    return node.Unsupported("scores of rank ", rank,
-                            " (gradserve takes [N, C])");
-  }
-  node.Emit(op, {node.Input(0), node.Input(1)}, {node.Output(0)},
-            {{"reduction", reduction}});
   return absl::OkStatus();
 }
 
@@ -640,6 +768,9 @@ const std::vector<OpRow>& Table() {
       {"Sigmoid", "Sigmoid", nullptr, {}},
       {"Exp", "Exp", nullptr, {}},
       {"Log", "Log", nullptr, {}},
+      {"Sqrt", "Sqrt", nullptr, {}},
+      {"Abs", "Abs", nullptr, {}},
+      {"Neg", "Scale", Neg, {}},
       {"LeakyRelu", "LeakyReLU", nullptr, {{"alpha", "alpha", 0.01}}},
       {"Elu", "ELU", nullptr, {{"alpha", "alpha", 1.0}}},
       {"Gemm", "Linear | MatMul, Scale, Add", Gemm, {}},
@@ -649,7 +780,9 @@ const std::vector<OpRow>& Table() {
       {"MaxPool", "MaxPool2d", Pool, {}},
       {"AveragePool", "AvgPool2d", Pool, {}},
       {"GlobalAveragePool", "Mean", GlobalAveragePool, {}},
+      {"GlobalMaxPool", "MaxPool2d", GlobalMaxPool, {}},
       {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
+      // (Mean, Sub, Mul, Add, Sqrt, Div for Mean and InvStdDev)
       {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
       {"Dropout", "Dropout", Dropout, {}},
       {"Flatten", "Flatten | Reshape", Flatten, {}},
@@ -661,7 +794,7 @@ const std::vector<OpRow>& Table() {
       {"ReduceSum", "Sum", Reduce, {}},
       {"Identity", "Scale", Identity, {}},
       {"Pad", "Scale", Pad, {}},
-      {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},
+      {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},  // LogSoftmax
       {"NegativeLogLikelihoodLoss", "NLLLoss", Loss, {}},
       {"Constant", "", FoldConstant, {}},
       {"Shape", "", FoldShape, {}},

@@ -88,6 +88,21 @@ TEST(Pool, OptionsGradients) {
         {"ceil_mode", int64_t{1}},
         {"divisor_override", int64_t{3}}}},
       {"AvgPool2d", {{"kernel", V{2, 2}}, {"divisor_override", int64_t{-2}}}},
+      // ONNX's asymmetric pads: each dim's before, then after.
+      {"MaxPool2d",
+       {{"kernel", V{3, 3}}, {"stride", V{2, 2}}, {"padding", V{0, 1, 1, 0}}}},
+      {"MaxPool2d",
+       {{"kernel", V{2, 3}},
+        {"padding", V{1, 0, 0, 1}},
+        {"ceil_mode", int64_t{1}}}},
+      {"AvgPool2d",
+       {{"kernel", V{3, 3}}, {"stride", V{2, 1}}, {"padding", V{1, 0, 0, 1}}}},
+      {"AvgPool2d",
+       {{"kernel", V{3, 3}},
+        {"stride", V{2, 2}},
+        {"padding", V{0, 1, 1, 1}},
+        {"count_include_pad", int64_t{0}},
+        {"ceil_mode", int64_t{1}}}},
   };
   for (const auto& [op, attrs] : cases) {
     for (Shape x : {Shape{2, 3, 7, 6}, Shape{1, 16, 5, 5}}) {
@@ -105,6 +120,38 @@ TEST(Pool, OptionsGradients) {
   indices.num_outputs = 2;
   indices.seeded_outputs = {0};
   ExpectGradientsCorrect(indices);
+}
+
+// Padding [1, 0, 0, 1]: a row above x, a column right of it. x = 1..20 as
+// [1, 1, 4, 5]: windows rows {-1, 0} and {1, 2}, columns {0, 1}, {2, 3},
+// {4, 5}. flat_indices: within all of x; here x has one plane, so the
+// second case is two batches of it.
+TEST(Pool, AsymmetricPaddingAndFlatIndices) {
+  std::vector<float> v(40);
+  for (int i = 0; i < 40; ++i) v[i] = static_cast<float>(i % 20 + 1);
+  for (int64_t batch : {1, 2}) {
+    OpCase max("MaxPool2d", {{"x", {batch, 1, 4, 5}}},
+               {{"kernel", V{2, 2}},
+                {"padding", V{1, 0, 0, 1}},
+                {"flat_indices", int64_t{1}}});
+    max.num_outputs = 2;
+    const Tensor x = F32({batch, 1, 4, 5}, {v.begin(), v.begin() + 20 * batch});
+    auto r = RunOnValues(
+        max, {x}, F32({batch, 1, 2, 3}, std::vector<float>(6 * batch, 1.f)),
+        DType::kFloat32);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::vector<float> y;
+    std::vector<int64_t> indices;
+    for (int64_t n = 0; n < batch; ++n) {
+      y.insert(y.end(), {2, 4, 5, 12, 14, 15});
+      for (int64_t i : {1, 3, 4, 11, 13, 14}) indices.push_back(i + 20 * n);
+    }
+    ExpectClose(r->outputs.at("out0"), F32({batch, 1, 2, 3}, y), 0, "y");
+    const Tensor& i = r->outputs.at("out1");
+    EXPECT_EQ(std::vector<int64_t>(i.data<int64_t>(),
+                                   i.data<int64_t>() + i.num_elements()),
+              indices);
+  }
 }
 
 // x = 1..20 as [1, 1, 4, 5]; values from torch 1.13's max_pool2d and
