@@ -120,6 +120,15 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "sessions, activations and shared-memory regions (needs TLS)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
+ABSL_FLAG(std::string, metrics_address, "",
+          "HOST:PORT where Prometheus metrics are served over HTTP at "
+          "/metrics (e.g. 0.0.0.0:9090; port 0 picks a free one); empty = "
+          "no metrics");
+ABSL_FLAG(std::string, log_level, "warning",
+          "which calls the access log on stderr writes, one key=value line "
+          "each: error (the server failed: INTERNAL, UNKNOWN, DATA_LOSS), "
+          "warning (also RESOURCE_EXHAUSTED, UNAVAILABLE, "
+          "DEADLINE_EXCEEDED), info (every call)");
 
 namespace {
 
@@ -216,6 +225,15 @@ int main(int argc, char** argv) {
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  options.telemetry.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  auto log_level =
+      gradserve::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) {
+    std::fprintf(stderr, "gradserve: %s\n",
+                 std::string(log_level.status().message()).c_str());
+    return 1;
+  }
+  options.telemetry.log_level = *log_level;
 
   auto server = gradserve::server::GradientServer::Start(options);
   if (!server.ok()) {
@@ -231,6 +249,11 @@ int main(int argc, char** argv) {
                Transport(options.security).c_str(), shape.workers,
                shape.threads_per_worker, gradserve::DnnlVersion().c_str(),
                gradserve::DnnlCpuIsa().c_str());
+  if ((*server)->metrics_port() != 0) {
+    std::fprintf(stderr, "gradserve: metrics on %s (port %d) at /metrics\n",
+                 options.telemetry.metrics_address.c_str(),
+                 (*server)->metrics_port());
+  }
 
   int signal = 0;
   sigwait(&signals, &signal);
