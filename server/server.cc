@@ -13,6 +13,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/codec/snapshot_codec.h"
+#include "server/reflection_v1.h"
 
 namespace gradserve::server {
 
@@ -85,6 +86,8 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
     builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
   }
   builder.RegisterService(server->service_.get());
+  server->reflection_v1_ = std::make_unique<ReflectionV1>(ServedServices());
+  builder.RegisterService(server->reflection_v1_.get());
   server->server_ = builder.BuildAndStart();
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (server->server_ == nullptr || ports[i] == 0) {

@@ -16,6 +16,7 @@
 #include "runtime/runtime.h"
 #include "server/connection_watch.h"
 #include "server/gradient_service.h"
+#include "server/reflection_v1.h"
 #include "server/security.h"
 #include "server/telemetry.h"
 
@@ -72,6 +73,7 @@ class GradientServer {
   std::unique_ptr<runtime::ComputePool> pool_;
   std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<GradientServiceImpl> service_;
+  std::unique_ptr<ReflectionV1> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   // With shared memory on: drops the regions of closed connections.
   std::unique_ptr<ConnectionWatch> watch_;
