@@ -1,6 +1,7 @@
 // gradserve: flags, signals, and the server's lifetime.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -132,6 +133,9 @@ ABSL_FLAG(std::string, log_level, "warning",
 
 namespace {
 
+// Signals this close to the first are the same request to shut down.
+constexpr std::chrono::seconds kSameSignal(1);
+
 bool IsMainFile(absl::string_view file) {
   return absl::EndsWith(file, "server/main.cc");
 }
@@ -257,15 +261,21 @@ int main(int argc, char** argv) {
 
   int signal = 0;
   sigwait(&signals, &signal);
+  const auto first = std::chrono::steady_clock::now();
   std::fprintf(stderr,
                "gradserve: %s, shutting down (calls in flight get %.0f s)\n",
                signal == SIGTERM ? "SIGTERM" : "SIGINT", grace);
-  // A second signal during the grace period stops at once.
-  std::thread([&signals] {
-    int again = 0;
-    sigwait(&signals, &again);
-    std::fprintf(stderr, "gradserve: second signal, exiting now\n");
-    std::_Exit(1);
+  // A second signal during the grace period stops at once, unless it came
+  // with the first: `timeout` signals its child and then its process group,
+  // and a terminal's Ctrl-C or a supervisor may reach the process twice.
+  std::thread([&signals, first] {
+    for (;;) {
+      int again = 0;
+      sigwait(&signals, &again);
+      if (std::chrono::steady_clock::now() - first < kSameSignal) continue;
+      std::fprintf(stderr, "gradserve: second signal, exiting now\n");
+      std::_Exit(1);
+    }
   }).detach();
   (*server)->Shutdown(absl::Seconds(grace));
   std::fprintf(stderr, "gradserve: stopped\n");
