@@ -93,21 +93,30 @@ void ServiceMetrics::AddRuntimeMetrics(Registry* registry,
   AddValue(registry, "gradserve_memory_in_use_bytes",
            "Bytes queued and running requests hold in the memory budget.",
            Type::kGauge, [rt] { return rt->memory_budget().in_use(); });
-  AddValue(registry, "gradserve_program_cache_hits_total",
-           "Requests whose compiled program was in the cache.", Type::kCounter,
-           [rt] { return rt->cache_stats().hits; });
-  AddValue(registry, "gradserve_program_cache_misses_total",
-           "Requests that compiled their program.", Type::kCounter,
-           [rt] { return rt->cache_stats().misses; });
-  AddValue(registry, "gradserve_program_cache_evictions_total",
-           "Programs evicted from the cache.", Type::kCounter,
-           [rt] { return rt->cache_stats().evictions; });
-  AddValue(registry, "gradserve_program_cache_entries",
-           "Programs in the cache.", Type::kGauge,
-           [rt] { return rt->cache_stats().entries; });
-  AddValue(registry, "gradserve_program_cache_bytes",
-           "Estimated bytes of the cached programs.", Type::kGauge,
-           [rt] { return rt->cache_stats().bytes; });
+  struct CacheValue {
+    const char* name;
+    const char* help;
+    Type type;
+    int64_t ProgramCacheStats::*field;
+  };
+  for (const CacheValue& v : std::vector<CacheValue>{
+           {"gradserve_program_cache_hits_total",
+            "Requests whose compiled program was in the cache.", Type::kCounter,
+            &ProgramCacheStats::hits},
+           {"gradserve_program_cache_misses_total",
+            "Requests that compiled their program.", Type::kCounter,
+            &ProgramCacheStats::misses},
+           {"gradserve_program_cache_evictions_total",
+            "Programs evicted from the cache.", Type::kCounter,
+            &ProgramCacheStats::evictions},
+           {"gradserve_program_cache_entries", "Programs in the cache.",
+            Type::kGauge, &ProgramCacheStats::entries},
+           {"gradserve_program_cache_bytes",
+            "Estimated bytes of the cached programs.", Type::kGauge,
+            &ProgramCacheStats::bytes}}) {
+    AddValue(registry, v.name, v.help, v.type,
+             [rt, field = v.field] { return rt->cache_stats().*field; });
+  }
 }
 
 void ServiceMetrics::AddOpMetrics(Registry* registry) {

@@ -46,6 +46,22 @@ std::string LabelText(const std::vector<std::string>& names,
   return text.empty() ? text : absl::StrCat("{", text, "}");
 }
 
+// \ and newline escaped, and " when `quotes`.
+std::string Escape(const std::string& text, bool quotes) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || (quotes && c == '"')) {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 const char* TypeName(Type type) {
   switch (type) {
     case Type::kCounter:
@@ -156,14 +172,22 @@ void Registry::Add(std::unique_ptr<Entry> entry) {
   entries_.push_back(std::move(entry));
 }
 
-Family<Counter>* Registry::AddCounter(std::string name, std::string help,
-                                      std::vector<std::string> label_names,
-                                      int64_t per_unit, bool hide_zero) {
+std::unique_ptr<Registry::Entry> Registry::NewEntry(
+    std::string name, std::string help, Type type,
+    std::vector<std::string> label_names) {
   auto entry = std::make_unique<Entry>();
   entry->name = std::move(name);
   entry->help = std::move(help);
-  entry->type = Type::kCounter;
+  entry->type = type;
   entry->label_names = std::move(label_names);
+  return entry;
+}
+
+Family<Counter>* Registry::AddCounter(std::string name, std::string help,
+                                      std::vector<std::string> label_names,
+                                      int64_t per_unit, bool hide_zero) {
+  auto entry = NewEntry(std::move(name), std::move(help), Type::kCounter,
+                        std::move(label_names));
   entry->per_unit = per_unit;
   entry->hide_zero = hide_zero;
   entry->counters.reset(
@@ -177,11 +201,8 @@ Family<Histogram>* Registry::AddHistogram(std::string name, std::string help,
                                           std::vector<std::string> label_names,
                                           const std::vector<double>& bounds,
                                           int64_t per_unit) {
-  auto entry = std::make_unique<Entry>();
-  entry->name = std::move(name);
-  entry->help = std::move(help);
-  entry->type = Type::kHistogram;
-  entry->label_names = std::move(label_names);
+  auto entry = NewEntry(std::move(name), std::move(help), Type::kHistogram,
+                        std::move(label_names));
   entry->per_unit = per_unit;
   entry->bounds = bounds;
   for (double bound : bounds) {
@@ -198,11 +219,8 @@ Family<Histogram>* Registry::AddHistogram(std::string name, std::string help,
 void Registry::AddCollected(std::string name, std::string help, Type type,
                             std::vector<std::string> label_names,
                             Collector collect) {
-  auto entry = std::make_unique<Entry>();
-  entry->name = std::move(name);
-  entry->help = std::move(help);
-  entry->type = type;
-  entry->label_names = std::move(label_names);
+  auto entry =
+      NewEntry(std::move(name), std::move(help), type, std::move(label_names));
   entry->collect = std::move(collect);
   Add(std::move(entry));
 }
@@ -215,33 +233,11 @@ std::string Registry::Expose() const {
 }
 
 std::string EscapeLabelValue(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  return Escape(value, /*quotes=*/true);
 }
 
 std::string EscapeHelp(const std::string& help) {
-  std::string out;
-  for (char c : help) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  return Escape(help, /*quotes=*/false);
 }
 
 std::string FormatValue(double value) {

@@ -109,6 +109,9 @@ class Registry {
 
  private:
   struct Entry;
+  static std::unique_ptr<Entry> NewEntry(std::string name, std::string help,
+                                         Type type,
+                                         std::vector<std::string> label_names);
   void Add(std::unique_ptr<Entry> entry);
 
   mutable std::mutex mu_;
