@@ -23,7 +23,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libdnnl2 libgomp1 ocl-icd-libopencl1 libzip4 libonnx1 \
+      libdnnl2 libgomp1 ocl-icd-libopencl1 libzip4 libonnx1 libcpp-httplib0.11 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gradserve

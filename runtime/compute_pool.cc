@@ -57,6 +57,11 @@ bool ComputePool::Submit(std::function<void()> task) {
   return true;
 }
 
+ComputePool::Load ComputePool::load() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {static_cast<int64_t>(queue_.size()), static_cast<int64_t>(running_)};
+}
+
 void ComputePool::WorkerLoop() {
   omp_set_num_threads(shape_.threads_per_worker);
   for (;;) {

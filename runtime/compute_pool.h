@@ -10,6 +10,7 @@
 #define GRADSERVE_RUNTIME_COMPUTE_POOL_H_
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -43,13 +44,19 @@ class ComputePool {
   // workers, or the pool is stopping.
   bool Submit(std::function<void()> task);
   const PoolShape& shape() const { return shape_; }
+  // Tasks waiting for a worker, and workers running one (for metrics).
+  struct Load {
+    int64_t queued = 0;
+    int64_t running = 0;
+  };
+  Load load() const;
 
  private:
   void WorkerLoop();
 
   const PoolShape shape_;
   const size_t max_queue_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable ready_;
   std::deque<std::function<void()>> queue_;
   size_t running_ = 0;

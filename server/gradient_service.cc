@@ -1,5 +1,6 @@
 #include "server/gradient_service.h"
 
+#include <chrono>
 #include <exception>
 #include <new>
 #include <utility>
@@ -59,11 +60,59 @@ absl::Status Guarded(const std::function<absl::Status()>& work) {
 
 }  // namespace
 
-int MethodIndex(absl::string_view method) {
+namespace {
+
+const google::protobuf::ServiceDescriptor& Service() {
   static const google::protobuf::ServiceDescriptor* service =
       google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
           "gradserve.v1.GradientService");
-  return service->FindMethodByName(std::string(method))->index();
+  return *service;
+}
+
+// Finishes a unary call, telling the observer how it went first.
+class UnaryEnd {
+ public:
+  UnaryEnd(grpc::ServerUnaryReactor* reactor, CallObserver* observer,
+           int method, int64_t bytes_in)
+      : reactor_(reactor),
+        observer_(observer),
+        method_(method),
+        bytes_in_(bytes_in),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Finish(const absl::Status& status, absl::string_view peer,
+              absl::string_view tenant, int64_t bytes_out = 0) const {
+    grpc::Status reply = ToGrpcStatus(status);
+    if (observer_ != nullptr) {
+      const auto elapsed = std::chrono::steady_clock::now() - start_;
+      observer_->OnCall(
+          {method_, peer, tenant, reply.error_code(), bytes_in_, bytes_out,
+           std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed)
+               .count()});
+    }
+    reactor_->Finish(reply);
+  }
+
+ private:
+  grpc::ServerUnaryReactor* const reactor_;
+  CallObserver* const observer_;
+  const int method_;
+  const int64_t bytes_in_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+int MethodIndex(absl::string_view method) {
+  return Service().FindMethodByName(std::string(method))->index();
+}
+
+int MethodCount() { return Service().method_count(); }
+
+const std::string& MethodName(int index) {
+  static const std::string* none = new std::string();
+  if (index < 0 || index >= MethodCount()) return *none;
+  return Service().method(index)->name();
 }
 
 GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
@@ -99,6 +148,7 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
   if (options.tls) static_info_.add_features("tls");
   if (options.mutual_tls) static_info_.add_features("mutual_tls");
   if (options.tokens != nullptr) static_info_.add_features("auth");
+  if (options.metrics) static_info_.add_features("metrics");
   AddComputeRpcs();
   AddAnalysisRpcs();
   AddSessionRpcs();
@@ -110,15 +160,18 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
 template <typename Request, typename Reply>
 void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                                    Handler<Request, Reply> handler) {
-  auto start = [this, where, handler = std::move(handler)](
+  auto start = [this, method = MethodIndex(method), where,
+                handler = std::move(handler)](
                    grpc::CallbackServerContext* context,
                    const grpc::ByteBuffer* request,
                    grpc::ByteBuffer* response) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const UnaryEnd end(reactor, options_.observer, method,
+                       static_cast<int64_t>(request->Length()));
     absl::StatusOr<runtime::CallContext> caller =
         CallContextOf(context, options_.tokens.get());
     if (!caller.ok()) {
-      reactor->Finish(ToGrpcStatus(caller.status()));
+      end.Finish(caller.status(), context->peer(), "");
       return reactor;
     }
     runtime::CallContext ctx = *std::move(caller);
@@ -126,12 +179,12 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
     auto held = runtime_->memory_budget().Reserve(
         2 * static_cast<int64_t>(request->Length()), "the request message");
     if (!held.ok()) {
-      reactor->Finish(ToGrpcStatus(held.status()));
+      end.Finish(held.status(), ctx.connection, ctx.tenant);
       return reactor;
     }
     auto reservation =
         std::make_shared<runtime::MemoryBudget::Reservation>(*std::move(held));
-    auto task = [reactor, ctx, request, response, reservation, &handler]() {
+    auto task = [end, ctx, request, response, reservation, &handler]() {
       absl::Status status = Guarded([&]() -> absl::Status {
         RETURN_IF_ERROR(ctx.check_cancelled());
         Request parsed;
@@ -144,12 +197,13 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
         return absl::OkStatus();
       });
       reservation->Release();
-      reactor->Finish(ToGrpcStatus(status));
+      end.Finish(status, ctx.connection, ctx.tenant,
+                 status.ok() ? static_cast<int64_t>(response->Length()) : 0);
     };
     if (!Schedule(where, ctx, *request, std::move(task))) {
-      reactor->Finish(
-          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       "the server's compute queue is full; retry later"));
+      end.Finish(absl::ResourceExhaustedError(
+                     "the server's compute queue is full; retry later"),
+                 ctx.connection, ctx.tenant);
     }
     return reactor;
   };

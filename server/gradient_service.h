@@ -8,11 +8,13 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "runtime/runtime.h"
+#include "server/call_observer.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_message.h"
 #include "server/security.h"
@@ -28,6 +30,9 @@ struct ServiceOptions {
   // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
   bool tls = false;
   bool mutual_tls = false;
+  bool metrics = false;  // listed as the feature "metrics"
+  // Told of every finished call (metrics, access log); may be null.
+  CallObserver* observer = nullptr;
   // With tokens on, each call's tenant (server/security.h).
   std::shared_ptr<const TokenTable> tokens;
 };
@@ -84,6 +89,9 @@ class GradientServiceImpl final : public pb::GradientService::Service {
 
 // The index of a GradientService method, for gRPC's handler table.
 int MethodIndex(absl::string_view method);
+// The methods' count, and the name of the one at `index` ("" when none).
+int MethodCount();
+const std::string& MethodName(int index);
 
 }  // namespace gradserve::server
 

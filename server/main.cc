@@ -1,6 +1,7 @@
 // gradserve: flags, signals, and the server's lifetime.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -121,8 +122,20 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "sessions, activations and shared-memory regions (needs TLS)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
+ABSL_FLAG(std::string, metrics_address, "",
+          "HOST:PORT where Prometheus metrics are served over HTTP at "
+          "/metrics (e.g. 0.0.0.0:9090; port 0 picks a free one); empty = "
+          "no metrics");
+ABSL_FLAG(std::string, log_level, "warning",
+          "which calls the access log on stderr writes, one key=value line "
+          "each: error (the server failed: INTERNAL, UNKNOWN, DATA_LOSS), "
+          "warning (also RESOURCE_EXHAUSTED, UNAVAILABLE, "
+          "DEADLINE_EXCEEDED), info (every call)");
 
 namespace {
+
+// Signals this close to the first are the same request to shut down.
+constexpr std::chrono::seconds kSameSignal(1);
 
 bool IsMainFile(absl::string_view file) {
   return absl::EndsWith(file, "server/main.cc");
@@ -221,6 +234,15 @@ int main(int argc, char** argv) {
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  options.telemetry.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  auto log_level =
+      gradserve::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) {
+    std::fprintf(stderr, "gradserve: %s\n",
+                 std::string(log_level.status().message()).c_str());
+    return 1;
+  }
+  options.telemetry.log_level = *log_level;
 
   auto server = gradserve::server::GradientServer::Start(options);
   if (!server.ok()) {
@@ -236,18 +258,29 @@ int main(int argc, char** argv) {
                Transport(options.security).c_str(), shape.workers,
                shape.threads_per_worker, gradserve::DnnlVersion().c_str(),
                gradserve::DnnlCpuIsa().c_str());
+  if ((*server)->metrics_port() != 0) {
+    std::fprintf(stderr, "gradserve: metrics on %s (port %d) at /metrics\n",
+                 options.telemetry.metrics_address.c_str(),
+                 (*server)->metrics_port());
+  }
 
   int signal = 0;
   sigwait(&signals, &signal);
+  const auto first = std::chrono::steady_clock::now();
   std::fprintf(stderr,
                "gradserve: %s, shutting down (calls in flight get %.0f s)\n",
                signal == SIGTERM ? "SIGTERM" : "SIGINT", grace);
-  // A second signal during the grace period stops at once.
-  std::thread([&signals] {
-    int again = 0;
-    sigwait(&signals, &again);
-    std::fprintf(stderr, "gradserve: second signal, exiting now\n");
-    std::_Exit(1);
+  // A second signal during the grace period stops at once, unless it came
+  // with the first: `timeout` signals its child and then its process group,
+  // and a terminal's Ctrl-C or a supervisor may reach the process twice.
+  std::thread([&signals, first] {
+    for (;;) {
+      int again = 0;
+      sigwait(&signals, &again);
+      if (std::chrono::steady_clock::now() - first < kSameSignal) continue;
+      std::fprintf(stderr, "gradserve: second signal, exiting now\n");
+      std::_Exit(1);
+    }
   }).detach();
   (*server)->Shutdown(absl::Seconds(grace));
   std::fprintf(stderr, "gradserve: stopped\n");

@@ -13,6 +13,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/codec/snapshot_codec.h"
+#include "server/reflection_v1.h"
 
 namespace gradserve::server {
 
@@ -48,11 +49,16 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   }
   auto security = MakeServerSecurity(options.security);
   if (!security.ok()) return security.status();
+  auto telemetry = Telemetry::Start(options.telemetry, server->runtime_.get());
+  if (!telemetry.ok()) return telemetry.status();
+  server->telemetry_ = *std::move(telemetry);
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = max_message;
   service_options.tls = options.security.tls();
   service_options.mutual_tls = options.security.mutual_tls();
   service_options.tokens = security->tokens;
+  service_options.metrics = server->telemetry_->metrics();
+  service_options.observer = server->telemetry_.get();
   server->service_ = std::make_unique<GradientServiceImpl>(
       server->runtime_.get(), service_options);
 
@@ -80,6 +86,8 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
     builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 1);
   }
   builder.RegisterService(server->service_.get());
+  server->reflection_v1_ = std::make_unique<ReflectionV1>(ServedServices());
+  builder.RegisterService(server->reflection_v1_.get());
   server->server_ = builder.BuildAndStart();
   for (size_t i = 0; i < addresses.size(); ++i) {
     if (server->server_ == nullptr || ports[i] == 0) {
@@ -119,6 +127,7 @@ void GradientServer::Shutdown(absl::Duration grace) {
       server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
       server_->Wait();
     }
+    if (telemetry_ != nullptr) telemetry_->StopEndpoint();  // reads the pool
     pool_.reset();  // runs what is left (cancelled calls end at once), joins
     // No step runs now: the last snapshot has every session's last step.
     if (runtime_ != nullptr && runtime_->persistence() != nullptr) {

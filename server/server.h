@@ -16,7 +16,9 @@
 #include "runtime/runtime.h"
 #include "server/connection_watch.h"
 #include "server/gradient_service.h"
+#include "server/reflection_v1.h"
 #include "server/security.h"
+#include "server/telemetry.h"
 
 namespace gradserve::server {
 
@@ -37,6 +39,8 @@ struct ServerOptions {
   runtime::SharedMemoryOptions shared_memory;
   // TLS, mutual TLS and tokens (server/security.h); all off by default.
   SecurityOptions security;
+  // The access log's level and the metrics endpoint (server/telemetry.h).
+  TelemetryOptions telemetry;
   ServiceOptions service;
 };
 
@@ -51,6 +55,8 @@ class GradientServer {
   // for port 0); 0 when the server listens on unix sockets only.
   int port() const { return port_; }
   const runtime::PoolShape& pool_shape() const { return pool_->shape(); }
+  // The metrics endpoint's port; 0 without one.
+  int metrics_port() const { return telemetry_->metrics_port(); }
   runtime::Runtime& runtime() { return *runtime_; }
 
   // Health turns NOT_SERVING and new calls are refused; calls in flight get
@@ -62,9 +68,12 @@ class GradientServer {
  private:
   GradientServer() = default;
 
+  // First: the last calls, finished by the pool's shutdown, still report.
+  std::unique_ptr<Telemetry> telemetry_;
   std::unique_ptr<runtime::ComputePool> pool_;
   std::unique_ptr<runtime::Runtime> runtime_;
   std::unique_ptr<GradientServiceImpl> service_;
+  std::unique_ptr<ReflectionV1> reflection_v1_;
   std::unique_ptr<grpc::Server> server_;
   // With shared memory on: drops the regions of closed connections.
   std::unique_ptr<ConnectionWatch> watch_;

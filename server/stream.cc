@@ -23,7 +23,9 @@ class ComputeStreamReactor
   ComputeStreamReactor(GradientServiceImpl* service,
                        grpc::CallbackServerContext* context,
                        runtime::CallContext caller)
-      : service_(service), ctx_(StreamContext(context, std::move(caller))) {
+      : service_(service),
+        ctx_(StreamContext(context, std::move(caller))),
+        start_(std::chrono::steady_clock::now()) {
     std::lock_guard<std::mutex> lock(mu_);
     ReadNext();
   }
@@ -37,6 +39,7 @@ class ComputeStreamReactor
       return;
     }
     const uint64_t index = next_index_++;
+    bytes_in_ += static_cast<int64_t>(incoming_.Length());
     items_.push_back(Item{index});
     ++outstanding_;
     auto request = std::make_shared<grpc::ByteBuffer>(std::move(incoming_));
@@ -68,6 +71,7 @@ class ComputeStreamReactor
       MaybeFinish();
       return;
     }
+    bytes_out_ += static_cast<int64_t>(items_.front().reply.Length());
     items_.pop_front();
     if (!reads_done_ && !reading_ && items_.size() < Window()) ReadNext();
     MaybeWrite();
@@ -79,6 +83,7 @@ class ComputeStreamReactor
   void OnDone() override {
     std::unique_lock<std::mutex> lock(mu_);
     done_ = true;
+    Observe();
     if (outstanding_ == 0) {
       lock.unlock();
       delete this;
@@ -106,6 +111,18 @@ class ComputeStreamReactor
       return absl::OkStatus();
     };
     return ctx;
+  }
+
+  // Under mu_, once the stream is done: it counts as one call.
+  void Observe() {
+    CallObserver* observer = service_->options().observer;
+    if (observer == nullptr) return;
+    const auto elapsed = std::chrono::steady_clock::now() - start_;
+    observer->OnCall(
+        {MethodIndex("ComputeStream"), ctx_.connection, ctx_.tenant,
+         finished_ ? code_ : grpc::StatusCode::CANCELLED, bytes_in_, bytes_out_,
+         std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed)
+             .count()});
   }
 
   size_t Window() const {
@@ -166,6 +183,7 @@ class ComputeStreamReactor
     if (finished_ || writing_) return;
     if (broken_) {
       finished_ = true;
+      code_ = grpc::StatusCode::CANCELLED;
       cancelled_ = true;  // no reply can be sent: skip the work left
       Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                           "the client stopped reading the stream"));
@@ -179,6 +197,9 @@ class ComputeStreamReactor
 
   GradientServiceImpl* const service_;
   const runtime::CallContext ctx_;
+  const std::chrono::steady_clock::time_point start_;
+  int64_t bytes_in_ = 0, bytes_out_ = 0;  // messages read, replies written
+  grpc::StatusCode code_ = grpc::StatusCode::OK;  // as finished
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;
   std::deque<Item> items_;  // unanswered or unsent, in request order
@@ -208,7 +229,13 @@ void GradientServiceImpl::AddComputeStream() {
               -> grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* {
             auto caller = CallContextOf(context, options_.tokens.get());
             if (!caller.ok()) {
-              return new RefusedStream(ToGrpcStatus(caller.status()));
+              const grpc::Status refused = ToGrpcStatus(caller.status());
+              if (options_.observer != nullptr) {
+                options_.observer->OnCall({MethodIndex("ComputeStream"),
+                                           context->peer(), "",
+                                           refused.error_code()});
+              }
+              return new RefusedStream(refused);
             }
             return new ComputeStreamReactor(this, context, *std::move(caller));
           }));

@@ -20,6 +20,8 @@ build=(
   libonnx-dev
   # TLS files checked and tokens hashed with OpenSSL (as gRPC links it)
   libssl-dev
+  # the Prometheus /metrics endpoint (--metrics_address)
+  libcpp-httplib-dev
   # C++ tests read .npy files that numpy writes
   python3 python3-numpy
 )

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/compile/key_writer.h"
 #include "core/dnnl_util.h"
+#include "core/exec/op_times.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -160,6 +161,7 @@ absl::Status Program::Prune(const ProgramRequest& request) {
     position[n] = static_cast<int>(nodes_.size());
     ProgramNode node;
     node.node = &all[n];
+    node.time_slot = OpTimes::Global().Slot(all[n].def.op);
     nodes_.push_back(std::move(node));
   }
   for (size_t id = 0; id < index_->values().size(); ++id) {

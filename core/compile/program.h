@@ -50,6 +50,7 @@ struct ProgramNode {
   const IndexedNode* node = nullptr;  // in the program's index
   std::unique_ptr<Op> op;
   bool runs_backward = false;
+  int time_slot = -1;            // the op type's slot in OpTimes
   std::vector<bool> needs_grad;  // per input position
   SavedValues saves;
   // Values no later step reads: freed after this node's forward, and after

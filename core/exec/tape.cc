@@ -3,12 +3,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <new>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/dnnl_util.h"
+#include "core/exec/op_times.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -150,7 +152,8 @@ class Tape::Pass {
           {},
           std::vector<Tensor>(pn.node->inputs.size())};
       ForwardContext ctx(state, dnnl_);
-      RETURN_IF_ERROR(pn.op->Forward(ctx));
+      RETURN_IF_ERROR(
+          Timed(pn, OpTimes::kForward, [&] { return pn.op->Forward(ctx); }));
       for (int out : pn.node->outputs) {
         RETURN_IF_ERROR(CheckMeta(pn, "output", program_.name(out),
                                   tape_.values_[out], program_.meta(out)));
@@ -207,6 +210,19 @@ class Tape::Pass {
   }
 
  private:
+  // Runs one node's pass, adding its wall time to its op type's total.
+  template <typename Run>
+  static absl::Status Timed(const ProgramNode& pn, OpTimes::Direction direction,
+                            Run run) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status = run();
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    OpTimes::Global().Add(
+        pn.time_slot, direction,
+        std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+    return status;
+  }
+
   absl::Status CheckCancelled() {
     return control_.check_cancelled ? control_.check_cancelled()
                                     : absl::OkStatus();
@@ -285,7 +301,8 @@ class Tape::Pass {
                        Present(pn, node.outputs, &grads),
                        std::vector<Tensor>(node.inputs.size())};
     BackwardContext ctx(state, dnnl_);
-    RETURN_IF_ERROR(pn.op->Backward(ctx));
+    RETURN_IF_ERROR(
+        Timed(pn, OpTimes::kBackward, [&] { return pn.op->Backward(ctx); }));
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const Tensor& g = state.per_input[i];
       const int in = node.inputs[i];

@@ -496,6 +496,23 @@ class Server:
             raise AssertionError(f"gradserve {how} with status {code}:\n{output}")
 
 
+def slow_compute_request(layers=24, width=512, batch=512, seed=0, backward=True):
+    """A Compute of `layers` Linear+Tanh pairs, with a loss and its
+    gradients unless not `backward` (then the pass holds two activations
+    at a time, however deep): a call that is still running when something
+    happens (24 layers: about half a second on two idle cores)."""
+    rng = np.random.default_rng(seed)
+    nodes = []
+    for i in range(layers):
+        nodes += [node(f"fc{i}", "Linear", [f"h{i}", "W"], [f"z{i}"]),
+                  node(f"t{i}", "Tanh", [f"z{i}"], [f"h{i + 1}"])]
+    nodes.append(node("loss", "Sum", [f"h{layers}"], ["L"]))
+    g = graph(nodes, inputs=["h0"],
+              parameters={"W": rng.normal(size=(width, width)).astype(np.float32) * 0.05})
+    return compute_request(g, {"h0": rng.normal(size=(batch, width)).astype(np.float32)},
+                           loss="L" if backward else "", fetch=["L"])
+
+
 def wait_until(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
