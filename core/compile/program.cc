@@ -446,6 +446,28 @@ absl::Status Program::CheckMemory(const Limits& limits) {
   return absl::OkStatus();
 }
 
+// The bytes of a node's inputs and outputs.
+int64_t Program::NodeBytes(const ProgramNode& pn) const {
+  int64_t bytes = 0;
+  for (const auto* ids : {&pn.node->inputs, &pn.node->outputs}) {
+    for (int id : *ids) {
+      if (id >= 0) bytes = SaturatingAdd(bytes, metas_[id].num_bytes());
+    }
+  }
+  return bytes;
+}
+
+// Every oneDNN primitive call opens an OpenMP parallel region, and waking a
+// sleeping team (OpenMP's passive wait, the server's default) costs 10-50
+// us: a node with less arithmetic than this and less memory to stream than
+// this runs faster on one thread. A node's choice depends on its own op and
+// shapes only, so it computes the same bits in every program it is part of.
+bool Program::RunsAlone(int64_t flops, int64_t bytes) {
+  constexpr int64_t kParallelNodeFlops = int64_t{1} << 20;
+  constexpr int64_t kParallelNodeBytes = int64_t{256} << 10;
+  return flops < kParallelNodeFlops && bytes < kParallelNodeBytes;
+}
+
 // In execution order, so that each op knows its inputs' layouts.
 absl::Status Program::Prepare() {
   const int64_t primitives_before = PrimitivesCreatedOnThisThread();
@@ -464,10 +486,13 @@ absl::Status Program::Prepare() {
     }
     RETURN_IF_ERROR(pn.op->Prepare(info));
   }
-  for (const ProgramNode& pn : nodes_) {
+  for (ProgramNode& pn : nodes_) {
     flops_ = SaturatingAdd(flops_, pn.op->ForwardFlops());
     if (pn.runs_backward)
       flops_ = SaturatingAdd(flops_, pn.op->BackwardFlops());
+    const int64_t bytes = NodeBytes(pn);
+    pn.forward_alone = RunsAlone(pn.op->ForwardFlops(), bytes);
+    pn.backward_alone = RunsAlone(pn.op->BackwardFlops(), bytes);
   }
   const int64_t primitives =
       PrimitivesCreatedOnThisThread() - primitives_before;

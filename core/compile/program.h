@@ -57,6 +57,10 @@ struct ProgramNode {
   // its backward pass.
   std::vector<int> free_after_forward;
   std::vector<int> free_after_backward;
+  // Too little work to share: the forward (backward) pass of this node runs
+  // on the calling thread alone (see Program::Prepare).
+  bool forward_alone = false;
+  bool backward_alone = false;
 };
 
 class Program {
@@ -114,6 +118,8 @@ class Program {
   void ScheduleFrees();
   absl::Status CheckMemory(const Limits& limits);
   absl::Status Prepare();
+  int64_t NodeBytes(const ProgramNode& pn) const;
+  static bool RunsAlone(int64_t flops, int64_t bytes);
   absl::Status KnowSource(int id, const ProgramRequest& request,
                           const Limits& limits);
 

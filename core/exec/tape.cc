@@ -88,19 +88,34 @@ auto Guarded(F&& f) -> decltype(f()) {
 
 // Small programs run on the calling thread alone: every oneDNN primitive
 // call opens an OpenMP parallel region, and below this many operations
-// waking the team's sleeping threads costs more than they save.
+// waking the team's sleeping threads costs more than they save. In larger
+// programs, so do the nodes that Program::Prepare found too small to share.
 constexpr int64_t kParallelFlops = int64_t{1} << 20;
 
 // The calling thread's OpenMP team size for the life of the object.
 class TeamSize {
  public:
-  explicit TeamSize(const Program& program) : saved_(omp_get_max_threads()) {
-    if (program.flops() < kParallelFlops && saved_ > 1) omp_set_num_threads(1);
+  explicit TeamSize(const Program& program)
+      : saved_(omp_get_max_threads()),
+        team_(program.flops() < kParallelFlops ? 1 : saved_),
+        current_(saved_) {
+    Set(team_);
   }
-  ~TeamSize() { omp_set_num_threads(saved_); }
+  ~TeamSize() { Set(saved_); }
+
+  // Before a node's forward or backward pass.
+  void ForNode(bool alone) { Set(alone ? 1 : team_); }
 
  private:
+  void Set(int threads) {
+    if (threads == current_) return;
+    omp_set_num_threads(threads);
+    current_ = threads;
+  }
+
   const int saved_;
+  const int team_;
+  int current_;
 };
 
 // One forward or backward pass over a tape, on the calling thread.
@@ -152,6 +167,7 @@ class Tape::Pass {
           {},
           std::vector<Tensor>(pn.node->inputs.size())};
       ForwardContext ctx(state, dnnl_);
+      team_.ForNode(pn.forward_alone);
       RETURN_IF_ERROR(
           Timed(pn, OpTimes::kForward, [&] { return pn.op->Forward(ctx); }));
       for (int out : pn.node->outputs) {
@@ -301,6 +317,7 @@ class Tape::Pass {
                        Present(pn, node.outputs, &grads),
                        std::vector<Tensor>(node.inputs.size())};
     BackwardContext ctx(state, dnnl_);
+    team_.ForNode(pn.backward_alone);
     RETURN_IF_ERROR(
         Timed(pn, OpTimes::kBackward, [&] { return pn.op->Backward(ctx); }));
     for (size_t i = 0; i < node.inputs.size(); ++i) {
