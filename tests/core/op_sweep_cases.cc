@@ -51,6 +51,23 @@ std::vector<OpCase> Softmax(const std::string& op) {
           OpCase(op, {In("x", {2, 3, 2}, -3, 3)}, {{"axis", int64_t{1}}})};
 }
 
+std::vector<OpCase> Clamps() {
+  using F = std::vector<double>;
+  return {
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)},
+             {{"min", -1.05}, {"max", 1.05}}),
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)}, {{"min", F{0.05}}}),
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)}, {{"max", 0.05}}),
+      // Tensor bounds broadcasting, x below, between and above them.
+      OpCase("Clamp",
+             {In("x", {2, 3}), In("lo", {3}, -1, 0), In("hi", {2, 1}, 0, 1)}),
+      OpCase("Clamp", {In("x", {2, 3}), In("lo", {2, 3}), kAbsent}),
+      OpCase("Clamp", {In("x", {3}), kAbsent, In("hi", {2, 3})}),
+      // min > max: y = max, dL/dmax = dY.
+      OpCase("Clamp", {In("x", {2, 3}), In("lo", {3}, 2, 3), In("hi", {3})}),
+  };
+}
+
 std::vector<OpCase> Conv(const std::string& op, int spatial) {
   const Shape k(spatial, 2);
   auto shape = [&](Shape lead, int64_t extent) {
@@ -170,6 +187,14 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Mish"] = Unary("Mish", In("x", {2, 3}, -3, 3));
   t["Sqrt"] = Unary("Sqrt", In("x", {2, 3}, 0.2, 3));
   t["Abs"] = Unary("Abs", Away("x", {2, 3}));
+  // Random draws meet a kink (x at a bound) with probability ~0.
+  t["Hardtanh"] = Unary("Hardtanh", In("x", {2, 3}, -2, 2),
+                        {{"min_val", -1.05}, {"max_val", 1.05}});
+  t["ReLU6"] = Unary("ReLU6", In("x", {2, 3}, -3, 8));
+  t["Softplus"] = {OpCase("Softplus", {In("x", {2, 3}, -3, 3)}),
+                   OpCase("Softplus", {In("x", {2, 4}, -2, 2)},
+                          {{"beta", 2.0}, {"threshold", 1.5}})};
+  t["Clamp"] = Clamps();
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
@@ -221,6 +246,12 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
     t[op] = Unary(op, In("x", {0, kWide, 1}, 0.5, 2));
   }
   t["Reshape"] = Unary("Reshape", In("x", {0, kWide}), {{"shape", Ints{0, 4}}});
+  for (const char* op : {"Hardtanh", "ReLU6", "Softplus"}) {
+    t[op] = Unary(op, In("x", {0, kWide, 1}));
+  }
+  t["Clamp"] = {
+      OpCase("Clamp", {In("x", {0, kWide})}, {{"min", 0.0}}),
+      OpCase("Clamp", {In("x", {0, kWide}), In("lo", {1, kWide}), kAbsent})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

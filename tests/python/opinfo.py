@@ -154,6 +154,44 @@ def reduce(op):
     return translate
 
 
+def hardtanh(s):
+    return Translation("Hardtanh", [("x", s.input)],
+                       {"min_val": float(arg(s, 0, "min_val", -1.0)),
+                        "max_val": float(arg(s, 1, "max_val", 1.0))})
+
+
+def softplus(s):
+    return Translation("Softplus", [("x", s.input)],
+                       {"beta": float(arg(s, 0, "beta", 1)),
+                        "threshold": float(arg(s, 1, "threshold", 20))})
+
+
+def bound(value, name, inputs, attrs):
+    """A Clamp bound: a tensor input, a scalar attribute, or nothing."""
+    if isinstance(value, torch.Tensor):
+        inputs.append((name, value))
+        return
+    inputs.append((name, None))
+    if value is not None:
+        attrs[name] = float(value)
+
+
+def clamp(s):
+    inputs, attrs = [("x", s.input)], {}
+    bound(arg(s, 0, "min"), "min", inputs, attrs)
+    bound(arg(s, 1, "max"), "max", inputs, attrs)
+    return Translation("Clamp", inputs, attrs)
+
+
+def clamp_one(name):
+    def translate(s):
+        inputs, attrs = [("x", s.input)], {}
+        for side in ("min", "max"):
+            bound(arg(s, 0, name) if side == name else None, side, inputs, attrs)
+        return Translation("Clamp", inputs, attrs)
+    return translate
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -373,6 +411,12 @@ TRANSLATORS = {
     ("nn.functional.leaky_relu", ""): leaky_relu,
     ("nn.functional.elu", ""): elu,
     ("nn.functional.gelu", ""): gelu,
+    ("nn.functional.hardtanh", ""): hardtanh,
+    ("nn.functional.relu6", ""): unary("ReLU6"),
+    ("nn.functional.softplus", ""): softplus,
+    ("clamp", ""): clamp,
+    ("clamp_min", ""): clamp_one("min"),
+    ("clamp_max", ""): clamp_one("max"),
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
