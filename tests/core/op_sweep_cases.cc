@@ -195,6 +195,10 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
                    OpCase("Softplus", {In("x", {2, 4}, -2, 2)},
                           {{"beta", 2.0}, {"threshold", 1.5}})};
   t["Clamp"] = Clamps();
+  t["Pow"] = {OpCase("Pow", {In("x", {2, 3}, 0.2, 2)}, {{"exponent", 2.5}}),
+              OpCase("Pow", {In("x", {2, 3}, -2, 2)}, {{"exponent", 3.0}}),
+              OpCase("Pow", {In("x", {2, 3}, 0.2, 2), In("e", {2, 3}, -2, 2)}),
+              OpCase("Pow", {In("x", {2, 1}, 0.2, 2), In("e", {3}, -2, 2)})};
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
@@ -252,6 +256,8 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   t["Clamp"] = {
       OpCase("Clamp", {In("x", {0, kWide})}, {{"min", 0.0}}),
       OpCase("Clamp", {In("x", {0, kWide}), In("lo", {1, kWide}), kAbsent})};
+  t["Pow"] = {OpCase("Pow", {In("x", {0, kWide})}, {{"exponent", 2.0}}),
+              OpCase("Pow", {In("x", {0, kWide}), In("e", {1, kWide})})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

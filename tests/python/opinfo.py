@@ -192,6 +192,13 @@ def clamp_one(name):
     return translate
 
 
+def pow_(s):
+    exponent = arg(s, 0, "exponent")
+    if isinstance(exponent, torch.Tensor):
+        return Translation("Pow", [("x", s.input), ("exponent", exponent)])
+    return Translation("Pow", [("x", s.input)], {"exponent": float(exponent)})
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -417,6 +424,7 @@ TRANSLATORS = {
     ("clamp", ""): clamp,
     ("clamp_min", ""): clamp_one("min"),
     ("clamp_max", ""): clamp_one("max"),
+    ("pow", ""): pow_,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
