@@ -68,6 +68,17 @@ std::vector<OpCase> Clamps() {
   };
 }
 
+// Both with one output (amax) and with indices; distinct random values.
+std::vector<OpCase> Extrema(const std::string& op) {
+  return {OpCase(op, {In("x", {2, 3, 4})}),
+          OpCase(op, {In("x", {2, 3, 4})},
+                 {{"axes", Ints{0, -1}}, {"keepdims", int64_t{1}}}),
+          WithOutputs(OpCase(op, {In("x", {3, 4})}, {{"axes", Ints{1}}}), 2),
+          WithOutputs(OpCase(op, {In("x", {3, 4})},
+                             {{"axes", Ints{0}}, {"keepdims", int64_t{1}}}),
+                      2)};
+}
+
 std::vector<OpCase> Conv(const std::string& op, int spatial) {
   const Shape k(spatial, 2);
   auto shape = [&](Shape lead, int64_t extent) {
@@ -199,6 +210,8 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
               OpCase("Pow", {In("x", {2, 3}, -2, 2)}, {{"exponent", 3.0}}),
               OpCase("Pow", {In("x", {2, 3}, 0.2, 2), In("e", {2, 3}, -2, 2)}),
               OpCase("Pow", {In("x", {2, 1}, 0.2, 2), In("e", {3}, -2, 2)})};
+  t["Max"] = Extrema("Max");
+  t["Min"] = Extrema("Min");
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
@@ -258,6 +271,11 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
       OpCase("Clamp", {In("x", {0, kWide}), In("lo", {1, kWide}), kAbsent})};
   t["Pow"] = {OpCase("Pow", {In("x", {0, kWide})}, {{"exponent", 2.0}}),
               OpCase("Pow", {In("x", {0, kWide}), In("e", {1, kWide})})};
+  for (const char* op : {"Max", "Min"}) {
+    t[op] = {
+        Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0],
+        WithOutputs(Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0], 2)};
+  }
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

@@ -199,6 +199,25 @@ def pow_(s):
     return Translation("Pow", [("x", s.input)], {"exponent": float(exponent)})
 
 
+def extremum(op):
+    """torch.amax/amin (dim, keepdim), and torch.max/min(x) without a dim."""
+    def translate(s):
+        dim = arg(s, 0, "dim", ())
+        return Translation(op, [("x", s.input)],
+                           {"axes": ints(dim), "keepdims": int(bool(arg(s, 1, "keepdim", False)))})
+    return translate
+
+
+def extremum_with_dim(op):
+    """torch.max/min(x, dim, keepdim): values and indices."""
+    def translate(s):
+        return Translation(op, [("x", s.input)],
+                           {"axes": [int(arg(s, 0, "dim"))],
+                            "keepdims": int(bool(arg(s, 1, "keepdim", False)))},
+                           outputs=["y", "indices"])
+    return translate
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -425,6 +444,12 @@ TRANSLATORS = {
     ("clamp_min", ""): clamp_one("min"),
     ("clamp_max", ""): clamp_one("max"),
     ("pow", ""): pow_,
+    ("amax", ""): extremum("Max"),
+    ("amin", ""): extremum("Min"),
+    ("max", "reduction_no_dim"): extremum("Max"),
+    ("min", "reduction_no_dim"): extremum("Min"),
+    ("max", "reduction_with_dim"): extremum_with_dim("Max"),
+    ("min", "reduction_with_dim"): extremum_with_dim("Min"),
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),

@@ -323,6 +323,14 @@ CASES = [
     Case("Pow", [("x", lambda rng: np.array([0, 0, 0, -2, -2, 2], np.float32)),
                  ("e", lambda rng: np.array([0, 2, -1, 3, 0.5, 0], np.float32))], torch.pow,
          name="Pow-zero-and-negative-bases"),
+    Case("Max", [("x", uniform((3, 4, 5)))], torch.amax, name="Max-all"),
+    Case("Max", [("x", uniform((3, 4, 5)))], lambda x: torch.amax(x, (0, 2), keepdim=True),
+         {"axes": [0, 2], "keepdims": 1}, name="Max-axes-keepdims"),
+    Case("Max", [("x", lambda rng: np.array([[1, 3, 3], [2, 2, 0]], np.float32))],
+         lambda x: torch.amax(x, 1), {"axes": [1]}, name="Max-ties-split"),
+    Case("Min", [("x", uniform((3, 4, 5)))], lambda x: torch.amin(x, -1), {"axes": [-1]}),
+    Case("Min", [("x", lambda rng: np.array([[1, 0, 0, 5]], np.float32))],
+         lambda x: torch.amin(x), name="Min-ties-split"),
     Case("LayerNorm", [("x", uniform((4, 6), -2, 2)), ("w", uniform((6,), 0.5, 1.5)),
                        ("b", uniform((6,)))], lambda x, w, b: F.layer_norm(x, (6,), w, b)),
     Case("LayerNorm", [("x", uniform((2, 3, 4), -2, 2)), ("w", uniform((3, 4), 0.5, 1.5)),
@@ -427,6 +435,24 @@ def test_dropout_draws_by_seed_and_is_the_identity_in_eval(server):
     np.testing.assert_allclose(a.outputs["y"], a.outputs["mask"] / 0.75, rtol=1e-6)
     e = run(7, gs.pb.MODE_EVAL)
     np.testing.assert_array_equal(e.outputs["y"], x)
+
+
+def test_max_and_min_with_indices_match_torch_max_dim(server):
+    """The (values, indices) form: the first extreme element chosen, the
+    gradient to it alone (amax would spread it over the ties)."""
+    x = np.array([[1, 3, 3, 0], [2, 2, 0, 2], [5, 4, 4, 5]], np.float32)
+    dy = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    for op, fn in (("Max", torch.max), ("Min", torch.min)):
+        g = gs.graph([gs.node("m", op, ["x"], ["y", "i"], axes=[1], keepdims=1)],
+                     inputs=["x"], outputs=["y", "i"])
+        result = server.compute(gs.compute_request(g, feeds={"x": x}, fetch=["y", "i"],
+                                                   output_gradients={"y": dy}, wrt=["x"]))
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        values, indices = fn(tx, 1, keepdim=True)
+        values.backward(torch.tensor(dy, dtype=torch.float64))
+        np.testing.assert_array_equal(result.outputs["y"], values.detach().numpy())
+        np.testing.assert_array_equal(result.outputs["i"], indices.numpy())
+        np.testing.assert_array_equal(result.gradients["x"], tx.grad.numpy())
 
 
 def test_every_api_op_is_covered(server):
