@@ -216,6 +216,14 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
   t["Reshape"] = Unary("Reshape", In("x", {2, 3, 2}), {{"shape", Ints{3, -1}}});
+  t["Transpose"] = Unary("Transpose", In("x", {2, 3, 2}),
+                         {{"dim0", int64_t{0}}, {"dim1", int64_t{-1}}});
+  t["Permute"] =
+      Unary("Permute", In("x", {2, 3, 4}), {{"dims", Ints{2, 0, 1}}});
+  t["Squeeze"] = {
+      OpCase("Squeeze", {In("x", {2, 1, 3, 1})}),
+      OpCase("Squeeze", {In("x", {2, 1, 3, 1})}, {{"dims", Ints{1, 0}}})};
+  t["Unsqueeze"] = Unary("Unsqueeze", In("x", {2, 3}), {{"dims", Ints{0, -1}}});
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -276,6 +284,12 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
         Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0],
         WithOutputs(Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0], 2)};
   }
+  t["Transpose"] = Unary("Transpose", In("x", {0, kWide}),
+                         {{"dim0", int64_t{0}}, {"dim1", int64_t{1}}});
+  t["Permute"] =
+      Unary("Permute", In("x", {0, kWide, 2}), {{"dims", Ints{2, 0, 1}}});
+  t["Squeeze"] = Unary("Squeeze", In("x", {0, kWide, 1}));
+  t["Unsqueeze"] = Unary("Unsqueeze", In("x", {0, kWide}), {{"dims", Ints{1}}});
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

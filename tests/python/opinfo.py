@@ -218,6 +218,24 @@ def extremum_with_dim(op):
     return translate
 
 
+def transpose(s):
+    return Translation("Transpose", [("x", s.input)],
+                       {"dim0": int(arg(s, 0, "dim0")), "dim1": int(arg(s, 1, "dim1"))})
+
+
+def permute(s):
+    return Translation("Permute", [("x", s.input)], {"dims": ints(arg(s, 0, "dims"))})
+
+
+def squeeze(s):
+    dim = arg(s, 0, "dim")
+    return Translation("Squeeze", [("x", s.input)], {"dims": [] if dim is None else ints(dim)})
+
+
+def unsqueeze(s):
+    return Translation("Unsqueeze", [("x", s.input)], {"dims": ints(arg(s, 0, "dim"))})
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -450,6 +468,10 @@ TRANSLATORS = {
     ("min", "reduction_no_dim"): extremum("Min"),
     ("max", "reduction_with_dim"): extremum_with_dim("Max"),
     ("min", "reduction_with_dim"): extremum_with_dim("Min"),
+    ("transpose", ""): transpose,
+    ("permute", ""): permute,
+    ("squeeze", ""): squeeze,
+    ("unsqueeze", ""): unsqueeze,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
