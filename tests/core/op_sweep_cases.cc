@@ -79,6 +79,20 @@ std::vector<OpCase> Extrema(const std::string& op) {
                       2)};
 }
 
+std::vector<OpCase> Pads() {
+  std::vector<OpCase> cases = {
+      OpCase("Pad", {In("x", {2, 3, 4})},
+             {{"pads", Ints{1, 2, -1, 1}}, {"value", 0.5}}),
+      OpCase("Pad", {In("x", {2, 3})}, {{"pads", Ints{1, 0, 2, 1}}})};
+  for (const char* mode : {"reflect", "replicate", "circular"}) {
+    cases.push_back(OpCase("Pad", {In("x", {1, 2, 3, 4})},
+                           {{"pads", Ints{2, -1, 1, 2}}, {"mode", mode}}));
+    cases.push_back(OpCase("Pad", {In("x", {2, 5})},
+                           {{"pads", Ints{-1, 3}}, {"mode", mode}}));
+  }
+  return cases;
+}
+
 std::vector<OpCase> Conv(const std::string& op, int spatial) {
   const Shape k(spatial, 2);
   auto shape = [&](Shape lead, int64_t extent) {
@@ -224,6 +238,7 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       OpCase("Squeeze", {In("x", {2, 1, 3, 1})}),
       OpCase("Squeeze", {In("x", {2, 1, 3, 1})}, {{"dims", Ints{1, 0}}})};
   t["Unsqueeze"] = Unary("Unsqueeze", In("x", {2, 3}), {{"dims", Ints{0, -1}}});
+  t["Pad"] = Pads();
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -290,6 +305,9 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
       Unary("Permute", In("x", {0, kWide, 2}), {{"dims", Ints{2, 0, 1}}});
   t["Squeeze"] = Unary("Squeeze", In("x", {0, kWide, 1}));
   t["Unsqueeze"] = Unary("Unsqueeze", In("x", {0, kWide}), {{"dims", Ints{1}}});
+  t["Pad"] = {OpCase("Pad", {In("x", {0, kWide})}, {{"pads", Ints{kWide, 1}}}),
+              OpCase("Pad", {In("x", {0, 2, kWide})},
+                     {{"pads", Ints{2, 3}}, {"mode", "reflect"}})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

@@ -236,6 +236,14 @@ def unsqueeze(s):
     return Translation("Unsqueeze", [("x", s.input)], {"dims": ints(arg(s, 0, "dim"))})
 
 
+def pad(s):
+    value = arg(s, 2, "value")
+    attrs = {"pads": ints(arg(s, 0, "pad")), "mode": arg(s, 1, "mode", "constant")}
+    if value is not None:
+        attrs["value"] = float(value)
+    return Translation("Pad", [("x", s.input)], attrs)
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -472,6 +480,10 @@ TRANSLATORS = {
     ("permute", ""): permute,
     ("squeeze", ""): squeeze,
     ("unsqueeze", ""): unsqueeze,
+    ("nn.functional.pad", "constant"): pad,
+    ("nn.functional.pad", "reflect"): pad,
+    ("nn.functional.pad", "replicate"): pad,
+    ("nn.functional.pad", "circular"): pad,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
