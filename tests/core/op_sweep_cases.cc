@@ -239,6 +239,13 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
       OpCase("Squeeze", {In("x", {2, 1, 3, 1})}, {{"dims", Ints{1, 0}}})};
   t["Unsqueeze"] = Unary("Unsqueeze", In("x", {2, 3}), {{"dims", Ints{0, -1}}});
   t["Pad"] = Pads();
+  t["Split"] = {WithOutputs(OpCase("Split", {In("x", {5, 2})},
+                                   {{"split_size_or_sections", int64_t{2}}}),
+                            3),
+                WithOutputs(OpCase("Split", {In("x", {2, 5})},
+                                   {{"split_size_or_sections", Ints{1, 4}},
+                                    {"dim", int64_t{-1}}}),
+                            2)};
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -308,6 +315,11 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   t["Pad"] = {OpCase("Pad", {In("x", {0, kWide})}, {{"pads", Ints{kWide, 1}}}),
               OpCase("Pad", {In("x", {0, 2, kWide})},
                      {{"pads", Ints{2, 3}}, {"mode", "reflect"}})};
+  t["Split"] = {
+      WithOutputs(OpCase("Split", {In("x", {0, kWide})},
+                         {{"split_size_or_sections", Ints{kWide - 1, 1}},
+                          {"dim", int64_t{1}}}),
+                  2)};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

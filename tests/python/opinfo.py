@@ -244,6 +244,21 @@ def pad(s):
     return Translation("Pad", [("x", s.input)], attrs)
 
 
+def split(s):
+    sizes = arg(s, 0, "split_size_or_sections", arg(s, 0, "split_sizes"))
+    dim = int(arg(s, 1, "dim", 0))
+    if isinstance(sizes, int):
+        n = s.input.shape[dim]
+        chunks = max(1, -(-n // sizes)) if sizes else 1
+        attr = sizes
+    else:
+        attr = ints(sizes)
+        chunks = len(attr)
+    return Translation("Split", [("x", s.input)],
+                       {"split_size_or_sections": attr, "dim": dim},
+                       outputs=["y"] + [f"y{k}" for k in range(1, chunks)])
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -484,6 +499,9 @@ TRANSLATORS = {
     ("nn.functional.pad", "reflect"): pad,
     ("nn.functional.pad", "replicate"): pad,
     ("nn.functional.pad", "circular"): pad,
+    ("split", ""): split,
+    ("split", "list_args"): split,
+    ("split_with_sizes", ""): split,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),

@@ -355,6 +355,8 @@ CASES = [
          {"pads": [2, 5, 1, 3], "mode": "circular"}, name="Pad-circular"),
     Case("Pad", [("x", uniform((1, 3, 4, 4)))], lambda x: F.pad(x, (-1, 1, 2, -1), "circular"),
          {"pads": [-1, 1, 2, -1], "mode": "circular"}, name="Pad-circular-crop"),
+    Case("Split", [("x", uniform((4, 3)))], lambda x: torch.split(x, 4)[0],
+         {"split_size_or_sections": 4}, name="Split-one-chunk"),
     Case("LayerNorm", [("x", uniform((4, 6), -2, 2)), ("w", uniform((6,), 0.5, 1.5)),
                        ("b", uniform((6,)))], lambda x, w, b: F.layer_norm(x, (6,), w, b)),
     Case("LayerNorm", [("x", uniform((2, 3, 4), -2, 2)), ("w", uniform((3, 4), 0.5, 1.5)),
@@ -459,6 +461,27 @@ def test_dropout_draws_by_seed_and_is_the_identity_in_eval(server):
     np.testing.assert_allclose(a.outputs["y"], a.outputs["mask"] / 0.75, rtol=1e-6)
     e = run(7, gs.pb.MODE_EVAL)
     np.testing.assert_array_equal(e.outputs["y"], x)
+
+
+def test_split_matches_torch(server):
+    """Several chunks, each with its own output gradient."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 7)).astype(np.float32)
+    for sizes, outputs in ((3, 3), ([2, 0, 5], 3)):
+        names = [f"y{k}" for k in range(outputs)]
+        g = gs.graph([gs.node("s", "Split", ["x"], names, split_size_or_sections=sizes,
+                              dim=-1)], inputs=["x"], outputs=names)
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        ty = torch.split(tx, sizes, dim=-1)
+        seeds = {n: rng.normal(size=tuple(t.shape)).astype(np.float32)
+                 for n, t in zip(names, ty)}
+        torch.autograd.backward(ty, [torch.tensor(seeds[n], dtype=torch.float64)
+                                     for n in names])
+        result = server.compute(gs.compute_request(g, feeds={"x": x}, fetch=names,
+                                                   output_gradients=seeds, wrt=["x"]))
+        for n, t in zip(names, ty):
+            np.testing.assert_array_equal(result.outputs[n], t.detach().numpy())
+        np.testing.assert_allclose(result.gradients["x"], tx.grad.numpy(), rtol=RTOL)
 
 
 def test_max_and_min_with_indices_match_torch_max_dim(server):
