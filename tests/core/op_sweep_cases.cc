@@ -16,10 +16,13 @@ TestInput In(std::string name, Shape shape, double lo = -1, double hi = 1) {
 TestInput Away(std::string name, Shape shape) {
   return {std::move(name), std::move(shape), Init::kAwayFromZero, 0.1, 1};
 }
-TestInput Labels(std::string name, int64_t n, int64_t classes) {
-  TestInput t{std::move(name), {n}, Init::kLabels};
+TestInput Labels(std::string name, Shape shape, int64_t classes) {
+  TestInput t{std::move(name), std::move(shape), Init::kLabels};
   t.classes = classes;
   return t;
+}
+TestInput Labels(std::string name, int64_t n, int64_t classes) {
+  return Labels(std::move(name), Shape{n}, classes);
 }
 TestInput Mask(std::string name, Shape shape) {
   return {std::move(name), std::move(shape), Init::kBernoulli};
@@ -246,6 +249,13 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
                                    {{"split_size_or_sections", Ints{1, 4}},
                                     {"dim", int64_t{-1}}}),
                             2)};
+  t["Gather"] = {OpCase("Gather", {In("x", {3, 4}), Labels("i", {3, 5}, 4)},
+                        {{"dim", int64_t{1}}}),
+                 OpCase("Gather", {In("x", {3, 4}), Labels("i", {2, 2}, 3)},
+                        {{"dim", int64_t{0}}})};
+  t["IndexSelect"] = {OpCase("IndexSelect",
+                             {In("x", {3, 4}), Labels("i", {6}, 4)},
+                             {{"dim", int64_t{-1}}})};
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -320,6 +330,11 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
                          {{"split_size_or_sections", Ints{kWide - 1, 1}},
                           {"dim", int64_t{1}}}),
                   2)};
+  t["Gather"] = {OpCase("Gather", {In("x", {0, kWide}), Labels("i", {0, 3}, 1)},
+                        {{"dim", int64_t{1}}})};
+  t["IndexSelect"] = {OpCase("IndexSelect",
+                             {In("x", {0, kWide}), Labels("i", {3}, 1)},
+                             {{"dim", int64_t{1}}})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

@@ -259,6 +259,18 @@ def split(s):
                        outputs=["y"] + [f"y{k}" for k in range(1, chunks)])
 
 
+def gather(s):
+    # An empty uint8 index (torch takes it) travels as int64.
+    index = arg(s, 1, "index").to(torch.int64)
+    return Translation("Gather", [("x", s.input), ("index", index)],
+                       {"dim": int(arg(s, 0, "dim"))})
+
+
+def index_select(s):
+    return Translation("IndexSelect", [("x", s.input), ("index", arg(s, 1, "index"))],
+                       {"dim": int(arg(s, 0, "dim"))})
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -502,6 +514,8 @@ TRANSLATORS = {
     ("split", ""): split,
     ("split", "list_args"): split,
     ("split_with_sizes", ""): split,
+    ("gather", ""): gather,
+    ("index_select", ""): index_select,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
