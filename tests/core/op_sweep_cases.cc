@@ -256,6 +256,9 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["IndexSelect"] = {OpCase("IndexSelect",
                              {In("x", {3, 4}), Labels("i", {6}, 4)},
                              {{"dim", int64_t{-1}}})};
+  t["Where"] = {
+      OpCase("Where", {Labels("c", {2, 3}, 2), In("x", {2, 3}), In("y", {3})}),
+      OpCase("Where", {Labels("c", {2, 1}, 2), In("x", {1, 3}), In("y", {})})};
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -335,6 +338,8 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
   t["IndexSelect"] = {OpCase("IndexSelect",
                              {In("x", {0, kWide}), Labels("i", {3}, 1)},
                              {{"dim", int64_t{1}}})};
+  t["Where"] = {OpCase("Where", {Labels("c", {0, kWide}, 2),
+                                 In("x", {0, kWide}), In("y", {1, kWide})})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

@@ -271,6 +271,12 @@ def index_select(s):
                        {"dim": int(arg(s, 0, "dim"))})
 
 
+def where(s):
+    """OpInfo's where is (x, condition, y); the bool condition goes as int64."""
+    return Translation("Where", [("condition", s.args[0].to(torch.int64)),
+                                 ("x", s.input), ("other", s.args[1])])
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -516,6 +522,7 @@ TRANSLATORS = {
     ("split_with_sizes", ""): split,
     ("gather", ""): gather,
     ("index_select", ""): index_select,
+    ("where", ""): where,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),
