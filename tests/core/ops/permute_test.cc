@@ -63,7 +63,5 @@ TEST(Permute, RejectsBadAttributes) {
          {"names dim 0 more than once"});
 }
 
-}
-
 }  // namespace
 }  // namespace gradserve::testing
