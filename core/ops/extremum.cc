@@ -16,6 +16,7 @@
 #include "core/ops/op_util.h"
 #include "core/ops/reduce_axes.h"
 #include "core/ops/reduction.h"
+#include "core/ops/source_grad.h"
 #include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
@@ -101,16 +102,20 @@ class ExtremumOp : public Op {
   absl::Status Backward(BackwardContext& ctx) const override {
     if (!ctx.needs_grad(0)) return absl::OkStatus();
     const Tensor& dy = ctx.grad_output(0);
-    Tensor dx = Tensor::Zeros(dy.dtype(), x_);
+    if (indices_) {
+      const int64_t* cp = ctx.saved()[0].data<int64_t>();
+      ctx.SetGradInput(0, AddIntoSources(dy, x_, [&](auto f) {
+                         for (int64_t o = 0; o < dy.num_elements(); ++o) {
+                           f(o, cp[o]);
+                         }
+                       }));
+      return absl::OkStatus();
+    }
+    Tensor dx = Tensor::Empty(dy.dtype(), x_);
     DispatchFloat(dx.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* gp = dy.data<T>();
       T* dp = dx.data<T>();
-      if (indices_) {
-        const int64_t* cp = ctx.saved()[0].data<int64_t>();
-        for (int64_t o = 0; o < dy.num_elements(); ++o) dp[cp[o]] += gp[o];
-        return;
-      }
       const T* xp = ctx.input(0).data<T>();
       const T* yp = ctx.output(0).data<T>();
       std::vector<int64_t> count(dy.num_elements(), 0);

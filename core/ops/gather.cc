@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/source_grad.h"
 #include "core/ops/tensor_op_util.h"
 #include "core/status_macros.h"
 
@@ -75,15 +76,8 @@ class IndexOp : public Op {
 
   absl::Status Backward(BackwardContext& ctx) const override {
     if (!ctx.needs_grad(0)) return absl::OkStatus();
-    const Tensor& dy = ctx.grad_output(0);
-    Tensor dx = Tensor::Zeros(dy.dtype(), x_);
-    DispatchFloat(dx.dtype(), [&](auto zero) {
-      using T = decltype(zero);
-      const T* gp = dy.data<T>();
-      T* dp = dx.data<T>();
-      Walk(ctx.input(1), [&](int64_t o, int64_t i) { dp[i] += gp[o]; });
-    });
-    ctx.SetGradInput(0, std::move(dx));
+    ctx.SetGradInput(0, AddIntoSources(ctx.grad_output(0), x_,
+                                       [&](auto f) { Walk(ctx.input(1), f); }));
     return absl::OkStatus();
   }
 
@@ -92,6 +86,15 @@ class IndexOp : public Op {
   // reads.
   virtual void Walk(const Tensor& index,
                     const std::function<void(int64_t, int64_t)>& f) const = 0;
+
+  // Checks x (any dtype) and index (int64) and reads dim: x's rank, a
+  // scalar counting as one dim.
+  static absl::StatusOr<int> ReadDim(const OpConfig& c) {
+    if (IsFloating(c.input(0).dtype)) RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(c.ExpectInt64(1));
+    const int rank = static_cast<int>(std::max<size_t>(c.shape(0).size(), 1));
+    return c.NormalizeAxis("dim", c.attrs().GetInt("dim"), rank);
+  }
 
   // Names for messages: "node 'g' (Gather)", "input 'index' (value 'i')".
   void Name(const OpConfig& c, const std::string& op) {
@@ -109,15 +112,12 @@ class IndexOp : public Op {
 class GatherOp : public IndexOp {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
-    if (IsFloating(c.input(0).dtype)) RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectInt64(1));
+    ASSIGN_OR_RETURN(int dim, ReadDim(c));
     const Shape& x = c.shape(0);
     const Shape& index = c.shape(1);
-    const int rank = static_cast<int>(std::max<size_t>(x.size(), 1));
-    ASSIGN_OR_RETURN(int dim,
-                     c.NormalizeAxis("dim", c.attrs().GetInt("dim"), rank));
     const Shape px = x.empty() ? Shape{1} : x;
     const Shape pi = index.empty() ? Shape{1} : index;
+    const int rank = static_cast<int>(px.size());
     bool fits = pi.size() == px.size();
     for (int d = 0; fits && d < rank; ++d) fits = d == dim || pi[d] <= px[d];
     if (!fits) {
@@ -167,13 +167,9 @@ class GatherOp : public IndexOp {
 class IndexSelectOp : public IndexOp {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
-    if (IsFloating(c.input(0).dtype)) RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectInt64(1));
+    ASSIGN_OR_RETURN(int dim, ReadDim(c));
     const Shape& x = c.shape(0);
     const Shape& index = c.shape(1);
-    const int rank = static_cast<int>(std::max<size_t>(x.size(), 1));
-    ASSIGN_OR_RETURN(int dim,
-                     c.NormalizeAxis("dim", c.attrs().GetInt("dim"), rank));
     if (index.size() > 1) {
       return c.Error(c.Describe(1), " must be a vector or a scalar, got shape ",
                      ShapeToString(index));

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/source_grad.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
@@ -129,17 +130,8 @@ class PadOp : public Op {
 
   absl::Status Backward(BackwardContext& ctx) const override {
     if (!ctx.needs_grad(0)) return absl::OkStatus();
-    const Tensor& dy = ctx.grad_output(0);
-    Tensor dx = Tensor::Zeros(dy.dtype(), x_);
-    DispatchFloat(dx.dtype(), [&](auto zero) {
-      using T = decltype(zero);
-      const T* gp = dy.data<T>();
-      T* dp = dx.data<T>();
-      ForEachSource([&](int64_t o, int64_t i) {
-        if (i >= 0) dp[i] += gp[o];
-      });
-    });
-    ctx.SetGradInput(0, std::move(dx));
+    ctx.SetGradInput(0, AddIntoSources(ctx.grad_output(0), x_,
+                                       [&](auto f) { ForEachSource(f); }));
     return absl::OkStatus();
   }
 
