@@ -125,6 +125,10 @@ bool Attributes::IsString(absl::string_view name) const {
   return TypeOf(values_.at(name)) == AttrType::kString;
 }
 
+bool Attributes::IsInt(absl::string_view name) const {
+  return TypeOf(values_.at(name)) == AttrType::kInt;
+}
+
 int64_t Attributes::GetInt(absl::string_view name) const {
   return std::get<int64_t>(values_.at(name));
 }

@@ -53,6 +53,8 @@ class Attributes {
 
   // Whether the value is a string (for specs with or_string).
   bool IsString(absl::string_view name) const;
+  // Whether the value is one int (for an ints spec given a single int).
+  bool IsInt(absl::string_view name) const;
   int64_t GetInt(absl::string_view name) const;
   double GetFloat(absl::string_view name) const;
   const std::string& GetString(absl::string_view name) const;

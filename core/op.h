@@ -256,6 +256,8 @@ struct OpSchema {
   // Output names; the first `min_outputs` are required of a node.
   std::vector<std::string> outputs = {"y"};
   int min_outputs = 1;
+  // The last output repeats: a node may define any number of it (Split).
+  bool variadic_outputs = false;
   std::vector<AttrSpec> attrs;
   OpFactory create;
 };

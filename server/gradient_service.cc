@@ -32,6 +32,7 @@ void FillOps(pb::GetServerInfoResponse* info) {
       input->set_variadic(in.variadic);
     }
     for (const std::string& out : schema->outputs) op->add_outputs(out);
+    op->set_variadic_outputs(schema->variadic_outputs);
     for (const AttrSpec& spec : schema->attrs) {
       pb::OpAttribute* attr = op->add_attributes();
       attr->set_name(spec.name);

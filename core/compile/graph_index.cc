@@ -74,10 +74,12 @@ absl::Status CheckArity(const NodeDef& node, const OpSchema& schema) {
   }
   const int max_outputs = static_cast<int>(schema.outputs.size());
   const int num_outputs = static_cast<int>(node.outputs.size());
-  if (num_outputs < schema.min_outputs || num_outputs > max_outputs) {
+  if (num_outputs < schema.min_outputs ||
+      (num_outputs > max_outputs && !schema.variadic_outputs)) {
     return absl::InvalidArgumentError(absl::StrCat(
         NodeLabel(node), ": expected ",
-        schema.min_outputs == max_outputs
+        schema.variadic_outputs ? absl::StrCat(schema.min_outputs, " or more")
+        : schema.min_outputs == max_outputs
             ? absl::StrCat(max_outputs)
             : absl::StrCat(schema.min_outputs, " to ", max_outputs),
         " outputs [", absl::StrJoin(schema.outputs, ", "), "], got ",

@@ -307,16 +307,6 @@ class BinaryOp : public Op {
     return out;
   }
 
-  // Sums a full-shape gradient down to an input's shape, times `scale` (1
-  // or -1); a view when nothing was broadcast and no sign changes.
-  static Tensor SumTo(const Reduction& sum, const Tensor& full,
-                      const Shape& shape, double scale) {
-    if (sum.count() == 1 && scale == 1) return full.Reshaped(shape);
-    Tensor out = Tensor::Empty(full.dtype(), shape);
-    sum.Run(full, out, scale);
-    return out;
-  }
-
   Kind kind_ = Kind::kAdd;
   double alpha_ = 1;
   Rounding rounding_ = Rounding::kNone;

@@ -27,4 +27,15 @@ std::vector<bool> BroadcastDims(const Shape& shape, const Shape& out) {
   return dims;
 }
 
+std::vector<int64_t> BroadcastStrides(const Shape& shape, const Shape& out) {
+  const Shape padded = PadToRank(shape, out.size());
+  std::vector<int64_t> strides(out.size(), 0);
+  int64_t stride = 1;
+  for (int d = static_cast<int>(out.size()) - 1; d >= 0; --d) {
+    strides[d] = padded[d] == 1 ? 0 : stride;
+    stride *= padded[d];
+  }
+  return strides;
+}
+
 }  // namespace gradserve

@@ -3,6 +3,7 @@
 #ifndef GRADSERVE_CORE_OPS_BROADCAST_H_
 #define GRADSERVE_CORE_OPS_BROADCAST_H_
 
+#include <array>
 #include <optional>
 #include <vector>
 
@@ -21,44 +22,50 @@ Shape PadToRank(const Shape& shape, size_t rank);
 // repeated: where it has no dim or a 1 against a larger dim.
 std::vector<bool> BroadcastDims(const Shape& shape, const Shape& out);
 
+// Row-major element strides of a tensor of `shape` (aligned right) read as
+// one of `out`'s shape: 0 along the dims it is broadcast along.
+std::vector<int64_t> BroadcastStrides(const Shape& shape, const Shape& out);
+
+// Calls f(o, idx) for every element o of `out`, with idx[k] the element of
+// the tensor of shapes[k] that broadcasts to it.
+template <size_t N, typename F>
+void ForEachBroadcastN(const Shape& out, const std::array<Shape, N>& shapes,
+                       F&& f) {
+  const int rank = static_cast<int>(out.size());
+  const int64_t total = ElementCount(out);
+  std::array<int64_t, N> idx{};
+  if (total == 0) return;
+  if (rank == 0) {
+    f(int64_t{0}, idx);
+    return;
+  }
+  std::array<std::vector<int64_t>, N> strides;
+  for (size_t k = 0; k < N; ++k) strides[k] = BroadcastStrides(shapes[k], out);
+  const int64_t inner = out.back();
+  std::vector<int64_t> index(rank, 0);
+  std::array<int64_t, N> base{};
+  for (int64_t o = 0; o < total; o += inner) {
+    for (int64_t j = 0; j < inner; ++j) {
+      for (size_t k = 0; k < N; ++k) idx[k] = base[k] + j * strides[k].back();
+      f(o + j, idx);
+    }
+    for (int d = rank - 2; d >= 0; --d) {
+      for (size_t k = 0; k < N; ++k) base[k] += strides[k][d];
+      if (++index[d] < out[d]) break;
+      for (size_t k = 0; k < N; ++k) base[k] -= strides[k][d] * out[d];
+      index[d] = 0;
+    }
+  }
+}
+
 // Calls f(o, ia, ib) for every element o of `out`, with ia and ib the
 // elements of a and b that broadcast to it.
 template <typename F>
 void ForEachBroadcast(const Shape& out, const Shape& a, const Shape& b, F&& f) {
-  const int rank = static_cast<int>(out.size());
-  const int64_t total = ElementCount(out);
-  if (total == 0) return;
-  if (rank == 0) {
-    f(0, 0, 0);
-    return;
-  }
-  auto strides = [&](const Shape& s) {
-    Shape padded = PadToRank(s, rank);
-    std::vector<int64_t> st(rank, 0);
-    int64_t stride = 1;
-    for (int d = rank - 1; d >= 0; --d) {
-      st[d] = padded[d] == 1 ? 0 : stride;
-      stride *= padded[d];
-    }
-    return st;
-  };
-  const std::vector<int64_t> sa = strides(a), sb = strides(b);
-  const int64_t inner = out.back();
-  std::vector<int64_t> index(rank, 0);
-  int64_t ia = 0, ib = 0;
-  for (int64_t o = 0; o < total; o += inner) {
-    for (int64_t k = 0; k < inner; ++k) {
-      f(o + k, ia + k * sa.back(), ib + k * sb.back());
-    }
-    for (int d = rank - 2; d >= 0; --d) {
-      ia += sa[d];
-      ib += sb[d];
-      if (++index[d] < out[d]) break;
-      ia -= sa[d] * out[d];
-      ib -= sb[d] * out[d];
-      index[d] = 0;
-    }
-  }
+  ForEachBroadcastN<2>(out, {a, b},
+                       [&](int64_t o, const std::array<int64_t, 2>& idx) {
+                         f(o, idx[0], idx[1]);
+                       });
 }
 
 }  // namespace gradserve

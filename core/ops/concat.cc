@@ -18,16 +18,6 @@
 namespace gradserve {
 namespace {
 
-// Copies `count` blocks of `block` bytes; consecutive blocks lie `src_pitch`
-// bytes apart in src and `dst_pitch` bytes apart in dst.
-void CopyBlocks(int64_t count, size_t block, const uint8_t* src,
-                size_t src_pitch, uint8_t* dst, size_t dst_pitch) {
-  if (block == 0) return;
-  for (int64_t b = 0; b < count; ++b) {
-    std::memcpy(dst + b * dst_pitch, src + b * src_pitch, block);
-  }
-}
-
 // The most sources one oneDNN concat takes: DNNL_ARG_MULTIPLE_SRC + k names
 // source k only below DNNL_ARG_MULTIPLE_DST. More inputs are block copies.
 constexpr int64_t kMaxDnnlSources =

@@ -7,6 +7,7 @@
 
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
+#include "core/ops/reduce_axes.h"
 #include "core/ops/reduction.h"
 #include "core/status_macros.h"
 
@@ -20,34 +21,12 @@ class ReduceOp : public Op {
     RETURN_IF_ERROR(c.ExpectFloat(0));
     RETURN_IF_ERROR(CheckDtypeAttr(c));
     const Shape& x = c.shape(0);
-    const int rank = static_cast<int>(x.size());
-    const int64_t keepdims = c.attrs().GetInt("keepdims");
-    if (keepdims != 0 && keepdims != 1) {
-      return c.attrs().Invalid("keepdims", "0 or 1");
-    }
-    ASSIGN_OR_RETURN(std::vector<int64_t> axes, c.attrs().GetInts("axes"));
-    // As in PyTorch, a scalar has one axis (0 or -1) that reduces nothing.
-    std::vector<bool> reduced(std::max(rank, 1), axes.empty());
-    for (int64_t a : axes) {
-      ASSIGN_OR_RETURN(int axis, c.NormalizeAxis("axes", a, std::max(rank, 1)));
-      if (reduced[axis]) {
-        return c.Error("attribute 'axes' names dim ", axis,
-                       " more than once, got ", ShapeToString(axes));
-      }
-      reduced[axis] = true;
-    }
+    ASSIGN_OR_RETURN(std::vector<bool> reduced, ReducedAxes(c));
+    ASSIGN_OR_RETURN(Shape y, ReducedShape(c, reduced));
     auto op = std::make_unique<ReduceOp>();
     op->mean_ = mean;
     op->x_shape_ = x;
     op->reduction_ = Reduction(x, reduced);
-    Shape y;
-    for (int d = 0; d < rank; ++d) {
-      if (!reduced[d]) {
-        y.push_back(x[d]);
-      } else if (keepdims) {
-        y.push_back(1);
-      }
-    }
     op->outputs_ = {{c.float_dtype(), y}};
     return std::unique_ptr<Op>(std::move(op));
   }
@@ -103,10 +82,7 @@ OpSchema ReduceSchema(const std::string& name, bool mean) {
   s.name = name;
   s.description = mean ? "y = mean of x over axes" : "y = sum of x over axes";
   s.inputs = {{"x"}};
-  s.attrs = {{"axes", AttrType::kInts, AttrValue(std::vector<int64_t>{}),
-              "axes to reduce, negative counting from the end; empty = all"},
-             {"keepdims", AttrType::kInt, AttrValue(int64_t{0}),
-              "1 keeps reduced axes as size-1 dims"}};
+  s.attrs = ReduceAxesAttrs();
   s.attrs.push_back(DtypeAttr());
   s.create = [mean](const OpConfig& c) { return ReduceOp::Create(c, mean); };
   return s;

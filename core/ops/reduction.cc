@@ -233,4 +233,12 @@ void Reduction::RunTyped(const T* in, T* out, double scale) const {
   }
 }
 
+Tensor SumTo(const Reduction& sum, const Tensor& full, const Shape& shape,
+             double scale) {
+  if (sum.count() == 1 && scale == 1) return full.Reshaped(shape);
+  Tensor out = Tensor::Empty(full.dtype(), shape);
+  sum.Run(full, out, scale);
+  return out;
+}
+
 }  // namespace gradserve

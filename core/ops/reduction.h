@@ -45,6 +45,12 @@ class Reduction {
   std::vector<bool> group_reduced_;
 };
 
+// Sums a full-shape gradient down to an input's `shape` with `sum` (a
+// Reduction from the full shape to it), times `scale`; a view when nothing
+// was broadcast and the scale is 1.
+Tensor SumTo(const Reduction& sum, const Tensor& full, const Shape& shape,
+             double scale = 1);
+
 template <typename F>
 void Reduction::ForEachElement(F&& f) const {
   const int rank = static_cast<int>(groups_.size());

@@ -1,6 +1,6 @@
-// Flatten and Reshape: the same elements under another shape. Both are
-// zero-copy views of the input, and their backward a view of dY; they work
-// for any dtype (int64 labels too).
+// Flatten, Reshape, Squeeze and Unsqueeze: the same elements under another
+// shape. All are zero-copy views of the input, and their backward a view of dY;
+// they work for any dtype (int64 labels too).
 #include <algorithm>
 
 #include "core/op_registry.h"
@@ -80,6 +80,47 @@ absl::StatusOr<std::unique_ptr<Op>> CreateReshape(const OpConfig& c) {
   return MakeOp(std::make_unique<ViewOp>(c.input(0), std::move(y)));
 }
 
+// torch.squeeze(x[, dim]): the size-1 dims among `dims` (all size-1 dims
+// when empty) removed; a named dim of another size stays, as in PyTorch.
+absl::StatusOr<std::unique_ptr<Op>> CreateSqueeze(const OpConfig& c) {
+  const Shape& x = c.shape(0);
+  const int rank = static_cast<int>(x.size());
+  ASSIGN_OR_RETURN(std::vector<int64_t> dims, c.attrs().GetInts("dims"));
+  std::vector<bool> named(std::max(rank, 1), dims.empty());
+  for (int64_t d : dims) {
+    ASSIGN_OR_RETURN(int axis, c.NormalizeAxis("dims", d, std::max(rank, 1)));
+    named[axis] = true;
+  }
+  Shape y;
+  for (int d = 0; d < rank; ++d) {
+    if (!(named[d] && x[d] == 1)) y.push_back(x[d]);
+  }
+  return MakeOp(std::make_unique<ViewOp>(c.input(0), std::move(y)));
+}
+
+// torch.unsqueeze(x, dim), several dims as ONNX's Unsqueeze: each of `dims`
+// is a size-1 dim of y (of rank(x) + len(dims) dims), negative counting
+// from y's end.
+absl::StatusOr<std::unique_ptr<Op>> CreateUnsqueeze(const OpConfig& c) {
+  const Shape& x = c.shape(0);
+  ASSIGN_OR_RETURN(std::vector<int64_t> dims, c.attrs().GetInts("dims"));
+  if (dims.empty()) return c.attrs().Invalid("dims", "at least one dim");
+  const int rank = static_cast<int>(x.size() + dims.size());
+  std::vector<bool> added(rank, false);
+  for (int64_t d : dims) {
+    ASSIGN_OR_RETURN(int axis, c.NormalizeAxis("dims", d, rank));
+    if (added[axis]) {
+      return c.Error("attribute 'dims' names dim ", axis,
+                     " more than once, got ", ShapeToString(dims));
+    }
+    added[axis] = true;
+  }
+  Shape y;
+  auto next = x.begin();
+  for (int d = 0; d < rank; ++d) y.push_back(added[d] ? 1 : *next++);
+  return MakeOp(std::make_unique<ViewOp>(c.input(0), std::move(y)));
+}
+
 OpSchema FlattenSchema() {
   OpSchema s;
   s.name = "Flatten";
@@ -102,7 +143,32 @@ OpSchema ReshapeSchema() {
   return s;
 }
 
+OpSchema SqueezeSchema() {
+  OpSchema s;
+  s.name = "Squeeze";
+  s.description = "y = x without size-1 dims (a view), torch.squeeze";
+  s.inputs = {{"x"}};
+  s.attrs = {{"dims", AttrType::kInts, AttrValue(std::vector<int64_t>{}),
+              "dims to remove where they have size 1 (others stay); empty = "
+              "every size-1 dim; negative counts from the end"}};
+  s.create = CreateSqueeze;
+  return s;
+}
+
+OpSchema UnsqueezeSchema() {
+  OpSchema s;
+  s.name = "Unsqueeze";
+  s.description = "y = x with size-1 dims inserted (a view), torch.unsqueeze";
+  s.inputs = {{"x"}};
+  s.attrs = {{"dims", AttrType::kInts, std::nullopt,
+              "where the new dims are in y; negative counts from y's end"}};
+  s.create = CreateUnsqueeze;
+  return s;
+}
+
 REGISTER_OP(FlattenSchema());
+REGISTER_OP(SqueezeSchema());
+REGISTER_OP(UnsqueezeSchema());
 REGISTER_OP(ReshapeSchema());
 
 }  // namespace

@@ -16,10 +16,13 @@ TestInput In(std::string name, Shape shape, double lo = -1, double hi = 1) {
 TestInput Away(std::string name, Shape shape) {
   return {std::move(name), std::move(shape), Init::kAwayFromZero, 0.1, 1};
 }
-TestInput Labels(std::string name, int64_t n, int64_t classes) {
-  TestInput t{std::move(name), {n}, Init::kLabels};
+TestInput Labels(std::string name, Shape shape, int64_t classes) {
+  TestInput t{std::move(name), std::move(shape), Init::kLabels};
   t.classes = classes;
   return t;
+}
+TestInput Labels(std::string name, int64_t n, int64_t classes) {
+  return Labels(std::move(name), Shape{n}, classes);
 }
 TestInput Mask(std::string name, Shape shape) {
   return {std::move(name), std::move(shape), Init::kBernoulli};
@@ -49,6 +52,48 @@ std::vector<OpCase> Unary(const std::string& op, TestInput x,
 std::vector<OpCase> Softmax(const std::string& op) {
   return {OpCase(op, {In("x", {2, 4}, -3, 3)}),
           OpCase(op, {In("x", {2, 3, 2}, -3, 3)}, {{"axis", int64_t{1}}})};
+}
+
+std::vector<OpCase> Clamps() {
+  using F = std::vector<double>;
+  return {
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)},
+             {{"min", -1.05}, {"max", 1.05}}),
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)}, {{"min", F{0.05}}}),
+      OpCase("Clamp", {In("x", {2, 3}, -2, 2)}, {{"max", 0.05}}),
+      // Tensor bounds broadcasting, x below, between and above them.
+      OpCase("Clamp",
+             {In("x", {2, 3}), In("lo", {3}, -1, 0), In("hi", {2, 1}, 0, 1)}),
+      OpCase("Clamp", {In("x", {2, 3}), In("lo", {2, 3}), kAbsent}),
+      OpCase("Clamp", {In("x", {3}), kAbsent, In("hi", {2, 3})}),
+      // min > max: y = max, dL/dmax = dY.
+      OpCase("Clamp", {In("x", {2, 3}), In("lo", {3}, 2, 3), In("hi", {3})}),
+  };
+}
+
+// Both with one output (amax) and with indices; distinct random values.
+std::vector<OpCase> Extrema(const std::string& op) {
+  return {OpCase(op, {In("x", {2, 3, 4})}),
+          OpCase(op, {In("x", {2, 3, 4})},
+                 {{"axes", Ints{0, -1}}, {"keepdims", int64_t{1}}}),
+          WithOutputs(OpCase(op, {In("x", {3, 4})}, {{"axes", Ints{1}}}), 2),
+          WithOutputs(OpCase(op, {In("x", {3, 4})},
+                             {{"axes", Ints{0}}, {"keepdims", int64_t{1}}}),
+                      2)};
+}
+
+std::vector<OpCase> Pads() {
+  std::vector<OpCase> cases = {
+      OpCase("Pad", {In("x", {2, 3, 4})},
+             {{"pads", Ints{1, 2, -1, 1}}, {"value", 0.5}}),
+      OpCase("Pad", {In("x", {2, 3})}, {{"pads", Ints{1, 0, 2, 1}}})};
+  for (const char* mode : {"reflect", "replicate", "circular"}) {
+    cases.push_back(OpCase("Pad", {In("x", {1, 2, 3, 4})},
+                           {{"pads", Ints{2, -1, 1, 2}}, {"mode", mode}}));
+    cases.push_back(OpCase("Pad", {In("x", {2, 5})},
+                           {{"pads", Ints{-1, 3}}, {"mode", mode}}));
+  }
+  return cases;
 }
 
 std::vector<OpCase> Conv(const std::string& op, int spatial) {
@@ -244,10 +289,50 @@ std::map<std::string, std::vector<OpCase>> MakeSweepCases() {
   t["Mish"] = Unary("Mish", In("x", {2, 3}, -3, 3));
   t["Sqrt"] = Unary("Sqrt", In("x", {2, 3}, 0.2, 3));
   t["Abs"] = Unary("Abs", Away("x", {2, 3}));
+  // Random draws meet a kink (x at a bound) with probability ~0.
+  t["Hardtanh"] = Unary("Hardtanh", In("x", {2, 3}, -2, 2),
+                        {{"min_val", -1.05}, {"max_val", 1.05}});
+  t["ReLU6"] = Unary("ReLU6", In("x", {2, 3}, -3, 8));
+  t["Softplus"] = {OpCase("Softplus", {In("x", {2, 3}, -3, 3)}),
+                   OpCase("Softplus", {In("x", {2, 4}, -2, 2)},
+                          {{"beta", 2.0}, {"threshold", 1.5}})};
+  t["Clamp"] = Clamps();
+  t["Pow"] = {OpCase("Pow", {In("x", {2, 3}, 0.2, 2)}, {{"exponent", 2.5}}),
+              OpCase("Pow", {In("x", {2, 3}, -2, 2)}, {{"exponent", 3.0}}),
+              OpCase("Pow", {In("x", {2, 3}, 0.2, 2), In("e", {2, 3}, -2, 2)}),
+              OpCase("Pow", {In("x", {2, 1}, 0.2, 2), In("e", {3}, -2, 2)})};
+  t["Max"] = Extrema("Max");
+  t["Min"] = Extrema("Min");
   t["Softmax"] = Softmax("Softmax");
   t["LogSoftmax"] = Softmax("LogSoftmax");
   t["Flatten"] = Unary("Flatten", In("x", {2, 3, 2}));
   t["Reshape"] = Unary("Reshape", In("x", {2, 3, 2}), {{"shape", Ints{3, -1}}});
+  t["Transpose"] = Unary("Transpose", In("x", {2, 3, 2}),
+                         {{"dim0", int64_t{0}}, {"dim1", int64_t{-1}}});
+  t["Permute"] =
+      Unary("Permute", In("x", {2, 3, 4}), {{"dims", Ints{2, 0, 1}}});
+  t["Squeeze"] = {
+      OpCase("Squeeze", {In("x", {2, 1, 3, 1})}),
+      OpCase("Squeeze", {In("x", {2, 1, 3, 1})}, {{"dims", Ints{1, 0}}})};
+  t["Unsqueeze"] = Unary("Unsqueeze", In("x", {2, 3}), {{"dims", Ints{0, -1}}});
+  t["Pad"] = Pads();
+  t["Split"] = {WithOutputs(OpCase("Split", {In("x", {5, 2})},
+                                   {{"split_size_or_sections", int64_t{2}}}),
+                            3),
+                WithOutputs(OpCase("Split", {In("x", {2, 5})},
+                                   {{"split_size_or_sections", Ints{1, 4}},
+                                    {"dim", int64_t{-1}}}),
+                            2)};
+  t["Gather"] = {OpCase("Gather", {In("x", {3, 4}), Labels("i", {3, 5}, 4)},
+                        {{"dim", int64_t{1}}}),
+                 OpCase("Gather", {In("x", {3, 4}), Labels("i", {2, 2}, 3)},
+                        {{"dim", int64_t{0}}})};
+  t["IndexSelect"] = {OpCase("IndexSelect",
+                             {In("x", {3, 4}), Labels("i", {6}, 4)},
+                             {{"dim", int64_t{-1}}})};
+  t["Where"] = {
+      OpCase("Where", {Labels("c", {2, 3}, 2), In("x", {2, 3}), In("y", {3})}),
+      OpCase("Where", {Labels("c", {2, 1}, 2), In("x", {1, 3}), In("y", {})})};
   t["Concat"] = {
       OpCase("Concat", {In("a", {2, 3}), In("b", {2, 1}), In("c", {2, 2})}),
       OpCase("Concat", {In("a", {1, 2}), In("b", {2, 2})},
@@ -336,6 +421,40 @@ std::map<std::string, std::vector<OpCase>> MakeEmptyCases() {
     t[op] = Unary(op, In("x", {0, kWide, 1}, 0.5, 2));
   }
   t["Reshape"] = Unary("Reshape", In("x", {0, kWide}), {{"shape", Ints{0, 4}}});
+  for (const char* op : {"Hardtanh", "ReLU6", "Softplus"}) {
+    t[op] = Unary(op, In("x", {0, kWide, 1}));
+  }
+  t["Clamp"] = {
+      OpCase("Clamp", {In("x", {0, kWide})}, {{"min", 0.0}}),
+      OpCase("Clamp", {In("x", {0, kWide}), In("lo", {1, kWide}), kAbsent})};
+  t["Pow"] = {OpCase("Pow", {In("x", {0, kWide})}, {{"exponent", 2.0}}),
+              OpCase("Pow", {In("x", {0, kWide}), In("e", {1, kWide})})};
+  for (const char* op : {"Max", "Min"}) {
+    t[op] = {
+        Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0],
+        WithOutputs(Unary(op, In("x", {0, kWide}), {{"axes", Ints{1}}})[0], 2)};
+  }
+  t["Transpose"] = Unary("Transpose", In("x", {0, kWide}),
+                         {{"dim0", int64_t{0}}, {"dim1", int64_t{1}}});
+  t["Permute"] =
+      Unary("Permute", In("x", {0, kWide, 2}), {{"dims", Ints{2, 0, 1}}});
+  t["Squeeze"] = Unary("Squeeze", In("x", {0, kWide, 1}));
+  t["Unsqueeze"] = Unary("Unsqueeze", In("x", {0, kWide}), {{"dims", Ints{1}}});
+  t["Pad"] = {OpCase("Pad", {In("x", {0, kWide})}, {{"pads", Ints{kWide, 1}}}),
+              OpCase("Pad", {In("x", {0, 2, kWide})},
+                     {{"pads", Ints{2, 3}}, {"mode", "reflect"}})};
+  t["Split"] = {
+      WithOutputs(OpCase("Split", {In("x", {0, kWide})},
+                         {{"split_size_or_sections", Ints{kWide - 1, 1}},
+                          {"dim", int64_t{1}}}),
+                  2)};
+  t["Gather"] = {OpCase("Gather", {In("x", {0, kWide}), Labels("i", {0, 3}, 1)},
+                        {{"dim", int64_t{1}}})};
+  t["IndexSelect"] = {OpCase("IndexSelect",
+                             {In("x", {0, kWide}), Labels("i", {3}, 1)},
+                             {{"dim", int64_t{1}}})};
+  t["Where"] = {OpCase("Where", {Labels("c", {0, kWide}, 2),
+                                 In("x", {0, kWide}), In("y", {1, kWide})})};
   t["Sum"] = Unary("Sum", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Mean"] = Unary("Mean", In("x", {0, kWide}), {{"axes", Ints{1}}});
   t["Concat"] = {OpCase("Concat", {In("a", {0, kWide}), In("b", {0, 3})})};

@@ -154,6 +154,129 @@ def reduce(op):
     return translate
 
 
+def hardtanh(s):
+    return Translation("Hardtanh", [("x", s.input)],
+                       {"min_val": float(arg(s, 0, "min_val", -1.0)),
+                        "max_val": float(arg(s, 1, "max_val", 1.0))})
+
+
+def softplus(s):
+    return Translation("Softplus", [("x", s.input)],
+                       {"beta": float(arg(s, 0, "beta", 1)),
+                        "threshold": float(arg(s, 1, "threshold", 20))})
+
+
+def bound(value, name, inputs, attrs):
+    """A Clamp bound: a tensor input, a scalar attribute, or nothing."""
+    if isinstance(value, torch.Tensor):
+        inputs.append((name, value))
+        return
+    inputs.append((name, None))
+    if value is not None:
+        attrs[name] = float(value)
+
+
+def clamp(s):
+    inputs, attrs = [("x", s.input)], {}
+    bound(arg(s, 0, "min"), "min", inputs, attrs)
+    bound(arg(s, 1, "max"), "max", inputs, attrs)
+    return Translation("Clamp", inputs, attrs)
+
+
+def clamp_one(name):
+    def translate(s):
+        inputs, attrs = [("x", s.input)], {}
+        for side in ("min", "max"):
+            bound(arg(s, 0, name) if side == name else None, side, inputs, attrs)
+        return Translation("Clamp", inputs, attrs)
+    return translate
+
+
+def pow_(s):
+    exponent = arg(s, 0, "exponent")
+    if isinstance(exponent, torch.Tensor):
+        return Translation("Pow", [("x", s.input), ("exponent", exponent)])
+    return Translation("Pow", [("x", s.input)], {"exponent": float(exponent)})
+
+
+def extremum(op):
+    """torch.amax/amin (dim, keepdim), and torch.max/min(x) without a dim."""
+    def translate(s):
+        dim = arg(s, 0, "dim", ())
+        return Translation(op, [("x", s.input)],
+                           {"axes": ints(dim), "keepdims": int(bool(arg(s, 1, "keepdim", False)))})
+    return translate
+
+
+def extremum_with_dim(op):
+    """torch.max/min(x, dim, keepdim): values and indices."""
+    def translate(s):
+        return Translation(op, [("x", s.input)],
+                           {"axes": [int(arg(s, 0, "dim"))],
+                            "keepdims": int(bool(arg(s, 1, "keepdim", False)))},
+                           outputs=["y", "indices"])
+    return translate
+
+
+def transpose(s):
+    return Translation("Transpose", [("x", s.input)],
+                       {"dim0": int(arg(s, 0, "dim0")), "dim1": int(arg(s, 1, "dim1"))})
+
+
+def permute(s):
+    return Translation("Permute", [("x", s.input)], {"dims": ints(arg(s, 0, "dims"))})
+
+
+def squeeze(s):
+    dim = arg(s, 0, "dim")
+    return Translation("Squeeze", [("x", s.input)], {"dims": [] if dim is None else ints(dim)})
+
+
+def unsqueeze(s):
+    return Translation("Unsqueeze", [("x", s.input)], {"dims": ints(arg(s, 0, "dim"))})
+
+
+def pad(s):
+    value = arg(s, 2, "value")
+    attrs = {"pads": ints(arg(s, 0, "pad")), "mode": arg(s, 1, "mode", "constant")}
+    if value is not None:
+        attrs["value"] = float(value)
+    return Translation("Pad", [("x", s.input)], attrs)
+
+
+def split(s):
+    sizes = arg(s, 0, "split_size_or_sections", arg(s, 0, "split_sizes"))
+    dim = int(arg(s, 1, "dim", 0))
+    if isinstance(sizes, int):
+        n = s.input.shape[dim]
+        chunks = max(1, -(-n // sizes)) if sizes else 1
+        attr = sizes
+    else:
+        attr = ints(sizes)
+        chunks = len(attr)
+    return Translation("Split", [("x", s.input)],
+                       {"split_size_or_sections": attr, "dim": dim},
+                       outputs=["y"] + [f"y{k}" for k in range(1, chunks)])
+
+
+def gather(s):
+    # An empty uint8 index (torch takes it) travels as int64.
+    index = arg(s, 1, "index").to(torch.int64)
+    return Translation("Gather", [("x", s.input), ("index", index)],
+                       {"dim": int(arg(s, 0, "dim"))})
+
+
+def index_select(s):
+    return Translation("IndexSelect", [("x", s.input), ("index", arg(s, 1, "index"))],
+                       {"dim": int(arg(s, 0, "dim"))})
+
+
+def where(s):
+    """OpInfo's where is (x, condition, y); the bool condition goes as int64."""
+    return Translation("Where", [("condition", s.args[0].to(torch.int64)),
+                                 ("x", s.input), ("other", s.args[1])])
+
+
 def flatten(s):
     start = int(arg(s, 0, "start_dim", 0))
     end = int(arg(s, 1, "end_dim", -1))
@@ -449,6 +572,33 @@ TRANSLATORS = {
     ("nn.functional.leaky_relu", ""): leaky_relu,
     ("nn.functional.elu", ""): elu,
     ("nn.functional.gelu", ""): gelu,
+    ("nn.functional.hardtanh", ""): hardtanh,
+    ("nn.functional.relu6", ""): unary("ReLU6"),
+    ("nn.functional.softplus", ""): softplus,
+    ("clamp", ""): clamp,
+    ("clamp_min", ""): clamp_one("min"),
+    ("clamp_max", ""): clamp_one("max"),
+    ("pow", ""): pow_,
+    ("amax", ""): extremum("Max"),
+    ("amin", ""): extremum("Min"),
+    ("max", "reduction_no_dim"): extremum("Max"),
+    ("min", "reduction_no_dim"): extremum("Min"),
+    ("max", "reduction_with_dim"): extremum_with_dim("Max"),
+    ("min", "reduction_with_dim"): extremum_with_dim("Min"),
+    ("transpose", ""): transpose,
+    ("permute", ""): permute,
+    ("squeeze", ""): squeeze,
+    ("unsqueeze", ""): unsqueeze,
+    ("nn.functional.pad", "constant"): pad,
+    ("nn.functional.pad", "reflect"): pad,
+    ("nn.functional.pad", "replicate"): pad,
+    ("nn.functional.pad", "circular"): pad,
+    ("split", ""): split,
+    ("split", "list_args"): split,
+    ("split_with_sizes", ""): split,
+    ("gather", ""): gather,
+    ("index_select", ""): index_select,
+    ("where", ""): where,
     ("softmax", ""): softmax("Softmax"),
     ("softmax", "with_dtype"): softmax("Softmax"),
     ("log_softmax", ""): softmax("LogSoftmax"),

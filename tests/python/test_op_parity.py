@@ -378,6 +378,76 @@ CASES = [
          name="AdaptiveAvgPool2d-global-unbatched"),
     Case("AdaptiveMaxPool2d", [("x", uniform((2, 3, 4, 5)))],
          lambda x: F.adaptive_max_pool2d(x, (3, 7)), {"output_size": [3, 7]}),
+    Case("Hardtanh", [("x", uniform((4, 6), -2, 2))],
+         lambda x: F.hardtanh(x, -0.7, 1.3), {"min_val": -0.7, "max_val": 1.3}),
+    Case("Hardtanh", [("x", uniform((4, 6), -2, 2))], lambda x: F.hardtanh(x, 0.5, -0.5),
+         {"min_val": 0.5, "max_val": -0.5}, name="Hardtanh-min-above-max"),
+    Case("ReLU6", [("x", uniform((4, 6), -3, 9))], F.relu6),
+    Case("Softplus", [("x", uniform((4, 6), -4, 4))], F.softplus),
+    Case("Softplus", [("x", uniform((4, 6), -2, 2))],
+         lambda x: F.softplus(x, beta=3, threshold=0.2), {"beta": 3, "threshold": 0.2},
+         name="Softplus-beta-threshold"),
+    Case("Clamp", [("x", uniform((3, 5), -2, 2))], lambda x: torch.clamp(x, -0.5, 0.8),
+         {"min": -0.5, "max": 0.8}),
+    Case("Clamp", [("x", uniform((3, 5), -2, 2))], lambda x: torch.clamp(x, max=0.3),
+         {"max": 0.3}, name="Clamp-max-only"),
+    Case("Clamp", [("x", uniform((2, 3, 4))), ("lo", uniform((3, 1), -1, 0)),
+                   ("hi", uniform((4,), 0, 1))], torch.clamp, name="Clamp-tensor-bounds"),
+    Case("Clamp", [("x", uniform((2, 4))), ("lo", uniform((4,))), ("hi", uniform((2, 1)))],
+         torch.clamp, name="Clamp-tensor-bounds-crossing"),
+    Case("Clamp", [("x", uniform((2, 4))), ("", None), ("hi", uniform((3, 1, 4)))],
+         lambda x, hi: torch.clamp(x, max=hi), name="Clamp-tensor-max-broadcasts-x"),
+    Case("Pow", [("x", uniform((3, 4), 0.1, 2))], lambda x: torch.pow(x, 2.7),
+         {"exponent": 2.7}),
+    Case("Pow", [("x", uniform((3, 4), -2, 2))], lambda x: torch.pow(x, -2.0),
+         {"exponent": -2.0}, name="Pow-negative-integer"),
+    Case("Pow", [("x", uniform((3, 1), 0.1, 2)), ("e", uniform((4,), -2, 2))], torch.pow,
+         name="Pow-tensor-broadcast"),
+    Case("Max", [("x", uniform((3, 4, 5)))], torch.amax, name="Max-all"),
+    Case("Max", [("x", uniform((3, 4, 5)))], lambda x: torch.amax(x, (0, 2), keepdim=True),
+         {"axes": [0, 2], "keepdims": 1}, name="Max-axes-keepdims"),
+    Case("Max", [("x", lambda rng: np.array([[1, 3, 3], [2, 2, 0]], np.float32))],
+         lambda x: torch.amax(x, 1), {"axes": [1]}, name="Max-ties-split"),
+    Case("Min", [("x", uniform((3, 4, 5)))], lambda x: torch.amin(x, -1), {"axes": [-1]}),
+    Case("Min", [("x", lambda rng: np.array([[1, 0, 0, 5]], np.float32))],
+         lambda x: torch.amin(x), name="Min-ties-split"),
+    Case("Transpose", [("x", uniform((2, 3, 4)))], lambda x: torch.transpose(x, 0, -1),
+         {"dim0": 0, "dim1": -1}),
+    Case("Permute", [("x", uniform((2, 3, 4, 5)))], lambda x: x.permute(2, 0, 3, 1),
+         {"dims": [2, 0, 3, 1]}),
+    Case("Squeeze", [("x", uniform((3, 1, 4, 1)))], torch.squeeze),
+    Case("Squeeze", [("x", uniform((3, 1, 4, 1)))], lambda x: torch.squeeze(x, 0),
+         {"dims": [0]}, name="Squeeze-dim-not-1"),
+    Case("Unsqueeze", [("x", uniform((3, 4)))], lambda x: torch.unsqueeze(x, -2),
+         {"dims": [-2]}),
+    Case("Pad", [("x", uniform((2, 3, 4)))], lambda x: F.pad(x, (1, 2, -1, 1), value=0.5),
+         {"pads": [1, 2, -1, 1], "value": 0.5}, name="Pad-constant-crop"),
+    Case("Pad", [("x", uniform((2, 3, 4, 5)))], lambda x: F.pad(x, (2, 1, 3, 1), "reflect"),
+         {"pads": [2, 1, 3, 1], "mode": "reflect"}, name="Pad-reflect"),
+    Case("Pad", [("x", uniform((1, 3, 4, 4)))], lambda x: F.pad(x, (-1, 1, -2, 1), "reflect"),
+         {"pads": [-1, 1, -2, 1], "mode": "reflect"}, name="Pad-reflect-crop"),
+    Case("Pad", [("x", uniform((2, 3, 4)))], lambda x: F.pad(x, (3, 2), "replicate"),
+         {"pads": [3, 2], "mode": "replicate"}, name="Pad-replicate"),
+    Case("Pad", [("x", uniform((1, 2, 3, 3, 3)))],
+         lambda x: F.pad(x, (1, 1, 2, 0, 0, 3), "replicate"),
+         {"pads": [1, 1, 2, 0, 0, 3], "mode": "replicate"}, name="Pad-replicate-3d"),
+    Case("Pad", [("x", uniform((2, 3, 4, 5)))], lambda x: F.pad(x, (2, 5, 1, 3), "circular"),
+         {"pads": [2, 5, 1, 3], "mode": "circular"}, name="Pad-circular"),
+    Case("Pad", [("x", uniform((1, 3, 4, 4)))], lambda x: F.pad(x, (-1, 1, 2, -1), "circular"),
+         {"pads": [-1, 1, 2, -1], "mode": "circular"}, name="Pad-circular-crop"),
+    Case("Split", [("x", uniform((4, 3)))], lambda x: torch.split(x, 4)[0],
+         {"split_size_or_sections": 4}, name="Split-one-chunk"),
+    Case("Gather", [("x", uniform((3, 4))), ("i", class_map((3, 6), 4))],
+         lambda x, i: torch.gather(x, 1, i), {"dim": 1}),
+    Case("Gather", [("x", uniform((4, 3, 2))), ("i", class_map((5, 2, 2), 4))],
+         lambda x, i: torch.gather(x, 0, i), {"dim": 0}, name="Gather-repeated-smaller"),
+    Case("IndexSelect", [("x", uniform((3, 4, 2))), ("i", class_map((7,), 4))],
+         lambda x, i: torch.index_select(x, 1, i), {"dim": 1}),
+    Case("Where", [("c", class_map((3, 1), 2)), ("a", uniform((3, 4))), ("b", uniform((4,)))],
+         lambda c, a, b: torch.where(c.bool(), a, b)),
+    Case("Where", [("c", class_map((2, 3, 4), 2)), ("a", uniform(())),
+                   ("b", uniform((3, 1)))],
+         lambda c, a, b: torch.where(c.bool(), a, b), name="Where-broadcast-all"),
     Case("LayerNorm", [("x", uniform((4, 6), -2, 2)), ("w", uniform((6,), 0.5, 1.5)),
                        ("b", uniform((6,)))], lambda x, w, b: F.layer_norm(x, (6,), w, b)),
     Case("LayerNorm", [("x", uniform((2, 3, 4), -2, 2)), ("w", uniform((3, 4), 0.5, 1.5)),
@@ -482,6 +552,67 @@ def test_dropout_draws_by_seed_and_is_the_identity_in_eval(server):
     np.testing.assert_allclose(a.outputs["y"], a.outputs["mask"] / 0.75, rtol=1e-6)
     e = run(7, gs.pb.MODE_EVAL)
     np.testing.assert_array_equal(e.outputs["y"], x)
+
+
+# Pow at its singular points (NaN and inf values and gradients): kept out of
+# CASES, whose every case also passes a finite-difference check.
+POW_SINGULAR_CASES = [
+    Case("Pow", [("x", uniform((3, 4), -2, 2))], lambda x: torch.pow(x, 0.5),
+         {"exponent": 0.5}, name="Pow-sqrt-nan-below-zero"),
+    Case("Pow", [("x", lambda rng: np.array([0, 0, 0, -2, -2, 2], np.float32)),
+                 ("e", lambda rng: np.array([0, 2, -1, 3, 0.5, 0], np.float32))], torch.pow,
+         name="Pow-zero-and-negative-bases"),
+]
+
+
+@pytest.mark.parametrize("case", POW_SINGULAR_CASES, ids=[c.id for c in POW_SINGULAR_CASES])
+def test_pow_at_zero_and_negative_bases_matches_torch(server, case):
+    """0^0 = 1, 0^-1 = inf, (-2)^0.5 = NaN, and their gradients, as torch's."""
+    result, y, grads = run_case(server, case)
+    np.testing.assert_allclose(result.outputs["y"], y, rtol=RTOL, atol=ATOL)
+    assert np.isnan(y).any() or np.isinf(y).any()
+    for name, expected in grads.items():
+        np.testing.assert_allclose(result.gradients[name], expected, rtol=RTOL, atol=ATOL,
+                                   err_msg=f"d/d{name}")
+
+
+def test_split_matches_torch(server):
+    """Several chunks, each with its own output gradient."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 7)).astype(np.float32)
+    for sizes, outputs in ((3, 3), ([2, 0, 5], 3)):
+        names = [f"y{k}" for k in range(outputs)]
+        g = gs.graph([gs.node("s", "Split", ["x"], names, split_size_or_sections=sizes,
+                              dim=-1)], inputs=["x"], outputs=names)
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        ty = torch.split(tx, sizes, dim=-1)
+        seeds = {n: rng.normal(size=tuple(t.shape)).astype(np.float32)
+                 for n, t in zip(names, ty)}
+        torch.autograd.backward(ty, [torch.tensor(seeds[n], dtype=torch.float64)
+                                     for n in names])
+        result = server.compute(gs.compute_request(g, feeds={"x": x}, fetch=names,
+                                                   output_gradients=seeds, wrt=["x"]))
+        for n, t in zip(names, ty):
+            np.testing.assert_array_equal(result.outputs[n], t.detach().numpy())
+        np.testing.assert_allclose(result.gradients["x"], tx.grad.numpy(), rtol=RTOL)
+
+
+def test_max_and_min_with_indices_match_torch_max_dim(server):
+    """The (values, indices) form: the first extreme element chosen, the
+    gradient to it alone (amax would spread it over the ties)."""
+    x = np.array([[1, 3, 3, 0], [2, 2, 0, 2], [5, 4, 4, 5]], np.float32)
+    dy = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    for op, fn in (("Max", torch.max), ("Min", torch.min)):
+        g = gs.graph([gs.node("m", op, ["x"], ["y", "i"], axes=[1], keepdims=1)],
+                     inputs=["x"], outputs=["y", "i"])
+        result = server.compute(gs.compute_request(g, feeds={"x": x}, fetch=["y", "i"],
+                                                   output_gradients={"y": dy}, wrt=["x"]))
+        tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        values, indices = fn(tx, 1, keepdim=True)
+        values.backward(torch.tensor(dy, dtype=torch.float64))
+        np.testing.assert_array_equal(result.outputs["y"], values.detach().numpy())
+        np.testing.assert_array_equal(result.outputs["i"], indices.numpy())
+        np.testing.assert_array_equal(result.gradients["x"], tx.grad.numpy())
 
 
 def test_every_api_op_is_covered(server):

@@ -39,6 +39,28 @@ inline void ExpectRejectsInt64Input(OpCase c, size_t i,
                "must be float32", "int64"});
 }
 
+// An int64 input of `shape` drawn in [0, classes) (indices, conditions).
+inline TestInput IndexInput(std::string name, Shape shape,
+                            int64_t classes = 2) {
+  TestInput t{std::move(name), std::move(shape), Init::kLabels};
+  t.classes = classes;
+  return t;
+}
+
+// float32 0, 1, 2, ... of `shape`.
+inline Tensor Iota(Shape shape) {
+  Tensor t = Tensor::Empty(DType::kFloat32, std::move(shape));
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.num_elements(); ++i) p[i] = static_cast<float>(i);
+  return t;
+}
+
+// A float32 tensor's values.
+inline std::vector<float> FloatValues(const Tensor& t) {
+  auto v = t.values<float>();
+  return {v.begin(), v.end()};
+}
+
 }  // namespace gradserve::testing
 
 #endif  // GRADSERVE_TESTS_CORE_OPS_TENSOR_OP_TEST_UTIL_H_
