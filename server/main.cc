@@ -118,6 +118,17 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "line; every call but health checks then needs `authorization: "
           "Bearer <token>` metadata, and a tenant sees only its own "
           "sessions, activations and shared-memory regions (needs TLS)");
+ABSL_FLAG(int64_t, tenant_max_sessions, 0,
+          "sessions one tenant may hold; 0 = no per-tenant limit (the "
+          "tokens file may set a tenant's own: max_sessions=N)");
+ABSL_FLAG(int64_t, tenant_max_bytes, 0,
+          "bytes one tenant may hold: its sessions' parameters, buffers and "
+          "optimizer state, its Forward activations and shared-memory "
+          "regions; 0 = no per-tenant limit (tokens file: max_bytes=N)");
+ABSL_FLAG(int64_t, tenant_max_concurrent_calls, 0,
+          "calls of one tenant queued or running at once (each ComputeStream "
+          "request counts); 0 = no per-tenant limit (tokens file: "
+          "max_concurrent_calls=N)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -199,6 +210,9 @@ int main(int argc, char** argv) {
   rt.activations.max_ttl_seconds =
       absl::GetFlag(FLAGS_max_activation_ttl_seconds);
   rt.activations.max_bytes = absl::GetFlag(FLAGS_max_activation_bytes);
+  rt.quotas.defaults = {absl::GetFlag(FLAGS_tenant_max_sessions),
+                        absl::GetFlag(FLAGS_tenant_max_bytes),
+                        absl::GetFlag(FLAGS_tenant_max_concurrent_calls)};
   options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
   options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.persistence.snapshot_interval =

@@ -31,8 +31,14 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC takes message sizes as int.
   const int max_message =
       static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT_MAX));
+  auto security = MakeServerSecurity(options.security);
+  if (!security.ok()) return security.status();
   runtime::RuntimeOptions runtime_options = options.runtime;
   runtime_options.limits.max_result_bytes = max_message;
+  // Tenants' own quotas from the tokens file.
+  if (security->tokens != nullptr) {
+    runtime_options.quotas.tenants = security->tokens->quotas();
+  }
   server->runtime_ =
       std::make_unique<runtime::Runtime>(runtime_options, server->pool_.get());
   if (!options.persistence.state_dir.empty()) {
@@ -46,8 +52,6 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         server->runtime_->EnableSharedMemory(options.shared_memory);
     if (!enabled.ok()) return enabled;
   }
-  auto security = MakeServerSecurity(options.security);
-  if (!security.ok()) return security.status();
   ServiceOptions service_options = options.service;
   service_options.max_message_bytes = max_message;
   service_options.tls = options.security.tls();

@@ -71,9 +71,9 @@ std::unique_ptr<Tape> ForwardTape() {
 
 TEST(ActivationStore, ClaimsCountAgainstTheLimitUntilPut) {
   ActivationStore store({300, 3600, 1000});
-  auto claim = store.ClaimBytes(800);
+  auto claim = store.ClaimBytes("", 800);
   ASSERT_TRUE(claim.ok());
-  ExpectStatus(store.ClaimBytes(300).status(),
+  ExpectStatus(store.ClaimBytes("", 300).status(),
                absl::StatusCode::kResourceExhausted,
                {"300 bytes", "800", "--max_activation_bytes"});
   auto tape = ForwardTape();
@@ -88,7 +88,8 @@ TEST(ActivationStore, ClaimsCountAgainstTheLimitUntilPut) {
 
 TEST(ActivationStore, TenantsSeeOnlyTheirOwnAndTimeIsUp) {
   ActivationStore store({1, 3600, 1 << 20});
-  auto held = store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes(0));
+  auto held =
+      store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes("alice", 0));
   EXPECT_TRUE(store.Find("alice", held.id).ok());
   ExpectStatus(store.Find("bob", held.id).status(), absl::StatusCode::kNotFound,
                {held.id});
