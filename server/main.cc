@@ -129,6 +129,45 @@ ABSL_FLAG(int64_t, tenant_max_concurrent_calls, 0,
           "calls of one tenant queued or running at once (each ComputeStream "
           "request counts); 0 = no per-tenant limit (tokens file: "
           "max_concurrent_calls=N)");
+ABSL_FLAG(int32_t, max_concurrent_streams,
+          gradserve::server::TransportLimits{}.max_concurrent_streams,
+          "calls one connection may have open at once (HTTP/2 streams); "
+          "more wait on the client's side");
+ABSL_FLAG(int64_t, keepalive_min_ping_interval_ms,
+          gradserve::server::TransportLimits{}.min_ping_interval_ms,
+          "a client pinging more often than this without data gets a strike");
+ABSL_FLAG(int32_t, keepalive_max_ping_strikes,
+          gradserve::server::TransportLimits{}.max_ping_strikes,
+          "strikes after which a connection is closed (GOAWAY too_many_pings)");
+ABSL_FLAG(int64_t, keepalive_time_ms,
+          gradserve::server::TransportLimits{}.keepalive_time_ms,
+          "the server pings a connection quiet this long; 0 = never");
+ABSL_FLAG(int64_t, keepalive_timeout_ms,
+          gradserve::server::TransportLimits{}.keepalive_timeout_ms,
+          "a connection whose ping is not answered this soon is closed");
+ABSL_FLAG(int64_t, max_connection_idle_seconds,
+          gradserve::server::TransportLimits{}.max_connection_idle_ms / 1000,
+          "a connection with no call for this long is closed (its "
+          "shared-memory regions go with it); 0 = never");
+ABSL_FLAG(int64_t, max_connection_age_seconds, 0,
+          "a connection older than this is asked to go (clients reconnect, "
+          "balancers rebalance; its shared-memory regions go with it); 0 = "
+          "never");
+ABSL_FLAG(int64_t, max_connection_age_grace_seconds,
+          gradserve::server::TransportLimits{}.max_connection_age_grace_ms /
+              1000,
+          "calls on a connection past its age get this long to finish");
+ABSL_FLAG(int32_t, max_metadata_bytes,
+          gradserve::server::TransportLimits{}.max_metadata_bytes,
+          "the most header bytes (metadata names and values) one call may "
+          "send");
+ABSL_FLAG(int32_t, grpc_max_threads,
+          gradserve::server::TransportLimits{}.max_threads,
+          "threads gRPC's resource quota lets its synchronous services "
+          "(reflection) use; 0 = gRPC's default");
+ABSL_FLAG(int64_t, grpc_max_memory_bytes, 0,
+          "memory gRPC's resource quota lets its buffers take; 0 = "
+          "--max_inflight_bytes");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -229,6 +268,26 @@ int main(int argc, char** argv) {
   options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  gradserve::server::TransportLimits& transport = options.transport;
+  transport.max_concurrent_streams =
+      absl::GetFlag(FLAGS_max_concurrent_streams);
+  transport.min_ping_interval_ms =
+      absl::GetFlag(FLAGS_keepalive_min_ping_interval_ms);
+  transport.max_ping_strikes = absl::GetFlag(FLAGS_keepalive_max_ping_strikes);
+  transport.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_ms);
+  transport.keepalive_timeout_ms = absl::GetFlag(FLAGS_keepalive_timeout_ms);
+  transport.max_connection_idle_ms =
+      absl::GetFlag(FLAGS_max_connection_idle_seconds) * 1000;
+  transport.max_connection_age_ms =
+      absl::GetFlag(FLAGS_max_connection_age_seconds) * 1000;
+  transport.max_connection_age_grace_ms =
+      absl::GetFlag(FLAGS_max_connection_age_grace_seconds) * 1000;
+  transport.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
+  transport.max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  transport.max_memory_bytes = absl::GetFlag(FLAGS_grpc_max_memory_bytes);
+  if (transport.max_memory_bytes == 0) {
+    transport.max_memory_bytes = rt.max_inflight_bytes;
+  }
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);

@@ -24,6 +24,8 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         "max_message_bytes must be > 0; max_queue, workers and "
         "threads_per_worker must be >= 0");
   }
+  absl::Status transport = CheckTransportLimits(options.transport);
+  if (!transport.ok()) return transport;
   auto server = std::unique_ptr<GradientServer>(new GradientServer());
   server->pool_ = std::make_unique<runtime::ComputePool>(
       runtime::ChoosePoolShape(options.pool, runtime::AvailableCpus()),
@@ -78,6 +80,7 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC's default SO_REUSEPORT would let a second server share a busy port
   // silently; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ApplyTransportLimits(options.transport, &builder);
   if (options.allow_shared_memory) {
     // The connection watch lists open connections through channelz (on by
     // default; said here so that no default can turn it off).

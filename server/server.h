@@ -17,6 +17,7 @@
 #include "server/connection_watch.h"
 #include "server/gradient_service.h"
 #include "server/security.h"
+#include "server/transport_limits.h"
 
 namespace gradserve::server {
 
@@ -37,6 +38,8 @@ struct ServerOptions {
   runtime::SharedMemoryOptions shared_memory;
   // TLS, mutual TLS and tokens (server/security.h); all off by default.
   SecurityOptions security;
+  // gRPC's streams, keepalive, connection, metadata and resource limits.
+  TransportLimits transport;
   ServiceOptions service;
 };
 
