@@ -37,6 +37,8 @@ ABSL_FLAG(int64_t, max_tensor_elements, gradserve::Limits{}.max_tensor_elements,
           "most elements in any one tensor, input or computed");
 ABSL_FLAG(int64_t, max_graph_nodes, gradserve::Limits{}.max_graph_nodes,
           "most nodes in a graph");
+ABSL_FLAG(int64_t, max_node_inputs, gradserve::Limits{}.max_node_inputs,
+          "most inputs of one node (Concat's)");
 ABSL_FLAG(int64_t, max_request_bytes, gradserve::Limits{}.max_request_bytes,
           "most memory one request's tensors may take: inputs, outputs and "
           "gradients, checked before computing");
@@ -235,6 +237,7 @@ int main(int argc, char** argv) {
   gradserve::runtime::RuntimeOptions& rt = options.runtime;
   rt.limits.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   rt.limits.max_graph_nodes = absl::GetFlag(FLAGS_max_graph_nodes);
+  rt.limits.max_node_inputs = absl::GetFlag(FLAGS_max_node_inputs);
   rt.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   rt.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (rt.max_inflight_bytes <= 0)
