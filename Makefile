@@ -25,7 +25,7 @@ FUZZ_CMAKE_FLAGS := -DCMAKE_CXX_COMPILER=clang++ -DGRADSERVE_FUZZ=ON \
   -DOpenMP_gomp_LIBRARY=$$(g++ -print-file-name=libgomp.so)
 
 .PHONY: all deps configure build serve test test-cpp test-python test-deploy bench format check-format clean \
-  test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus
+  test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus test-load
 
 all: build
 
@@ -51,6 +51,15 @@ test-cpp:
 
 test-python:
 	GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) -m pytest -q tests/python
+
+# Minutes, not part of `make test`: mixed valid and invalid calls from
+# LOAD_CLIENTS clients for LOAD_SECONDS, liars, cancel storms, SIGTERM under
+# load (tests/load/load_test.py prints its figures).
+LOAD_SECONDS ?= 60
+LOAD_CLIENTS ?= 8
+test-load: build
+	LOAD_SECONDS=$(LOAD_SECONDS) LOAD_CLIENTS=$(LOAD_CLIENTS) \
+	  GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) tests/load/load_test.py
 
 # Minutes, not part of `make test`: the Docker image (built with podman),
 # replicas behind nginx, graceful shutdown under load, the manifests.
