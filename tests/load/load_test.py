@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import gs  # noqa: E402
 from gradserve.v1 import gradient_service_pb2 as pb  # noqa: E402
 from gradserve.v1 import session_pb2 as spb  # noqa: E402
+from test_quotas import slow_graph  # noqa: E402
 
 OK = grpc.StatusCode.OK
 SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
@@ -377,18 +378,6 @@ def liars(server):
 
 # ---------------------------------------------------------------- storms
 
-def slow_request():
-    rng = np.random.default_rng(2)
-    nodes, value = [], "x"
-    for i in range(6):
-        nodes.append(gs.node(f"mm{i}", "MatMul", [value, "W"], [f"h{i}"]))
-        value = f"h{i}"
-    nodes.append(gs.node("sum", "Sum", [value], ["L"]))
-    g = gs.graph(nodes, inputs=["x"],
-                 parameters={"W": (rng.standard_normal((192, 192)) / 14).astype(np.float32)})
-    return g, {"x": rng.standard_normal((192, 192)).astype(np.float32)}
-
-
 def held(server):
     info = server.info()
     q = info.tenant_quota
@@ -399,7 +388,7 @@ def held(server):
 
 def storm(server, seconds):
     """Calls cut short at random; returns the codes seen."""
-    g, feeds = slow_request()
+    g, feeds = slow_graph(192, 6)
     request = gs.compute_request(g, feeds, loss="L")
     session = server.rpc.CreateSession(spb.CreateSessionRequest(
         graph=g, optimizer=gs.sgd(lr=0.001), ttl_seconds=60), timeout=60).session.session_id

@@ -161,18 +161,23 @@ def test_bytes_quota_counts_sessions_activations_and_regions(tenants):
     alice.close_session(sid)
 
 
-def slow_request():
-    """About a tenth of a second of MatMuls on one thread."""
+def slow_graph(size=256, matmuls=8):
+    """MatMuls on one thread (about a tenth of a second at the defaults): a
+    graph and its feeds."""
     rng = np.random.default_rng(2)
     nodes, value = [], "x"
-    for i in range(8):
+    for i in range(matmuls):
         nodes.append(gs.node(f"mm{i}", "MatMul", [value, "W"], [f"h{i}"]))
         value = f"h{i}"
     nodes.append(gs.node("sum", "Sum", [value], ["L"]))
-    g = gs.graph(nodes, inputs=["x"],
-                 parameters={"W": (rng.standard_normal((256, 256)) / 16).astype(np.float32)})
-    return gs.compute_request(g, {"x": rng.standard_normal((256, 256)).astype(np.float32)},
-                              loss="L")
+    w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    g = gs.graph(nodes, inputs=["x"], parameters={"W": w})
+    return g, {"x": rng.standard_normal((size, size)).astype(np.float32)}
+
+
+def slow_request():
+    g, feeds = slow_graph()
+    return gs.compute_request(g, feeds, loss="L")
 
 
 def burst(tenant, request, n, timeout=60):

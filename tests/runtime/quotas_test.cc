@@ -1,5 +1,5 @@
-// Per-tenant quotas: the accounting itself, and the session manager's and
-// the activation store's shares of it, given back on every path.
+// Per-tenant quotas: the accounting itself (the stores' shares of it are
+// tested with the stores, in stores_test.cc and shared_memory_test.cc).
 #include "runtime/quotas.h"
 
 #include <algorithm>
@@ -7,10 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/compute.h"
 #include "gtest/gtest.h"
-#include "runtime/activations.h"
-#include "runtime/sessions.h"
 #include "tests/status_testing.h"
 
 namespace gradserve::runtime {
@@ -104,102 +101,6 @@ TEST(TenantQuotas, ConcurrentAcquiresNeverPassTheLimit) {
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(over, 0);
   EXPECT_GE(peak, 1);
-  EXPECT_EQ(quotas.tenants_holding(), 0);
-}
-
-GraphDef Linear() {
-  GraphDef g;
-  g.inputs = {"x"};
-  g.parameters["W"] = Tensor::Zeros(DType::kFloat32, {2, 3});
-  g.nodes = {{"fc", "Linear", {"x", "W"}, {"y"}, {}},
-             {"sum", "Sum", {"y"}, {"L"}, {}}};
-  return g;
-}
-
-SessionSpec Spec(const std::string& tenant) {
-  SessionSpec spec;
-  spec.tenant = tenant;
-  spec.graph = Linear();
-  // W (24 bytes) and its momentum buffer (24 bytes).
-  spec.optimizer = OptimizerConfig{SgdConfig{0.1, 0.9}, 0};
-  return spec;
-}
-
-TEST(TenantQuotas, SessionsHoldTheirShareUntilClosedOrExpired) {
-  ComputePool pool({1, 1}, 10);
-  QuotaOptions options{{2, 0, 0}, {}};
-  options.tenants["bytes"].bytes = 60;
-  TenantQuotas quotas(options);
-  SessionManager sessions(SessionOptions{}, &pool, &quotas);
-  auto a = sessions.Create(Spec("alice"), Limits{});
-  ASSERT_TRUE(a.ok()) << a.status();
-  SessionSpec short_lived = Spec("alice");
-  short_lived.ttl_seconds = 1;
-  ASSERT_TRUE(sessions.Create(short_lived, Limits{}).ok());
-  EXPECT_EQ(quotas.UseOf("alice").sessions, 2);
-  EXPECT_EQ(quotas.UseOf("alice").bytes, 96);
-  ExpectStatus(sessions.Create(Spec("alice"), Limits{}).status(),
-               StatusCode::kResourceExhausted,
-               {"tenant_max_sessions", "'alice'", "holds 2", "limit 2"});
-  EXPECT_TRUE(sessions.Create(Spec("bob"), Limits{}).ok());  // unaffected
-  ASSERT_TRUE(sessions.Create(Spec("bytes"), Limits{}).ok());
-  ExpectStatus(
-      sessions.Create(Spec("bytes"), Limits{}).status(),
-      StatusCode::kResourceExhausted,
-      {"tenant_max_bytes", "'bytes'", "holds 48 bytes", "limit 60", "48 more"});
-  // A session still used by a call is given back when it leaves the
-  // manager, not when its last user lets go.
-  std::shared_ptr<Session> in_use = *a;
-  ASSERT_TRUE(sessions.Close("alice", in_use->id()).ok());
-  EXPECT_EQ(quotas.UseOf("alice").sessions, 1);
-  sessions.Expire(absl::Now() + absl::Seconds(2));
-  EXPECT_EQ(quotas.UseOf("alice").sessions, 0);
-  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
-  // Refused for the server's limits: nothing held either.
-  SessionSpec bad = Spec("alice");
-  bad.frozen = {"nope"};
-  EXPECT_FALSE(sessions.Create(bad, Limits{}).ok());
-  EXPECT_EQ(quotas.UseOf("alice").sessions, 0);
-}
-
-std::unique_ptr<Tape> ForwardTape() {
-  const GraphDef g = Linear();
-  ComputeArgs args;
-  args.feeds["x"] = Tensor::Zeros(DType::kFloat32, {4, 3});
-  args.loss = "L";
-  auto index = GraphIndex::Build(g, Limits{});
-  auto program = Program::Compile(*index, ProgramRequestFor(args), Limits{});
-  ForwardResult result;
-  return *Tape::Forward(*program, args.feeds, ValuesOf(g), {}, &result);
-}
-
-TEST(TenantQuotas, ActivationsHoldTheirBytesUntilReleasedOrExpired) {
-  QuotaOptions options;
-  options.tenants["alice"].bytes = 1000;
-  TenantQuotas quotas(options);
-  ActivationStore store({1, 3600, 1 << 20}, &quotas);
-  auto claim = store.ClaimBytes("alice", 900);
-  ASSERT_TRUE(claim.ok());
-  ExpectStatus(store.ClaimBytes("alice", 101).status(),
-               StatusCode::kResourceExhausted,
-               {"Forward's activations", "tenant_max_bytes", "'alice'",
-                "holds 900 bytes", "limit 1000"});
-  EXPECT_TRUE(store.ClaimBytes("bob", 5000).ok());  // and back at once
-  auto tape = ForwardTape();
-  const int64_t bytes = tape->bytes();
-  ASSERT_LT(bytes, 900);
-  auto held = store.Put("alice", "", std::move(tape), 0, *std::move(claim));
-  EXPECT_EQ(quotas.UseOf("alice").bytes, bytes);  // the actual size
-  store.Release("alice", held.id);
-  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
-  {
-    auto unused = store.ClaimBytes("alice", 1000);  // a Forward that failed
-    ASSERT_TRUE(unused.ok());
-  }
-  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
-  store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes("alice", 900));
-  EXPECT_GT(quotas.UseOf("alice").bytes, 0);
-  store.Expire(absl::Now() + absl::Seconds(2));
   EXPECT_EQ(quotas.tenants_holding(), 0);
 }
 
