@@ -168,8 +168,9 @@ ABSL_FLAG(int32_t, grpc_max_threads,
           "threads gRPC's resource quota lets its synchronous services "
           "(reflection) use; 0 = gRPC's default");
 ABSL_FLAG(int64_t, grpc_max_memory_bytes, 0,
-          "memory gRPC's resource quota lets its buffers take; 0 = "
-          "--max_inflight_bytes");
+          "memory gRPC's resource quota lets its buffers take; 0 = gRPC's "
+          "default (set it above --max_inflight_bytes: under it gRPC resets "
+          "streams that the memory budget would have answered)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 
@@ -288,9 +289,6 @@ int main(int argc, char** argv) {
   transport.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
   transport.max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   transport.max_memory_bytes = absl::GetFlag(FLAGS_grpc_max_memory_bytes);
-  if (transport.max_memory_bytes == 0) {
-    transport.max_memory_bytes = rt.max_inflight_bytes;
-  }
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
 
   auto server = gradserve::server::GradientServer::Start(options);
