@@ -28,7 +28,7 @@ FUZZ_CMAKE_FLAGS := -DCMAKE_CXX_COMPILER=clang++ -DGRADSERVE_FUZZ=ON \
   -DOpenMP_gomp_LIBRARY=$$(g++ -print-file-name=libgomp.so)
 
 .PHONY: all deps configure build serve test test-cpp test-python test-package python buf-lint buf-breaking test-deploy bench format check-format clean \
-  test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus
+  test-sanitize fuzz fuzz-build fuzz-smoke fuzz-corpus test-load
 
 all: build
 
@@ -84,6 +84,15 @@ buf-lint: $(BUF)
 
 buf-breaking: $(BUF)
 	$(BUF) breaking --against '$(BUF_AGAINST)'
+
+# Minutes, not part of `make test`: mixed valid and invalid calls from
+# LOAD_CLIENTS clients for LOAD_SECONDS, liars, cancel storms, SIGTERM under
+# load (tests/load/load_test.py prints its figures).
+LOAD_SECONDS ?= 60
+LOAD_CLIENTS ?= 8
+test-load: build
+	LOAD_SECONDS=$(LOAD_SECONDS) LOAD_CLIENTS=$(LOAD_CLIENTS) \
+	  GRADSERVE_BUILD_DIR=$(abspath $(BUILD_DIR)) $(PYTHON) tests/load/load_test.py
 
 # Minutes, not part of `make test`: the Docker image (built with podman),
 # replicas behind nginx, graceful shutdown under load, the manifests.

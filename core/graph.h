@@ -31,6 +31,9 @@ struct GraphDef {
 struct Limits {
   int64_t max_tensor_elements = int64_t{1} << 28;
   int64_t max_graph_nodes = 10000;
+  // Inputs of one node (Concat's are many): each costs the server far more
+  // to plan than the few bytes of its name in a request.
+  int64_t max_node_inputs = 8192;
   int64_t max_request_bytes = int64_t{4} << 30;
   // Most bytes of results (outputs, gradients, buffers) one reply may carry:
   // the server's largest message.

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "runtime/ids.h"
 
 namespace gradserve::runtime {
@@ -24,6 +25,7 @@ ActivationStore::Claim& ActivationStore::Claim::operator=(Claim&& o) noexcept {
     if (store_ != nullptr) store_->Unclaim(bytes_);
     store_ = std::exchange(o.store_, nullptr);
     bytes_ = std::exchange(o.bytes_, 0);
+    quota_ = std::move(o.quota_);
   }
   return *this;
 }
@@ -40,7 +42,12 @@ absl::Status ActivationStore::CheckTtl(uint32_t ttl_seconds) const {
 }
 
 absl::StatusOr<ActivationStore::Claim> ActivationStore::ClaimBytes(
-    int64_t bytes) {
+    const std::string& tenant, int64_t bytes) {
+  TenantQuotas::Hold quota;
+  if (quotas_ != nullptr) {
+    ASSIGN_OR_RETURN(quota, quotas_->Acquire(tenant, {0, bytes, 0},
+                                             "Forward's activations"));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (bytes > options_.max_bytes - held_) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -53,6 +60,7 @@ absl::StatusOr<ActivationStore::Claim> ActivationStore::ClaimBytes(
   Claim claim;
   claim.store_ = this;
   claim.bytes_ = bytes;
+  claim.quota_ = std::move(quota);
   return claim;
 }
 
@@ -72,6 +80,8 @@ ActivationStore::Held ActivationStore::Put(const std::string& tenant,
   entry.bytes = tape->bytes();
   entry.activation->tape = std::move(tape);
   entry.tenant = tenant;
+  entry.quota = std::move(claim.quota_);
+  entry.quota.SetBytes(entry.bytes);
   entry.expires = absl::Now() + absl::Seconds(ttl);
   Held held{NewId(route), absl::ToUnixMillis(entry.expires)};
   std::lock_guard<std::mutex> lock(mu_);

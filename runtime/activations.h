@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/exec/tape.h"
+#include "runtime/quotas.h"
 
 namespace gradserve::runtime {
 
@@ -30,8 +31,10 @@ struct Activation {
 
 class ActivationStore {
  public:
-  explicit ActivationStore(const ActivationOptions& options)
-      : options_(options) {}
+  // `quotas` (may be null: none) counts each tenant's bytes.
+  explicit ActivationStore(const ActivationOptions& options,
+                           TenantQuotas* quotas = nullptr)
+      : options_(options), quotas_(quotas) {}
 
   // Room for a tape of up to `bytes` (before its Forward runs); given back
   // by Put or, unused, when the returned value is destroyed.
@@ -46,8 +49,10 @@ class ActivationStore {
     friend class ActivationStore;
     ActivationStore* store_ = nullptr;
     int64_t bytes_ = 0;
+    TenantQuotas::Hold quota_;
   };
-  absl::StatusOr<Claim> ClaimBytes(int64_t bytes);
+  // Checks the server's limit, then the tenant's quota.
+  absl::StatusOr<Claim> ClaimBytes(const std::string& tenant, int64_t bytes);
 
   struct Held {
     std::string id;
@@ -76,11 +81,13 @@ class ActivationStore {
     std::shared_ptr<Activation> activation;
     std::string tenant;
     int64_t bytes;
+    TenantQuotas::Hold quota;  // the tenant's share of `bytes`
     absl::Time expires;
   };
   void Unclaim(int64_t bytes);
 
   const ActivationOptions options_;
+  TenantQuotas* const quotas_;
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, Entry> entries_;
   int64_t held_ = 0;  // held and claimed bytes

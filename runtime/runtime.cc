@@ -29,6 +29,11 @@ absl::Status NeedsGraph(ModelSource& source, absl::string_view rpc,
       rpc, ": the request carries no model: set graph or onnx_model"));
 }
 
+// The call's deadline passed or its client went away.
+absl::Status Gone(const CallContext& ctx) {
+  return ctx.check_cancelled ? ctx.check_cancelled() : absl::OkStatus();
+}
+
 }  // namespace
 
 RunControl Control(const CallContext& ctx, uint64_t seed) {
@@ -64,8 +69,10 @@ Runtime::Runtime(const RuntimeOptions& options, ComputePool* pool)
       pool_(pool),
       cache_(options.program_cache_bytes),
       budget_(options.max_inflight_bytes),
-      sessions_(options.sessions, pool),
-      activations_(options.activations),
+      quotas_(options.quotas),
+      sessions_(options.sessions, pool, &quotas_),
+      activations_(options.activations, &quotas_),
+      shared_memory_(&quotas_),
       janitor_(absl::Seconds(1), [this] { Expire(); }) {}
 
 Runtime::~Runtime() = default;
@@ -89,6 +96,16 @@ absl::Status Runtime::EnablePersistence(
   persistence_->Restore();
   persistence_->Start();
   return absl::OkStatus();
+}
+
+absl::StatusOr<Admission> Runtime::AdmitCall(const CallContext& ctx,
+                                             int64_t message_bytes) {
+  Admission admission;
+  ASSIGN_OR_RETURN(admission.call,
+                   quotas_.Acquire(ctx.tenant, {0, 0, 1}, "the call"));
+  ASSIGN_OR_RETURN(admission.message,
+                   budget_.Reserve(2 * message_bytes, "the request message"));
+  return admission;
 }
 
 absl::StatusOr<Runtime::Model> Runtime::Resolve(const CallContext& ctx,
@@ -188,8 +205,8 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
   request.float_dtype = FloatDtypeOf(call.feeds, {}, *model.values);
   ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
-  ASSIGN_OR_RETURN(auto claim,
-                   activations_.ClaimBytes(program->saved_bytes_bound()));
+  ASSIGN_OR_RETURN(auto claim, activations_.ClaimBytes(
+                                   ctx.tenant, program->saved_bytes_bound()));
   ForwardResult result;
   ASSIGN_OR_RETURN(auto tape, Tape::Forward(program, call.feeds, *model.values,
                                             Control(ctx, call.seed), &result));
@@ -199,6 +216,10 @@ absl::StatusOr<ForwardReply> Runtime::Forward(const CallContext& ctx,
   if (!tape->spent()) {
     auto held = activations_.Put(ctx.tenant, model.route, std::move(tape),
                                  call.ttl_seconds, std::move(claim));
+    if (absl::Status gone = Gone(ctx); !gone.ok()) {
+      activations_.Release(ctx.tenant, held.id);
+      return gone;
+    }
     reply.activation_id = std::move(held.id);
     reply.expires_unix_ms = held.expires_unix_ms;
   }
@@ -241,6 +262,11 @@ absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
   spec.frozen = std::move(call.frozen);
   spec.ttl_seconds = call.ttl_seconds;
   ASSIGN_OR_RETURN(auto session, sessions_.Create(std::move(spec), limits_));
+  // A caller gone by now never learns the id: nothing stays held for it.
+  if (absl::Status gone = Gone(ctx); !gone.ok()) {
+    CloseSession(ctx, session->id()).IgnoreError();
+    return gone;
+  }
   return session->Info();
 }
 

@@ -25,6 +25,7 @@
 #include "runtime/memory_budget.h"
 #include "runtime/periodic.h"
 #include "runtime/persistence.h"
+#include "runtime/quotas.h"
 #include "runtime/sessions.h"
 #include "runtime/shared_memory.h"
 
@@ -37,6 +38,15 @@ struct RuntimeOptions {
   int64_t max_inflight_bytes = int64_t{8} << 30;
   SessionOptions sessions;
   ActivationOptions activations;
+  // Per-tenant limits on sessions, bytes held and calls in flight.
+  QuotaOptions quotas;
+};
+
+// What a call holds from its arrival to its reply: one of its tenant's
+// calls in flight, and its message (and the parsed copy) in the budget.
+struct Admission {
+  TenantQuotas::Hold call;
+  MemoryBudget::Reservation message;
 };
 
 RunControl Control(const CallContext& ctx, uint64_t seed);
@@ -55,6 +65,11 @@ class Runtime {
   // Work runs on `pool`: session steps on their strands over it.
   Runtime(const RuntimeOptions& options, ComputePool* pool);
   ~Runtime();
+
+  // A call arriving with a message of `message_bytes`: RESOURCE_EXHAUSTED
+  // over the tenant's calls in flight or the memory budget.
+  absl::StatusOr<Admission> AdmitCall(const CallContext& ctx,
+                                      int64_t message_bytes);
 
   absl::StatusOr<ComputeReply> Compute(const CallContext& ctx,
                                        ComputeCall call);
@@ -103,6 +118,7 @@ class Runtime {
   MemoryBudget& memory_budget() { return budget_; }
   SessionManager& sessions() { return sessions_; }
   ActivationStore& activations() { return activations_; }
+  TenantQuotas& quotas() { return quotas_; }
   ProgramCacheStats cache_stats() const { return cache_.stats(); }
   const Limits& limits() const { return limits_; }
 
@@ -133,6 +149,7 @@ class Runtime {
   ComputePool* const pool_;
   ProgramCache cache_;
   MemoryBudget budget_;
+  TenantQuotas quotas_;  // before what holds shares of it
   SessionManager sessions_;
   ActivationStore activations_;
   SharedMemoryRegistry shared_memory_;

@@ -128,6 +128,19 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   if (spec.id.empty()) spec.id = NewId(spec.route);
   const int64_t bytes = SessionBytes(spec.graph, spec.optimizer, spec.frozen);
   std::lock_guard<std::mutex> lock(mu_);
+  ASSIGN_OR_RETURN(TenantQuotas::Hold quota, Admit(spec.tenant, bytes));
+  auto session = std::shared_ptr<Session>(
+      new Session(spec, std::move(index),
+                  Strand::Create(pool_, options_.max_queued_steps)));
+  session->reserved_bytes_ = bytes;
+  session->quota_ = std::move(quota);
+  reserved_ += bytes;
+  sessions_.emplace(session->id(), session);
+  return session;
+}
+
+absl::StatusOr<TenantQuotas::Hold> SessionManager::Admit(
+    const std::string& tenant, int64_t bytes) const {
   if (static_cast<int64_t>(sessions_.size()) >= options_.max_sessions) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server holds ", sessions_.size(), " sessions, its most (",
@@ -141,13 +154,17 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                      reserved_, " of the server's ", options_.max_bytes,
                      " (--max_session_bytes)"));
   }
-  auto session = std::shared_ptr<Session>(
-      new Session(spec, std::move(index),
-                  Strand::Create(pool_, options_.max_queued_steps)));
-  session->reserved_bytes_ = bytes;
-  reserved_ += bytes;
-  sessions_.emplace(session->id(), session);
-  return session;
+  if (quotas_ == nullptr) return TenantQuotas::Hold();
+  return quotas_->Acquire(tenant, {1, bytes, 0}, "CreateSession");
+}
+
+std::shared_ptr<Session> SessionManager::Remove(
+    absl::flat_hash_map<std::string, std::shared_ptr<Session>>::iterator it) {
+  std::shared_ptr<Session> removed = std::move(it->second);
+  reserved_ -= removed->reserved_bytes_;
+  removed->quota_.Release();
+  sessions_.erase(it);
+  return removed;
 }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Find(
@@ -174,9 +191,7 @@ absl::Status SessionManager::Close(const std::string& tenant,
   if (it == sessions_.end() || it->second->tenant() != tenant) {
     return NotFound(id);
   }
-  closed = std::move(it->second);
-  reserved_ -= closed->reserved_bytes_;
-  sessions_.erase(it);
+  closed = Remove(it);
   return absl::OkStatus();
 }
 
@@ -212,9 +227,7 @@ void SessionManager::Expire(absl::Time now) {
       ++it;
       continue;
     }
-    reserved_ -= it->second->reserved_bytes_;
-    expired.push_back(std::move(it->second));
-    sessions_.erase(it++);
+    expired.push_back(Remove(it++));
   }
 }
 

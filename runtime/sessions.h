@@ -21,6 +21,7 @@
 #include "core/train/optimizer.h"
 #include "runtime/calls.h"
 #include "runtime/compute_pool.h"
+#include "runtime/quotas.h"
 #include "runtime/strand.h"
 
 namespace gradserve::runtime {
@@ -88,6 +89,7 @@ class Session {
   uint32_t ttl_seconds_;
   int64_t parameter_count_ = 0;
   int64_t reserved_bytes_ = 0;
+  TenantQuotas::Hold quota_;  // the tenant's share; given back when removed
   ValueStore store_;
   std::shared_ptr<Strand> strand_;
   mutable std::mutex mu_;
@@ -96,8 +98,10 @@ class Session {
 
 class SessionManager {
  public:
-  SessionManager(const SessionOptions& options, ComputePool* pool)
-      : options_(options), pool_(pool) {}
+  // `quotas` (may be null: none) counts each tenant's sessions and bytes.
+  SessionManager(const SessionOptions& options, ComputePool* pool,
+                 TenantQuotas* quotas = nullptr)
+      : options_(options), pool_(pool), quotas_(quotas) {}
 
   absl::StatusOr<std::shared_ptr<Session>> Create(SessionSpec spec,
                                                   const Limits& limits);
@@ -120,9 +124,16 @@ class SessionManager {
  private:
   absl::Status CheckSpec(const SessionSpec& spec,
                          const GraphIndex& index) const;
+  // Under mu_: the server-wide limits, then the tenant's quota.
+  absl::StatusOr<TenantQuotas::Hold> Admit(const std::string& tenant,
+                                           int64_t bytes) const;
+  // Under mu_: takes the session out and gives back what it held.
+  std::shared_ptr<Session> Remove(
+      absl::flat_hash_map<std::string, std::shared_ptr<Session>>::iterator it);
 
   const SessionOptions options_;
   ComputePool* const pool_;
+  TenantQuotas* const quotas_;
   mutable std::mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_;
   int64_t reserved_ = 0;

@@ -36,6 +36,7 @@ struct SharedMemoryRegion {
   ino_t ino = 0;
   std::string tenant;
   std::string connection;
+  TenantQuotas::Hold quota;  // the tenant's share; released when dropped
   absl::Time registered;
   std::atomic<int64_t> last_used_ns{0};
   std::atomic<bool> removed{false};
@@ -193,7 +194,10 @@ bool SharedMemorySpan::Overlaps(const SharedMemorySpan& other) const {
 
 SharedMemoryRegistry::~SharedMemoryRegistry() {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [key, region] : regions_) region->removed = true;
+  for (auto& [key, region] : regions_) {
+    region->removed = true;
+    region->quota.Release();
+  }
 }
 
 absl::Status SharedMemoryRegistry::Enable(const SharedMemoryOptions& options) {
@@ -310,13 +314,19 @@ absl::Status SharedMemoryRegistry::Register(const CallContext& ctx,
   r->Touch();
   std::lock_guard<std::mutex> lock(mu_);
   RETURN_IF_ERROR(CheckLimits(ctx.tenant, byte_size));  // raced
-  auto [it, inserted] = regions_.try_emplace(KeyOf(ctx, region), r);
-  if (!inserted) {
+  if (regions_.contains(KeyOf(ctx, region))) {
     return absl::AlreadyExistsError(
         absl::StrCat("region '", region,
                      "' is already registered by this caller; unregister it "
                      "first"));
   }
+  if (quotas_ != nullptr) {
+    ASSIGN_OR_RETURN(
+        r->quota,
+        quotas_->Acquire(ctx.tenant, {0, static_cast<int64_t>(byte_size), 0},
+                         absl::StrCat("RegisterSharedMemory '", region, "'")));
+  }
+  regions_.emplace(KeyOf(ctx, region), r);
   ++per_tenant_[ctx.tenant];
   bytes_ += static_cast<int64_t>(byte_size);
   return absl::OkStatus();
@@ -325,6 +335,7 @@ absl::Status SharedMemoryRegistry::Register(const CallContext& ctx,
 void SharedMemoryRegistry::Drop(Map::iterator it) {
   SharedMemoryRegion& r = *it->second;
   r.removed = true;
+  r.quota.Release();
   bytes_ -= static_cast<int64_t>(r.byte_size);
   if (--per_tenant_[r.tenant] == 0) per_tenant_.erase(r.tenant);
   regions_.erase(it);

@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "runtime/calls.h"
+#include "runtime/quotas.h"
 
 namespace gradserve::runtime {
 
@@ -82,7 +83,10 @@ class SharedMemorySpan {
 
 class SharedMemoryRegistry {
  public:
-  SharedMemoryRegistry() = default;  // off
+  // Off until enabled; `quotas` (may be null: none) counts the bytes each
+  // tenant's regions span.
+  explicit SharedMemoryRegistry(TenantQuotas* quotas = nullptr)
+      : quotas_(quotas) {}
   ~SharedMemoryRegistry();
   SharedMemoryRegistry(const SharedMemoryRegistry&) = delete;
   SharedMemoryRegistry& operator=(const SharedMemoryRegistry&) = delete;
@@ -134,6 +138,7 @@ class SharedMemoryRegistry {
   void Drop(Map::iterator it);
 
   SharedMemoryOptions options_;
+  TenantQuotas* const quotas_;
   std::shared_ptr<const SharedMemoryDirectory> dir_;  // null when off
   mutable std::mutex mu_;
   Map regions_;

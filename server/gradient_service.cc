@@ -176,16 +176,15 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
       return reactor;
     }
     runtime::CallContext ctx = *std::move(caller);
-    // The message, and its parsed copy, held while the call waits and runs.
-    auto held = runtime_->memory_budget().Reserve(
-        2 * static_cast<int64_t>(request->Length()), "the request message");
-    if (!held.ok()) {
-      end.Finish(held.status(), ctx.connection, ctx.tenant);
+    // The tenant's call in flight, then the message and its parsed copy,
+    // held while the call waits and runs.
+    auto admitted = runtime_->AdmitCall(ctx, request->Length());
+    if (!admitted.ok()) {
+      end.Finish(admitted.status(), ctx.connection, ctx.tenant);
       return reactor;
     }
-    auto reservation =
-        std::make_shared<runtime::MemoryBudget::Reservation>(*std::move(held));
-    auto task = [end, ctx, request, response, reservation, &handler]() {
+    auto admission = std::make_shared<runtime::Admission>(*std::move(admitted));
+    auto task = [end, ctx, request, response, admission, &handler]() {
       absl::Status status = Guarded([&]() -> absl::Status {
         RETURN_IF_ERROR(ctx.check_cancelled());
         Request parsed;
@@ -197,7 +196,7 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
         reply.Finish(response);
         return absl::OkStatus();
       });
-      reservation->Release();
+      *admission = runtime::Admission();  // given back before the reply
       end.Finish(status, ctx.connection, ctx.tenant,
                  status.ok() ? static_cast<int64_t>(response->Length()) : 0);
     };
@@ -422,9 +421,10 @@ void GradientServiceImpl::AddInfoRpcs() {
   // gRPC's thread.
   AddUnary<pb::GetServerInfoRequest, pb::GetServerInfoResponse>(
       "GetServerInfo", Where::kHere,
-      [this](const runtime::CallContext&, pb::GetServerInfoRequest&,
+      [this](const runtime::CallContext& ctx, pb::GetServerInfoRequest&,
              pb::GetServerInfoResponse* out, WireMessage*) {
         *out = ServerInfo();
+        TenantQuotaToProto(ctx.tenant, out->mutable_tenant_quota());
         return absl::OkStatus();
       });
 }
@@ -455,6 +455,19 @@ void GradientServiceImpl::AddSharedMemoryRpcs() {
              pb::UnregisterSharedMemoryResponse*, WireMessage*) {
         return runtime_->shared_memory().Unregister(ctx, r.region());
       });
+}
+
+void GradientServiceImpl::TenantQuotaToProto(const std::string& tenant,
+                                             pb::TenantQuota* out) const {
+  const runtime::TenantAmounts limits = runtime_->quotas().LimitsOf(tenant);
+  const runtime::TenantAmounts use = runtime_->quotas().UseOf(tenant);
+  out->set_tenant(tenant);
+  out->set_max_sessions(limits.sessions);
+  out->set_max_bytes(limits.bytes);
+  out->set_max_concurrent_calls(limits.calls);
+  out->set_sessions(use.sessions);
+  out->set_bytes(use.bytes);
+  out->set_concurrent_calls(use.calls);
 }
 
 pb::GetServerInfoResponse GradientServiceImpl::ServerInfo() const {

@@ -81,6 +81,8 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   absl::StatusOr<SharedMemoryInputs> ReadSharedMemory(
       const runtime::CallContext& ctx, Request& request);
   pb::GetServerInfoResponse ServerInfo() const;
+  void TenantQuotaToProto(const std::string& tenant,
+                          pb::TenantQuota* out) const;
 
   runtime::Runtime* const runtime_;
   const ServiceOptions options_;

@@ -39,6 +39,8 @@ ABSL_FLAG(int64_t, max_tensor_elements, gradserve::Limits{}.max_tensor_elements,
           "most elements in any one tensor, input or computed");
 ABSL_FLAG(int64_t, max_graph_nodes, gradserve::Limits{}.max_graph_nodes,
           "most nodes in a graph");
+ABSL_FLAG(int64_t, max_node_inputs, gradserve::Limits{}.max_node_inputs,
+          "most inputs of one node (Concat's)");
 ABSL_FLAG(int64_t, max_request_bytes, gradserve::Limits{}.max_request_bytes,
           "most memory one request's tensors may take: inputs, outputs and "
           "gradients, checked before computing");
@@ -120,6 +122,57 @@ ABSL_FLAG(std::string, auth_tokens_file, "",
           "line; every call but health checks then needs `authorization: "
           "Bearer <token>` metadata, and a tenant sees only its own "
           "sessions, activations and shared-memory regions (needs TLS)");
+ABSL_FLAG(int64_t, tenant_max_sessions, 0,
+          "sessions one tenant may hold; 0 = no per-tenant limit (the "
+          "tokens file may set a tenant's own: max_sessions=N)");
+ABSL_FLAG(int64_t, tenant_max_bytes, 0,
+          "bytes one tenant may hold: its sessions' parameters, buffers and "
+          "optimizer state, its Forward activations and shared-memory "
+          "regions; 0 = no per-tenant limit (tokens file: max_bytes=N)");
+ABSL_FLAG(int64_t, tenant_max_concurrent_calls, 0,
+          "calls of one tenant queued or running at once (each ComputeStream "
+          "request counts); 0 = no per-tenant limit (tokens file: "
+          "max_concurrent_calls=N)");
+ABSL_FLAG(int32_t, max_concurrent_streams,
+          gradserve::server::TransportLimits{}.max_concurrent_streams,
+          "calls one connection may have open at once (HTTP/2 streams); "
+          "more wait on the client's side");
+ABSL_FLAG(int64_t, keepalive_min_ping_interval_ms,
+          gradserve::server::TransportLimits{}.min_ping_interval_ms,
+          "a client pinging more often than this without data gets a strike");
+ABSL_FLAG(int32_t, keepalive_max_ping_strikes,
+          gradserve::server::TransportLimits{}.max_ping_strikes,
+          "strikes after which a connection is closed (GOAWAY too_many_pings)");
+ABSL_FLAG(int64_t, keepalive_time_ms,
+          gradserve::server::TransportLimits{}.keepalive_time_ms,
+          "the server pings a connection quiet this long; 0 = never");
+ABSL_FLAG(int64_t, keepalive_timeout_ms,
+          gradserve::server::TransportLimits{}.keepalive_timeout_ms,
+          "a connection whose ping is not answered this soon is closed");
+ABSL_FLAG(int64_t, max_connection_idle_seconds,
+          gradserve::server::TransportLimits{}.max_connection_idle_ms / 1000,
+          "a connection with no call for this long is closed (its "
+          "shared-memory regions go with it); 0 = never");
+ABSL_FLAG(int64_t, max_connection_age_seconds, 0,
+          "a connection older than this is asked to go (clients reconnect, "
+          "balancers rebalance; its shared-memory regions go with it); 0 = "
+          "never");
+ABSL_FLAG(int64_t, max_connection_age_grace_seconds,
+          gradserve::server::TransportLimits{}.max_connection_age_grace_ms /
+              1000,
+          "calls on a connection past its age get this long to finish");
+ABSL_FLAG(int32_t, max_metadata_bytes,
+          gradserve::server::TransportLimits{}.max_metadata_bytes,
+          "the most header bytes (metadata names and values) one call may "
+          "send");
+ABSL_FLAG(int32_t, grpc_max_threads,
+          gradserve::server::TransportLimits{}.max_threads,
+          "threads gRPC's resource quota lets its synchronous services "
+          "(reflection) use; 0 = gRPC's default");
+ABSL_FLAG(int64_t, grpc_max_memory_bytes, 0,
+          "memory gRPC's resource quota lets its buffers take; 0 = gRPC's "
+          "default (set it above --max_inflight_bytes: under it gRPC resets "
+          "streams that the memory budget would have answered)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
 ABSL_FLAG(std::string, metrics_address, "",
@@ -203,6 +256,7 @@ int main(int argc, char** argv) {
   gradserve::runtime::RuntimeOptions& rt = options.runtime;
   rt.limits.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   rt.limits.max_graph_nodes = absl::GetFlag(FLAGS_max_graph_nodes);
+  rt.limits.max_node_inputs = absl::GetFlag(FLAGS_max_node_inputs);
   rt.limits.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   rt.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   if (rt.max_inflight_bytes <= 0)
@@ -217,6 +271,9 @@ int main(int argc, char** argv) {
   rt.activations.max_ttl_seconds =
       absl::GetFlag(FLAGS_max_activation_ttl_seconds);
   rt.activations.max_bytes = absl::GetFlag(FLAGS_max_activation_bytes);
+  rt.quotas.defaults = {absl::GetFlag(FLAGS_tenant_max_sessions),
+                        absl::GetFlag(FLAGS_tenant_max_bytes),
+                        absl::GetFlag(FLAGS_tenant_max_concurrent_calls)};
   options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
   options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.persistence.snapshot_interval =
@@ -233,6 +290,23 @@ int main(int argc, char** argv) {
   options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.auth_tokens_file = absl::GetFlag(FLAGS_auth_tokens_file);
+  gradserve::server::TransportLimits& transport = options.transport;
+  transport.max_concurrent_streams =
+      absl::GetFlag(FLAGS_max_concurrent_streams);
+  transport.min_ping_interval_ms =
+      absl::GetFlag(FLAGS_keepalive_min_ping_interval_ms);
+  transport.max_ping_strikes = absl::GetFlag(FLAGS_keepalive_max_ping_strikes);
+  transport.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_ms);
+  transport.keepalive_timeout_ms = absl::GetFlag(FLAGS_keepalive_timeout_ms);
+  transport.max_connection_idle_ms =
+      absl::GetFlag(FLAGS_max_connection_idle_seconds) * 1000;
+  transport.max_connection_age_ms =
+      absl::GetFlag(FLAGS_max_connection_age_seconds) * 1000;
+  transport.max_connection_age_grace_ms =
+      absl::GetFlag(FLAGS_max_connection_age_grace_seconds) * 1000;
+  transport.max_metadata_bytes = absl::GetFlag(FLAGS_max_metadata_bytes);
+  transport.max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
+  transport.max_memory_bytes = absl::GetFlag(FLAGS_grpc_max_memory_bytes);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   options.telemetry.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   auto log_level =

@@ -179,13 +179,14 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
         absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     const std::string where =
         absl::StrCat("auth_tokens_file ", name, ":", number, ": ");
-    if (fields.size() != 2 || !IsTenantName(fields[0]) ||
+    if (fields.size() < 2 || !IsTenantName(fields[0]) ||
         !IsSha256Hex(fields[1])) {
       return absl::InvalidArgumentError(absl::StrCat(
           where,
-          "expected `TENANT SHA256` (a tenant of 1 to 64 of [A-Za-z0-9_.-], "
-          "the token's SHA-256 as 64 hex digits)"));
+          "expected `TENANT SHA256 [QUOTA=N ...]` (a tenant of 1 to 64 of "
+          "[A-Za-z0-9_.-], the token's SHA-256 as 64 hex digits)"));
     }
+    RETURN_IF_ERROR(table.AddQuotas(std::string(fields[0]), fields, where));
     std::string hash = absl::AsciiStrToLower(fields[1]);
     if (auto [it, added] = line_of.emplace(hash, number); !added) {
       return absl::InvalidArgumentError(
@@ -198,6 +199,35 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text,
         absl::StrCat("auth_tokens_file ", name, ": holds no token"));
   }
   return table;
+}
+
+absl::Status TokenTable::AddQuotas(const std::string& tenant,
+                                   const std::vector<absl::string_view>& fields,
+                                   const std::string& where) {
+  runtime::QuotaOverride& own = quotas_[tenant];
+  for (size_t i = 2; i < fields.size(); ++i) {
+    const std::vector<absl::string_view> kv =
+        absl::StrSplit(fields[i], absl::MaxSplits('=', 1));
+    std::optional<int64_t>* slot = nullptr;
+    if (kv[0] == "max_sessions") slot = &own.sessions;
+    if (kv[0] == "max_bytes") slot = &own.bytes;
+    if (kv[0] == "max_concurrent_calls") slot = &own.calls;
+    int64_t value = -1;
+    if (slot == nullptr || kv.size() != 2 || !absl::SimpleAtoi(kv[1], &value) ||
+        value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "'", fields[i],
+          "': expected max_sessions=N, max_bytes=N or max_concurrent_calls=N "
+          "with N >= 0 (0 = no limit)"));
+    }
+    if (slot->has_value() && **slot != value) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, kv[0], " of tenant '", tenant, "' is ", **slot,
+                       " on an earlier line"));
+    }
+    *slot = value;
+  }
+  return absl::OkStatus();
 }
 
 const std::string* TokenTable::TenantOf(absl::string_view token) const {

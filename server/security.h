@@ -12,12 +12,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/security/server_credentials.h"
+#include "runtime/quotas.h"
 
 namespace gradserve::server {
 
@@ -39,11 +41,13 @@ struct SecurityOptions {
 // Bearer tokens by their SHA-256, each belonging to a tenant.
 class TokenTable {
  public:
-  // One token a line: `TENANT SHA256`, the tenant 1 to 64 of
+  // One token a line: `TENANT SHA256 [QUOTA=N ...]`, the tenant 1 to 64 of
   // [A-Za-z0-9_.-] and the token's SHA-256 as 64 hex digits (what
   // `printf %s "$TOKEN" | sha256sum` prints); a tenant may have several.
-  // Blank lines and lines starting with '#' are skipped. Errors name the
-  // file and line.
+  // QUOTA is max_sessions, max_bytes or max_concurrent_calls: the tenant's
+  // own limit (0 = none) in place of the server's --tenant_max_* default;
+  // the lines of one tenant must not disagree. Blank lines and lines
+  // starting with '#' are skipped. Errors name the file and line.
   static absl::StatusOr<TokenTable> Load(const std::string& path);
   // Same, of the file's text; `name` is what errors call it.
   static absl::StatusOr<TokenTable> Parse(absl::string_view text,
@@ -57,9 +61,20 @@ class TokenTable {
   absl::StatusOr<std::string> Authenticate(
       std::optional<absl::string_view> authorization) const;
   size_t size() const { return tenants_.size(); }
+  // The tenants' own quotas, by tenant.
+  const absl::flat_hash_map<std::string, runtime::QuotaOverride>& quotas()
+      const {
+    return quotas_;
+  }
 
  private:
+  // A line's QUOTA=N fields into the tenant's quotas; `where` starts errors.
+  absl::Status AddQuotas(const std::string& tenant,
+                         const std::vector<absl::string_view>& fields,
+                         const std::string& where);
+
   absl::flat_hash_map<std::string, std::string> tenants_;  // hex SHA-256
+  absl::flat_hash_map<std::string, runtime::QuotaOverride> quotas_;
 };
 
 // The lowercase hex SHA-256 of `bytes`.

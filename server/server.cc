@@ -25,6 +25,8 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         "max_message_bytes must be > 0; max_queue, workers and "
         "threads_per_worker must be >= 0");
   }
+  absl::Status transport = CheckTransportLimits(options.transport);
+  if (!transport.ok()) return transport;
   auto server = std::unique_ptr<GradientServer>(new GradientServer());
   server->pool_ = std::make_unique<runtime::ComputePool>(
       runtime::ChoosePoolShape(options.pool, runtime::AvailableCpus()),
@@ -32,8 +34,14 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC takes message sizes as int.
   const int max_message =
       static_cast<int>(std::min<int64_t>(options.max_message_bytes, INT_MAX));
+  auto security = MakeServerSecurity(options.security);
+  if (!security.ok()) return security.status();
   runtime::RuntimeOptions runtime_options = options.runtime;
   runtime_options.limits.max_result_bytes = max_message;
+  // Tenants' own quotas from the tokens file.
+  if (security->tokens != nullptr) {
+    runtime_options.quotas.tenants = security->tokens->quotas();
+  }
   server->runtime_ =
       std::make_unique<runtime::Runtime>(runtime_options, server->pool_.get());
   if (!options.persistence.state_dir.empty()) {
@@ -47,8 +55,6 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         server->runtime_->EnableSharedMemory(options.shared_memory);
     if (!enabled.ok()) return enabled;
   }
-  auto security = MakeServerSecurity(options.security);
-  if (!security.ok()) return security.status();
   auto telemetry = Telemetry::Start(options.telemetry, server->runtime_.get());
   if (!telemetry.ok()) return telemetry.status();
   server->telemetry_ = *std::move(telemetry);
@@ -80,6 +86,7 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   // gRPC's default SO_REUSEPORT would let a second server share a busy port
   // silently; a port in use must be an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ApplyTransportLimits(options.transport, &builder);
   if (options.allow_shared_memory) {
     // The connection watch lists open connections through channelz (on by
     // default; said here so that no default can turn it off).

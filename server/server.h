@@ -19,6 +19,7 @@
 #include "server/reflection_v1.h"
 #include "server/security.h"
 #include "server/telemetry.h"
+#include "server/transport_limits.h"
 
 namespace gradserve::server {
 
@@ -41,6 +42,8 @@ struct ServerOptions {
   SecurityOptions security;
   // The access log's level and the metrics endpoint (server/telemetry.h).
   TelemetryOptions telemetry;
+  // gRPC's streams, keepalive, connection, metadata and resource limits.
+  TransportLimits transport;
   ServiceOptions service;
 };
 

@@ -43,15 +43,14 @@ class ComputeStreamReactor
     items_.push_back(Item{index});
     ++outstanding_;
     auto request = std::make_shared<grpc::ByteBuffer>(std::move(incoming_));
-    auto held = service_->runtime().memory_budget().Reserve(
-        2 * static_cast<int64_t>(request->Length()), "the request message");
-    if (!held.ok()) {
-      Complete(index, held.status(), nullptr);
+    auto admitted = service_->runtime().AdmitCall(ctx_, request->Length());
+    if (!admitted.ok()) {
+      Complete(index, admitted.status(), nullptr);
     } else {
-      auto reservation = std::make_shared<runtime::MemoryBudget::Reservation>(
-          *std::move(held));
-      auto task = [this, index, request, reservation] {
-        Process(index, *request);
+      auto admission =
+          std::make_shared<runtime::Admission>(*std::move(admitted));
+      auto task = [this, index, request, admission] {
+        Process(index, *request, admission.get());
       };
       if (!service_->runtime().pool()->Submit(task)) {
         Complete(index,
@@ -134,12 +133,15 @@ class ComputeStreamReactor
     StartRead(&incoming_);
   }
 
-  // On the pool: one request, answered in band.
-  void Process(uint64_t index, const grpc::ByteBuffer& request) {
+  // On the pool: one request, answered in band. Each request queued or
+  // computing counts as one of the tenant's calls in flight.
+  void Process(uint64_t index, const grpc::ByteBuffer& request,
+               runtime::Admission* admission) {
     WireMessage response;
     absl::Status status =
         cancelled_ ? absl::CancelledError("the stream was cancelled")
                    : service_->ComputeFromBytes(ctx_, request, &response);
+    *admission = runtime::Admission();  // given back before the reply
     std::unique_lock<std::mutex> lock(mu_);
     Complete(index, status, status.ok() ? &response : nullptr);
     const bool last = done_ && outstanding_ == 0;

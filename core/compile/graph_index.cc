@@ -146,6 +146,16 @@ std::string StructureKey(const GraphDef& graph) {
   return w.Take();
 }
 
+absl::Status CheckNodeInputs(absl::string_view node, absl::string_view op,
+                             size_t inputs, const Limits& limits) {
+  if (static_cast<int64_t>(inputs) <= limits.max_node_inputs) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("node '", node, "' (", op, ") has ", inputs,
+                   " inputs, over the limit of ", limits.max_node_inputs));
+}
+
 absl::StatusOr<std::shared_ptr<const GraphIndex>> GraphIndex::Build(
     const GraphDef& graph, const Limits& limits) {
   if (static_cast<int64_t>(graph.nodes.size()) > limits.max_graph_nodes) {
@@ -181,6 +191,8 @@ absl::StatusOr<std::shared_ptr<const GraphIndex>> GraphIndex::Build(
       return absl::InvalidArgumentError(
           absl::StrCat("node name '", node.name, "' is used twice"));
     }
+    RETURN_IF_ERROR(
+        CheckNodeInputs(node.name, node.op, node.inputs.size(), limits));
     RETURN_IF_ERROR(index->IndexNode(node, n));
   }
   for (IndexedNode& node : index->nodes_) {

@@ -76,6 +76,11 @@ class GraphIndex {
 // keys mean the same index.
 std::string StructureKey(const GraphDef& graph);
 
+// RESOURCE_EXHAUSTED naming the node when it has more inputs than
+// limits.max_node_inputs.
+absl::Status CheckNodeInputs(absl::string_view node, absl::string_view op,
+                             size_t inputs, const Limits& limits);
+
 }  // namespace gradserve
 
 #endif  // GRADSERVE_CORE_COMPILE_GRAPH_INDEX_H_

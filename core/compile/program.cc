@@ -393,15 +393,20 @@ absl::Status Program::CheckMemory(const Limits& limits) {
   // The request's own tensors, then everything the run may allocate.
   int64_t bytes = 0;
   for (int id : sources_) bytes = SaturatingAdd(bytes, metas_[id].num_bytes());
+  const ProgramNode* largest = nullptr;  // named when over the limit
+  int64_t largest_bytes = -1;
   for (const ProgramNode& pn : nodes_) {
+    int64_t node_bytes = pn.op->ExtraBytes();
     for (int out : pn.node->outputs) {
-      bytes = SaturatingAdd(bytes, metas_[out].num_bytes());
       // A gradient for each output, and a temporary while it accumulates.
-      if (pn.runs_backward) {
-        bytes = SaturatingAdd(bytes, 2 * metas_[out].num_bytes());
-      }
+      node_bytes = SaturatingAdd(node_bytes, MulSat(pn.runs_backward ? 3 : 1,
+                                                    metas_[out].num_bytes()));
     }
-    bytes = SaturatingAdd(bytes, pn.op->ExtraBytes());
+    bytes = SaturatingAdd(bytes, node_bytes);
+    if (node_bytes > largest_bytes) {
+      largest = &pn;
+      largest_bytes = node_bytes;
+    }
   }
   for (int id : wrt_) bytes = SaturatingAdd(bytes, metas_[id].num_bytes());
   peak_bytes_bound_ = bytes;
@@ -419,7 +424,12 @@ absl::Status Program::CheckMemory(const Limits& limits) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the request would allocate up to ", bytes,
         " bytes for its inputs, outputs and gradients, over the limit of ",
-        limits.max_request_bytes));
+        limits.max_request_bytes,
+        largest == nullptr
+            ? std::string()
+            : absl::StrCat("; the most, ", largest_bytes, " bytes, for node '",
+                           largest->node->def.name, "' (",
+                           largest->node->def.op, ")")));
   }
   // The results: fetched values, gradients, and the buffers nodes may update.
   int64_t result = 0;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/compile/graph_index.h"
 #include "core/status_macros.h"
 #include "gradserve/v1/gradient_service.pb.h"
 
@@ -78,6 +79,8 @@ absl::StatusOr<GraphDef> GraphFromProto(pb::Graph& g, const Limits& limits) {
                                                  "graph.buffers", limits));
   graph.nodes.reserve(g.nodes_size());
   for (const pb::Node& n : g.nodes()) {
+    RETURN_IF_ERROR(
+        CheckNodeInputs(n.name(), n.op(), n.inputs().size(), limits));
     NodeDef node;
     node.name = n.name();
     node.op = n.op();

@@ -69,9 +69,16 @@ class SharedMemoryTest : public ::testing::Test {
     return registry_.Find(ctx, {region, offset, size}, "feeds['x']");
   }
 
+  static QuotaOptions Quotas() {
+    QuotaOptions quotas;
+    quotas.tenants["capped"].bytes = 3000;  // the others: unlimited
+    return quotas;
+  }
+
   std::string dir_;
   SharedMemoryOptions options_;
-  SharedMemoryRegistry registry_;
+  TenantQuotas quotas_{Quotas()};
+  SharedMemoryRegistry registry_{&quotas_};
 };
 
 TEST(SharedMemoryOff, EveryCallNamesTheFlag) {
@@ -343,6 +350,34 @@ TEST_F(SharedMemoryTest, SpansOverlapWhenTheyShareBytesOfOneFile) {
   EXPECT_FALSE(a.Overlaps(c));                     // adjacent
   EXPECT_FALSE(a.Overlaps(d));                     // another file
   EXPECT_FALSE(Find("low", 500, 0)->Overlaps(b));  // empty
+}
+
+TEST_F(SharedMemoryTest, RegionsCountAgainstTheirTenantsBytesQuota) {
+  MakeFile("f", 8192);
+  const CallContext capped = Caller("capped");
+  ASSERT_TRUE(Register("a", "f", 0, 2000, capped).ok());
+  ExpectStatus(Register("b", "f", 0, 1001, capped),
+               StatusCode::kResourceExhausted,
+               {"RegisterSharedMemory 'b'", "tenant_max_bytes", "'capped'",
+                "holds 2000 bytes", "limit 3000", "1001 more"});
+  EXPECT_EQ(quotas_.UseOf("capped").bytes, 2000);
+  // Another tenant is not held back, and its regions are not counted.
+  ASSERT_TRUE(Register("b", "f", 0, 8000, Caller("other")).ok());
+  EXPECT_EQ(quotas_.UseOf("capped").bytes, 2000);
+  ASSERT_TRUE(Register("b", "f", 0, 1000, capped).ok());
+  // A refused registration (a name taken) holds nothing.
+  ExpectStatus(Register("b", "f", 0, 10, capped), StatusCode::kAlreadyExists,
+               {"'b'"});
+  EXPECT_EQ(quotas_.UseOf("capped").bytes, 3000);
+  // Every way a region goes gives its bytes back.
+  ASSERT_TRUE(registry_.Unregister(capped, "a").ok());
+  EXPECT_EQ(quotas_.UseOf("capped").bytes, 1000);
+  EXPECT_EQ(registry_.RetainConnections({}, absl::Now()), 2);
+  EXPECT_EQ(quotas_.UseOf("capped").bytes, 0);
+  EXPECT_EQ(quotas_.UseOf("other").bytes, 0);
+  ASSERT_TRUE(Register("c", "f", 0, 3000, capped).ok());
+  registry_.Expire(absl::Now() + absl::Seconds(options_.ttl_seconds + 5));
+  EXPECT_EQ(quotas_.tenants_holding(), 0);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The runtime's stores: the memory budget, the activation store and the
-// session manager (limits, TTL, tenants), and the ids they hand out.
+// session manager (limits, TTL, tenants and their quota shares, given back
+// on every path), and the ids they hand out.
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -8,6 +9,7 @@
 #include "runtime/activations.h"
 #include "runtime/ids.h"
 #include "runtime/memory_budget.h"
+#include "runtime/quotas.h"
 #include "runtime/sessions.h"
 #include "tests/status_testing.h"
 
@@ -71,9 +73,9 @@ std::unique_ptr<Tape> ForwardTape() {
 
 TEST(ActivationStore, ClaimsCountAgainstTheLimitUntilPut) {
   ActivationStore store({300, 3600, 1000});
-  auto claim = store.ClaimBytes(800);
+  auto claim = store.ClaimBytes("", 800);
   ASSERT_TRUE(claim.ok());
-  ExpectStatus(store.ClaimBytes(300).status(),
+  ExpectStatus(store.ClaimBytes("", 300).status(),
                absl::StatusCode::kResourceExhausted,
                {"300 bytes", "800", "--max_activation_bytes"});
   auto tape = ForwardTape();
@@ -88,7 +90,8 @@ TEST(ActivationStore, ClaimsCountAgainstTheLimitUntilPut) {
 
 TEST(ActivationStore, TenantsSeeOnlyTheirOwnAndTimeIsUp) {
   ActivationStore store({1, 3600, 1 << 20});
-  auto held = store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes(0));
+  auto held =
+      store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes("alice", 0));
   EXPECT_TRUE(store.Find("alice", held.id).ok());
   ExpectStatus(store.Find("bob", held.id).status(), absl::StatusCode::kNotFound,
                {held.id});
@@ -98,6 +101,36 @@ TEST(ActivationStore, TenantsSeeOnlyTheirOwnAndTimeIsUp) {
   ExpectStatus(store.Find("alice", held.id).status(),
                absl::StatusCode::kNotFound, {held.id, "expired"});
   EXPECT_EQ(store.bytes_held(), 0);
+}
+
+TEST(ActivationStore, ActivationsHoldTheirBytesUntilReleasedOrExpired) {
+  QuotaOptions options;
+  options.tenants["alice"].bytes = 1000;
+  TenantQuotas quotas(options);
+  ActivationStore store({1, 3600, 1 << 20}, &quotas);
+  auto claim = store.ClaimBytes("alice", 900);
+  ASSERT_TRUE(claim.ok());
+  ExpectStatus(store.ClaimBytes("alice", 101).status(),
+               absl::StatusCode::kResourceExhausted,
+               {"Forward's activations", "tenant_max_bytes", "'alice'",
+                "holds 900 bytes", "limit 1000"});
+  EXPECT_TRUE(store.ClaimBytes("bob", 5000).ok());  // and back at once
+  auto tape = ForwardTape();
+  const int64_t bytes = tape->bytes();
+  ASSERT_LT(bytes, 900);
+  auto held = store.Put("alice", "", std::move(tape), 0, *std::move(claim));
+  EXPECT_EQ(quotas.UseOf("alice").bytes, bytes);  // the actual size
+  store.Release("alice", held.id);
+  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
+  {
+    auto unused = store.ClaimBytes("alice", 1000);  // a Forward that failed
+    ASSERT_TRUE(unused.ok());
+  }
+  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
+  store.Put("alice", "", ForwardTape(), 0, *store.ClaimBytes("alice", 900));
+  EXPECT_GT(quotas.UseOf("alice").bytes, 0);
+  store.Expire(absl::Now() + absl::Seconds(2));
+  EXPECT_EQ(quotas.tenants_holding(), 0);
 }
 
 SessionSpec Spec(const std::string& tenant) {
@@ -127,6 +160,43 @@ TEST(SessionManager, LimitsSessionsAndBytes) {
   ExpectStatus(sessions.Create(big, Limits{}).status(),
                absl::StatusCode::kResourceExhausted,
                {"480 bytes", "--max_session_bytes"});
+}
+
+TEST(SessionManager, SessionsHoldTheirShareUntilClosedOrExpired) {
+  ComputePool pool({1, 1}, 10);
+  QuotaOptions options{{2, 0, 0}, {}};
+  options.tenants["bytes"].bytes = 60;
+  TenantQuotas quotas(options);
+  SessionManager sessions(SessionOptions{}, &pool, &quotas);
+  auto a = sessions.Create(Spec("alice"), Limits{});
+  ASSERT_TRUE(a.ok()) << a.status();
+  SessionSpec short_lived = Spec("alice");
+  short_lived.ttl_seconds = 1;
+  ASSERT_TRUE(sessions.Create(short_lived, Limits{}).ok());
+  EXPECT_EQ(quotas.UseOf("alice").sessions, 2);
+  EXPECT_EQ(quotas.UseOf("alice").bytes, 96);
+  ExpectStatus(sessions.Create(Spec("alice"), Limits{}).status(),
+               absl::StatusCode::kResourceExhausted,
+               {"tenant_max_sessions", "'alice'", "holds 2", "limit 2"});
+  EXPECT_TRUE(sessions.Create(Spec("bob"), Limits{}).ok());  // unaffected
+  ASSERT_TRUE(sessions.Create(Spec("bytes"), Limits{}).ok());
+  ExpectStatus(
+      sessions.Create(Spec("bytes"), Limits{}).status(),
+      absl::StatusCode::kResourceExhausted,
+      {"tenant_max_bytes", "'bytes'", "holds 48 bytes", "limit 60", "48 more"});
+  // A session still used by a call is given back when it leaves the
+  // manager, not when its last user lets go.
+  std::shared_ptr<Session> in_use = *a;
+  ASSERT_TRUE(sessions.Close("alice", in_use->id()).ok());
+  EXPECT_EQ(quotas.UseOf("alice").sessions, 1);
+  sessions.Expire(absl::Now() + absl::Seconds(2));
+  EXPECT_EQ(quotas.UseOf("alice").sessions, 0);
+  EXPECT_EQ(quotas.UseOf("alice").bytes, 0);
+  // Refused for the server's limits: nothing held either.
+  SessionSpec bad = Spec("alice");
+  bad.frozen = {"nope"};
+  EXPECT_FALSE(sessions.Create(bad, Limits{}).ok());
+  EXPECT_EQ(quotas.UseOf("alice").sessions, 0);
 }
 
 TEST(SessionManager, TenantsTtlAndClose) {

@@ -71,7 +71,6 @@ TEST(TokenTableTest, RefusesMalformedLinesNamingThem) {
   const std::string hash = Sha256Hex("t");
   const std::string bad[] = {
       absl::StrCat("alice\n"),                              // no hash
-      absl::StrCat("alice ", hash, " extra\n"),             // three fields
       absl::StrCat("al/ice ", hash, "\n"),                  // tenant character
       absl::StrCat(std::string(65, 'a'), " ", hash, "\n"),  // tenant length
       absl::StrCat("alice ", hash.substr(1), "\n"),         // 63 digits
@@ -93,6 +92,41 @@ TEST(TokenTableTest, RefusesDuplicatesAndEmptyFiles) {
       StatusCode::kInvalidArgument, {"f:2:", "same token hash as line 1"});
   ExpectStatus(TokenTable::Parse("# nothing\n\n", "f").status(),
                StatusCode::kInvalidArgument, {"f", "holds no token"});
+}
+
+TEST(TokenTableTest, ReadsEachTenantsOwnQuotas) {
+  auto table = TokenTable::Parse(
+      absl::StrCat("alice ", Sha256Hex("a1"), " max_sessions=2 max_bytes=0\n",
+                   "alice ", Sha256Hex("a2"), " max_concurrent_calls=5\n",
+                   "alice ", Sha256Hex("a3"), " max_sessions=2\n", "bob ",
+                   Sha256Hex("b1"), "\n"),
+      "tokens");
+  ASSERT_TRUE(table.ok()) << table.status();
+  const runtime::QuotaOverride& alice = table->quotas().at("alice");
+  EXPECT_EQ(alice.sessions, 2);
+  EXPECT_EQ(alice.bytes, 0);  // no limit, whatever the server's default
+  EXPECT_EQ(alice.calls, 5);
+  const runtime::QuotaOverride& bob = table->quotas().at("bob");
+  EXPECT_FALSE(bob.sessions || bob.bytes || bob.calls);
+}
+
+TEST(TokenTableTest, RefusesMalformedOrDisagreeingQuotas) {
+  const std::string hash = Sha256Hex("t");
+  for (const char* bad :
+       {"extra", "max_sessions", "max_sessions=", "max_sessions=-1",
+        "max_bytes=1k", "max_calls=3", "max_sessions=1=2"}) {
+    ExpectStatus(
+        TokenTable::Parse(absl::StrCat("alice ", hash, " ", bad, "\n"), "f")
+            .status(),
+        StatusCode::kInvalidArgument,
+        {"auth_tokens_file f:1:", bad, "max_concurrent_calls=N"});
+  }
+  ExpectStatus(
+      TokenTable::Parse(absl::StrCat("a ", hash, " max_bytes=10\n", "a ",
+                                     Sha256Hex("u"), " max_bytes=20\n"),
+                        "f")
+          .status(),
+      StatusCode::kInvalidArgument, {"f:2:", "max_bytes of tenant 'a' is 10"});
 }
 
 TEST(TokenTableTest, LoadNamesAnUnreadableFile) {
