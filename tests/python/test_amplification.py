@@ -29,14 +29,14 @@ def f32(*shape):
 def request(op, inputs, attrs=None, n_out=1, loss=True):
     """One `op` node named 'amp' over graph inputs `inputs` (name -> array),
     its outputs fetched, and with `loss` a Sum of its first output as the loss
-    (so that gradients and saved tensors are planned too)."""
+    (so that gradients of the float inputs and saved tensors are planned too)."""
     outs = ["y"] + [f"y{i}" for i in range(1, n_out)]
     nodes = [gs.node("amp", op, list(inputs), outs, **(attrs or {}))]
     if loss:
         nodes.append(gs.node("total", "Sum", ["y"], ["L"]))
     g = gs.graph(nodes, inputs=list(inputs))
-    return gs.compute_request(g, dict(inputs), fetch=outs, loss="L" if loss else "",
-                              wrt=list(inputs) if loss else ())
+    wrt = [k for k, v in inputs.items() if v.dtype.kind == "f"] if loss else ()
+    return gs.compute_request(g, dict(inputs), fetch=outs, loss="L" if loss else "", wrt=wrt)
 
 
 def binary(op):
@@ -91,8 +91,24 @@ AMPLIFYING = {
     "BCEWithLogitsLoss": lambda: [request("BCEWithLogitsLoss",
                                           {"p": f32(BIG, 1), "t": f32(BIG, 1),
                                            "w": f32(1, BIG)}, {"reduction": "none"})],
+    # A target broadcast against the prediction, the terms kept.
     "MSELoss": lambda: [request("MSELoss", {"p": f32(BIG, 1), "t": f32(1, BIG)},
                                 {"reduction": "none"})],
+    # Tensor bounds, exponents and conditions broadcast as Add's operands.
+    "Clamp": lambda: [request("Clamp", {"x": f32(BIG, 1), "lo": f32(1, BIG)})],
+    "Pow": lambda: [request("Pow", {"x": f32(BIG, 1), "e": f32(1, BIG)})],
+    "Where": lambda: [request("Where", {"c": f32(BIG, 1), "a": f32(1, BIG), "b": f32(1, 1)}),
+                      request("Where", {"c": f32(HUGE, 1), "a": f32(1, HUGE),
+                                        "b": f32(1, 1)}, loss=False)],
+    "Pad": lambda: [request("Pad", {"x": f32(1, 1)}, {"pads": [BIG * BIG, 0]}),
+                    request("Pad", {"x": f32(1, 1)}, {"pads": [0, 0, HUGE * HUGE, 0]},
+                            loss=False)],
+    "ConvTranspose1d": lambda: conv_transpose("ConvTranspose1d", 1),
+    "ConvTranspose2d": lambda: conv_transpose("ConvTranspose2d", 2),
+    # A few indices repeat a row: the rows cost nothing to name.
+    "IndexSelect": lambda: [request("IndexSelect", {"x": f32(1, BIG), "i": indices(BIG)},
+                                    {"dim": 0})],
+    "Embedding": lambda: [request("Embedding", {"i": indices(BIG), "w": f32(1, BIG)})],
 }
 
 # Ops whose outputs (and gradients) are at most about their inputs' size.
@@ -100,15 +116,34 @@ NOT_AMPLIFYING = {
     **{op: "elementwise: the output has the input's shape" for op in (
         "Scale", "ReLU", "Tanh", "Sigmoid", "Exp", "Log", "SiLU", "Mish", "Sqrt", "Abs",
         "GELU", "LeakyReLU", "ELU", "Softmax", "LogSoftmax", "Dropout", "BatchNorm",
-        "LayerNorm")},
-    "Flatten": "the input's elements in another shape",
-    "Sum": "a reduction: at most the input's elements",
-    "Mean": "a reduction: at most the input's elements",
+        "LayerNorm", "Hardtanh", "ReLU6", "Softplus", "Dropout2d", "GroupNorm",
+        "InstanceNorm1d", "InstanceNorm2d")},
+    **{op: "the input's elements in another shape or order" for op in (
+        "Flatten", "Transpose", "Permute", "Squeeze", "Unsqueeze")},
+    "Split": "chunks that together are the input",
+    **{op: "one term per element of a target of the prediction's shape" for op in (
+        "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss")},
+    "Gather": "the index's shape, each index (8 bytes) carried in the request",
+    **{op: "a reduction: at most the input's elements" for op in ("Sum", "Mean", "Max", "Min")},
     "CrossEntropyLoss": "at most one term per row of the logits",
     "NLLLoss": "at most one term per row of the log-probabilities",
     "MaxPool2d": "windows of at least one element, padding at most half the kernel",
     "AvgPool2d": "windows of at least one element, padding at most half the kernel",
 }
+
+
+def indices(n):
+    return np.zeros(n, np.int64)
+
+
+def conv_transpose(op, spatial):
+    x, w = (f32(1, 1, 2), f32(1, 1, 2)) if spatial == 1 else (f32(1, 1, 2, 2), f32(1, 1, 2, 2))
+    step = BIG * BIG if spatial == 1 else BIG
+    # Each step of the input moves the output `stride` along; dilation
+    # spreads the kernel as far.
+    return [request(op, {"x": x, "w": w}, {"stride": [step] * spatial}),
+            request(op, {"x": x, "w": w}, {"dilation": [step] * spatial}),
+            request(op, {"x": x, "w": w}, {"stride": [HUGE * HUGE] * spatial}, loss=False)]
 
 
 def concat_many(copies, shape, loss=True):
