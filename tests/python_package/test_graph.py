@@ -29,7 +29,9 @@ def _call_with_placeholders(g, method):
         elif parameter.default is inspect.Parameter.empty and parameter.kind in (
                 parameter.POSITIONAL_OR_KEYWORD, parameter.POSITIONAL_ONLY):
             args.append({"kernel": [2, 2], "output_size": [1, 1], "shape": [-1],
-                         "factor": 2.0}.get(parameter.name, parameter.name))
+                         "factor": 2.0, "split_size_or_sections": [1, 1], "dims": [0],
+                         "pads": [1, 1], "dim": 0, "dim0": 0, "dim1": 1,
+                         "num_groups": 1}.get(parameter.name, parameter.name))
     return getattr(g, method)(*args)
 
 

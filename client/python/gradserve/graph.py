@@ -102,6 +102,20 @@ def _conv(op: str, doc: str) -> Any:
     return method
 
 
+def _conv_transpose(op: str, doc: str) -> Any:
+    """A transposed convolution's builder method (ConvTranspose1d, 2d); the
+    attributes left None take the server's defaults."""
+    def method(self: "Graph", x: ValueLike, weight: ValueLike,
+               bias: Optional[ValueLike] = None, *, stride: Optional[Ints] = None,
+               padding: Optional[Ints] = None, output_padding: Optional[Ints] = None,
+               dilation: Optional[Ints] = None, groups: Optional[int] = None,
+               name: Optional[str] = None) -> Value:
+        return self.node(op, [x, weight, bias], name=name, stride=stride, padding=padding,
+                         output_padding=output_padding, dilation=dilation, groups=groups)
+    method.__doc__ = doc
+    return method
+
+
 class Graph:
     """A gradserve.v1.Graph under construction (see the module docstring).
 
@@ -207,6 +221,11 @@ class Graph:
                    "padding may be \"same\" or \"valid\".")
     conv2d = _conv("Conv2d", "torch.nn.functional.conv2d: x [N, C, H, W], weight\n"
                    "[F, C/groups, kh, kw]; padding may be \"same\" or \"valid\".")
+    conv_transpose1d = _conv_transpose(
+        "ConvTranspose1d", "torch.nn.functional.conv_transpose1d: weight [C_in, C_out/groups, k].")
+    conv_transpose2d = _conv_transpose(
+        "ConvTranspose2d", "torch.nn.functional.conv_transpose2d: weight\n"
+        "[C_in, C_out/groups, kh, kw].")
 
     def max_pool2d(self, x: ValueLike, kernel: Ints, stride: Optional[Ints] = None,
                    padding: Ints = 0, *, dilation: Ints = 1, ceil_mode: bool = False,
@@ -328,6 +347,144 @@ class Graph:
     def concat(self, *xs: ValueLike, axis: int = 1, name: Optional[str] = None) -> Value:
         return self.node("Concat", xs, name=name, axis=axis)
 
+    relu6 = _unary("ReLU6", "min(max(x, 0), 6).")
+
+    def hardtanh(self, x: ValueLike, min_val: float = -1.0, max_val: float = 1.0, *,
+                 name: Optional[str] = None) -> Value:
+        return self.node("Hardtanh", [x], name=name, min_val=float(min_val),
+                         max_val=float(max_val))
+
+    def softplus(self, x: ValueLike, beta: float = 1.0, threshold: float = 20.0, *,
+                 name: Optional[str] = None) -> Value:
+        return self.node("Softplus", [x], name=name, beta=float(beta),
+                         threshold=float(threshold))
+
+    def clamp(self, x: ValueLike, min: Any = None, max: Any = None, *,
+              name: Optional[str] = None) -> Value:
+        """torch.clamp: each bound a number (an attribute) or a value that
+        broadcasts with x (an input); None: no bound."""
+        def number(b: Any) -> bool:
+            return isinstance(b, (int, float)) and not isinstance(b, bool)
+        inputs = [x, None if min is None or number(min) else min,
+                  None if max is None or number(max) else max]
+        while inputs[-1] is None:
+            inputs.pop()
+        return self.node("Clamp", inputs, name=name,
+                         min=float(min) if number(min) else None,
+                         max=float(max) if number(max) else None)
+
+    def pow(self, x: ValueLike, exponent: Any, *, name: Optional[str] = None) -> Value:
+        """torch.pow: the exponent a number (an attribute) or a value."""
+        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+            return self.node("Pow", [x], name=name, exponent=float(exponent))
+        return self.node("Pow", [x, exponent], name=name)
+
+    def max(self, x: ValueLike, axes: Optional[Ints] = None, keepdims: bool = False, *,
+            return_indices: bool = False, name: Optional[str] = None) -> Any:
+        """torch.amax over `axes` (all when None); with return_indices, torch.max(x,
+        dim)'s (values, indices) over one axis."""
+        return self.node("Max", [x], name=name, outputs=2 if return_indices else 1,
+                         axes=axes, keepdims=keepdims)
+
+    def min(self, x: ValueLike, axes: Optional[Ints] = None, keepdims: bool = False, *,
+            return_indices: bool = False, name: Optional[str] = None) -> Any:
+        """As max(), for the smallest."""
+        return self.node("Min", [x], name=name, outputs=2 if return_indices else 1,
+                         axes=axes, keepdims=keepdims)
+
+    def transpose(self, x: ValueLike, dim0: int, dim1: int, *,
+                  name: Optional[str] = None) -> Value:
+        return self.node("Transpose", [x], name=name, dim0=dim0, dim1=dim1)
+
+    def permute(self, x: ValueLike, dims: Ints, *, name: Optional[str] = None) -> Value:
+        return self.node("Permute", [x], name=name, dims=dims)
+
+    def squeeze(self, x: ValueLike, dims: Optional[Ints] = None, *,
+                name: Optional[str] = None) -> Value:
+        """The size-1 `dims` (all size-1 dims when None) removed."""
+        return self.node("Squeeze", [x], name=name, dims=dims)
+
+    def unsqueeze(self, x: ValueLike, dims: Ints, *, name: Optional[str] = None) -> Value:
+        return self.node("Unsqueeze", [x], name=name, dims=dims)
+
+    def pad(self, x: ValueLike, pads: Ints, mode: str = "constant", value: float = 0.0, *,
+            name: Optional[str] = None) -> Value:
+        """torch.nn.functional.pad: pads from the last dim back (left, right, ...)."""
+        return self.node("Pad", [x], name=name, pads=pads, mode=mode, value=float(value))
+
+    def split(self, x: ValueLike, split_size_or_sections: Ints, dim: int = 0, *,
+              chunks: Optional[int] = None, name: Optional[str] = None) -> Any:
+        """torch.split: a tuple of values, one per chunk; with one size, say how
+        many chunks that makes (`chunks`)."""
+        if isinstance(split_size_or_sections, (list, tuple)):
+            chunks = len(split_size_or_sections)
+        elif chunks is None:
+            raise ValueError("split of one size: give chunks=, the number of outputs")
+        return self.node("Split", [x], name=name, outputs=chunks,
+                         split_size_or_sections=split_size_or_sections, dim=dim)
+
+    def gather(self, x: ValueLike, dim: int, index: ValueLike, *,
+               name: Optional[str] = None) -> Value:
+        """torch.gather (int64 index)."""
+        return self.node("Gather", [x, index], name=name, dim=dim)
+
+    def index_select(self, x: ValueLike, dim: int, index: ValueLike, *,
+                     name: Optional[str] = None) -> Value:
+        """torch.index_select (int64 index)."""
+        return self.node("IndexSelect", [x, index], name=name, dim=dim)
+
+    def where(self, condition: ValueLike, x: ValueLike, y: ValueLike, *,
+              name: Optional[str] = None) -> Value:
+        """x where condition (int64 or float, nonzero = true), else y."""
+        return self.node("Where", [condition, x, y], name=name)
+
+    def embedding(self, indices: ValueLike, weight: ValueLike, *,
+                  padding_idx: Optional[int] = None, scale_grad_by_freq: bool = False,
+                  name: Optional[str] = None) -> Value:
+        """weight's rows at int64 indices (torch.nn.functional.embedding)."""
+        return self.node("Embedding", [indices, weight], name=name, padding_idx=padding_idx,
+                         scale_grad_by_freq=scale_grad_by_freq or None)
+
+    def dropout2d(self, x: ValueLike, p: float = 0.5, *, mask: Optional[ValueLike] = None,
+                  return_mask: bool = False, name: Optional[str] = None) -> Any:
+        """Whole channels dropped (torch.nn.functional.dropout2d), as dropout()."""
+        inputs = [x] if mask is None else [x, mask]
+        return self.node("Dropout2d", inputs, name=name, outputs=2 if return_mask else 1,
+                         p=float(p))
+
+    def group_norm(self, x: ValueLike, num_groups: int, weight: Optional[ValueLike] = None,
+                   bias: Optional[ValueLike] = None, *, epsilon: float = 1e-5,
+                   name: Optional[str] = None) -> Value:
+        return self.node("GroupNorm", [x, weight, bias], name=name, num_groups=num_groups,
+                         epsilon=float(epsilon))
+
+    def instance_norm1d(self, x: ValueLike, weight: Optional[ValueLike] = None,
+                        bias: Optional[ValueLike] = None, *,
+                        running_mean: Optional[ValueLike] = None,
+                        running_var: Optional[ValueLike] = None, epsilon: float = 1e-5,
+                        momentum: float = 0.1, name: Optional[str] = None) -> Value:
+        return self._instance_norm("InstanceNorm1d", x, weight, bias, running_mean,
+                                   running_var, epsilon, momentum, name)
+
+    def instance_norm2d(self, x: ValueLike, weight: Optional[ValueLike] = None,
+                        bias: Optional[ValueLike] = None, *,
+                        running_mean: Optional[ValueLike] = None,
+                        running_var: Optional[ValueLike] = None, epsilon: float = 1e-5,
+                        momentum: float = 0.1, name: Optional[str] = None) -> Value:
+        return self._instance_norm("InstanceNorm2d", x, weight, bias, running_mean,
+                                   running_var, epsilon, momentum, name)
+
+    def _instance_norm(self, op: str, x: ValueLike, weight: Optional[ValueLike],
+                       bias: Optional[ValueLike], running_mean: Optional[ValueLike],
+                       running_var: Optional[ValueLike], epsilon: float, momentum: float,
+                       name: Optional[str]) -> Value:
+        """Each sample's channels normalised; with running statistics, torch's
+        track_running_stats (TRAIN updates them, EVAL uses them)."""
+        inputs = [x, weight, bias] + ([running_mean, running_var]
+                                      if running_mean is not None else [])
+        return self.node(op, inputs, name=name, epsilon=float(epsilon),
+                         momentum=float(momentum) if running_mean is not None else None)
+
     # Losses: each sets g.loss
     def mse_loss(self, prediction: ValueLike, target: ValueLike, reduction: str = "mean", *,
                  name: Optional[str] = None) -> Value:
@@ -366,6 +523,27 @@ class Graph:
         if weight is not None or pos_weight is not None:
             inputs += [weight, pos_weight] if pos_weight is not None else [weight]
         return self._loss("BCEWithLogitsLoss", inputs, name, reduction=reduction)
+
+    def l1_loss(self, prediction: ValueLike, target: ValueLike, reduction: str = "mean", *,
+                name: Optional[str] = None) -> Value:
+        return self._loss("L1Loss", [prediction, target], name, reduction=reduction)
+
+    def smooth_l1_loss(self, prediction: ValueLike, target: ValueLike,
+                       reduction: str = "mean", beta: float = 1.0, *,
+                       name: Optional[str] = None) -> Value:
+        return self._loss("SmoothL1Loss", [prediction, target], name, reduction=reduction,
+                          beta=float(beta))
+
+    def huber_loss(self, prediction: ValueLike, target: ValueLike, reduction: str = "mean",
+                   delta: float = 1.0, *, name: Optional[str] = None) -> Value:
+        return self._loss("HuberLoss", [prediction, target], name, reduction=reduction,
+                          delta=float(delta))
+
+    def kl_div_loss(self, input: ValueLike, target: ValueLike, reduction: str = "mean", *,
+                    log_target: bool = False, name: Optional[str] = None) -> Value:
+        """torch.nn.functional.kl_div: input holds log-probabilities."""
+        return self._loss("KLDivLoss", [input, target], name, reduction=reduction,
+                          log_target=log_target)
 
     # Files and protos ------------------------------------------------------
 
@@ -436,6 +614,15 @@ OP_METHODS: Dict[str, str] = {
     "LogSoftmax": "log_softmax", "Flatten": "flatten", "Reshape": "reshape",
     "Concat": "concat", "MSELoss": "mse_loss", "CrossEntropyLoss": "cross_entropy_loss",
     "NLLLoss": "nll_loss", "BCELoss": "bce_loss", "BCEWithLogitsLoss": "bce_with_logits_loss",
+    "ReLU6": "relu6", "Hardtanh": "hardtanh", "Softplus": "softplus", "Clamp": "clamp",
+    "Pow": "pow", "Max": "max", "Min": "min", "Transpose": "transpose", "Permute": "permute",
+    "Squeeze": "squeeze", "Unsqueeze": "unsqueeze", "Pad": "pad", "Split": "split",
+    "Gather": "gather", "IndexSelect": "index_select", "Where": "where",
+    "Embedding": "embedding", "Dropout2d": "dropout2d", "GroupNorm": "group_norm",
+    "InstanceNorm1d": "instance_norm1d", "InstanceNorm2d": "instance_norm2d",
+    "ConvTranspose1d": "conv_transpose1d", "ConvTranspose2d": "conv_transpose2d",
+    "L1Loss": "l1_loss", "SmoothL1Loss": "smooth_l1_loss", "HuberLoss": "huber_loss",
+    "KLDivLoss": "kl_div_loss",
 }
 
 
