@@ -2,8 +2,9 @@
 divided by PyTorch's fwd+bwd in this process (same threads), for the MLP,
 Linear and conv workloads of `make bench`, and their geometric mean.
 
-Three client paths per workload, timed in turn within every repetition next
-to PyTorch (load that comes and goes on a shared machine hits all alike):
+Three client paths per workload, timed in turn within every repetition (load
+that comes and goes on a shared machine hits them alike), PyTorch before them
+on its own (its spinning OpenMP threads would slow whatever runs next):
 - fastest: the weights held by a session (CreateSession once), the feeds and
   output gradients in a same-host shared-memory region, outputs and
   gradients placed into it (output_placement); the call alone;
@@ -221,9 +222,12 @@ def main():
             fast = FastPath(server, w)
             try:
                 check_same(fast, server.rpc.Compute(plain, timeout=120))
-                ms = medians_ms(
-                    [torch_step(w), fast.call, fast.call_with_copies,
-                     over_tcp(server, plain)], args.reps, args.warmup)
+                # PyTorch timed on its own: its OpenMP threads spin for a
+                # while after each step, and would take the cores from a
+                # server call timed right after it.
+                ms = medians_ms([torch_step(w)], args.reps, args.warmup)
+                ms += medians_ms([fast.call, fast.call_with_copies, over_tcp(server, plain)],
+                                 args.reps, args.warmup)
             finally:
                 fast.close()
             cells = []
