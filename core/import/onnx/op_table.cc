@@ -721,6 +721,17 @@ absl::Status Reduce(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
+// perm, or the dims reversed without it, as gradserve's Permute takes them.
+absl::Status Transpose(NodeImport& node, const char*) {
+  Ints perm = node.Ints("perm");
+  if (perm.empty()) {
+    ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Transpose"));
+    for (int d = rank - 1; d >= 0; --d) perm.push_back(d);
+  }
+  node.Emit("Permute", {node.Input(0)}, {node.Output(0)}, {{"dims", perm}});
+  return absl::OkStatus();
+}
+
 // Zero padding only (what torch.onnx.export puts before some poolings).
 absl::Status Pad(NodeImport& node, const char*) {
   Ints pads = node.Ints("pads");
@@ -792,6 +803,9 @@ const std::vector<OpRow>& Table() {
       {"Concat", "Concat", Concat, {}},
       {"ReduceMean", "Mean", Reduce, {}},
       {"ReduceSum", "Sum", Reduce, {}},
+      {"ReduceMax", "Max", Reduce, {}},
+      {"ReduceMin", "Min", Reduce, {}},
+      {"Transpose", "Permute", Transpose, {}},
       {"Identity", "Scale", Identity, {}},
       {"Pad", "Scale", Pad, {}},
       {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},  // LogSoftmax
