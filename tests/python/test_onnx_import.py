@@ -423,6 +423,37 @@ def test_float64_model_computes_in_float64(server):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_trans_a_gradients_match_torch(server, trans_b):
+    """Gemm with transA (a Permute of A before the product), alpha, beta and
+    a broadcast C: outputs and the gradients of A, B and C as torch's, in
+    float64."""
+    rng = np.random.default_rng(25)
+    a = rng.standard_normal((4, 3))  # Aᵀ is [3, 4]
+    b = rng.standard_normal((5, 4) if trans_b else (4, 5))
+    c = rng.standard_normal(5)
+    node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], name="gemm", transA=1,
+                            transB=trans_b, alpha=0.5, beta=2.0)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", TensorProto.DOUBLE, [4, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [3, 5])],
+        initializer=[numpy_helper.from_array(b, "b"), numpy_helper.from_array(c, "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    seed_grad = rng.standard_normal((3, 5))
+    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y"],
+                                wrt=["a", "b", "c"])
+    request.feeds["a"].CopyFrom(gs.tensor(a, float64=True))
+    request.output_gradients["y"].CopyFrom(gs.tensor(seed_grad, float64=True))
+    result = gs.Result(server.rpc.Compute(request, timeout=30))
+    ta, tb, tc = (torch.tensor(v, requires_grad=True) for v in (a, b, c))
+    y = 0.5 * ta.T @ (tb.T if trans_b else tb) + 2.0 * tc
+    y.backward(torch.tensor(seed_grad))
+    np.testing.assert_allclose(result.outputs["y"], y.detach().numpy(), rtol=1e-12)
+    for name, t in (("a", ta), ("b", tb), ("c", tc)):
+        np.testing.assert_allclose(result.gradients[name], t.grad.numpy(), rtol=1e-12,
+                                   atol=1e-14, err_msg=name)
+
+
 def test_maxpool_indices_are_onnx_flat_offsets(server):
     """MaxPool's Indices: offsets into all of x [N, C, H, W], as ONNX counts
     them (torch's return_indices counts within each H·W plane)."""

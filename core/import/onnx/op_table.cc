@@ -368,10 +368,14 @@ absl::Status Flatten(NodeImport& node, const char*) {
 
 // --- Layers ---------------------------------------------------------------
 
-// Y = alpha·A·op(B) + beta·C, op(B) = Bᵀ when transB.
+// Y = alpha·op(A)·op(B) + beta·C, op(A) = Aᵀ when transA (a Permute of
+// it), op(B) = Bᵀ when transB.
 absl::Status Gemm(NodeImport& node, const char*) {
+  std::string a = node.Input(0);
   if (node.Int("transA", 0) != 0) {
-    return node.Unsupported("transA = 1 (gradserve has no Transpose op yet)");
+    a = node.Temp("a_transposed");
+    node.Emit("Permute", {node.Input(0)}, {a}, {{"dims", Ints{1, 0}}},
+              "transA");
   }
   const double alpha = node.Float("alpha", 1.0);
   const double beta = node.Float("beta", 1.0);
@@ -382,14 +386,14 @@ absl::Status Gemm(NodeImport& node, const char*) {
     auto b = node.StaticShape(1, "Gemm");
     auto c = node.StaticShape(2, "Gemm");
     if (b.ok() && c.ok() && b->size() == 2 && *c == Ints{(*b)[0]}) {
-      node.Emit("Linear", Inputs(node), {y});  // a bias of Linear's shape
+      // a bias of Linear's shape
+      node.Emit("Linear", {a, node.Input(1), node.Input(2)}, {y});
       return absl::OkStatus();
     }
   }
   const bool last = alpha == 1 && !has_c;
   const std::string product = last ? y : node.Temp("product");
-  node.Emit(trans_b ? "Linear" : "MatMul", {node.Input(0), node.Input(1)},
-            {product});
+  node.Emit(trans_b ? "Linear" : "MatMul", {a, node.Input(1)}, {product});
   std::string scaled = product;
   if (alpha != 1) {
     scaled = has_c ? node.Temp("alpha") : y;
