@@ -392,6 +392,16 @@ def test_onnx_window_options_match_torch(server, case):
                                    atol=1e-5, err_msg=name)
 
 
+def float64_compute(server, model, feeds, seed_grad, wrt):
+    """Compute of an ONNX model with float64 feeds and dL/dy = seed_grad."""
+    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y"],
+                                wrt=list(wrt))
+    for name, value in feeds.items():
+        request.feeds[name].CopyFrom(gs.tensor(value, float64=True))
+    request.output_gradients["y"].CopyFrom(gs.tensor(seed_grad, float64=True))
+    return gs.Result(server.rpc.Compute(request, timeout=30))
+
+
 def test_float64_model_computes_in_float64(server):
     """DOUBLE inputs and initializers: the program runs in float64 (outputs
     and gradients float64, as torch's in double)."""
@@ -407,11 +417,7 @@ def test_float64_model_computes_in_float64(server):
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     seed_grad = rng.standard_normal((3, 5))
-    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y"],
-                                wrt=["x", "w", "b"])
-    request.feeds["x"].CopyFrom(gs.tensor(x, float64=True))
-    request.output_gradients["y"].CopyFrom(gs.tensor(seed_grad, float64=True))
-    result = gs.Result(server.rpc.Compute(request, timeout=30))
+    result = float64_compute(server, model, {"x": x}, seed_grad, ["x", "w", "b"])
     args = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
     y = torch.tanh(F.linear(*args))
     y.backward(torch.tensor(seed_grad))
@@ -440,11 +446,7 @@ def test_gemm_trans_a_gradients_match_torch(server, trans_b):
         initializer=[numpy_helper.from_array(b, "b"), numpy_helper.from_array(c, "c")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     seed_grad = rng.standard_normal((3, 5))
-    request = pb.ComputeRequest(onnx_model=model.SerializeToString(), fetch=["y"],
-                                wrt=["a", "b", "c"])
-    request.feeds["a"].CopyFrom(gs.tensor(a, float64=True))
-    request.output_gradients["y"].CopyFrom(gs.tensor(seed_grad, float64=True))
-    result = gs.Result(server.rpc.Compute(request, timeout=30))
+    result = float64_compute(server, model, {"a": a}, seed_grad, ["a", "b", "c"])
     ta, tb, tc = (torch.tensor(v, requires_grad=True) for v in (a, b, c))
     y = 0.5 * ta.T @ (tb.T if trans_b else tb) + 2.0 * tc
     y.backward(torch.tensor(seed_grad))

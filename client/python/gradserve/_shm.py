@@ -33,7 +33,7 @@ def same_host(address: str) -> bool:
 
 
 class Region:
-    """A file in `directory` mapped here and registered as `name` on a stub's
+    """A file in `directory` mapped here and registered as `name` on a client's
     connection; alloc/free hand out 64-byte aligned windows of it, so that
     requests in flight at once never share bytes."""
 

@@ -193,7 +193,7 @@ class Client:
                 credentials = grpc.composite_channel_credentials(
                     credentials, grpc.access_token_call_credentials(token))
             self.channel = grpc.secure_channel(address, credentials, options=channel_options)
-        self.stub = pb_grpc.GradientServiceStub(self.channel)
+        self.rpc = pb_grpc.GradientServiceStub(self.channel)
         self._shm_mode = shared_memory
         self._shm: Optional[_shm.Region] = None
         self._shm_checked = shared_memory is False
@@ -228,12 +228,12 @@ class Client:
     def call(self, method: str, request: Any, *, timeout: Optional[float] = None,
              metadata: Optional[Sequence[tuple]] = None) -> Any:
         """One unary call with the retry policy; raises gradserve.Error."""
-        stub_method = getattr(self.stub, method)
+        rpc_method = getattr(self.rpc, method)
         retry = 0
         while True:
             try:
-                return stub_method(request, timeout=timeout if timeout is not None
-                                   else self.timeout, metadata=metadata)
+                return rpc_method(request, timeout=timeout if timeout is not None
+                                  else self.timeout, metadata=metadata)
             except grpc.RpcError as rpc_error:
                 error = errors.from_rpc_error(rpc_error)
             if retry >= self.retry.max_retries or not retryable(method, error):
@@ -309,7 +309,7 @@ class Client:
                 yield item
 
         try:
-            for reply in self.stub.ComputeStream(encoded(), timeout=timeout):
+            for reply in self.rpc.ComputeStream(encoded(), timeout=timeout):
                 loss = losses[reply.index] if reply.index < len(losses) else ""
                 if reply.code != 0:
                     error = errors.from_numeric(reply.code, reply.error_message)

@@ -114,7 +114,7 @@ def from_code(code: grpc.StatusCode, details: str) -> Error:
 
 
 def from_rpc_error(error: grpc.RpcError) -> Error:
-    """The typed exception for a grpc.RpcError raised by a stub."""
+    """The typed exception for a grpc.RpcError raised by a call."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
     return from_code(code, details or "")
