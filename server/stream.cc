@@ -82,7 +82,7 @@ class ComputeStreamReactor
   void OnDone() override {
     std::unique_lock<std::mutex> lock(mu_);
     done_ = true;
-    Observe();
+    if (!finished_) Observe();  // cancelled before it could finish
     if (outstanding_ == 0) {
       lock.unlock();
       delete this;
@@ -112,7 +112,8 @@ class ComputeStreamReactor
     return ctx;
   }
 
-  // Under mu_, once the stream is done: it counts as one call.
+  // Under mu_, once per stream, as it finishes (or when it is done without
+  // finishing): it counts as one call.
   void Observe() {
     CallObserver* observer = service_->options().observer;
     if (observer == nullptr) return;
@@ -187,12 +188,14 @@ class ComputeStreamReactor
       finished_ = true;
       code_ = grpc::StatusCode::CANCELLED;
       cancelled_ = true;  // no reply can be sent: skip the work left
+      Observe();
       Finish(grpc::Status(grpc::StatusCode::CANCELLED,
                           "the client stopped reading the stream"));
       return;
     }
     if (reads_done_ && items_.empty()) {
       finished_ = true;
+      Observe();  // before the status goes out, as for a unary call
       Finish(grpc::Status::OK);
     }
   }
