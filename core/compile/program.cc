@@ -253,6 +253,20 @@ absl::Status Program::InferShapes(const ProgramRequest& request,
   return absl::OkStatus();
 }
 
+std::vector<bool> Program::Reaches(const std::vector<int>& sources) const {
+  std::vector<bool> reaches(metas_.size(), false);
+  for (int id : sources) reaches[id] = true;
+  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+    bool any = false;
+    for (int out : it->node->outputs) any = any || reaches[out];
+    if (!any) continue;
+    for (int in : it->node->inputs) {
+      if (in >= 0 && IsFloating(metas_[in].dtype)) reaches[in] = true;
+    }
+  }
+  return reaches;
+}
+
 absl::Status Program::AnalyseGradients(const ProgramRequest& request) {
   if (request.seed_fetched) {
     for (int id : fetch_) {
@@ -287,6 +301,7 @@ absl::Status Program::AnalyseGradients(const ProgramRequest& request) {
     }
   }
   const bool all_parameters = wrt_.empty();
+  wrt_all_parameters_ = all_parameters;
   if (all_parameters) {
     for (size_t id = 0; id < metas_.size(); ++id) {
       if (kind(id) == ValueKind::kParameter) wrt_.push_back(id);
@@ -299,17 +314,7 @@ absl::Status Program::AnalyseGradients(const ProgramRequest& request) {
                                                      " and has no gradient"));
     }
   }
-  // reaches[v]: some gradient source depends on v through floating values.
-  std::vector<bool> reaches(metas_.size(), false);
-  for (int id : grad_sources_) reaches[id] = true;
-  for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
-    bool any = false;
-    for (int out : it->node->outputs) any = any || reaches[out];
-    if (!any) continue;
-    for (int in : it->node->inputs) {
-      if (in >= 0 && IsFloating(metas_[in].dtype)) reaches[in] = true;
-    }
-  }
+  const std::vector<bool> reaches = Reaches(grad_sources_);
   // from_wrt[v]: v depends on some wrt value through floating values.
   std::vector<bool> from_wrt(metas_.size(), false);
   for (int id : wrt_) from_wrt[id] = true;

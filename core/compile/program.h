@@ -95,6 +95,12 @@ class Program {
   const std::vector<int>& grad_sources() const { return grad_sources_; }
   bool seedable(int value) const { return seedable_[value]; }
   const std::vector<int>& wrt() const { return wrt_; }
+  // The request named no wrt: every parameter, those no gradient source
+  // depends on getting zeros.
+  bool wrt_all_parameters() const { return wrt_all_parameters_; }
+  // reaches[v]: a backward pass started from `sources` depends on v through
+  // floating values.
+  std::vector<bool> Reaches(const std::vector<int>& sources) const;
   bool has_backward() const { return !grad_sources_.empty(); }
   // Values a backward pass reads (so the forward pass keeps them).
   int backward_reads(int value) const { return backward_reads_[value]; }
@@ -137,6 +143,7 @@ class Program {
   std::vector<int> grad_sources_;
   std::vector<bool> seedable_;
   std::vector<int> wrt_;
+  bool wrt_all_parameters_ = false;
   std::vector<int> backward_reads_;
   int64_t peak_bytes_bound_ = 0;
   int64_t saved_bytes_bound_ = 0;

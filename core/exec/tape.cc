@@ -84,6 +84,34 @@ auto Guarded(F&& f) -> decltype(f()) {
   }
 }
 
+std::vector<int> WrtIds(const Program& program, const BackwardArgs& args) {
+  if (args.wrt.empty()) return program.wrt();
+  std::vector<int> ids;
+  for (const std::string& name : args.wrt) ids.push_back(program.ValueId(name));
+  return ids;
+}
+
+// As Compute refuses it: a wrt value named (by the backward pass, or by the
+// forward pass when the backward pass names none) that nothing this
+// backward pass starts from depends on.
+absl::Status CheckReached(const Program& p, const BackwardArgs& args) {
+  if (args.wrt.empty() && p.wrt_all_parameters()) return absl::OkStatus();
+  std::vector<int> sources;
+  if (args.from_loss) sources.push_back(p.loss());
+  for (const auto& [name, seed] : args.grad_seeds) {
+    sources.push_back(p.ValueId(name));
+  }
+  const std::vector<bool> reaches = p.Reaches(sources);
+  for (int id : WrtIds(p, args)) {
+    if (!reaches[id]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "wrt '", p.name(id),
+          "': neither the loss nor any seeded value depends on it"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // Small programs run on the calling thread alone: every oneDNN primitive
@@ -209,20 +237,12 @@ class Tape::Pass {
       }
     }
     std::map<std::string, Tensor> gradients;
-    for (int id : WrtIds(args)) {
+    for (int id : WrtIds(program_, args)) {
       const Tensor& g = grads[id];
       gradients[program_.name(id)] =
           g.defined() ? Plain(g, dnnl_) : Tensor::Zeros(program_.meta(id));
     }
     return gradients;
-  }
-
-  std::vector<int> WrtIds(const BackwardArgs& args) const {
-    if (args.wrt.empty()) return program_.wrt();
-    std::vector<int> ids;
-    for (const std::string& name : args.wrt)
-      ids.push_back(program_.ValueId(name));
-    return ids;
   }
 
  private:
@@ -460,8 +480,9 @@ absl::Status Tape::CheckBackward(const BackwardArgs& args) const {
                        absl::StrJoin(names, ", "), "]"));
     }
   }
-  return absl::OkStatus();
+  return CheckReached(p, args);
 }
+
 
 absl::StatusOr<std::map<std::string, Tensor>> Tape::Backward(
     const BackwardArgs& args, const RunControl& control) {

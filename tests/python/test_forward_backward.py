@@ -4,6 +4,7 @@ statistics and gradients, from the loss, from seeds on fetched values, or
 both, for all of Forward's wrt or a subset; and a kept activation gives the
 same gradients every time."""
 
+import grpc
 import numpy as np
 import pytest
 
@@ -114,6 +115,52 @@ def test_wrt_subset_in_backward(server):
     gs.assert_same({k: full[k] for k in sub}, sub, "subset of the full set")
     gs.assert_same(full, server.compute(gs.compute_request(
         g, feeds, loss="L", wrt=wrt, seed=2)).gradients, "full")
+
+
+def unreached_parameter_graph():
+    """y = sigmoid(x) fetched, L = sum(y); W feeds a Linear nothing uses."""
+    g = gs.graph([gs.node("fc", "Linear", ["x", "W"], ["h"]),
+                  gs.node("act", "Sigmoid", ["x"], ["y"]),
+                  gs.node("loss", "Sum", ["y"], ["L"])],
+                 inputs=["x"], outputs=["y"], parameters={"W": np.ones((3, 3), np.float32)})
+    return g, {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+
+
+def test_backward_refuses_a_wrt_nothing_it_starts_from_depends_on(server):
+    g, feeds = unreached_parameter_graph()
+    fwd = server.forward(g, feeds, fetch=["y"], loss="L")  # every parameter
+    with pytest.raises(grpc.RpcError) as compute_error:
+        server.compute(gs.compute_request(g, feeds, fetch=["y"], loss="L", wrt=["W"]))
+    with pytest.raises(grpc.RpcError) as backward_error:
+        server.backward(fwd.activation_id, from_loss=True, wrt=["W"], keep=True)
+    for e in (compute_error, backward_error):
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "wrt 'W': neither the loss nor any seeded value depends on it" in \
+            e.value.details()
+    # Naming no wrt, W gets zeros, as from a Compute naming none.
+    grads = server.backward(fwd.activation_id, from_loss=True, keep=True)
+    gs.assert_same(grads, server.compute(gs.compute_request(
+        g, feeds, fetch=["y"], loss="L")).gradients, "every parameter")
+    assert not grads["W"].any()
+
+
+def test_backward_from_fewer_seeds_than_the_forward_planned(server):
+    """The forward pass plans for the loss and the fetched y; a backward
+    pass seeding only y refuses the forward's wrt that only L reaches."""
+    g = gs.graph([gs.node("act", "Sigmoid", ["x"], ["y"]),
+                  gs.node("scale", "Mul", ["x", "s"], ["z"]),
+                  gs.node("loss", "Sum", ["z"], ["L"])],
+                 inputs=["x"], outputs=["y"], parameters={"s": np.full((2, 3), 2, np.float32)})
+    feeds = {"x": np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)}
+    seeds = {"y": np.ones((2, 3), np.float32)}
+    fwd = server.forward(g, feeds, fetch=["y"], loss="L", wrt=["x", "s"])
+    with pytest.raises(grpc.RpcError) as e:
+        server.backward(fwd.activation_id, output_gradients=seeds, keep=True)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "wrt 's': neither the loss nor any seeded value depends on it" in e.value.details()
+    grads = server.backward(fwd.activation_id, output_gradients=seeds, wrt=["x"])
+    gs.assert_same(grads, server.compute(gs.compute_request(
+        g, feeds, fetch=["y"], output_gradients=seeds, wrt=["x"])).gradients, "x alone")
 
 
 def test_kept_activation_of_the_cnn_gives_the_same_gradients_each_time(server):
