@@ -99,7 +99,8 @@ class IndexOp : public Op {
   // scalar counting as one dim.
   static absl::StatusOr<int> ReadDim(const OpConfig& c) {
     const int64_t wrap = c.attrs().GetInt("wrap_negative");
-    if (wrap != 0 && wrap != 1) return c.attrs().Invalid("wrap_negative", "0 or 1");
+    if (wrap != 0 && wrap != 1)
+      return c.attrs().Invalid("wrap_negative", "0 or 1");
     if (IsFloating(c.input(0).dtype)) RETURN_IF_ERROR(c.ExpectFloat(0));
     RETURN_IF_ERROR(c.ExpectInt64(1));
     const int rank = static_cast<int>(std::max<size_t>(c.shape(0).size(), 1));

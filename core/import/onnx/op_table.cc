@@ -514,7 +514,8 @@ absl::StatusOr<Ints> TransposedPads(const NodeImport& node, const Ints& kernel,
     }
     return pads;
   }
-  ASSIGN_OR_RETURN(Ints in, node.StaticShape(0, "ConvTranspose's output_shape"));
+  ASSIGN_OR_RETURN(Ints in,
+                   node.StaticShape(0, "ConvTranspose's output_shape"));
   if (shape.size() > n) shape.erase(shape.begin(), shape.end() - n);
   Ints pads(2 * n, 0);
   for (size_t d = 0; d < n; ++d) {
@@ -538,8 +539,9 @@ absl::Status ConvTranspose(NodeImport& node, const char*) {
   ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, "ConvTranspose"));
   const size_t n = w.size() < 2 ? 0 : w.size() - 2;
   if (n != 1 && n != 2) {
-    return node.Unsupported(n, "-d transposed convolution (gradserve has "
-                               "ConvTranspose1d and ConvTranspose2d)");
+    return node.Unsupported(n,
+                            "-d transposed convolution (gradserve has "
+                            "ConvTranspose1d and ConvTranspose2d)");
   }
   const Ints kernel = node.Ints("kernel_shape", Ints(w.begin() + 2, w.end()));
   const Ints strides = node.Ints("strides", Ints(n, 1));
@@ -563,8 +565,8 @@ absl::Status ConvTranspose(NodeImport& node, const char*) {
     crop.push_back(padding[d] - pads[d]);
     crop.push_back(padding[d] - pads[d + n]);
   }
-  const bool cropped = std::any_of(crop.begin(), crop.end(),
-                                   [](int64_t c) { return c != 0; });
+  const bool cropped =
+      std::any_of(crop.begin(), crop.end(), [](int64_t c) { return c != 0; });
   const std::string y = cropped ? node.Temp("uncropped") : node.Output(0);
   node.Emit(n == 2 ? "ConvTranspose2d" : "ConvTranspose1d", Inputs(node), {y},
             {{"stride", strides},
@@ -722,8 +724,8 @@ std::string FloatConstant(NodeImport& node, absl::string_view suffix,
   const int32_t type = node.ElemType(0) == onnx::TensorProto::DOUBLE
                            ? onnx::TensorProto::DOUBLE
                            : onnx::TensorProto::FLOAT;
-  return node.NewConstant(
-      suffix, CastFloats(Tensor::Scalar<double>(value), type));
+  return node.NewConstant(suffix,
+                          CastFloats(Tensor::Scalar<double>(value), type));
 }
 
 // x's mean over `reduce`'s axes (kept as 1s) into `mean`, and optionally
@@ -748,8 +750,8 @@ Moments EmitMoments(NodeImport& node, const AttrMap& reduce, std::string mean,
 // √(var + epsilon): Add, Sqrt.
 std::string EmitStd(NodeImport& node, const std::string& var, double epsilon) {
   const std::string shifted = node.Temp("var_eps"), std = node.Temp("std");
-  node.Emit("Add", {var, FloatConstant(node, "epsilon", epsilon)}, {shifted}, {},
-            "var_eps");
+  node.Emit("Add", {var, FloatConstant(node, "epsilon", epsilon)}, {shifted},
+            {}, "var_eps");
   node.Emit("Sqrt", {shifted}, {std}, {}, "std");
   return std;
 }
@@ -766,8 +768,9 @@ absl::Status BatchNormalizationTraining(NodeImport& node, int rank) {
   Ints axes = {0}, channel(rank, 1);
   for (int d = 2; d < rank; ++d) axes.push_back(d);
   channel[1] = scale[0];
-  const Moments m = EmitMoments(node, {{"axes", axes}, {"keepdims", int64_t{1}}},
-                                node.Temp("batch_mean"), true);
+  const Moments m =
+      EmitMoments(node, {{"axes", axes}, {"keepdims", int64_t{1}}},
+                  node.Temp("batch_mean"), true);
   const std::string std = EmitStd(node, m.var, node.Float("epsilon", 1e-5));
   const std::string normalized = node.Temp("normalized"),
                     w = node.Temp("scale"), b = node.Temp("bias"),
@@ -788,8 +791,8 @@ absl::Status BatchNormalizationTraining(NodeImport& node, int rank) {
                       old_part = node.Temp(tag + "_old"),
                       new_part = node.Temp(tag + "_new");
     EmitReshape(node, *batch, flat, scale, tag + "_batch");
-    node.Emit("Scale", {node.Input(input)}, {old_part},
-              {{"factor", momentum}}, tag + "_old");
+    node.Emit("Scale", {node.Input(input)}, {old_part}, {{"factor", momentum}},
+              tag + "_old");
     node.Emit("Scale", {flat}, {new_part}, {{"factor", 1.0 - momentum}},
               tag + "_new");
     node.Emit("Add", {old_part, new_part}, {node.Output(j)}, {}, tag);
@@ -865,10 +868,10 @@ void EmitLayerNormStatistics(NodeImport& node, int axis, int rank,
                              double epsilon) {
   Ints axes;
   for (int d = axis; d < rank; ++d) axes.push_back(d);
-  const Moments m = EmitMoments(
-      node, {{"axes", axes}, {"keepdims", int64_t{1}}},
-      node.OutputUsed(1) ? node.Output(1) : node.Temp("mean"),
-      node.OutputUsed(2));
+  const Moments m =
+      EmitMoments(node, {{"axes", axes}, {"keepdims", int64_t{1}}},
+                  node.OutputUsed(1) ? node.Output(1) : node.Temp("mean"),
+                  node.OutputUsed(2));
   if (!node.OutputUsed(2)) return;
   const std::string std = EmitStd(node, m.var, epsilon);
   node.Emit("Div", {FloatConstant(node, "one", 1.0), std}, {node.Output(2)}, {},
@@ -1003,13 +1006,15 @@ absl::Status Pad(NodeImport& node, const char*) {
   }
   const std::optional<int> rank = node.Rank(0);
   if (pads.size() % 2 != 0 || (rank && pads.size() != 2 * size_t(*rank))) {
-    return node.Invalid("pads has ", pads.size(), " values for an input of rank ",
+    return node.Invalid("pads has ", pads.size(),
+                        " values for an input of rank ",
                         rank ? absl::StrCat(*rank) : "unknown");
   }
   std::string mode = node.String("mode", "constant");
   if (mode == "edge") mode = "replicate";
   if (mode != "constant" && mode != "reflect" && mode != "replicate") {
-    return node.Unsupported("mode '", mode, "' (gradserve pads constant, "
+    return node.Unsupported("mode '", mode,
+                            "' (gradserve pads constant, "
                             "reflect and edge)");
   }
   if (std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; })) {
@@ -1034,8 +1039,8 @@ absl::StatusOr<Ints> SplitSizes(const NodeImport& node, int axis) {
   if (sizes.empty()) {
     ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Split into equal parts"));
     if (dims[axis] % n != 0) {
-      return node.Unsupported("a dim of ", dims[axis],
-                              " split into ", n, " equal parts");
+      return node.Unsupported("a dim of ", dims[axis], " split into ", n,
+                              " equal parts");
     }
     sizes.assign(n, dims[axis] / n);
   }
@@ -1053,8 +1058,9 @@ absl::Status Split(NodeImport& node, const char* op) {
   ASSIGN_OR_RETURN(Ints sizes, SplitSizes(node, axis));
   std::vector<std::string> outputs;
   for (int j = 0; j < node.NumOutputs(); ++j) {
-    outputs.push_back(node.Output(j).empty() ? node.Temp(absl::StrCat("unused_", j))
-                                             : node.Output(j));
+    outputs.push_back(node.Output(j).empty()
+                          ? node.Temp(absl::StrCat("unused_", j))
+                          : node.Output(j));
   }
   node.Emit(op, {node.Input(0)}, std::move(outputs),
             {{"split_size_or_sections", sizes}, {"dim", int64_t{axis}}});
@@ -1071,8 +1077,7 @@ absl::Status Gather(NodeImport& node, const char* op) {
   ASSIGN_OR_RETURN(int axis,
                    NormalizeAxis(node, node.Int("axis", 0), rank, "axis"));
   ASSIGN_OR_RETURN(Ints indices, node.StaticShape(1, "Gather"));
-  const AttrMap attrs = {{"dim", int64_t{axis}},
-                         {"wrap_negative", int64_t{1}}};
+  const AttrMap attrs = {{"dim", int64_t{axis}}, {"wrap_negative", int64_t{1}}};
   if (indices.size() == 1) {  // y is data with axis's dim replaced
     node.Emit("IndexSelect", {node.Input(0), node.Input(1)}, {node.Output(0)},
               attrs);
@@ -1086,8 +1091,7 @@ absl::Status Gather(NodeImport& node, const char* op) {
   const std::string selected = node.Temp("selected");
   EmitReshape(node, node.Input(1), index, {ElementCount(indices)},
               "index_vector");
-  node.Emit("IndexSelect", {node.Input(0), index}, {selected}, attrs,
-            "select");
+  node.Emit("IndexSelect", {node.Input(0), index}, {selected}, attrs, "select");
   EmitReshape(node, selected, node.Output(0), y, "view");
   return absl::OkStatus();
 }
@@ -1106,8 +1110,9 @@ absl::Status Pow(NodeImport& node, const char* op) {
   const int32_t type = node.ElemType(0);
   std::string exponent = node.Input(1);
   if (node.ElemType(1) != type) {
-    ASSIGN_OR_RETURN(Tensor e, node.ConstantInput(1, "an exponent of another "
-                                                     "element type"));
+    ASSIGN_OR_RETURN(Tensor e, node.ConstantInput(1,
+                                                  "an exponent of another "
+                                                  "element type"));
     exponent = node.NewConstant("exponent", CastFloats(e, type));
   }
   node.Emit(op, {node.Input(0), exponent}, {node.Output(0)});
@@ -1166,8 +1171,10 @@ const std::vector<OpRow>& Table() {
       {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
       // (Mean, Sub, Mul, Add, Sqrt, Div for Mean and InvStdDev)
       {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
-      {"InstanceNormalization", "InstanceNorm1d | InstanceNorm2d | GroupNorm",
-       InstanceNormalization, {}},
+      {"InstanceNormalization",
+       "InstanceNorm1d | InstanceNorm2d | GroupNorm",
+       InstanceNormalization,
+       {}},
       {"Dropout", "Dropout", Dropout, {}},
       {"Flatten", "Flatten | Reshape", Flatten, {}},
       {"Reshape", "Reshape", Reshape, {}},
