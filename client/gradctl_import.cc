@@ -78,8 +78,8 @@ class Import : public Command {
 
   absl::Status Run(Context& context) override {
     if (!IsOnnxFile(model_)) {
-      return UsageError(absl::StrCat("import takes an .onnx model, got '",
-                                     model_, "'"));
+      return UsageError(
+          absl::StrCat("import takes an .onnx model, got '", model_, "'"));
     }
     if (!absl::EndsWith(out_, ".pbtxt") && !absl::EndsWith(out_, ".json")) {
       return UsageError(absl::StrCat("--out ", out_,
@@ -104,8 +104,8 @@ class Import : public Command {
     }
     ASSIGN_OR_RETURN(std::string text, Serialize(proto, out_));
     RETURN_IF_ERROR(WriteFileAtomically(out_, text));
-    context.out << "wrote " << out_ << ": " << proto.nodes_size()
-                << " nodes, " << proto.parameters_size() << " parameters, "
+    context.out << "wrote " << out_ << ": " << proto.nodes_size() << " nodes, "
+                << proto.parameters_size() << " parameters, "
                 << proto.buffers_size() << " buffers, inputs "
                 << absl::StrJoin(proto.inputs(), ", ") << ", outputs "
                 << absl::StrJoin(proto.outputs(), ", ") << "\n";
