@@ -473,22 +473,32 @@ Ints PaddingAttr(Ints pads) {
   return pads;
 }
 
-absl::Status Conv(NodeImport& node, const char*) {
-  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, "Conv"));
-  const size_t spatial = w.size() < 2 ? 0 : w.size() - 2;
-  if (spatial != 1 && spatial != 2) {
-    return node.Unsupported(spatial,
-                            "-d convolution (gradserve has Conv1d "
-                            "and Conv2d)");
+// A convolution's window: 1-d or 2-d (`op` names gradserve's two), the
+// kernel from kernel_shape or the weight's dims, strides and dilations.
+struct ConvWindow {
+  size_t n;
+  Ints kernel, strides, dilations;
+};
+absl::StatusOr<ConvWindow> ConvWindowOf(const NodeImport& node,
+                                        absl::string_view op) {
+  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, op));
+  const size_t n = w.size() < 2 ? 0 : w.size() - 2;
+  if (n != 1 && n != 2) {
+    return node.Unsupported(n, "-d window (gradserve has ", op, "1d and ", op,
+                            "2d)");
   }
-  const Ints kernel(w.begin() + 2, w.end());
-  const Ints strides = node.Ints("strides", Ints(spatial, 1));
-  const Ints dilations = node.Ints("dilations", Ints(spatial, 1));
-  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
-  node.Emit(spatial == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
-            {{"stride", strides},
+  return ConvWindow{n, node.Ints("kernel_shape", Ints(w.begin() + 2, w.end())),
+                    node.Ints("strides", Ints(n, 1)),
+                    node.Ints("dilations", Ints(n, 1))};
+}
+
+absl::Status Conv(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(ConvWindow w, ConvWindowOf(node, "Conv"));
+  ASSIGN_OR_RETURN(Ints pads, Pads(node, w.kernel, w.strides, w.dilations));
+  node.Emit(w.n == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
+            {{"stride", w.strides},
              {"padding", PaddingAttr(std::move(pads))},
-             {"dilation", dilations},
+             {"dilation", w.dilations},
              {"groups", node.Int("group", 1)}});
   return absl::OkStatus();
 }
@@ -536,18 +546,11 @@ absl::StatusOr<Ints> TransposedPads(const NodeImport& node, const Ints& kernel,
 // ConvTranspose1d / 2d with the smaller pad of each dim as padding; what
 // asymmetric pads leave over is cropped by a Pad of negative amounts.
 absl::Status ConvTranspose(NodeImport& node, const char*) {
-  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, "ConvTranspose"));
-  const size_t n = w.size() < 2 ? 0 : w.size() - 2;
-  if (n != 1 && n != 2) {
-    return node.Unsupported(n,
-                            "-d transposed convolution (gradserve has "
-                            "ConvTranspose1d and ConvTranspose2d)");
-  }
-  const Ints kernel = node.Ints("kernel_shape", Ints(w.begin() + 2, w.end()));
-  const Ints strides = node.Ints("strides", Ints(n, 1));
-  const Ints dilations = node.Ints("dilations", Ints(n, 1));
+  ASSIGN_OR_RETURN(ConvWindow w, ConvWindowOf(node, "ConvTranspose"));
+  const size_t n = w.n;
+  const Ints &strides = w.strides, &dilations = w.dilations;
   Ints output_padding = node.Ints("output_padding", Ints(n, 0));
-  ASSIGN_OR_RETURN(Ints pads, TransposedPads(node, kernel, strides, dilations,
+  ASSIGN_OR_RETURN(Ints pads, TransposedPads(node, w.kernel, strides, dilations,
                                              output_padding));
   Ints padding(n), crop;
   for (size_t d = 0; d < n; ++d) {
