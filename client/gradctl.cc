@@ -55,6 +55,11 @@ const CommandSpec kCommands[] = {
      "respect to --wrt, the gradient norm, and whether the point is a "
      "minimum, maximum, saddle, degenerate or not critical.",
      DefineHessian},
+    {"import",
+     "Imports an ONNX model here (no server) and writes it as a gradserve "
+     "graph file (.pbtxt or .json), parameters included, to read, edit and "
+     "send with --graph.",
+     DefineImport},
 };
 
 std::string CommandList() {

@@ -19,6 +19,7 @@ std::unique_ptr<Command> DefineBench(CLI::App& app);
 std::unique_ptr<Command> DefineSessions(CLI::App& app);
 std::unique_ptr<Command> DefineGradcheck(CLI::App& app);
 std::unique_ptr<Command> DefineHessian(CLI::App& app);
+std::unique_ptr<Command> DefineImport(CLI::App& app);
 
 }  // namespace gradserve::client
 

@@ -86,6 +86,9 @@ class InterruptGuard {
 // "NAME=VALUE" -> {NAME, VALUE}; a usage error naming `flag` otherwise.
 absl::StatusOr<std::pair<std::string, std::string>> SplitAssignment(
     const std::string& arg, absl::string_view flag);
+// --input NAME=D1,D2,...[:int64] into a request's input_shapes.
+absl::Status ParseInputShape(const std::string& arg,
+                             gradserve::v1::DescribeRequest* r);
 // --feed/--grad NAME=FILE.npy into a map of tensors.
 absl::Status ReadTensors(
     const std::vector<std::string>& args, absl::string_view flag,

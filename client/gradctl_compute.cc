@@ -19,33 +19,6 @@ namespace {
 
 namespace pb = ::gradserve::v1;
 
-// --input NAME=D1,D2,...[:int64]
-absl::Status ParseInputShape(const std::string& arg, pb::DescribeRequest* r) {
-  ASSIGN_OR_RETURN(auto kv, SplitAssignment(arg, "--input"));
-  std::pair<std::string, std::string> spec =
-      absl::StrSplit(kv.second, absl::MaxSplits(':', 1));
-  pb::TensorShape& shape = (*r->mutable_input_shapes())[kv.first];
-  if (spec.second == "int64") {
-    shape.set_dtype(pb::DATA_TYPE_INT64);
-  } else if (spec.second == "float32" || spec.second.empty()) {
-    shape.set_dtype(pb::DATA_TYPE_FLOAT32);
-  } else {
-    return UsageError(absl::StrCat("--input ", arg,
-                                   ": dtype must be float32 or int64, got '",
-                                   spec.second, "'"));
-  }
-  for (absl::string_view d :
-       absl::StrSplit(spec.first, ',', absl::SkipEmpty())) {
-    int64_t dim;
-    if (!absl::SimpleAtoi(d, &dim)) {
-      return UsageError(
-          absl::StrCat("--input ", arg, ": '", d, "' is not a dimension"));
-    }
-    shape.add_dims(dim);
-  }
-  return absl::OkStatus();
-}
-
 class Describe : public Command {
  public:
   explicit Describe(CLI::App& app) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -178,6 +179,9 @@ Tensor Tensor::FromValues(Shape shape, absl::Span<const T> values) {
   std::copy(values.begin(), values.end(), t.data<T>());
   return t;
 }
+
+// Named tensors (feeds, gradients, ...).
+using TensorMap = absl::flat_hash_map<std::string, Tensor>;
 
 }  // namespace gradserve
 

@@ -20,8 +20,6 @@
 
 namespace gradserve {
 
-using TensorMap = absl::flat_hash_map<std::string, Tensor>;
-
 // Sees a run's values as they are computed (diagnostics): every node output
 // after its node's forward pass, and the gradient of every node output once
 // complete in the backward pass; plain tensors, valid during the call.

@@ -1,9 +1,11 @@
 // Gather (torch.gather(x, dim, index)) and IndexSelect (torch.index_select(x,
-// dim, index)), index int64. Every index must lie in [0, size of x's dim):
-// one that does not is INVALID_ARGUMENT naming its value and position,
-// found before the output is allocated (no wrap-around of negative
-// indices, as in PyTorch). x may be of any dtype; dL/dx adds dY into the
-// selected elements (scatter_add / index_add, repeated indices summed).
+// dim, index)), index int64. Every index must lie in [0, size of x's dim)
+// (no wrap-around of negative indices, as in PyTorch), or with
+// wrap_negative = 1 in [-size, size), a negative one counting from the end
+// (as ONNX's Gather and GatherElements, and NumPy): one that does not is
+// INVALID_ARGUMENT naming its value and position, found before the output
+// is allocated. x may be of any dtype; dL/dx adds dY into the selected
+// elements (scatter_add / index_add, repeated indices summed).
 //   Gather       y has index's shape: y[j] = x[j with j[dim] = index[j]];
 //                index has x's rank (a scalar counts as rank 1) and no
 //                larger dims than x's apart from dim.
@@ -41,16 +43,22 @@ class IndexOp : public Op {
   // Checks every index against the dim's size before anything is allocated.
   absl::Status CheckIndices(const Tensor& index) const {
     const int64_t* ip = index.data<int64_t>();
+    const int64_t low = wrap_negative_ ? -split_.dim : 0;
     for (int64_t i = 0; i < index.num_elements(); ++i) {
-      if (ip[i] < 0 || ip[i] >= split_.dim) {
+      if (ip[i] < low || ip[i] >= split_.dim) {
         return absl::InvalidArgumentError(absl::StrCat(
             label_, ": index ", ip[i], " at ", Position(i, index.shape()),
             " of ", index_name_, " is out of range for dim ", dim_, " of ",
-            x_name_, " (size ", split_.dim, "): indices must lie in [0, ",
-            split_.dim, ")"));
+            x_name_, " (size ", split_.dim, "): indices must lie in [", low,
+            ", ", split_.dim, ")"));
       }
     }
     return absl::OkStatus();
+  }
+
+  // A checked index as a position along dim.
+  int64_t Wrapped(int64_t index) const {
+    return index < 0 ? index + split_.dim : index;
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -90,6 +98,9 @@ class IndexOp : public Op {
   // Checks x (any dtype) and index (int64) and reads dim: x's rank, a
   // scalar counting as one dim.
   static absl::StatusOr<int> ReadDim(const OpConfig& c) {
+    const int64_t wrap = c.attrs().GetInt("wrap_negative");
+    if (wrap != 0 && wrap != 1)
+      return c.attrs().Invalid("wrap_negative", "0 or 1");
     if (IsFloating(c.input(0).dtype)) RETURN_IF_ERROR(c.ExpectFloat(0));
     RETURN_IF_ERROR(c.ExpectInt64(1));
     const int rank = static_cast<int>(std::max<size_t>(c.shape(0).size(), 1));
@@ -98,6 +109,7 @@ class IndexOp : public Op {
 
   // Names for messages: "node 'g' (Gather)", "input 'index' (value 'i')".
   void Name(const OpConfig& c, const std::string& op) {
+    wrap_negative_ = c.attrs().GetInt("wrap_negative") != 0;
     label_ = absl::StrCat("node '", c.node(), "' (", op, ")");
     x_name_ = c.Describe(0);
     index_name_ = c.Describe(1);
@@ -105,6 +117,7 @@ class IndexOp : public Op {
 
   std::string label_, x_name_, index_name_;
   int dim_ = 0;
+  bool wrap_negative_ = false;
   Shape x_;
   AxisSplit split_;  // of x around dim
 };
@@ -151,7 +164,7 @@ class GatherOp : public IndexOp {
     for (int64_t o = 0; o < index.num_elements(); ++o) {
       int64_t offset = 0;
       for (int d = 0; d < rank; ++d) {
-        offset += (d == dim_ ? ip[o] : j[d]) * strides[d];
+        offset += (d == dim_ ? Wrapped(ip[o]) : j[d]) * strides[d];
       }
       f(o, offset);
       for (int d = rank - 1; d >= 0; --d) {
@@ -198,7 +211,8 @@ class IndexSelectOp : public IndexOp {
     int64_t o = 0;
     for (int64_t outer = 0; outer < split_.outer; ++outer) {
       for (int64_t k = 0; k < count; ++k) {
-        const int64_t base = (outer * split_.dim + ip[k]) * split_.inner;
+        const int64_t base =
+            (outer * split_.dim + Wrapped(ip[k])) * split_.inner;
         for (int64_t i = 0; i < split_.inner; ++i) f(o++, base + i);
       }
     }
@@ -210,7 +224,9 @@ OpSchema IndexSchema(const std::string& name) {
   s.name = name;
   s.inputs = {{"x"}, {"index"}};
   s.attrs = {{"dim", AttrType::kInt, std::nullopt,
-              "the dim indexed; negative counts from the end"}};
+              "the dim indexed; negative counts from the end"},
+             {"wrap_negative", AttrType::kInt, AttrValue(int64_t{0}),
+              "1: an index in [-size, 0) counts from the end (ONNX's)"}};
   if (name == "Gather") {
     s.description =
         "y[j] = x[j with j[dim] = index[j]], torch.gather; index int64";

@@ -6,6 +6,7 @@
 #include "core/graph.h"
 #include "gradserve/v1/graph.pb.h"
 #include "runtime/calls.h"
+#include "server/codec/graph_wire.h"
 #include "server/codec/tensor_codec.h"
 
 namespace gradserve::server {
@@ -14,9 +15,6 @@ namespace gradserve::server {
 // bytes from the message; check them first with a TensorBatch
 // (ModelFromProto does).
 absl::StatusOr<GraphDef> GraphFromProto(pb::Graph& g, const Limits& limits);
-
-// The graph as the wire has it, parameter and buffer values included.
-void GraphToProto(const GraphDef& graph, pb::Graph* out);
 
 // A request's model oneof: its graph's tensors are checked into `batch`
 // (the caller checks the batch's total before converting anything else).

@@ -10,7 +10,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/exec/tape.h"
 #include "core/graph.h"
 #include "core/tensor.h"
 #include "google/protobuf/map.h"

@@ -162,7 +162,7 @@ TEST_F(Gradctl, AnUnknownCommandIsNamedWithTheCommands) {
   EXPECT_EQ(r.err,
             "gradctl: unknown command 'frobnicate'; the commands are: info, "
             "health, describe, compute, batch, train, bench, sessions, "
-            "gradcheck, hessian\n");
+            "gradcheck, hessian, import\n");
   r = Call({}, false);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("a command is required; the commands are: info,"),

@@ -660,3 +660,87 @@ def test_gradctl_trains_an_onnx_model_like_torch_sgd(server, tmp_path):
         opt.step()
         expected.append(loss.item())
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+
+
+def read_graph_file(path):
+    from google.protobuf import json_format, text_format
+    from gradserve.v1 import graph_pb2
+    with open(path) as f:
+        text = f.read()
+    if str(path).endswith(".json"):
+        return json_format.Parse(text, graph_pb2.Graph())
+    return text_format.Parse(text, graph_pb2.Graph())
+
+
+@pytest.mark.parametrize("suffix", [".pbtxt", ".json"])
+def test_gradctl_import_writes_the_graph_compute_takes(server, tmp_path, suffix):
+    """gradctl import model.onnx --out graph.pbtxt (or .json), with no
+    server: the imported graph, initializers as parameters (their values
+    readable as float_values), BatchNorm statistics as buffers; compute
+    --graph on that file gives the .onnx's outputs and gradients, and an
+    edited parameter value in it shows in the output."""
+    from gradctl_runs import gradctl
+    torch.manual_seed(31)
+    module = om.CNN().eval()
+    randomize_batch_norms(module)
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    onnx_path, graph_path = tmp_path / "model.onnx", tmp_path / f"graph{suffix}"
+    onnx_path.write_bytes(om.export(module, torch.tensor(x), ["x"], ["y"], PRESERVE))
+    run = gradctl("127.0.0.1:1", "import", onnx_path, "--out", graph_path)
+    assert run.returncode == 0, run.stderr
+    assert f"wrote {graph_path}" in run.stdout
+    graph = read_graph_file(graph_path)
+    assert set(graph.parameters) == {n for n, _ in module.named_parameters()}
+    assert {"bn.running_mean", "bn.running_var"} <= set(graph.buffers)
+    weight = graph.parameters["fc.weight"]
+    assert not weight.data and list(weight.shape) == [5, 6]
+    np.testing.assert_array_equal(weight.float_values, module.fc.weight.detach().numpy().ravel())
+    assert [n.op for n in graph.nodes if n.name == "/conv1/Conv"] == ["Conv2d"]
+
+    np.save(tmp_path / "x.npy", x)
+    dy = rng.standard_normal((2, 5)).astype(np.float32)
+    np.save(tmp_path / "dy.npy", dy)
+
+    def compute(path, out):
+        run = gradctl(server, "compute", "--graph", path, "--feed", f"x={tmp_path / 'x.npy'}",
+                      "--grad", f"y={tmp_path / 'dy.npy'}", "--wrt", "x", "--wrt",
+                      "conv1.weight", "--wrt", "bn.weight", "--mode", "eval", "--out",
+                      tmp_path / out)
+        assert run.returncode == 0, run.stderr
+        return {f.name: np.load(f) for f in (tmp_path / out).iterdir()}
+    from_onnx, from_graph = compute(onnx_path, "onnx"), compute(graph_path, "graph")
+    assert set(from_graph) == {"y.npy", "grad_x.npy", "grad_conv1.weight.npy",
+                               "grad_bn.weight.npy"}
+    for name, value in from_onnx.items():
+        np.testing.assert_array_equal(from_graph[name], value, err_msg=name)
+    y, grads = torch_reference(module, x, dy)
+    np.testing.assert_allclose(from_graph["y.npy"], y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(from_graph["grad_x.npy"], grads["x"], rtol=1e-4, atol=1e-5)
+
+    # An edit of the file: fc's bias + 1 moves every logit by 1 before the
+    # softmax, which the softmax cancels; fc's weight · 0 leaves the bias.
+    graph.parameters["fc.weight"].float_values[:] = [0.0] * 30
+    with open(graph_path, "w") as f:
+        from google.protobuf import json_format, text_format
+        f.write(json_format.MessageToJson(graph) if suffix == ".json"
+                else text_format.MessageToString(graph))
+    edited = compute(graph_path, "edited")["y.npy"]
+    bias = module.fc.bias.detach()
+    np.testing.assert_allclose(edited, torch.softmax(bias, 0).expand(2, 5).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_gradctl_import_errors_name_the_model(tmp_path):
+    """A model the import refuses exits non-zero naming the file and the
+    node; a wrong --out suffix is a usage error (2)."""
+    from gradctl_runs import gradctl
+    path = tmp_path / "hardmax.onnx"
+    path.write_bytes(om.model_bytes([helper.make_node("Hardmax", ["x"], ["y"], name="hm")],
+                                    [("x", [2, 3])], [("y", [2, 3])]))
+    run = gradctl("127.0.0.1:1", "import", path, "--out", tmp_path / "g.pbtxt")
+    assert run.returncode not in (0, 2), run
+    assert str(path) in run.stderr and "Hardmax" in run.stderr and "'hm'" in run.stderr
+    assert not (tmp_path / "g.pbtxt").exists()
+    run = gradctl("127.0.0.1:1", "import", path, "--out", tmp_path / "g.txt")
+    assert run.returncode == 2 and ".pbtxt or .json" in run.stderr, run

@@ -4,6 +4,7 @@
 // (shape arithmetic: Shape, Gather, Unsqueeze, Concat, ...).
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "absl/strings/str_join.h"
@@ -472,23 +473,113 @@ Ints PaddingAttr(Ints pads) {
   return pads;
 }
 
-absl::Status Conv(NodeImport& node, const char*) {
-  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, "Conv"));
-  const size_t spatial = w.size() < 2 ? 0 : w.size() - 2;
-  if (spatial != 1 && spatial != 2) {
-    return node.Unsupported(spatial,
-                            "-d convolution (gradserve has Conv1d "
-                            "and Conv2d)");
+// A convolution's window: 1-d or 2-d (`op` names gradserve's two), the
+// kernel from kernel_shape or the weight's dims, strides and dilations.
+struct ConvWindow {
+  size_t n;
+  Ints kernel, strides, dilations;
+};
+absl::StatusOr<ConvWindow> ConvWindowOf(const NodeImport& node,
+                                        absl::string_view op) {
+  ASSIGN_OR_RETURN(Ints w, node.StaticShape(1, op));
+  const size_t n = w.size() < 2 ? 0 : w.size() - 2;
+  if (n != 1 && n != 2) {
+    return node.Unsupported(n, "-d window (gradserve has ", op, "1d and ", op,
+                            "2d)");
   }
-  const Ints kernel(w.begin() + 2, w.end());
-  const Ints strides = node.Ints("strides", Ints(spatial, 1));
-  const Ints dilations = node.Ints("dilations", Ints(spatial, 1));
-  ASSIGN_OR_RETURN(Ints pads, Pads(node, kernel, strides, dilations));
-  node.Emit(spatial == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
-            {{"stride", strides},
+  return ConvWindow{n, node.Ints("kernel_shape", Ints(w.begin() + 2, w.end())),
+                    node.Ints("strides", Ints(n, 1)),
+                    node.Ints("dilations", Ints(n, 1))};
+}
+
+absl::Status Conv(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(ConvWindow w, ConvWindowOf(node, "Conv"));
+  ASSIGN_OR_RETURN(Ints pads, Pads(node, w.kernel, w.strides, w.dilations));
+  node.Emit(w.n == 2 ? "Conv2d" : "Conv1d", Inputs(node), {node.Output(0)},
+            {{"stride", w.strides},
              {"padding", PaddingAttr(std::move(pads))},
+             {"dilation", w.dilations},
+             {"groups", node.Int("group", 1)}});
+  return absl::OkStatus();
+}
+
+// ConvTranspose's pads in ONNX's order: from output_shape or auto_pad
+// SAME (y = x·stride), else the pads attribute. Of the total padding ONNX
+// puts the odd one at the end for SAME_UPPER, at the start otherwise; a
+// negative total (an output_shape past the full output) grows
+// output_padding instead.
+absl::StatusOr<Ints> TransposedPads(const NodeImport& node, const Ints& kernel,
+                                    const Ints& strides, const Ints& dilations,
+                                    Ints& output_padding) {
+  const size_t n = kernel.size();
+  const std::string auto_pad = node.String("auto_pad", "NOTSET");
+  Ints shape = node.Ints("output_shape");
+  const bool same = auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER";
+  if (shape.empty() && !same) {
+    Ints pads = auto_pad == "VALID" ? Ints(2 * n, 0)
+                                    : node.Ints("pads", Ints(2 * n, 0));
+    if (pads.size() != 2 * n) {
+      return node.Invalid("pads has ", pads.size(), " values, expected ",
+                          2 * n);
+    }
+    return pads;
+  }
+  ASSIGN_OR_RETURN(Ints in,
+                   node.StaticShape(0, "ConvTranspose's output_shape"));
+  if (shape.size() > n) shape.erase(shape.begin(), shape.end() - n);
+  Ints pads(2 * n, 0);
+  for (size_t d = 0; d < n; ++d) {
+    const int64_t out = shape.empty() ? in[d + 2] * strides[d] : shape[d];
+    const int64_t total = strides[d] * (in[d + 2] - 1) + output_padding[d] +
+                          (kernel[d] - 1) * dilations[d] + 1 - out;
+    if (total < 0) {
+      output_padding[d] -= total;
+      continue;
+    }
+    const int64_t small = total / 2, large = total - small;
+    pads[d] = auto_pad == "SAME_UPPER" ? small : large;
+    pads[d + n] = total - pads[d];
+  }
+  return pads;
+}
+
+// ConvTranspose1d / 2d with the smaller pad of each dim as padding; what
+// asymmetric pads leave over is cropped by a Pad of negative amounts.
+absl::Status ConvTranspose(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(ConvWindow w, ConvWindowOf(node, "ConvTranspose"));
+  const size_t n = w.n;
+  const Ints &strides = w.strides, &dilations = w.dilations;
+  Ints output_padding = node.Ints("output_padding", Ints(n, 0));
+  ASSIGN_OR_RETURN(Ints pads, TransposedPads(node, w.kernel, strides, dilations,
+                                             output_padding));
+  Ints padding(n), crop;
+  for (size_t d = 0; d < n; ++d) {
+    if (pads[d] < 0 || pads[d + n] < 0) {
+      return node.Unsupported("negative pads [", absl::StrJoin(pads, ", "),
+                              "]");
+    }
+    if (output_padding[d] >= std::max(strides[d], dilations[d])) {
+      return node.Unsupported("output_padding ", output_padding[d],
+                              " not below the stride or the dilation");
+    }
+    padding[d] = std::min(pads[d], pads[d + n]);
+  }
+  for (size_t d = n; d-- > 0;) {  // torch's order, cropping
+    crop.push_back(padding[d] - pads[d]);
+    crop.push_back(padding[d] - pads[d + n]);
+  }
+  const bool cropped =
+      std::any_of(crop.begin(), crop.end(), [](int64_t c) { return c != 0; });
+  const std::string y = cropped ? node.Temp("uncropped") : node.Output(0);
+  node.Emit(n == 2 ? "ConvTranspose2d" : "ConvTranspose1d", Inputs(node), {y},
+            {{"stride", strides},
+             {"padding", padding},
+             {"output_padding", output_padding},
              {"dilation", dilations},
              {"groups", node.Int("group", 1)}});
+  if (cropped) {
+    node.Emit("Pad", {y}, {node.Output(0)}, {{"pads", crop}}, "crop");
+  }
   return absl::OkStatus();
 }
 
@@ -630,21 +721,127 @@ absl::Status GlobalAveragePool(NodeImport& node, const char* op) {
   return absl::OkStatus();
 }
 
+// A float scalar of input 0's float type, known at import.
+std::string FloatConstant(NodeImport& node, absl::string_view suffix,
+                          double value) {
+  const int32_t type = node.ElemType(0) == onnx::TensorProto::DOUBLE
+                           ? onnx::TensorProto::DOUBLE
+                           : onnx::TensorProto::FLOAT;
+  return node.NewConstant(suffix,
+                          CastFloats(Tensor::Scalar<double>(value), type));
+}
+
+// x's mean over `reduce`'s axes (kept as 1s) into `mean`, and optionally
+// its biased variance: Mean, Sub, Mul, Mean.
+struct Moments {
+  std::string mean, centered, var;
+};
+Moments EmitMoments(NodeImport& node, const AttrMap& reduce, std::string mean,
+                    bool with_var) {
+  Moments m{std::move(mean), "", ""};
+  node.Emit("Mean", {node.Input(0)}, {m.mean}, reduce, "mean");
+  if (!with_var) return m;
+  m.centered = node.Temp("centered");
+  m.var = node.Temp("var");
+  const std::string squared = node.Temp("sq");
+  node.Emit("Sub", {node.Input(0), m.mean}, {m.centered}, {}, "centered");
+  node.Emit("Mul", {m.centered, m.centered}, {squared}, {}, "squared");
+  node.Emit("Mean", {squared}, {m.var}, reduce, "var");
+  return m;
+}
+
+// √(var + epsilon): Add, Sqrt.
+std::string EmitStd(NodeImport& node, const std::string& var, double epsilon) {
+  const std::string shifted = node.Temp("var_eps"), std = node.Temp("std");
+  node.Emit("Add", {var, FloatConstant(node, "epsilon", epsilon)}, {shifted},
+            {}, "var_eps");
+  node.Emit("Sqrt", {shifted}, {std}, {}, "std");
+  return std;
+}
+
+// ONNX's training_mode with its running_mean and running_var outputs read:
+// the node's own semantics, whatever the request's mode: batch statistics
+// (the biased variance), Y = (X − mean)/√(var + epsilon)·scale + B, and
+// running = input·momentum + batch·(1 − momentum), composed of core ops
+// (Mean, Sub, Mul, Add, Sqrt, Div, Reshape, Scale) so that gradients flow
+// through all three outputs.
+absl::Status BatchNormalizationTraining(NodeImport& node, int rank) {
+  ASSIGN_OR_RETURN(Ints scale, node.StaticShape(1, "training_mode"));
+  if (scale.size() != 1) return node.Invalid("scale is not a vector");
+  Ints axes = {0}, channel(rank, 1);
+  for (int d = 2; d < rank; ++d) axes.push_back(d);
+  channel[1] = scale[0];
+  const Moments m =
+      EmitMoments(node, {{"axes", axes}, {"keepdims", int64_t{1}}},
+                  node.Temp("batch_mean"), true);
+  const std::string std = EmitStd(node, m.var, node.Float("epsilon", 1e-5));
+  const std::string normalized = node.Temp("normalized"),
+                    w = node.Temp("scale"), b = node.Temp("bias"),
+                    scaled = node.Temp("scaled");
+  node.Emit("Div", {m.centered, std}, {normalized}, {}, "normalized");
+  EmitReshape(node, node.Input(1), w, channel, "scale");
+  EmitReshape(node, node.Input(2), b, channel, "bias");
+  node.Emit("Mul", {normalized, w}, {scaled}, {}, "scaled");
+  node.Emit("Add", {scaled, b}, {node.Output(0)}, {}, "shifted");
+  const double momentum = node.Float("momentum", 0.9);
+  const std::pair<const std::string*, int> stats[] = {{&m.mean, 3},
+                                                      {&m.var, 4}};
+  for (int j : {1, 2}) {
+    if (!node.OutputUsed(j)) continue;
+    const auto [batch, input] = stats[j - 1];
+    const std::string tag = j == 1 ? "running_mean" : "running_var";
+    const std::string flat = node.Temp(tag + "_batch"),
+                      old_part = node.Temp(tag + "_old"),
+                      new_part = node.Temp(tag + "_new");
+    EmitReshape(node, *batch, flat, scale, tag + "_batch");
+    node.Emit("Scale", {node.Input(input)}, {old_part}, {{"factor", momentum}},
+              tag + "_old");
+    node.Emit("Scale", {flat}, {new_part}, {{"factor", 1.0 - momentum}},
+              tag + "_new");
+    node.Emit("Add", {old_part, new_part}, {node.Output(j)}, {}, tag);
+  }
+  return absl::OkStatus();
+}
+
 // ONNX's momentum weighs the running statistic, PyTorch's (gradserve's) the
 // batch's. The request's mode, not training_mode, picks batch or running
-// statistics (as module.train() / eval() do).
+// statistics (as module.train() / eval() do), unless the node's
+// running_mean or running_var output is read (opset 14 on): then the node
+// is ONNX's training_mode (BatchNormalizationTraining).
 absl::Status BatchNormalization(NodeImport& node, const char* op) {
-  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "the updated or saved statistics"));
   ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "BatchNormalization"));
+  node.MarkBuffer(3);
+  node.MarkBuffer(4);
+  const bool outputs = node.OutputUsed(1) || node.OutputUsed(2);
+  if (outputs && node.opset() >= 14 && node.Int("training_mode", 0) != 0) {
+    return BatchNormalizationTraining(node, rank);
+  }
+  RETURN_IF_ERROR(node.RejectUsedOutputs(1, "the updated or saved statistics"));
   if (rank < 2 || rank > 4) {
     return node.Unsupported("input of rank ", rank,
                             " (gradserve's BatchNorm takes rank 2 to 4)");
   }
-  node.MarkBuffer(3);
-  node.MarkBuffer(4);
   node.Emit(op, Inputs(node), {node.Output(0)},
             {{"epsilon", node.Float("epsilon", 1e-5)},
              {"momentum", 1.0 - node.Float("momentum", 0.9)}});
+  return absl::OkStatus();
+}
+
+// InstanceNorm1d / 2d over ranks 3 and 4 (each sample's statistics, no
+// running ones); other ranks as GroupNorm with a group per channel.
+absl::Status InstanceNormalization(NodeImport& node, const char*) {
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "InstanceNormalization"));
+  AttrMap attrs = {{"epsilon", node.Float("epsilon", 1e-5)}};
+  std::string op = rank == 3 ? "InstanceNorm1d" : "InstanceNorm2d";
+  if (rank != 3 && rank != 4) {
+    ASSIGN_OR_RETURN(Ints scale, node.StaticShape(1, "InstanceNormalization"));
+    if (rank < 3 || scale.size() != 1) {
+      return node.Unsupported("input of rank ", rank);
+    }
+    op = "GroupNorm";
+    attrs["num_groups"] = scale[0];
+  }
+  node.Emit(op, Inputs(node), {node.Output(0)}, std::move(attrs));
   return absl::OkStatus();
 }
 
@@ -674,25 +871,14 @@ void EmitLayerNormStatistics(NodeImport& node, int axis, int rank,
                              double epsilon) {
   Ints axes;
   for (int d = axis; d < rank; ++d) axes.push_back(d);
-  const AttrMap reduce = {{"axes", axes}, {"keepdims", int64_t{1}}};
-  const std::string mean =
-      node.OutputUsed(1) ? node.Output(1) : node.Temp("mean");
-  node.Emit("Mean", {node.Input(0)}, {mean}, reduce, "mean");
+  const Moments m =
+      EmitMoments(node, {{"axes", axes}, {"keepdims", int64_t{1}}},
+                  node.OutputUsed(1) ? node.Output(1) : node.Temp("mean"),
+                  node.OutputUsed(2));
   if (!node.OutputUsed(2)) return;
-  const std::string centered = node.Temp("centered"), squared = node.Temp("sq"),
-                    var = node.Temp("var"), shifted = node.Temp("var_eps"),
-                    std = node.Temp("std");
-  node.Emit("Sub", {node.Input(0), mean}, {centered}, {}, "centered");
-  node.Emit("Mul", {centered, centered}, {squared}, {}, "squared");
-  node.Emit("Mean", {squared}, {var}, reduce, "var");
-  node.Emit(
-      "Add",
-      {var, node.NewConstant(
-                "epsilon", Tensor::Scalar<float>(static_cast<float>(epsilon)))},
-      {shifted}, {}, "var_eps");
-  node.Emit("Sqrt", {shifted}, {std}, {}, "std");
-  node.Emit("Div", {node.NewConstant("one", Tensor::Scalar<float>(1.0f)), std},
-            {node.Output(2)}, {}, "inv_std");
+  const std::string std = EmitStd(node, m.var, epsilon);
+  node.Emit("Div", {FloatConstant(node, "one", 1.0), std}, {node.Output(2)}, {},
+            "inv_std");
 }
 
 absl::Status LayerNormalization(NodeImport& node, const char* op) {
@@ -736,18 +922,203 @@ absl::Status Transpose(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
-// Zero padding only (what torch.onnx.export puts before some poolings).
+// --- Elementwise and indexing ----------------------------------------------
+
+// gradserve's float ops take float32 or float64 inputs: an integer one is
+// UNIMPLEMENTED naming it (ONNX's integer Clip, Pow, ...).
+absl::Status RequireFloat(const NodeImport& node, int i) {
+  const int32_t type = node.ElemType(i);
+  if (type == 0 || IsFloatType(type)) return absl::OkStatus();
+  return node.Unsupported("input '", node.Input(i), "' has element type ",
+                          onnx::TensorProto::DataType_Name(type),
+                          " (gradserve computes this op in float32 or "
+                          "float64)");
+}
+
+// One value known at import time, as a double.
+absl::StatusOr<double> ScalarInput(const NodeImport& node, int i,
+                                   absl::string_view what) {
+  ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(i, what));
+  if (t.num_elements() != 1) {
+    return node.Invalid(what, " holds ", t.num_elements(),
+                        " values, expected one");
+  }
+  return CastFloats(t, onnx::TensorProto::DOUBLE).values<double>()[0];
+}
+
+// ONNX's inputs, trailing absent ones dropped, absent ones inside kept as
+// "" (gradserve's optional inputs are positional as ONNX's).
+std::vector<std::string> PositionalInputs(std::vector<std::string> inputs) {
+  while (!inputs.empty() && inputs.back().empty()) inputs.pop_back();
+  return inputs;
+}
+
+// Clip's bounds: attributes before opset 11 (ONNX's defaults the float
+// range), optional inputs from it on: known at import, Clamp's attributes;
+// computed at run time, Clamp's tensor inputs.
+absl::Status Clip(NodeImport& node, const char* op) {
+  RETURN_IF_ERROR(RequireFloat(node, 0));
+  AttrMap attrs;
+  constexpr double kFloatMax = std::numeric_limits<float>::max();
+  if (node.opset() < 11) {
+    attrs["min"] = std::vector<double>{node.Float("min", -kFloatMax)};
+    attrs["max"] = std::vector<double>{node.Float("max", kFloatMax)};
+    node.Emit(op, {node.Input(0)}, {node.Output(0)}, std::move(attrs));
+    return absl::OkStatus();
+  }
+  std::vector<std::string> inputs = {node.Input(0), "", ""};
+  for (int i : {1, 2}) {
+    if (!node.HasInput(i)) continue;
+    const char* bound = i == 1 ? "min" : "max";
+    if (!node.IsConstant(i)) {
+      RETURN_IF_ERROR(RequireFloat(node, i));
+      inputs[i] = node.Input(i);
+      continue;
+    }
+    ASSIGN_OR_RETURN(double value, ScalarInput(node, i, bound));
+    attrs[bound] = std::vector<double>{value};
+  }
+  node.Emit(op, PositionalInputs(std::move(inputs)), {node.Output(0)},
+            std::move(attrs));
+  return absl::OkStatus();
+}
+
+// ONNX's pads (every dim's begin, then every dim's end) as gradserve's
+// (torch's: the last dim's (begin, end), then the one before, ...).
+Ints TorchPads(const Ints& pads) {
+  const size_t rank = pads.size() / 2;
+  Ints out;
+  for (size_t d = rank; d-- > 0;) {
+    out.push_back(pads[d]);
+    out.push_back(pads[d + rank]);
+  }
+  return out;
+}
+
+// pads and the constant an attribute before opset 11, inputs known at
+// import from it on; modes constant, reflect and edge (replicate).
 absl::Status Pad(NodeImport& node, const char*) {
   Ints pads = node.Ints("pads");
+  double value = node.Float("value", 0.0);
   if (node.opset() >= 11) {
     ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(1, "the pads"));
     pads = IntValues(t);
+    if (node.HasInput(2)) {
+      ASSIGN_OR_RETURN(value, ScalarInput(node, 2, "the constant_value"));
+    }
   }
-  if (std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; })) {
-    return node.Unsupported("non-zero pads [", absl::StrJoin(pads, ", "),
-                            "] (gradserve has no Pad op yet)");
+  const std::optional<int> rank = node.Rank(0);
+  if (pads.size() % 2 != 0 || (rank && pads.size() != 2 * size_t(*rank))) {
+    return node.Invalid("pads has ", pads.size(),
+                        " values for an input of rank ",
+                        rank ? absl::StrCat(*rank) : "unknown");
   }
-  EmitIdentity(node);
+  std::string mode = node.String("mode", "constant");
+  if (mode == "edge") mode = "replicate";
+  if (mode != "constant" && mode != "reflect" && mode != "replicate") {
+    return node.Unsupported("mode '", mode,
+                            "' (gradserve pads constant, "
+                            "reflect and edge)");
+  }
+  if (std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; })) {
+    EmitIdentity(node);
+    return absl::OkStatus();
+  }
+  AttrMap attrs = {{"pads", TorchPads(pads)}, {"mode", mode}};
+  if (mode == "constant") attrs["value"] = value;
+  node.Emit("Pad", {node.Input(0)}, {node.Output(0)}, std::move(attrs));
+  return absl::OkStatus();
+}
+
+// The chunk sizes: the split attribute (before opset 13) or input (from
+// it on), else equal parts, one per output.
+absl::StatusOr<Ints> SplitSizes(const NodeImport& node, int axis) {
+  Ints sizes = node.Ints("split");
+  if (node.opset() >= 13 && node.HasInput(1)) {
+    ASSIGN_OR_RETURN(Tensor t, node.ConstantInput(1, "the split"));
+    sizes = IntValues(t);
+  }
+  const int n = node.NumOutputs();
+  if (sizes.empty()) {
+    ASSIGN_OR_RETURN(Ints dims, DimsOf(node, "Split into equal parts"));
+    if (dims[axis] % n != 0) {
+      return node.Unsupported("a dim of ", dims[axis], " split into ", n,
+                              " equal parts");
+    }
+    sizes.assign(n, dims[axis] / n);
+  }
+  if (sizes.size() != static_cast<size_t>(n)) {
+    return node.Invalid("split has ", sizes.size(), " sizes for ", n,
+                        " outputs");
+  }
+  return sizes;
+}
+
+absl::Status Split(NodeImport& node, const char* op) {
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Split"));
+  ASSIGN_OR_RETURN(int axis,
+                   NormalizeAxis(node, node.Int("axis", 0), rank, "axis"));
+  ASSIGN_OR_RETURN(Ints sizes, SplitSizes(node, axis));
+  std::vector<std::string> outputs;
+  for (int j = 0; j < node.NumOutputs(); ++j) {
+    outputs.push_back(node.Output(j).empty()
+                          ? node.Temp(absl::StrCat("unused_", j))
+                          : node.Output(j));
+  }
+  node.Emit(op, {node.Input(0)}, std::move(outputs),
+            {{"split_size_or_sections", sizes}, {"dim", int64_t{axis}}});
+  return absl::OkStatus();
+}
+
+// Known data and indices fold (shape arithmetic); otherwise IndexSelect
+// along axis over the indices seen as a vector, its result viewed with
+// ONNX's shape (data's dims around axis, the indices' in its place).
+// Negative indices count from the end (wrap_negative).
+absl::Status Gather(NodeImport& node, const char* op) {
+  if (node.IsConstant(0) && node.IsConstant(1)) return FoldGather(node, op);
+  ASSIGN_OR_RETURN(int rank, RankOf(node, 0, "Gather"));
+  ASSIGN_OR_RETURN(int axis,
+                   NormalizeAxis(node, node.Int("axis", 0), rank, "axis"));
+  ASSIGN_OR_RETURN(Ints indices, node.StaticShape(1, "Gather"));
+  const AttrMap attrs = {{"dim", int64_t{axis}}, {"wrap_negative", int64_t{1}}};
+  if (indices.size() == 1) {  // y is data with axis's dim replaced
+    node.Emit("IndexSelect", {node.Input(0), node.Input(1)}, {node.Output(0)},
+              attrs);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Ints data, DimsOf(node, "Gather"));
+  Ints y(data.begin(), data.begin() + axis);
+  y.insert(y.end(), indices.begin(), indices.end());
+  y.insert(y.end(), data.begin() + axis + 1, data.end());
+  const std::string index = node.Temp("index_vector");
+  const std::string selected = node.Temp("selected");
+  EmitReshape(node, node.Input(1), index, {ElementCount(indices)},
+              "index_vector");
+  node.Emit("IndexSelect", {node.Input(0), index}, {selected}, attrs, "select");
+  EmitReshape(node, selected, node.Output(0), y, "view");
+  return absl::OkStatus();
+}
+
+// torch.gather, negative indices counting from the end.
+absl::Status GatherElements(NodeImport& node, const char* op) {
+  node.Emit(op, {node.Input(0), node.Input(1)}, {node.Output(0)},
+            {{"dim", node.Int("axis", 0)}, {"wrap_negative", int64_t{1}}});
+  return absl::OkStatus();
+}
+
+// X float; an exponent of another type is converted when known at import
+// (ONNX allows integer exponents), refused at run time.
+absl::Status Pow(NodeImport& node, const char* op) {
+  RETURN_IF_ERROR(RequireFloat(node, 0));
+  const int32_t type = node.ElemType(0);
+  std::string exponent = node.Input(1);
+  if (node.ElemType(1) != type) {
+    ASSIGN_OR_RETURN(Tensor e, node.ConstantInput(1,
+                                                  "an exponent of another "
+                                                  "element type"));
+    exponent = node.NewConstant("exponent", CastFloats(e, type));
+  }
+  node.Emit(op, {node.Input(0), exponent}, {node.Output(0)});
   return absl::OkStatus();
 }
 
@@ -792,13 +1163,21 @@ const std::vector<OpRow>& Table() {
       {"Softmax", "Softmax", Softmax, {}},
       {"LogSoftmax", "LogSoftmax", Softmax, {}},
       {"Conv", "Conv1d | Conv2d", Conv, {}},
+      // (Pad cropping what asymmetric pads leave over)
+      {"ConvTranspose", "ConvTranspose1d | ConvTranspose2d", ConvTranspose, {}},
       {"MaxPool", "MaxPool2d", Pool, {}},
       {"AveragePool", "AvgPool2d", Pool, {}},
       {"GlobalAveragePool", "Mean", GlobalAveragePool, {}},
       {"GlobalMaxPool", "MaxPool2d", GlobalMaxPool, {}},
+      // (training_mode with its running statistics read: Mean, Sub, Mul,
+      // Add, Sqrt, Div, Reshape, Scale)
       {"BatchNormalization", "BatchNorm", BatchNormalization, {}},
       // (Mean, Sub, Mul, Add, Sqrt, Div for Mean and InvStdDev)
       {"LayerNormalization", "LayerNorm", LayerNormalization, {}},
+      {"InstanceNormalization",
+       "InstanceNorm1d | InstanceNorm2d | GroupNorm",
+       InstanceNormalization,
+       {}},
       {"Dropout", "Dropout", Dropout, {}},
       {"Flatten", "Flatten | Reshape", Flatten, {}},
       {"Reshape", "Reshape", Reshape, {}},
@@ -811,12 +1190,17 @@ const std::vector<OpRow>& Table() {
       {"ReduceMin", "Min", Reduce, {}},
       {"Transpose", "Permute", Transpose, {}},
       {"Identity", "Scale", Identity, {}},
-      {"Pad", "Scale", Pad, {}},
+      {"Pad", "Pad | Scale", Pad, {}},
+      {"Clip", "Clamp", Clip, {}},
+      {"Split", "Split", Split, {}},
+      {"Where", "Where", nullptr, {}},
+      {"Pow", "Pow", Pow, {}},
+      {"GatherElements", "Gather", GatherElements, {}},
       {"SoftmaxCrossEntropyLoss", "CrossEntropyLoss", Loss, {}},  // LogSoftmax
       {"NegativeLogLikelihoodLoss", "NLLLoss", Loss, {}},
       {"Constant", "", FoldConstant, {}},
       {"Shape", "", FoldShape, {}},
-      {"Gather", "", FoldGather, {}},
+      {"Gather", "IndexSelect (or folded)", Gather, {}},
       {"Cast", "", Cast, {}},
   };
   return *table;
