@@ -241,9 +241,12 @@ bool GradientServiceImpl::Schedule(Where where, const runtime::CallContext& ctx,
     // session_id is field 1 of every request that changes a session.
     auto session =
         runtime_->sessions().Find(ctx.tenant, PeekStringField(request, 1));
-    if (session.ok()) return (*session)->strand().Submit(std::move(task));
+    if (session.ok()) {
+      return (*session)->strand().Submit(runtime::SchedulingKey(ctx),
+                                         std::move(task));
+    }
   }
-  return runtime_->pool()->Submit(std::move(task));
+  return runtime_->pool()->Submit(runtime::SchedulingKey(ctx), std::move(task));
 }
 
 void GradientServiceImpl::AddComputeRpcs() {

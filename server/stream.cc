@@ -52,7 +52,8 @@ class ComputeStreamReactor
       auto task = [this, index, request, admission] {
         Process(index, *request, admission.get());
       };
-      if (!service_->runtime().pool()->Submit(task)) {
+      if (!service_->runtime().pool()->Submit(runtime::SchedulingKey(ctx_),
+                                              task)) {
         Complete(index,
                  absl::ResourceExhaustedError(
                      "the server's compute queue is full; retry later"),
