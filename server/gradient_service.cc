@@ -70,15 +70,17 @@ const google::protobuf::ServiceDescriptor& Service() {
   return *service;
 }
 
-// Finishes a unary call, telling the observer how it went first.
+// Finishes a unary call, telling the observer how it went first, and then
+// the gate that admitted it (none for a call refused there).
 class UnaryEnd {
  public:
   UnaryEnd(grpc::ServerUnaryReactor* reactor, CallObserver* observer,
-           int method, int64_t bytes_in)
+           int method, int64_t bytes_in, CallGate* gate)
       : reactor_(reactor),
         observer_(observer),
         method_(method),
         bytes_in_(bytes_in),
+        gate_(gate),
         start_(std::chrono::steady_clock::now()) {}
 
   void Finish(const absl::Status& status, absl::string_view peer,
@@ -92,6 +94,7 @@ class UnaryEnd {
                .count()});
     }
     reactor_->Finish(reply);
+    if (gate_ != nullptr) gate_->Leave();
   }
 
  private:
@@ -99,6 +102,7 @@ class UnaryEnd {
   CallObserver* const observer_;
   const int method_;
   const int64_t bytes_in_;
+  CallGate* const gate_;
   const std::chrono::steady_clock::time_point start_;
 };
 
@@ -167,8 +171,13 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                    const grpc::ByteBuffer* request,
                    grpc::ByteBuffer* response) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    const UnaryEnd end(reactor, options_.observer, method,
-                       static_cast<int64_t>(request->Length()));
+    const int64_t bytes_in = static_cast<int64_t>(request->Length());
+    if (!calls_.Enter()) {
+      UnaryEnd(reactor, options_.observer, method, bytes_in, nullptr)
+          .Finish(CallGate::Refused(), context->peer(), "");
+      return reactor;
+    }
+    const UnaryEnd end(reactor, options_.observer, method, bytes_in, &calls_);
     absl::StatusOr<runtime::CallContext> caller =
         CallContextOf(context, options_.tokens.get());
     if (!caller.ok()) {

@@ -14,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "runtime/runtime.h"
+#include "server/call_gate.h"
 #include "server/call_observer.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_message.h"
@@ -43,6 +44,8 @@ class GradientServiceImpl final : public pb::GradientService::Service {
 
   runtime::Runtime& runtime() { return *runtime_; }
   const ServiceOptions& options() const { return options_; }
+  // Every call passes it (the server's drain closes it; call_gate.h).
+  CallGate& calls() { return calls_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
   absl::Status ComputeOne(const runtime::CallContext& ctx,
@@ -87,6 +90,7 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   runtime::Runtime* const runtime_;
   const ServiceOptions options_;
   pb::GetServerInfoResponse static_info_;
+  CallGate calls_;
 };
 
 // The index of a GradientService method, for gRPC's handler table.

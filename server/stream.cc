@@ -29,6 +29,8 @@ class ComputeStreamReactor
     std::lock_guard<std::mutex> lock(mu_);
     ReadNext();
   }
+  // Done, and no item of it computing: the stream has ended.
+  ~ComputeStreamReactor() override { service_->calls().Leave(); }
 
   void OnReadDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -216,13 +218,25 @@ class ComputeStreamReactor
   bool broken_ = false, finished_ = false, done_ = false;
 };
 
-// A stream refused before it starts (a caller without a valid token).
+// A stream refused before it starts (a caller without a valid token, a
+// server shutting down).
 class RefusedStream
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit RefusedStream(const grpc::Status& status) { Finish(status); }
   void OnDone() override { delete this; }
 };
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Refuse(
+    grpc::CallbackServerContext* context, CallObserver* observer,
+    const absl::Status& status) {
+  const grpc::Status refused = ToGrpcStatus(status);
+  if (observer != nullptr) {
+    observer->OnCall({MethodIndex("ComputeStream"), context->peer(), "",
+                      refused.error_code()});
+  }
+  return new RefusedStream(refused);
+}
 
 }  // namespace
 
@@ -235,13 +249,10 @@ void GradientServiceImpl::AddComputeStream() {
               -> grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* {
             auto caller = CallContextOf(context, options_.tokens.get());
             if (!caller.ok()) {
-              const grpc::Status refused = ToGrpcStatus(caller.status());
-              if (options_.observer != nullptr) {
-                options_.observer->OnCall({MethodIndex("ComputeStream"),
-                                           context->peer(), "",
-                                           refused.error_code()});
-              }
-              return new RefusedStream(refused);
+              return Refuse(context, options_.observer, caller.status());
+            }
+            if (!calls_.Enter()) {
+              return Refuse(context, options_.observer, CallGate::Refused());
             }
             return new ComputeStreamReactor(this, context, *std::move(caller));
           }));
