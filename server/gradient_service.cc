@@ -15,6 +15,7 @@
 #include "server/codec/session_codec.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/tensor_codec.h"
+#include "server/codec/wire_check.h"
 #include "server/rpc.h"
 
 namespace gradserve::server {
@@ -166,7 +167,8 @@ template <typename Request, typename Reply>
 void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                                    Handler<Request, Reply> handler) {
   auto start = [this, method = MethodIndex(method), where,
-                handler = std::move(handler)](
+                handler = std::move(handler),
+                wire_check = WireCheck(*Request::descriptor())](
                    grpc::CallbackServerContext* context,
                    const grpc::ByteBuffer* request,
                    grpc::ByteBuffer* response) {
@@ -185,6 +187,12 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
       return reactor;
     }
     runtime::CallContext ctx = *std::move(caller);
+    // What needs no compute is refused here, without a turn on the pool.
+    absl::Status valid = wire_check.Check(*request, runtime_->limits());
+    if (!valid.ok()) {
+      end.Finish(valid, ctx.connection, ctx.tenant);
+      return reactor;
+    }
     // The tenant's call in flight, then the message and its parsed copy,
     // held while the call waits and runs.
     auto admitted = runtime_->AdmitCall(ctx, request->Length());

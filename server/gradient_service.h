@@ -17,6 +17,7 @@
 #include "server/call_gate.h"
 #include "server/call_observer.h"
 #include "server/codec/shared_memory_codec.h"
+#include "server/codec/wire_check.h"
 #include "server/codec/wire_message.h"
 #include "server/security.h"
 
@@ -46,6 +47,8 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions& options() const { return options_; }
   // Every call passes it (the server's drain closes it; call_gate.h).
   CallGate& calls() { return calls_; }
+  // ComputeRequest's tensors checked on the wire (ComputeStream's items).
+  const WireCheck& compute_check() const { return compute_check_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
   absl::Status ComputeOne(const runtime::CallContext& ctx,
@@ -91,6 +94,7 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions options_;
   pb::GetServerInfoResponse static_info_;
   CallGate calls_;
+  const WireCheck compute_check_{*pb::ComputeRequest::descriptor()};
 };
 
 // The index of a GradientService method, for gRPC's handler table.

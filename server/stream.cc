@@ -45,7 +45,11 @@ class ComputeStreamReactor
     items_.push_back(Item{index});
     ++outstanding_;
     auto request = std::make_shared<grpc::ByteBuffer>(std::move(incoming_));
-    auto admitted = service_->runtime().AdmitCall(ctx_, request->Length());
+    absl::Status valid =
+        service_->compute_check().Check(*request, service_->runtime().limits());
+    auto admitted = valid.ok()
+                        ? service_->runtime().AdmitCall(ctx_, request->Length())
+                        : valid;
     if (!admitted.ok()) {
       Complete(index, admitted.status(), nullptr);
     } else {
