@@ -8,6 +8,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -39,6 +41,16 @@ struct ServiceOptions {
   std::shared_ptr<const TokenTable> tokens;
 };
 
+// A ComputeStream as the drain sees it: told to end once its items read
+// so far are answered.
+class DrainableStream {
+ public:
+  virtual void Drain() = 0;
+
+ protected:
+  ~DrainableStream() = default;
+};
+
 class GradientServiceImpl final : public pb::GradientService::Service {
  public:
   GradientServiceImpl(runtime::Runtime* runtime, const ServiceOptions& options);
@@ -47,6 +59,11 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions& options() const { return options_; }
   // Every call passes it (the server's drain closes it; call_gate.h).
   CallGate& calls() { return calls_; }
+  // Open streams, told to end when the drain begins (DrainStreams); a
+  // stream that opens after that is drained at once.
+  void AddStream(DrainableStream* stream);
+  void RemoveStream(DrainableStream* stream);
+  void DrainStreams();
   // ComputeRequest's tensors checked on the wire (ComputeStream's items).
   const WireCheck& compute_check() const { return compute_check_; }
 
@@ -94,6 +111,9 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   const ServiceOptions options_;
   pb::GetServerInfoResponse static_info_;
   CallGate calls_;
+  std::mutex streams_mu_;
+  std::set<DrainableStream*> streams_;
+  bool streams_draining_ = false;
   const WireCheck compute_check_{*pb::ComputeRequest::descriptor()};
 };
 

@@ -132,6 +132,7 @@ void GradientServer::Drain(absl::Time deadline) {
   calls.WaitQuiet(std::min(deadline, absl::Now() + drain_.notice),
                   drain_.quiet);
   calls.Close();
+  service_->DrainStreams();
   calls.WaitQuiet(deadline, drain_.quiet);
 }
 

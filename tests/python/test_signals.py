@@ -161,3 +161,31 @@ def test_the_drain_turns_health_not_serving_and_refuses_new_calls(start_server):
     assert "reply" in result, (result, server.output())
     assert server.process.wait(timeout=60) == 0, server.output()
     server.stopped = True
+
+
+def test_an_open_stream_ends_unavailable_when_the_drain_begins(start_server):
+    """A ComputeStream left open (its client sends nothing more) does not hold
+    the drain to its grace, nor is it cancelled: its items read are answered,
+    then it ends UNAVAILABLE at once."""
+    server = start_server("--drain_notice_seconds=0", "--shutdown_grace_seconds=60")
+    request, want = small_compute(np.random.default_rng(1))
+    more = threading.Event()
+
+    def requests():
+        yield request
+        more.wait(60)  # the client keeps the stream open
+
+    replies = server.rpc.ComputeStream(requests(), timeout=120)
+    first = next(replies)
+    assert first.code == 0
+    np.testing.assert_allclose(gs.to_numpy(first.response.outputs["y"]), want, rtol=1e-5)
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    with pytest.raises(grpc.RpcError) as ended:
+        next(replies)
+    more.set()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+    assert "shutting down; retry on another replica" in ended.value.details()
+    assert server.process.wait(timeout=60) == 0, server.output()
+    server.stopped = True
+    assert time.monotonic() - began < 30  # not the 60 s grace
