@@ -15,11 +15,13 @@
 namespace gradserve::server {
 namespace {
 
-pb::Tensor Floats(std::vector<int64_t> shape, size_t values) {
+// A float32 tensor that claims `shape` and carries `values` floats (a lie
+// when they differ), all zeros.
+pb::Tensor Floats(const std::vector<int64_t>& shape, size_t values) {
   pb::Tensor t;
+  t.mutable_data()->resize(values * sizeof(float));
+  for (int64_t dim : shape) t.add_shape(dim);
   t.set_dtype(pb::DATA_TYPE_FLOAT32);
-  t.mutable_shape()->Assign(shape.begin(), shape.end());
-  t.set_data(std::string(values * sizeof(float), '\0'));
   return t;
 }
 
