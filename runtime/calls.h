@@ -32,6 +32,15 @@ struct CallContext {
   std::function<absl::Status()> check_cancelled;
 };
 
+// Whose turn a call waits for on the compute pool (fair_queue.h): its
+// tenant's when there are tenants (however many connections it opens), else
+// its connection's (a client that opens more connections then gets more
+// turns: without tokens the server cannot tell clients apart otherwise).
+inline std::string SchedulingKey(const CallContext& ctx) {
+  return ctx.tenant.empty() ? "connection " + ctx.connection
+                            : "tenant " + ctx.tenant;
+}
+
 // A request's `model` oneof.
 struct ModelSource {
   enum class Kind { kNone, kGraph, kOnnx, kSession };

@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace gradserve::runtime {
 
@@ -44,14 +45,14 @@ ComputePool::~ComputePool() {
   for (std::thread& t : workers_) t.join();
 }
 
-bool ComputePool::Submit(std::function<void()> task) {
+bool ComputePool::Submit(absl::string_view key, std::function<void()> task) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     // In flight (running or queued) may be every worker plus max_queue.
     if (stopping_ || running_ + queue_.size() >= workers_.size() + max_queue_) {
       return false;
     }
-    queue_.push_back(std::move(task));
+    queue_.Push(key, std::move(task));
   }
   ready_.notify_one();
   return true;
@@ -70,8 +71,7 @@ void ComputePool::WorkerLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and nothing left to run
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      task = queue_.Pop();
       ++running_;
     }
     task();

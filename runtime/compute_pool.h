@@ -5,17 +5,24 @@
 // thread count once (OpenMP's nthreads-var is per thread, and libgomp gives
 // each non-OpenMP thread its own team), so W concurrent requests use at most
 // W·T cores and never oversubscribe them. Requests beyond the W in flight
-// wait in a bounded FIFO queue; a full queue refuses work.
+// wait in a bounded queue; a full queue refuses work. The queue is fair
+// (fair_queue.h): each task has a key (the caller's tenant, or its
+// connection without tenants) and keys take turns, so that a caller that
+// floods the pool delays the others by one task at a time, not by its whole
+// backlog.
 #ifndef GRADSERVE_RUNTIME_COMPUTE_POOL_H_
 #define GRADSERVE_RUNTIME_COMPUTE_POOL_H_
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
+
+#include "absl/strings/string_view.h"
+#include "runtime/fair_queue.h"
 
 namespace gradserve::runtime {
 
@@ -40,9 +47,13 @@ class ComputePool {
   ComputePool(const ComputePool&) = delete;
   ComputePool& operator=(const ComputePool&) = delete;
 
-  // Queues `task`; false when `max_queue` tasks already wait behind busy
-  // workers, or the pool is stopping.
-  bool Submit(std::function<void()> task);
+  // Queues `task` for `key` (fair_queue.h); false when `max_queue` tasks
+  // already wait behind busy workers, or the pool is stopping.
+  bool Submit(absl::string_view key, std::function<void()> task);
+  // The same for the key "" (work of no one caller).
+  bool Submit(std::function<void()> task) {
+    return Submit("", std::move(task));
+  }
   const PoolShape& shape() const { return shape_; }
   // Tasks waiting for a worker, and workers running one (for metrics).
   struct Load {
@@ -58,7 +69,7 @@ class ComputePool {
   const size_t max_queue_;
   mutable std::mutex mu_;
   std::condition_variable ready_;
-  std::deque<std::function<void()>> queue_;
+  FairQueue queue_;
   size_t running_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;

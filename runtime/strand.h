@@ -8,7 +8,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 
+#include "absl/strings/string_view.h"
 #include "runtime/compute_pool.h"
 
 namespace gradserve::runtime {
@@ -18,18 +21,27 @@ class Strand : public std::enable_shared_from_this<Strand> {
   static std::shared_ptr<Strand> Create(ComputePool* pool, size_t max_queue);
 
   // Queues `task` behind the strand's earlier ones; false when the strand
-  // already holds `max_queue` tasks or the pool refuses work.
-  bool Submit(std::function<void()> task);
+  // already holds `max_queue` tasks or the pool refuses work. Each task
+  // waits its turn on the pool under its own `key` (ComputePool::Submit).
+  bool Submit(absl::string_view key, std::function<void()> task);
+  bool Submit(std::function<void()> task) {
+    return Submit("", std::move(task));
+  }
 
  private:
   Strand(ComputePool* pool, size_t max_queue)
       : pool_(pool), max_queue_(max_queue) {}
+  struct Task {
+    std::string key;
+    std::function<void()> run;
+  };
+  bool SubmitRunNext(absl::string_view key);
   void RunNext();
 
   ComputePool* const pool_;
   const size_t max_queue_;
   std::mutex mu_;
-  std::deque<std::function<void()>> tasks_;
+  std::deque<Task> tasks_;
   bool scheduled_ = false;  // a RunNext is queued on the pool or running
 };
 

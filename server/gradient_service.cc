@@ -15,6 +15,7 @@
 #include "server/codec/session_codec.h"
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/tensor_codec.h"
+#include "server/codec/wire_check.h"
 #include "server/rpc.h"
 
 namespace gradserve::server {
@@ -70,15 +71,17 @@ const google::protobuf::ServiceDescriptor& Service() {
   return *service;
 }
 
-// Finishes a unary call, telling the observer how it went first.
+// Finishes a unary call, telling the observer how it went first, and then
+// the gate that admitted it (none for a call refused there).
 class UnaryEnd {
  public:
   UnaryEnd(grpc::ServerUnaryReactor* reactor, CallObserver* observer,
-           int method, int64_t bytes_in)
+           int method, int64_t bytes_in, CallGate* gate)
       : reactor_(reactor),
         observer_(observer),
         method_(method),
         bytes_in_(bytes_in),
+        gate_(gate),
         start_(std::chrono::steady_clock::now()) {}
 
   void Finish(const absl::Status& status, absl::string_view peer,
@@ -92,6 +95,7 @@ class UnaryEnd {
                .count()});
     }
     reactor_->Finish(reply);
+    if (gate_ != nullptr) gate_->Leave();
   }
 
  private:
@@ -99,6 +103,7 @@ class UnaryEnd {
   CallObserver* const observer_;
   const int method_;
   const int64_t bytes_in_;
+  CallGate* const gate_;
   const std::chrono::steady_clock::time_point start_;
 };
 
@@ -162,13 +167,19 @@ template <typename Request, typename Reply>
 void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                                    Handler<Request, Reply> handler) {
   auto start = [this, method = MethodIndex(method), where,
-                handler = std::move(handler)](
+                handler = std::move(handler),
+                wire_check = WireCheck(*Request::descriptor())](
                    grpc::CallbackServerContext* context,
                    const grpc::ByteBuffer* request,
                    grpc::ByteBuffer* response) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    const UnaryEnd end(reactor, options_.observer, method,
-                       static_cast<int64_t>(request->Length()));
+    const int64_t bytes_in = static_cast<int64_t>(request->Length());
+    if (!calls_.Enter()) {
+      UnaryEnd(reactor, options_.observer, method, bytes_in, nullptr)
+          .Finish(CallGate::Refused(), context->peer(), "");
+      return reactor;
+    }
+    const UnaryEnd end(reactor, options_.observer, method, bytes_in, &calls_);
     absl::StatusOr<runtime::CallContext> caller =
         CallContextOf(context, options_.tokens.get());
     if (!caller.ok()) {
@@ -176,6 +187,12 @@ void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
       return reactor;
     }
     runtime::CallContext ctx = *std::move(caller);
+    // What needs no compute is refused here, without a turn on the pool.
+    absl::Status valid = wire_check.Check(*request, runtime_->limits());
+    if (!valid.ok()) {
+      end.Finish(valid, ctx.connection, ctx.tenant);
+      return reactor;
+    }
     // The tenant's call in flight, then the message and its parsed copy,
     // held while the call waits and runs.
     auto admitted = runtime_->AdmitCall(ctx, request->Length());
@@ -241,9 +258,12 @@ bool GradientServiceImpl::Schedule(Where where, const runtime::CallContext& ctx,
     // session_id is field 1 of every request that changes a session.
     auto session =
         runtime_->sessions().Find(ctx.tenant, PeekStringField(request, 1));
-    if (session.ok()) return (*session)->strand().Submit(std::move(task));
+    if (session.ok()) {
+      return (*session)->strand().Submit(runtime::SchedulingKey(ctx),
+                                         std::move(task));
+    }
   }
-  return runtime_->pool()->Submit(std::move(task));
+  return runtime_->pool()->Submit(runtime::SchedulingKey(ctx), std::move(task));
 }
 
 void GradientServiceImpl::AddComputeRpcs() {

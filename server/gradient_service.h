@@ -8,14 +8,18 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "gradserve/v1/gradient_service.grpc.pb.h"
 #include "runtime/runtime.h"
+#include "server/call_gate.h"
 #include "server/call_observer.h"
 #include "server/codec/shared_memory_codec.h"
+#include "server/codec/wire_check.h"
 #include "server/codec/wire_message.h"
 #include "server/security.h"
 
@@ -37,12 +41,31 @@ struct ServiceOptions {
   std::shared_ptr<const TokenTable> tokens;
 };
 
+// A ComputeStream as the drain sees it: told to end once its items read
+// so far are answered.
+class DrainableStream {
+ public:
+  virtual void Drain() = 0;
+
+ protected:
+  ~DrainableStream() = default;
+};
+
 class GradientServiceImpl final : public pb::GradientService::Service {
  public:
   GradientServiceImpl(runtime::Runtime* runtime, const ServiceOptions& options);
 
   runtime::Runtime& runtime() { return *runtime_; }
   const ServiceOptions& options() const { return options_; }
+  // Every call passes it (the server's drain closes it; call_gate.h).
+  CallGate& calls() { return calls_; }
+  // Open streams, told to end when the drain begins (DrainStreams); a
+  // stream that opens after that is drained at once.
+  void AddStream(DrainableStream* stream);
+  void RemoveStream(DrainableStream* stream);
+  void DrainStreams();
+  // ComputeRequest's tensors checked on the wire (ComputeStream's items).
+  const WireCheck& compute_check() const { return compute_check_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
   absl::Status ComputeOne(const runtime::CallContext& ctx,
@@ -87,6 +110,11 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   runtime::Runtime* const runtime_;
   const ServiceOptions options_;
   pb::GetServerInfoResponse static_info_;
+  CallGate calls_;
+  std::mutex streams_mu_;
+  std::set<DrainableStream*> streams_;
+  bool streams_draining_ = false;
+  const WireCheck compute_check_{*pb::ComputeRequest::descriptor()};
 };
 
 // The index of a GradientService method, for gRPC's handler table.

@@ -1,6 +1,7 @@
 // gradserve: flags, signals, and the server's lifetime.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -175,6 +176,12 @@ ABSL_FLAG(int64_t, grpc_max_memory_bytes, 0,
           "streams that the memory budget would have answered)");
 ABSL_FLAG(double, shutdown_grace_seconds, 20,
           "on SIGTERM/SIGINT, how long calls in flight may take to finish");
+ABSL_FLAG(double, drain_notice_seconds, 1,
+          "on SIGTERM/SIGINT, health turns NOT_SERVING and calls are still "
+          "accepted this long (less when none comes for 0.1 s), for those on "
+          "their way and balancers that have not yet seen it; then new calls "
+          "get UNAVAILABLE (retry on another replica) while those accepted "
+          "finish; within --shutdown_grace_seconds");
 ABSL_FLAG(std::string, metrics_address, "",
           "HOST:PORT where Prometheus metrics are served over HTTP at "
           "/metrics (e.g. 0.0.0.0:9090; port 0 picks a free one); empty = "
@@ -308,6 +315,8 @@ int main(int argc, char** argv) {
   transport.max_threads = absl::GetFlag(FLAGS_grpc_max_threads);
   transport.max_memory_bytes = absl::GetFlag(FLAGS_grpc_max_memory_bytes);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  options.drain.notice =
+      absl::Seconds(std::max(0.0, absl::GetFlag(FLAGS_drain_notice_seconds)));
   options.telemetry.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   auto log_level =
       gradserve::server::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
@@ -342,8 +351,11 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal);
   const auto first = std::chrono::steady_clock::now();
   std::fprintf(stderr,
-               "gradserve: %s, shutting down (calls in flight get %.0f s)\n",
-               signal == SIGTERM ? "SIGTERM" : "SIGINT", grace);
+               "gradserve: %s, shutting down: NOT_SERVING, new calls refused "
+               "after %.1f s, calls in flight get %.0f s\n",
+               signal == SIGTERM ? "SIGTERM" : "SIGINT",
+               std::min(grace, absl::ToDoubleSeconds(options.drain.notice)),
+               grace);
   // A second signal during the grace period stops at once, unless it came
   // with the first: `timeout` signals its child and then its process group,
   // and a terminal's Ctrl-C or a supervisor may reach the process twice.

@@ -10,6 +10,7 @@
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
+#include "server/codec/wire_check.h"
 
 namespace gradserve::server {
 
@@ -67,9 +68,7 @@ absl::Status ParseMessage(const grpc::ByteBuffer& bytes,
   if (message->ParseFromCodedStream(&input) && input.ConsumedEntireMessage()) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("request is not a valid ", message->GetTypeName(), " (",
-                   bytes.Length(), " bytes that do not parse)"));
+  return NotParsed(message->GetTypeName(), bytes.Length());
 }
 
 absl::Status SerializeMessage(const google::protobuf::Message& message,

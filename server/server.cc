@@ -28,6 +28,7 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
   absl::Status transport = CheckTransportLimits(options.transport);
   if (!transport.ok()) return transport;
   auto server = std::unique_ptr<GradientServer>(new GradientServer());
+  server->drain_ = options.drain;
   server->pool_ = std::make_unique<runtime::ComputePool>(
       runtime::ChoosePoolShape(options.pool, runtime::AvailableCpus()),
       options.max_queue);
@@ -126,12 +127,23 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
 
 GradientServer::~GradientServer() { Shutdown(absl::ZeroDuration()); }
 
+void GradientServer::Drain(absl::Time deadline) {
+  CallGate& calls = service_->calls();
+  calls.WaitQuiet(std::min(deadline, absl::Now() + drain_.notice),
+                  drain_.quiet);
+  calls.Close();
+  service_->DrainStreams();
+  calls.WaitQuiet(deadline, drain_.quiet);
+}
+
 void GradientServer::Shutdown(absl::Duration grace) {
   std::call_once(shutdown_once_, [&] {
+    const absl::Time deadline = absl::Now() + grace;
     watch_.reset();
     if (server_ != nullptr) {
       server_->GetHealthCheckService()->Shutdown();
-      server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+      Drain(deadline);
+      server_->Shutdown(absl::ToChronoTime(deadline));
       server_->Wait();
     }
     if (telemetry_ != nullptr) telemetry_->StopEndpoint();  // reads the pool

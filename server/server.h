@@ -23,6 +23,19 @@
 
 namespace gradserve::server {
 
+// How Shutdown drains the server. Health turns NOT_SERVING at once, and
+// calls are still admitted for `notice`: those already on their way, and
+// those of balancers and clients that have not yet seen the change, are
+// served (the notice ends sooner once no call is in flight and none came for
+// `quiet`). Then new calls are refused with UNAVAILABLE ("retry on another
+// replica"; nothing of them ran) until the admitted ones have finished and
+// no call came for `quiet`: clients still sending hear UNAVAILABLE rather
+// than race gRPC's own shutdown. All within Shutdown's grace.
+struct DrainOptions {
+  absl::Duration notice = absl::Seconds(1);
+  absl::Duration quiet = absl::Milliseconds(100);
+};
+
 struct ServerOptions {
   // Where to listen: HOST:PORT or unix:///path, several comma-separated.
   std::string address = "0.0.0.0:50051";
@@ -45,6 +58,7 @@ struct ServerOptions {
   // gRPC's streams, keepalive, connection, metadata and resource limits.
   TransportLimits transport;
   ServiceOptions service;
+  DrainOptions drain;
 };
 
 class GradientServer {
@@ -62,14 +76,18 @@ class GradientServer {
   int metrics_port() const { return telemetry_->metrics_port(); }
   runtime::Runtime& runtime() { return *runtime_; }
 
-  // Health turns NOT_SERVING and new calls are refused; calls in flight get
-  // `grace` to finish before they are cancelled. Returns when all are done.
-  // Then, with persistence on, the sessions are snapshotted a last time.
-  // Safe to call more than once.
+  // Drains (DrainOptions): health turns NOT_SERVING, calls already on their
+  // way are still admitted for a short notice, then new calls are refused
+  // with UNAVAILABLE; the admitted calls get `grace` (from now, the notice
+  // included) to finish before gRPC's shutdown cancels what is left.
+  // Returns when all are done. Then, with persistence on, the sessions are
+  // snapshotted a last time. Safe to call more than once.
   void Shutdown(absl::Duration grace);
 
  private:
   GradientServer() = default;
+  // Until the calls admitted before the gate closed are done, or `deadline`.
+  void Drain(absl::Time deadline);
 
   // First: the last calls, finished by the pool's shutdown, still report.
   std::unique_ptr<Telemetry> telemetry_;
@@ -81,6 +99,7 @@ class GradientServer {
   // With shared memory on: drops the regions of closed connections.
   std::unique_ptr<ConnectionWatch> watch_;
   int port_ = 0;
+  DrainOptions drain_;
   std::once_flag shutdown_once_;
 };
 

@@ -18,7 +18,8 @@ namespace gradserve::server {
 namespace {
 
 class ComputeStreamReactor
-    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
+      public DrainableStream {
  public:
   ComputeStreamReactor(GradientServiceImpl* service,
                        grpc::CallbackServerContext* context,
@@ -26,8 +27,25 @@ class ComputeStreamReactor
       : service_(service),
         ctx_(StreamContext(context, std::move(caller))),
         start_(std::chrono::steady_clock::now()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ReadNext();
+    }
+    service_->AddStream(this);
+  }
+  // Done, and no item of it computing: the stream has ended.
+  ~ComputeStreamReactor() {
+    service_->RemoveStream(this);
+    service_->calls().Leave();
+  }
+
+  // The server drains: the items read so far are answered, later ones
+  // refused in band, then the stream ends UNAVAILABLE (the client sends
+  // what got no reply to another replica).
+  void Drain() override {
     std::lock_guard<std::mutex> lock(mu_);
-    ReadNext();
+    draining_ = true;
+    if (!done_) MaybeFinish();
   }
 
   void OnReadDone(bool ok) override {
@@ -43,7 +61,13 @@ class ComputeStreamReactor
     items_.push_back(Item{index});
     ++outstanding_;
     auto request = std::make_shared<grpc::ByteBuffer>(std::move(incoming_));
-    auto admitted = service_->runtime().AdmitCall(ctx_, request->Length());
+    absl::Status valid = draining_
+                             ? CallGate::Refused()
+                             : service_->compute_check().Check(
+                                   *request, service_->runtime().limits());
+    auto admitted = valid.ok()
+                        ? service_->runtime().AdmitCall(ctx_, request->Length())
+                        : valid;
     if (!admitted.ok()) {
       Complete(index, admitted.status(), nullptr);
     } else {
@@ -52,14 +76,15 @@ class ComputeStreamReactor
       auto task = [this, index, request, admission] {
         Process(index, *request, admission.get());
       };
-      if (!service_->runtime().pool()->Submit(task)) {
+      if (!service_->runtime().pool()->Submit(runtime::SchedulingKey(ctx_),
+                                              task)) {
         Complete(index,
                  absl::ResourceExhaustedError(
                      "the server's compute queue is full; retry later"),
                  nullptr);
       }
     }
-    if (items_.size() < Window()) ReadNext();
+    if (!draining_ && items_.size() < Window()) ReadNext();
   }
 
   void OnWriteDone(bool ok) override {
@@ -72,7 +97,9 @@ class ComputeStreamReactor
     }
     bytes_out_ += static_cast<int64_t>(items_.front().reply.Length());
     items_.pop_front();
-    if (!reads_done_ && !reading_ && items_.size() < Window()) ReadNext();
+    if (!reads_done_ && !reading_ && !draining_ && items_.size() < Window()) {
+      ReadNext();
+    }
     MaybeWrite();
     MaybeFinish();
   }
@@ -193,10 +220,13 @@ class ComputeStreamReactor
                           "the client stopped reading the stream"));
       return;
     }
-    if (reads_done_ && items_.empty()) {
+    if (items_.empty() && (reads_done_ || draining_)) {
       finished_ = true;
+      const grpc::Status status =
+          reads_done_ ? grpc::Status::OK : ToGrpcStatus(CallGate::Refused());
+      code_ = status.error_code();
       Observe();  // before the status goes out, as for a unary call
-      Finish(grpc::Status::OK);
+      Finish(status);
     }
   }
 
@@ -213,9 +243,11 @@ class ComputeStreamReactor
   int outstanding_ = 0;  // items queued or computing
   bool reading_ = false, reads_done_ = false, writing_ = false;
   bool broken_ = false, finished_ = false, done_ = false;
+  bool draining_ = false;
 };
 
-// A stream refused before it starts (a caller without a valid token).
+// A stream refused before it starts (a caller without a valid token, a
+// server shutting down).
 class RefusedStream
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -223,7 +255,39 @@ class RefusedStream
   void OnDone() override { delete this; }
 };
 
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Refuse(
+    grpc::CallbackServerContext* context, CallObserver* observer,
+    const absl::Status& status) {
+  const grpc::Status refused = ToGrpcStatus(status);
+  if (observer != nullptr) {
+    observer->OnCall({MethodIndex("ComputeStream"), context->peer(), "",
+                      refused.error_code()});
+  }
+  return new RefusedStream(refused);
+}
+
 }  // namespace
+
+void GradientServiceImpl::AddStream(DrainableStream* stream) {
+  std::unique_lock<std::mutex> lock(streams_mu_);
+  streams_.insert(stream);
+  if (!streams_draining_) return;
+  lock.unlock();
+  stream->Drain();
+}
+
+void GradientServiceImpl::RemoveStream(DrainableStream* stream) {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_.erase(stream);
+}
+
+// Under streams_mu_: a stream being destroyed waits in RemoveStream, so
+// each one told is whole (Drain does nothing once it is done).
+void GradientServiceImpl::DrainStreams() {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_draining_ = true;
+  for (DrainableStream* stream : streams_) stream->Drain();
+}
 
 void GradientServiceImpl::AddComputeStream() {
   MarkMethodRawCallback(
@@ -234,13 +298,10 @@ void GradientServiceImpl::AddComputeStream() {
               -> grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* {
             auto caller = CallContextOf(context, options_.tokens.get());
             if (!caller.ok()) {
-              const grpc::Status refused = ToGrpcStatus(caller.status());
-              if (options_.observer != nullptr) {
-                options_.observer->OnCall({MethodIndex("ComputeStream"),
-                                           context->peer(), "",
-                                           refused.error_code()});
-              }
-              return new RefusedStream(refused);
+              return Refuse(context, options_.observer, caller.status());
+            }
+            if (!calls_.Enter()) {
+              return Refuse(context, options_.observer, CallGate::Refused());
             }
             return new ComputeStreamReactor(this, context, *std::move(caller));
           }));

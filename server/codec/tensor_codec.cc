@@ -43,22 +43,35 @@ std::string Keyed(absl::string_view field, absl::string_view key) {
 
 absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
                                     const Limits& limits) {
-  const int64_t size = WireSize(t.dtype());
+  TensorHeader header;
+  header.dtype = t.dtype();
+  header.shape.assign(t.shape().begin(), t.shape().end());
+  header.data_bytes = static_cast<int64_t>(t.data().size());
+  header.float_values = t.float_values_size();
+  header.int64_values = t.int64_values_size();
+  if (t.has_shared_memory()) header.shared_memory = &t.shared_memory();
+  return CheckTensorHeader(header, what, limits);
+}
+
+absl::StatusOr<int64_t> CheckTensorHeader(const TensorHeader& t,
+                                          absl::string_view what,
+                                          const Limits& limits) {
+  const int64_t size = WireSize(t.dtype);
   if (size == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         what,
         ": dtype must be DATA_TYPE_FLOAT32, DATA_TYPE_INT64, "
         "DATA_TYPE_BFLOAT16 or DATA_TYPE_FLOAT64, got ",
-        pb::DataType_Name(t.dtype()).empty() ? absl::StrCat(t.dtype())
-                                             : pb::DataType_Name(t.dtype())));
+        pb::DataType_Name(t.dtype).empty() ? absl::StrCat(t.dtype)
+                                           : pb::DataType_Name(t.dtype)));
   }
-  Shape shape(t.shape().begin(), t.shape().end());
+  const Shape& shape = t.shape;
   ASSIGN_OR_RETURN(int64_t count, CheckedElementCount(
                                       shape, limits.max_tensor_elements, what));
   const std::string type =
-      absl::StrCat(pb::DataType_Name(t.dtype()), " ", ShapeToString(shape));
-  const int carriers = !t.data().empty() + (t.float_values_size() > 0) +
-                       (t.int64_values_size() > 0) + t.has_shared_memory();
+      absl::StrCat(pb::DataType_Name(t.dtype), " ", ShapeToString(shape));
+  const int carriers = (t.data_bytes > 0) + (t.float_values > 0) +
+                       (t.int64_values > 0) + (t.shared_memory != nullptr);
   if (carriers > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         what,
@@ -66,41 +79,41 @@ absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
         "may carry the values, got ",
         carriers));
   }
-  if (t.has_shared_memory()) {
-    const uint64_t given = t.shared_memory().byte_size();
+  if (t.shared_memory != nullptr) {
+    const uint64_t given = t.shared_memory->byte_size();
     if (given != static_cast<uint64_t>(count * size)) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": shared_memory.byte_size is ", given,
-                       " (region '", t.shared_memory().region(),
-                       "'), expected ", count * size, " for ", type));
+                       " (region '", t.shared_memory->region(), "'), expected ",
+                       count * size, " for ", type));
     }
-  } else if (t.float_values_size() > 0) {
-    if (t.dtype() == pb::DATA_TYPE_INT64) {
+  } else if (t.float_values > 0) {
+    if (t.dtype == pb::DATA_TYPE_INT64) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, ": float_values given for an int64 tensor (use int64_values)"));
     }
-    if (t.float_values_size() != count) {
+    if (t.float_values != count) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ": float_values has ", t.float_values_size(),
+          absl::StrCat(what, ": float_values has ", t.float_values,
                        " values, expected ", count, " for ", type));
     }
-  } else if (t.int64_values_size() > 0) {
-    if (t.dtype() != pb::DATA_TYPE_INT64) {
+  } else if (t.int64_values > 0) {
+    if (t.dtype != pb::DATA_TYPE_INT64) {
       return absl::InvalidArgumentError(absl::StrCat(
-          what, ": int64_values given for a ", pb::DataType_Name(t.dtype()),
+          what, ": int64_values given for a ", pb::DataType_Name(t.dtype),
           " tensor (use float_values or data)"));
     }
-    if (t.int64_values_size() != count) {
+    if (t.int64_values != count) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ": int64_values has ", t.int64_values_size(),
+          absl::StrCat(what, ": int64_values has ", t.int64_values,
                        " values, expected ", count, " for ", type));
     }
-  } else if (static_cast<int64_t>(t.data().size()) != count * size) {
+  } else if (t.data_bytes != count * size) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": data has ", t.data().size(), " bytes, expected ",
+        absl::StrCat(what, ": data has ", t.data_bytes, " bytes, expected ",
                      count * size, " for ", type));
   }
-  return count * static_cast<int64_t>(DTypeSize(CoreType(t.dtype())));
+  return count * static_cast<int64_t>(DTypeSize(CoreType(t.dtype)));
 }
 
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,

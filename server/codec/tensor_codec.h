@@ -27,6 +27,21 @@ using TensorProtoMap = google::protobuf::Map<std::string, pb::Tensor>;
 absl::StatusOr<int64_t> CheckTensor(const pb::Tensor& t, absl::string_view what,
                                     const Limits& limits);
 
+// What CheckTensor looks at: a tensor's fields but not its values (the
+// count of values each field carries), e.g. read from the wire without
+// copying them (wire_check.h).
+struct TensorHeader {
+  pb::DataType dtype = pb::DATA_TYPE_UNSPECIFIED;
+  Shape shape;
+  int64_t data_bytes = 0;
+  int64_t float_values = 0;
+  int64_t int64_values = 0;
+  const pb::SharedMemoryRef* shared_memory = nullptr;  // none when null
+};
+absl::StatusOr<int64_t> CheckTensorHeader(const TensorHeader& t,
+                                          absl::string_view what,
+                                          const Limits& limits);
+
 // A checked tensor's values in core storage. A shared_memory carrier is
 // refused: requests read theirs into data first (shared_memory_codec.h).
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t,

@@ -122,6 +122,10 @@ def test_retryable_codes():
     down = error(gradserve.Unavailable, "failed to connect")
     assert gradserve.retryable("Compute", down)
     assert not gradserve.retryable("TrainStep", down)  # may have been applied
+    draining = error(gradserve.Unavailable,
+                     "the server is shutting down; retry on another replica")
+    assert gradserve.retryable("Compute", draining)
+    assert gradserve.retryable("TrainStep", draining)  # refused before it ran
     assert not gradserve.retryable("Compute", error(gradserve.InvalidArgument, "bad"))
 
 

@@ -84,7 +84,9 @@ class RetryPolicy:
     call retries it. Other RESOURCE_EXHAUSTED (a request over a limit) would
     fail again and are raised at once. TrainStep, CreateSession, CloseSession
     and Backward are not retried on UNAVAILABLE: the server may have applied
-    them before the connection broke."""
+    them before the connection broke; except when a draining server refused
+    the call before starting it (its message then ends in "retry on another
+    replica")."""
 
     max_retries: int = 5
     initial_backoff: float = 0.1
@@ -105,7 +107,8 @@ def retryable(method: str, error: errors.Error) -> bool:
     if isinstance(error, errors.ResourceExhausted):
         return error.details.rstrip().endswith("retry later")
     if isinstance(error, errors.Unavailable):
-        return method not in _NOT_REPEATABLE
+        return (method not in _NOT_REPEATABLE or
+                error.details.rstrip().endswith("retry on another replica"))
     return False
 
 
