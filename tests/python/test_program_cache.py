@@ -150,3 +150,53 @@ def test_sessions_share_the_cache(start_server):
     server.compute(gs.compute_request(sid, models.batch("mlp", rng), loss="L"))
     server.compute(gs.compute_request(g, models.batch("mlp", rng), loss="L"))
     assert stats(server).misses <= after.misses + 1
+
+
+def tiny_request(name="fc1"):
+    """The 4-8-8-2 tanh/relu MLP with an MSE loss at batch 4 (client_bench's
+    tiny graph): a few hundred operations. `name` names the first node (a
+    new name, a new program)."""
+    rng = np.random.default_rng(1)
+    p = {"W1": rng.normal(size=(8, 4)), "W2": rng.normal(size=(8, 8)),
+         "W3": rng.normal(size=(2, 8))}
+    g = gs.graph([gs.node(name, "Linear", ["x", "W1"], ["h1"]),
+                  gs.node("act1", "Tanh", ["h1"], ["a1"]),
+                  gs.node("fc2", "Linear", ["a1", "W2"], ["h2"]),
+                  gs.node("act2", "ReLU", ["h2"], ["a2"]),
+                  gs.node("fc3", "Linear", ["a2", "W3"], ["y"]),
+                  gs.node("loss", "MSELoss", ["y", "t"], ["L"])],
+                 inputs=["x", "t"], parameters=p)
+    return gs.compute_request(g, feeds={"x": rng.normal(size=(4, 4)),
+                                        "t": rng.normal(size=(4, 2))}, fetch=["y"], loss="L")
+
+
+def test_a_tiny_cached_program_runs_on_grpcs_thread(start_server):
+    """A cached program under --inline_compute_flops runs where the call
+    arrives, not on the pool: it is served while the only worker is busy and
+    the queue takes nothing, and computes what the pool computes, counted
+    once in the cache's statistics."""
+    server = start_server("--workers=1", "--max_queue=0")
+    pooled = start_server("--inline_compute_flops=0")
+    server.compute(tiny_request())  # compiled on the pool: now cached
+    slow = server.rpc.Compute.future(gs.slow_compute_request(layers=48), timeout=120)
+
+    def worker_busy(probe=iter(range(10**6))):
+        # A program not cached yet goes to the pool, which is full while the
+        # slow call runs.
+        try:
+            server.rpc.Compute(tiny_request(f"probe{next(probe)}"), timeout=60)
+            return False
+        except gs.grpc.RpcError as e:
+            assert e.code() == gs.grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            return True
+
+    assert gs.wait_until(worker_busy, timeout=30)
+    before = stats(server)
+    result = gs.Result(server.rpc.Compute(tiny_request(), timeout=60))
+    assert not slow.done(), "the slow call ended first: nothing was shown"
+    after = stats(server)
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    slow.result()
+    for _ in range(2):
+        assert_results_equal(result, pooled.compute(tiny_request()), "inline vs pool")
+    assert (stats(pooled).hits, stats(pooled).misses) == (1, 1)
