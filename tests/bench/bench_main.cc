@@ -286,8 +286,10 @@ double TorchMedianMs(const std::string& name, int threads,
   const int64_t retain = absl::GetFlag(FLAGS_malloc_retain_mb) << 20;
   const std::string malloc_env =
       retain > 0 ? absl::StrFormat(
-                       "MALLOC_MMAP_THRESHOLD_=%d MALLOC_TRIM_THRESHOLD_=%d ",
-                       64 << 20, std::min<int64_t>(retain, INT32_MAX))
+                       "MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=%d "
+                       "MALLOC_TRIM_THRESHOLD_=%d ",
+                       std::min<int64_t>(retain, INT32_MAX),
+                       std::min<int64_t>(retain, INT32_MAX))
                  : "";
   const std::string command =
       malloc_env +

@@ -2,8 +2,9 @@
 their baselines measured in the same run:
 
 - a round trip of N MiB each way (Compute of a one-node Reshape graph: the
-  tensor in, the same bytes out) at 1, 16 and 64 MiB, against a raw loopback
-  TCP echo of the same bytes between this process and another;
+  tensor in, the same bytes out) at 1, 16 and 64 MiB, from this Python client
+  and from the C++ client (`gradctl bench`'s median latency), against a raw
+  loopback TCP echo of the same bytes between this process and another;
 - the tiny 3-layer graph over a unix socket against the same over TCP;
 - the example MLP's Compute with other processes busy on every core, against
   the same call on the quiet machine (passive OpenMP waiting keeps it within a
@@ -21,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+from google.protobuf import text_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import gs  # noqa: E402
@@ -71,10 +73,36 @@ class Echo:
         self.process.wait(timeout=10)
 
 
+def parse_ms(text):
+    """gradctl's duration ("12.3 ms", "1.20 s") in ms."""
+    value, unit = text.split()
+    return float(value) * (1000 if unit == "s" else 1)
+
+
+def cpp_client_ms(server, request, reps, warmup):
+    """The median latency of `gradctl bench` sending `request` `reps` times
+    (the C++ client), in ms."""
+    gradctl = os.path.join(gs.BUILD_DIR, "client", "gradctl")
+    with tempfile.TemporaryDirectory() as d:
+        graph = os.path.join(d, "graph.pbtxt")
+        with open(graph, "w") as f:
+            f.write(text_format.MessageToString(request.graph))
+        command = [gradctl, "--server", server.address, "bench", "--graph", graph,
+                   "-n", str(reps), "--warmup", str(warmup)]
+        for name in request.fetch:
+            command += ["--fetch", name]
+        for name, value in request.feeds.items():
+            np.save(os.path.join(d, name + ".npy"), gs.to_numpy(value))
+            command += ["--feed", f"{name}={os.path.join(d, name + '.npy')}"]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_ms(out.split("latency: p50 ", 1)[1].split(",", 1)[0])
+
+
 def transport_bench(server, args):
     echo = Echo()
     print(f"{'round trip, N MiB each way':28s} {'gRPC ms':>9s} {'GB/s':>6s} "
-          f"{'TCP echo ms':>12s} {'GB/s':>6s} {'gRPC/echo':>10s}")
+          f"{'TCP echo ms':>12s} {'GB/s':>6s} {'gRPC/echo':>10s} "
+          f"{'C++ ms':>9s} {'GB/s':>6s} {'C++/echo':>9s}")
     try:
         for mib in (1, 16, 64):
             n = mib * MIB // 4
@@ -88,9 +116,11 @@ def transport_bench(server, args):
             ours = median_ms(lambda: server.rpc.Compute(request, timeout=120), reps,
                              args.warmup)
             theirs = median_ms(lambda: echo.round_trip(data), reps, args.warmup)
+            cpp = cpp_client_ms(server, request, reps, args.warmup)
             rate = 2 * mib * MIB / 1e6  # bytes both ways, in MB, per ms = GB/s
             print(f"{'  ' + str(mib) + ' MiB':28s} {ours:9.2f} {rate / ours:6.2f} "
-                  f"{theirs:12.2f} {rate / theirs:6.2f} {theirs / ours:9.0%}")
+                  f"{theirs:12.2f} {rate / theirs:6.2f} {theirs / ours:9.0%} "
+                  f"{cpp:10.2f} {rate / cpp:6.2f} {theirs / cpp:8.0%}")
     finally:
         echo.close()
 
