@@ -25,11 +25,10 @@ import tempfile
 import time
 
 import numpy as np
-from google.protobuf import text_format
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import gs  # noqa: E402
-from client_bench import median_ms, mlp, tiny  # noqa: E402
+from client_bench import gradctl_bench, median_ms, mlp, tiny  # noqa: E402
 
 import grpc  # noqa: E402
 from gradserve.v1 import gradient_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -89,18 +88,8 @@ def parse_ms(text):
 def cpp_client_ms(server, request, reps, warmup):
     """The median latency of `gradctl bench` sending `request` `reps` times
     (the C++ client), in ms."""
-    gradctl = os.path.join(gs.BUILD_DIR, "client", "gradctl")
     with tempfile.TemporaryDirectory() as d:
-        graph = os.path.join(d, "graph.pbtxt")
-        with open(graph, "w") as f:
-            f.write(text_format.MessageToString(request.graph))
-        command = [gradctl, "--server", server.address, "bench", "--graph", graph,
-                   "-n", str(reps), "--warmup", str(warmup)]
-        for name in request.fetch:
-            command += ["--fetch", name]
-        for name, value in request.feeds.items():
-            np.save(os.path.join(d, name + ".npy"), gs.to_numpy(value))
-            command += ["--feed", f"{name}={os.path.join(d, name + '.npy')}"]
+        command = gradctl_bench(server, request, d, "-n", reps, "--warmup", warmup)
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_ms(out.split("latency: p50 ", 1)[1].split(",", 1)[0])
 
