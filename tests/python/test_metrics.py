@@ -251,9 +251,11 @@ def test_busy_workers_and_queue_depth_follow_the_pool(metered):
     assert gs.wait_until(two_run_one_waits, timeout=30)
     for c in calls:
         c.join()
-    after = m.scrape()
-    assert after.get("gradserve_compute_workers_busy") == 0
-    assert after.get("gradserve_compute_queue_depth") == 0
+    # A worker sends its reply before it counts itself free: the gauges
+    # settle just after the last reply.
+    assert gs.wait_until(lambda: m.scrape().get("gradserve_compute_workers_busy") == 0,
+                         timeout=10)
+    assert m.scrape().get("gradserve_compute_queue_depth") == 0
 
 
 def test_a_metrics_address_in_use_stops_the_server(metered):
