@@ -154,6 +154,7 @@ bench: build
 	$(BUILD_DIR)/tests/bench/gradserve_bench --onnx_resnet18 --reps=10 $(ARGS)
 	$(BENCH_ENV) $(PYTHON) tests/bench/client_bench.py
 	$(BENCH_ENV) $(PYTHON) tests/bench/transport_bench.py
+	$(BENCH_ENV) $(PYTHON) tests/bench/tiny_call_bench.py
 	$(BENCH_ENV) $(PYTHON) tests/bench/user_ratio_bench.py
 
 format:

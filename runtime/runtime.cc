@@ -160,20 +160,42 @@ absl::StatusOr<MemoryBudget::Reservation> Runtime::ReserveRun(
 
 absl::StatusOr<ComputeReply> Runtime::Compute(const CallContext& ctx,
                                               ComputeCall call) {
-  ASSIGN_OR_RETURN(Model model, Resolve(ctx, std::move(call.model),
+  ASSIGN_OR_RETURN(ComputePlan plan,
+                   PlanCompute(ctx, std::move(call), /*compile=*/true));
+  return RunCompute(ctx, std::move(plan));
+}
+
+absl::StatusOr<Runtime::ComputePlan> Runtime::PlanCompute(
+    const CallContext& ctx, ComputeCall call, bool compile) {
+  ComputePlan plan;
+  ASSIGN_OR_RETURN(plan.model_, Resolve(ctx, std::move(call.model),
                                         MetasOf(call.args.feeds)));
-  ProgramRequest request = ProgramRequestFor(call.args);
-  request.float_dtype =
-      FloatDtypeOf(call.args.feeds, call.args.output_gradients, *model.values);
-  ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
-  ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));
-  RunControl control = Control(ctx, call.args.seed);
+  plan.request_ = ProgramRequestFor(call.args);
+  plan.request_.float_dtype = FloatDtypeOf(
+      call.args.feeds, call.args.output_gradients, *plan.model_.values);
+  plan.call_ = std::move(call);
+  if (compile) {
+    ASSIGN_OR_RETURN(plan.program_, ProgramFor(plan.model_, plan.request_));
+  } else {
+    plan.program_ = cache_.Cached(plan.model_.graph_key, plan.request_);
+  }
+  return plan;
+}
+
+absl::StatusOr<ComputeReply> Runtime::RunCompute(const CallContext& ctx,
+                                                 ComputePlan plan) {
+  if (plan.program_ == nullptr) {
+    ASSIGN_OR_RETURN(plan.program_, ProgramFor(plan.model_, plan.request_));
+  }
+  ASSIGN_OR_RETURN(auto reservation, ReserveRun(*plan.program_));
+  const ComputeArgs& args = plan.call_.args;
+  RunControl control = Control(ctx, args.seed);
   std::optional<DiagnosticsRecorder> recorder;
-  if (call.diagnostics) control.observer = &recorder.emplace();
+  if (plan.call_.diagnostics) control.observer = &recorder.emplace();
   ComputeReply reply;
   ASSIGN_OR_RETURN(reply.result,
-                   Run(std::move(program), call.args.feeds, *model.values,
-                       call.args.output_gradients, control));
+                   Run(std::move(plan.program_), args.feeds,
+                       *plan.model_.values, args.output_gradients, control));
   if (recorder) reply.diagnostics = recorder->Finish(reply.result.gradients);
   return reply;
 }

@@ -73,6 +73,16 @@ class Runtime {
 
   absl::StatusOr<ComputeReply> Compute(const CallContext& ctx,
                                        ComputeCall call);
+  // Compute in two steps, for a caller that picks the thread to run on from
+  // the program (the server runs tiny cached programs on gRPC's thread):
+  // PlanCompute resolves the call's model and finds its program in the cache
+  // (compiling it on a miss when `compile`, else leaving it for RunCompute);
+  // RunCompute runs the plan. Compute is both on the calling thread.
+  class ComputePlan;
+  absl::StatusOr<ComputePlan> PlanCompute(const CallContext& ctx,
+                                          ComputeCall call, bool compile);
+  absl::StatusOr<ComputeReply> RunCompute(const CallContext& ctx,
+                                          ComputePlan plan);
   absl::StatusOr<GraphSummary> Describe(const CallContext& ctx,
                                         DescribeCall call);
   absl::StatusOr<ForwardReply> Forward(const CallContext& ctx,
@@ -157,6 +167,19 @@ class Runtime {
   // Expires idle sessions, activations and shared-memory regions, once a
   // second. Last: starts once the rest is built.
   Periodic janitor_;
+};
+
+class Runtime::ComputePlan {
+ public:
+  // The program found in the cache; null until compiled.
+  const Program* program() const { return program_.get(); }
+
+ private:
+  friend class Runtime;
+  Model model_;
+  ComputeCall call_;  // its model resolved into model_
+  ProgramRequest request_;
+  std::shared_ptr<const Program> program_;
 };
 
 }  // namespace gradserve::runtime

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <exception>
 #include <new>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -71,8 +72,11 @@ const google::protobuf::ServiceDescriptor& Service() {
   return *service;
 }
 
+}  // namespace
+
 // Finishes a unary call, telling the observer how it went first, and then
-// the gate that admitted it (none for a call refused there).
+// the gate that admitted it (none for a call refused there). Named in the
+// header, for Admitted.
 class UnaryEnd {
  public:
   UnaryEnd(grpc::ServerUnaryReactor* reactor, CallObserver* observer,
@@ -106,8 +110,6 @@ class UnaryEnd {
   CallGate* const gate_;
   const std::chrono::steady_clock::time_point start_;
 };
-
-}  // namespace
 
 int MethodIndex(absl::string_view method) {
   return Service().FindMethodByName(std::string(method))->index();
@@ -166,69 +168,101 @@ GradientServiceImpl::GradientServiceImpl(runtime::Runtime* runtime,
 template <typename Request, typename Reply>
 void GradientServiceImpl::AddUnary(absl::string_view method, Where where,
                                    Handler<Request, Reply> handler) {
-  auto start = [this, method = MethodIndex(method), where,
-                handler = std::move(handler),
-                wire_check = WireCheck(*Request::descriptor())](
-                   grpc::CallbackServerContext* context,
-                   const grpc::ByteBuffer* request,
-                   grpc::ByteBuffer* response) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    const int64_t bytes_in = static_cast<int64_t>(request->Length());
-    if (!calls_.Enter()) {
-      UnaryEnd(reactor, options_.observer, method, bytes_in, nullptr)
-          .Finish(CallGate::Refused(), context->peer(), "");
-      return reactor;
-    }
-    const UnaryEnd end(reactor, options_.observer, method, bytes_in, &calls_);
-    absl::StatusOr<runtime::CallContext> caller =
-        CallContextOf(context, options_.tokens.get());
-    if (!caller.ok()) {
-      end.Finish(caller.status(), context->peer(), "");
-      return reactor;
-    }
-    runtime::CallContext ctx = *std::move(caller);
-    // What needs no compute is refused here, without a turn on the pool.
-    absl::Status valid = wire_check.Check(*request, runtime_->limits());
-    if (!valid.ok()) {
-      end.Finish(valid, ctx.connection, ctx.tenant);
-      return reactor;
-    }
-    // The tenant's call in flight, then the message and its parsed copy,
-    // held while the call waits and runs.
-    auto admitted = runtime_->AdmitCall(ctx, request->Length());
-    if (!admitted.ok()) {
-      end.Finish(admitted.status(), ctx.connection, ctx.tenant);
-      return reactor;
-    }
-    auto admission = std::make_shared<runtime::Admission>(*std::move(admitted));
-    auto task = [end, ctx, request, response, admission, &handler]() {
-      absl::Status status = Guarded([&]() -> absl::Status {
-        RETURN_IF_ERROR(ctx.check_cancelled());
-        Request parsed;
-        RETURN_IF_ERROR(ParseMessage(*request, &parsed));
-        Reply rest;
-        WireMessage reply;
-        RETURN_IF_ERROR(handler(ctx, parsed, &rest, &reply));
-        reply.AddRest(rest);
-        reply.Finish(response);
-        return absl::OkStatus();
+  const int index = MethodIndex(method);
+  AddRawUnary(
+      index, [this, index, where, handler = std::move(handler),
+              check = WireCheck(*Request::descriptor())](
+                 grpc::CallbackServerContext* context,
+                 grpc::ServerUnaryReactor* reactor,
+                 const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+        std::optional<Admitted> call =
+            Admit(index, check, context, reactor, *request);
+        if (!call) return;
+        auto task = [call = *call, request, response, &handler]() {
+          Answer(call, response, [&](WireMessage* reply) -> absl::Status {
+            RETURN_IF_ERROR(call.ctx.check_cancelled());
+            Request parsed;
+            RETURN_IF_ERROR(ParseMessage(*request, &parsed));
+            Reply rest;
+            RETURN_IF_ERROR(handler(call.ctx, parsed, &rest, reply));
+            reply->AddRest(rest);
+            return absl::OkStatus();
+          });
+        };
+        Dispatch(where, *call, *request, std::move(task));
       });
-      *admission = runtime::Admission();  // given back before the reply
-      end.Finish(status, ctx.connection, ctx.tenant,
-                 status.ok() ? static_cast<int64_t>(response->Length()) : 0);
-    };
-    if (!Schedule(where, ctx, *request, std::move(task))) {
-      end.Finish(absl::ResourceExhaustedError(
-                     "the server's compute queue is full; retry later"),
-                 ctx.connection, ctx.tenant);
-    }
-    return reactor;
-  };
+}
+
+void GradientServiceImpl::AddRawUnary(int method, RawStart start) {
   MarkMethodRawCallback(
-      MethodIndex(method),
+      method,
       new grpc::internal::CallbackUnaryHandler<grpc::ByteBuffer,
                                                grpc::ByteBuffer>(
-          std::move(start)));
+          [start = std::move(start)](grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) {
+            // Once: each DefaultReactor() call makes it anew.
+            grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+            start(context, reactor, request, response);
+            return reactor;
+          }));
+}
+
+std::optional<GradientServiceImpl::Admitted> GradientServiceImpl::Admit(
+    int method, const WireCheck& check, grpc::CallbackServerContext* context,
+    grpc::ServerUnaryReactor* reactor, const grpc::ByteBuffer& request) {
+  const int64_t bytes_in = static_cast<int64_t>(request.Length());
+  if (!calls_.Enter()) {
+    UnaryEnd(reactor, options_.observer, method, bytes_in, nullptr)
+        .Finish(CallGate::Refused(), context->peer(), "");
+    return std::nullopt;
+  }
+  const UnaryEnd end(reactor, options_.observer, method, bytes_in, &calls_);
+  absl::StatusOr<runtime::CallContext> caller =
+      CallContextOf(context, options_.tokens.get());
+  if (!caller.ok()) {
+    end.Finish(caller.status(), context->peer(), "");
+    return std::nullopt;
+  }
+  // What needs no compute is refused here, without a turn on the pool.
+  absl::Status valid = check.Check(request, runtime_->limits());
+  if (!valid.ok()) {
+    end.Finish(valid, caller->connection, caller->tenant);
+    return std::nullopt;
+  }
+  // The tenant's call in flight, then the message and its parsed copy,
+  // held while the call waits and runs.
+  auto admitted = runtime_->AdmitCall(*caller, request.Length());
+  if (!admitted.ok()) {
+    end.Finish(admitted.status(), caller->connection, caller->tenant);
+    return std::nullopt;
+  }
+  return Admitted{std::make_shared<UnaryEnd>(end), *std::move(caller),
+                  std::make_shared<runtime::Admission>(*std::move(admitted))};
+}
+
+void GradientServiceImpl::Answer(
+    const Admitted& call, grpc::ByteBuffer* response,
+    const std::function<absl::Status(WireMessage*)>& work) {
+  absl::Status status = Guarded([&]() -> absl::Status {
+    WireMessage reply;
+    RETURN_IF_ERROR(work(&reply));
+    reply.Finish(response);
+    return absl::OkStatus();
+  });
+  *call.admission = runtime::Admission();  // given back before the reply
+  call.end->Finish(status, call.ctx.connection, call.ctx.tenant,
+                   status.ok() ? static_cast<int64_t>(response->Length()) : 0);
+}
+
+void GradientServiceImpl::Dispatch(Where where, const Admitted& call,
+                                   const grpc::ByteBuffer& request,
+                                   std::function<void()> task) {
+  if (!Schedule(where, call.ctx, request, std::move(task))) {
+    call.end->Finish(absl::ResourceExhaustedError(
+                         "the server's compute queue is full; retry later"),
+                     call.ctx.connection, call.ctx.tenant);
+  }
 }
 
 template <typename Request>
@@ -268,11 +302,15 @@ bool GradientServiceImpl::Schedule(Where where, const runtime::CallContext& ctx,
 
 void GradientServiceImpl::AddComputeRpcs() {
   const Limits& limits = runtime_->limits();
-  AddUnary<pb::ComputeRequest, pb::ComputeResponse>(
-      "Compute", Where::kPool,
-      [this](const runtime::CallContext& ctx, pb::ComputeRequest& r,
-             pb::ComputeResponse*,
-             WireMessage* wire) { return ComputeOne(ctx, r, wire); });
+  const int compute = MethodIndex("Compute");
+  AddRawUnary(compute, [this, compute](grpc::CallbackServerContext* context,
+                                       grpc::ServerUnaryReactor* reactor,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) {
+    std::optional<Admitted> call =
+        Admit(compute, compute_check_, context, reactor, *request);
+    if (call) StartCompute(*call, *request, response);
+  });
   AddUnary<pb::DescribeRequest, pb::DescribeResponse>(
       "Describe", Where::kPool,
       [this, &limits](const runtime::CallContext& ctx, pb::DescribeRequest& r,
@@ -361,6 +399,78 @@ absl::Status GradientServiceImpl::ComputeOne(const runtime::CallContext& ctx,
   RETURN_IF_ERROR(placement.Write(&reply.result, &placed));
   ComputeReplyToWire(reply, response);
   response->AddRest(placed);
+  return absl::OkStatus();
+}
+
+void GradientServiceImpl::StartCompute(const Admitted& call,
+                                       const grpc::ByteBuffer& request,
+                                       grpc::ByteBuffer* response) {
+  if (options_.inline_compute_flops <= 0 ||
+      request.Length() > kPlannedHereBytes) {
+    Dispatch(Where::kPool, call, request, [this, call, &request, response] {
+      Answer(call, response, [&](WireMessage* reply) -> absl::Status {
+        RETURN_IF_ERROR(call.ctx.check_cancelled());
+        return ComputeFromBytes(call.ctx, request, reply);
+      });
+    });
+    return;
+  }
+  // Small: parsed and planned here; run here too when cached and cheap.
+  auto parsed = std::make_shared<pb::ComputeRequest>();
+  auto plan = std::make_shared<absl::StatusOr<std::optional<ComputePlan>>>();
+  *plan = absl::InternalError("not planned");
+  const absl::Status planned = Guarded([&]() -> absl::Status {
+    RETURN_IF_ERROR(ParseMessage(request, parsed.get()));
+    *plan = PlanHere(call.ctx, *parsed);
+    return absl::OkStatus();
+  });
+  if (!planned.ok() || !plan->ok() ||
+      (plan->value().has_value() && RunsHere(*plan->value()))) {
+    Answer(call, response, [&](WireMessage* reply) -> absl::Status {
+      RETURN_IF_ERROR(planned);
+      if (!plan->ok()) return plan->status();
+      return RunPlanned(call.ctx, std::move(*plan->value()), reply);
+    });
+    return;
+  }
+  Dispatch(Where::kPool, call, request, [this, call, parsed, plan, response] {
+    Answer(call, response, [&](WireMessage* reply) -> absl::Status {
+      RETURN_IF_ERROR(call.ctx.check_cancelled());
+      std::optional<ComputePlan>& p = plan->value();
+      if (!p.has_value()) return ComputeOne(call.ctx, *parsed, reply);
+      return RunPlanned(call.ctx, std::move(*p), reply);
+    });
+  });
+}
+
+absl::StatusOr<std::optional<GradientServiceImpl::ComputePlan>>
+GradientServiceImpl::PlanHere(const runtime::CallContext& ctx,
+                              pb::ComputeRequest& request) {
+  SharedMemoryReads reads(&runtime_->shared_memory(), ctx, runtime_->limits());
+  RETURN_IF_ERROR(AddSharedMemoryTensors(request, &reads));
+  // Shared memory, or a model to import: all of it on the pool.
+  if (!reads.empty() || !request.output_placement().empty() ||
+      request.model_case() == pb::ComputeRequest::kOnnxModel) {
+    return std::nullopt;
+  }
+  ASSIGN_OR_RETURN(auto call,
+                   ComputeCallFromProto(request, runtime_->limits()));
+  return runtime_->PlanCompute(ctx, std::move(call), /*compile=*/false);
+}
+
+bool GradientServiceImpl::RunsHere(const ComputePlan& plan) const {
+  const Program* program = plan.program();
+  return program != nullptr &&
+         program->flops() <= options_.inline_compute_flops &&
+         program->peak_bytes_bound() + program->result_bytes_bound() <=
+             kRunHereBytes;
+}
+
+absl::Status GradientServiceImpl::RunPlanned(const runtime::CallContext& ctx,
+                                             ComputePlan plan,
+                                             WireMessage* response) {
+  ASSIGN_OR_RETURN(auto reply, runtime_->RunCompute(ctx, std::move(plan)));
+  ComputeReplyToWire(reply, response);
   return absl::OkStatus();
 }
 

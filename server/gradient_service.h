@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -31,6 +32,11 @@ struct ServiceOptions {
   int64_t max_message_bytes = int64_t{1} << 30;
   // Replies that may wait to be sent on one ComputeStream.
   int stream_window = 8;
+  // A Compute whose message is small and whose program is cached and plans
+  // at most this many operations (and little memory) runs on gRPC's thread
+  // instead of the compute pool: the hand-off and the thread wake-ups cost
+  // more than such a program. 0 = every Compute runs on the pool.
+  int64_t inline_compute_flops = int64_t{1} << 18;
   // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
   bool tls = false;
   bool mutual_tls = false;
@@ -50,6 +56,8 @@ class DrainableStream {
  protected:
   ~DrainableStream() = default;
 };
+
+class UnaryEnd;  // gradient_service.cc
 
 class GradientServiceImpl final : public pb::GradientService::Service {
  public:
@@ -88,6 +96,45 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   // Runs `task` where `where` says; false when the queue there is full.
   bool Schedule(Where where, const runtime::CallContext& ctx,
                 const grpc::ByteBuffer& request, std::function<void()> task);
+  // A unary call admitted to run: how it ends, who asked, and what it holds
+  // until its reply.
+  struct Admitted {
+    std::shared_ptr<const UnaryEnd> end;
+    runtime::CallContext ctx;
+    std::shared_ptr<runtime::Admission> admission;
+  };
+  using RawStart = std::function<void(
+      grpc::CallbackServerContext*, grpc::ServerUnaryReactor*,
+      const grpc::ByteBuffer*, grpc::ByteBuffer*)>;
+  // Serves `method` with `start`, on gRPC's thread (it queues the work).
+  void AddRawUnary(int method, RawStart start);
+  // The caller and its admission; the call ended already when refused.
+  // Passes the drain's gate, then the wire check of the request's tensors.
+  std::optional<Admitted> Admit(int method, const WireCheck& check,
+                                grpc::CallbackServerContext* context,
+                                grpc::ServerUnaryReactor* reactor,
+                                const grpc::ByteBuffer& request);
+  // Runs `work`, which writes the reply, and ends the call with its status.
+  static void Answer(const Admitted& call, grpc::ByteBuffer* response,
+                     const std::function<absl::Status(WireMessage*)>& work);
+  // Schedule, ending the call when the queue is full.
+  void Dispatch(Where where, const Admitted& call,
+                const grpc::ByteBuffer& request, std::function<void()> task);
+
+  // Compute: a message up to kPlannedHereBytes is parsed and planned on
+  // gRPC's thread, and run there when RunsHere; the rest on the pool.
+  using ComputePlan = runtime::Runtime::ComputePlan;
+  static constexpr size_t kPlannedHereBytes = 64 << 10;
+  static constexpr int64_t kRunHereBytes = int64_t{1} << 20;
+  void StartCompute(const Admitted& call, const grpc::ByteBuffer& request,
+                    grpc::ByteBuffer* response);
+  // The plan of a request; none for shared memory or an ONNX model (the
+  // pool does all of those).
+  absl::StatusOr<std::optional<ComputePlan>> PlanHere(
+      const runtime::CallContext& ctx, pb::ComputeRequest& request);
+  bool RunsHere(const ComputePlan& plan) const;
+  absl::Status RunPlanned(const runtime::CallContext& ctx, ComputePlan plan,
+                          WireMessage* response);
   void AddComputeRpcs();
   void AddAnalysisRpcs();
   void AddSessionRpcs();

@@ -78,6 +78,11 @@ ABSL_FLAG(int64_t, max_activation_bytes,
 ABSL_FLAG(int32_t, stream_window,
           gradserve::server::ServiceOptions{}.stream_window,
           "ComputeStream replies computed ahead of the one being sent");
+ABSL_FLAG(int64_t, inline_compute_flops,
+          gradserve::server::ServiceOptions{}.inline_compute_flops,
+          "a Compute whose program is cached and plans at most this many "
+          "operations runs on gRPC's thread, without the compute pool's "
+          "hand-off; 0 = every Compute on the pool");
 ABSL_FLAG(int64_t, malloc_retain_mb, 512,
           "freed memory (MiB) kept for reuse rather than returned to the OS: "
           "large tensors then reuse warm pages; 0 = the C library's default");
@@ -282,6 +287,8 @@ int main(int argc, char** argv) {
                         absl::GetFlag(FLAGS_tenant_max_bytes),
                         absl::GetFlag(FLAGS_tenant_max_concurrent_calls)};
   options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
+  options.service.inline_compute_flops =
+      absl::GetFlag(FLAGS_inline_compute_flops);
   options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.persistence.snapshot_interval =
       absl::Seconds(absl::GetFlag(FLAGS_snapshot_seconds));

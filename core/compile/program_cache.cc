@@ -19,11 +19,18 @@ absl::StatusOr<std::shared_ptr<const Program>> ProgramCache::GetOrCompile(
   return program;
 }
 
-std::shared_ptr<const Program> ProgramCache::Find(const std::string& key) {
+std::shared_ptr<const Program> ProgramCache::Cached(
+    absl::string_view graph_key, const ProgramRequest& request) {
+  return Find(absl::StrCat(graph_key, ProgramKey(request)),
+              /*count_miss=*/false);
+}
+
+std::shared_ptr<const Program> ProgramCache::Find(const std::string& key,
+                                                  bool count_miss) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end()) {
-    ++stats_.misses;
+    if (count_miss) ++stats_.misses;
     return nullptr;
   }
   ++stats_.hits;

@@ -43,6 +43,11 @@ class ProgramCache {
       absl::string_view graph_key, const ProgramRequest& request,
       const IndexSource& index, const Limits& limits);
 
+  // The program for (graph_key, request) when cached (a hit), else null
+  // (no miss counted: GetOrCompile counts it when it compiles).
+  std::shared_ptr<const Program> Cached(absl::string_view graph_key,
+                                        const ProgramRequest& request);
+
   ProgramCacheStats stats() const;
 
  private:
@@ -52,7 +57,9 @@ class ProgramCache {
     int64_t bytes;
   };
 
-  std::shared_ptr<const Program> Find(const std::string& key);
+  // `count_miss`: whether a miss counts in the stats.
+  std::shared_ptr<const Program> Find(const std::string& key,
+                                      bool count_miss = true);
   void Insert(std::string key, std::shared_ptr<const Program> program);
 
   const int64_t capacity_bytes_;

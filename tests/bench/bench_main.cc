@@ -33,6 +33,7 @@
 #include "grpcpp/security/credentials.h"
 #include "server/allocator.h"
 #include "server/codec/call_codec.h"
+#include "server/gradient_service.h"
 #include "server/openmp_env.h"
 #include "server/server.h"
 #include "tests/bench/raw_onednn.h"
@@ -48,6 +49,11 @@ ABSL_FLAG(std::string, in_process_only, "",
           "print only the in-process median (ms) of one case (linear, mlp, "
           "tiny or reshape), and the process's CPU ms per repetition, and "
           "exit: client_bench.py's baseline");
+ABSL_FLAG(bool, served, false,
+          "with --in_process_only: time the server's work for one Compute "
+          "less gRPC's instead (the request's bytes parsed and decoded, the "
+          "runtime's call with the program cache warm, the reply written), "
+          "on the calling thread");
 ABSL_FLAG(bool, onnx_resnet18, false,
           "time torchvision's resnet18 exported to ONNX (batch 2, 224x224, "
           "training mode): import, first and cached Computes, fwd+bwd against "
@@ -280,8 +286,10 @@ double TorchMedianMs(const std::string& name, int threads,
   const int64_t retain = absl::GetFlag(FLAGS_malloc_retain_mb) << 20;
   const std::string malloc_env =
       retain > 0 ? absl::StrFormat(
-                       "MALLOC_MMAP_THRESHOLD_=%d MALLOC_TRIM_THRESHOLD_=%d ",
-                       64 << 20, std::min<int64_t>(retain, INT32_MAX))
+                       "MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=%d "
+                       "MALLOC_TRIM_THRESHOLD_=%d ",
+                       std::min<int64_t>(retain, INT32_MAX),
+                       std::min<int64_t>(retain, INT32_MAX))
                  : "";
   const std::string command =
       malloc_env +
@@ -309,6 +317,25 @@ Stats MeasureInProcess(const Case& c) {
   return Measure([&] {
     Check(gradserve::Compute(call->model.graph, call->args, limits).status(),
           c.name.c_str());
+  });
+}
+
+// The server's work for one Compute less gRPC's: the request's bytes
+// parsed, decoded and run by the runtime (its program cache warm after the
+// warm-up), and the reply written as gRPC would send it.
+Stats MeasureServed(const Case& c) {
+  runtime::ComputePool pool({1, omp_get_max_threads()}, 0);
+  runtime::Runtime rt(runtime::RuntimeOptions{}, &pool);
+  server::GradientServiceImpl service(&rt, server::ServiceOptions{});
+  const std::string bytes = c.request.SerializeAsString();
+  grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+  const runtime::CallContext ctx;
+  return Measure([&] {
+    server::WireMessage reply;
+    Check(service.ComputeFromBytes(ctx, request, &reply), c.name.c_str());
+    grpc::ByteBuffer response;
+    reply.Finish(&response);
   });
 }
 
@@ -494,7 +521,9 @@ int InProcessOnly(const std::string& name) {
             .threads_per_worker);
     const Case c = make(&rng);
     const double cpu_before = ProcessCpuMs();
-    const double median = MeasureInProcess(c).median_ms;
+    const double median = absl::GetFlag(FLAGS_served)
+                              ? MeasureServed(c).median_ms
+                              : MeasureInProcess(c).median_ms;
     const int runs = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_reps);
     std::printf("%.4f %.4f\n", median,
                 (ProcessCpuMs() - cpu_before) / std::max(1, runs));

@@ -132,17 +132,7 @@ def train_step_bench(server, threads, args):
 
 
 def tiny(rng):
-    p = {"W1": rng.normal(size=(8, 4)), "W2": rng.normal(size=(8, 8)),
-         "W3": rng.normal(size=(2, 8))}
-    g = gs.graph([gs.node("fc1", "Linear", ["x", "W1"], ["h1"]),
-                  gs.node("act1", "Tanh", ["h1"], ["a1"]),
-                  gs.node("fc2", "Linear", ["a1", "W2"], ["h2"]),
-                  gs.node("act2", "ReLU", ["h2"], ["a2"]),
-                  gs.node("fc3", "Linear", ["a2", "W3"], ["y"]),
-                  gs.node("loss", "MSELoss", ["y", "t"], ["L"])],
-                 inputs=["x", "t"], parameters=p)
-    return gs.compute_request(g, feeds={"x": rng.normal(size=(4, 4)),
-                                        "t": rng.normal(size=(4, 2))}, loss="L")
+    return gs.tiny_compute_request(rng)
 
 
 def small_calls_bench(server, args):
@@ -176,19 +166,29 @@ def small_calls_bench(server, args):
           f"{n * 1000 / u:9.1f} ms   throughput {s / u:6.2f}x")
 
 
+def gradctl_bench(server, request, directory, *flags):
+    """The `gradctl bench` command line sending `request` (its graph, feeds,
+    fetch and loss written into `directory`) with `flags`."""
+    graph = os.path.join(directory, "graph.pbtxt")
+    with open(graph, "w") as f:
+        f.write(text_format.MessageToString(request.graph))
+    command = [os.path.join(gs.BUILD_DIR, "client", "gradctl"), "--server", server.address,
+               "bench", "--graph", graph, *map(str, flags)]
+    if request.loss:
+        command += ["--loss", request.loss]
+    for name in request.fetch:
+        command += ["--fetch", name]
+    for name, value in request.feeds.items():
+        np.save(os.path.join(directory, name + ".npy"), gs.to_numpy(value))
+        command += ["--feed", f"{name}={os.path.join(directory, name + '.npy')}"]
+    return command
+
+
 def gradctl_calls_per_s(server, request, n, stream, reps):
     """The median calls/s of `gradctl bench` sending `request` n times,
     over one ComputeStream or as sequential unary calls."""
-    gradctl = os.path.join(gs.BUILD_DIR, "client", "gradctl")
     with tempfile.TemporaryDirectory() as d:
-        graph = os.path.join(d, "graph.pbtxt")
-        with open(graph, "w") as f:
-            f.write(text_format.MessageToString(request.graph))
-        command = [gradctl, "--server", server.address, "bench", "--graph", graph,
-                   "--loss", request.loss, "-n", str(n)] + (["--stream"] if stream else [])
-        for name, value in request.feeds.items():
-            np.save(os.path.join(d, name + ".npy"), gs.to_numpy(value))
-            command += ["--feed", f"{name}={os.path.join(d, name + '.npy')}"]
+        command = gradctl_bench(server, request, d, "-n", n, *(["--stream"] if stream else []))
         rates = []
         for _ in range(reps):
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

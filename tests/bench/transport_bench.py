@@ -2,8 +2,12 @@
 their baselines measured in the same run:
 
 - a round trip of N MiB each way (Compute of a one-node Reshape graph: the
-  tensor in, the same bytes out) at 1, 16 and 64 MiB, against a raw loopback
-  TCP echo of the same bytes between this process and another;
+  tensor in, the same bytes out) at 1, 16 and 64 MiB, from this Python client
+  and from the C++ client (`gradctl bench`'s median latency), against a raw
+  loopback TCP echo of the same bytes between this process and another; the
+  Python client also in a process with the allocator settings the server
+  and gradctl use (MALLOC_ENV: glibc otherwise maps every block over 64 MiB
+  fresh on gRPC's threads, and the 64 MiB trip costs more per byte);
 - the tiny 3-layer graph over a unix socket against the same over TCP;
 - the example MLP's Compute with other processes busy on every core, against
   the same call on the quiet machine (passive OpenMP waiting keeps it within a
@@ -24,12 +28,16 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import gs  # noqa: E402
-from client_bench import median_ms, mlp, tiny  # noqa: E402
+from client_bench import gradctl_bench, median_ms, mlp, tiny  # noqa: E402
 
 import grpc  # noqa: E402
 from gradserve.v1 import gradient_service_pb2_grpc as pb_grpc  # noqa: E402
 
 MIB = 1 << 20
+# As the server's --malloc_retain_mb=512 and gradctl: one arena, blocks up to
+# 512 MiB from the heap and kept when freed.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(512 * MIB),
+              "MALLOC_TRIM_THRESHOLD_": str(512 * MIB)}
 
 # An echo server in another process: reads an 8-byte length, then that many
 # bytes, and sends them back.
@@ -71,16 +79,57 @@ class Echo:
         self.process.wait(timeout=10)
 
 
+def parse_ms(text):
+    """gradctl's duration ("12.3 ms", "1.20 s") in ms."""
+    value, unit = text.split()
+    return float(value) * (1000 if unit == "s" else 1)
+
+
+def cpp_client_ms(server, request, reps, warmup):
+    """The median latency of `gradctl bench` sending `request` `reps` times
+    (the C++ client), in ms."""
+    with tempfile.TemporaryDirectory() as d:
+        command = gradctl_bench(server, request, d, "-n", reps, "--warmup", warmup)
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return parse_ms(out.split("latency: p50 ", 1)[1].split(",", 1)[0])
+
+
+def round_trip_request(mib):
+    n = mib * MIB // 4
+    x = np.arange(n, dtype=np.float32)
+    g = gs.graph([gs.node("r", "Reshape", ["x"], ["y"], shape=[n])], inputs=["x"])
+    return x, gs.compute_request(g, feeds={"x": x}, fetch=["y"])
+
+
+def python_tuned_ms(server, mib, reps, warmup):
+    """The median round trip of `mib` MiB from a Python client in another
+    process started with MALLOC_ENV, in ms."""
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--round_trip", str(mib),
+         "--address", server.address, "--reps", str(reps), "--warmup", str(warmup)],
+        capture_output=True, text=True, check=True, env={**os.environ, **MALLOC_ENV})
+    return float(done.stdout.split()[-1])
+
+
+def round_trip_only(args):
+    """--round_trip: this process's median round trip, printed."""
+    channel = grpc.insecure_channel(args.address, options=[
+        ("grpc.max_receive_message_length", gs.MAX_MESSAGE),
+        ("grpc.max_send_message_length", gs.MAX_MESSAGE)])
+    rpc = pb_grpc.GradientServiceStub(channel)
+    _, request = round_trip_request(args.round_trip)
+    print(median_ms(lambda: rpc.Compute(request, timeout=120), args.reps, args.warmup))
+
+
 def transport_bench(server, args):
     echo = Echo()
     print(f"{'round trip, N MiB each way':28s} {'gRPC ms':>9s} {'GB/s':>6s} "
-          f"{'TCP echo ms':>12s} {'GB/s':>6s} {'gRPC/echo':>10s}")
+          f"{'TCP echo ms':>12s} {'GB/s':>6s} {'gRPC/echo':>10s} "
+          f"{'C++ ms':>9s} {'GB/s':>6s} {'C++/echo':>9s} "
+          f"{'Py+malloc':>10s} {'GB/s':>6s} {'/echo':>6s}")
     try:
         for mib in (1, 16, 64):
-            n = mib * MIB // 4
-            x = np.arange(n, dtype=np.float32)
-            g = gs.graph([gs.node("r", "Reshape", ["x"], ["y"], shape=[n])], inputs=["x"])
-            request = gs.compute_request(g, feeds={"x": x}, fetch=["y"])
+            x, request = round_trip_request(mib)
             reply = server.rpc.Compute(request, timeout=120)
             assert gs.to_numpy(reply.outputs["y"]).tobytes() == x.tobytes()
             data = x.tobytes()
@@ -88,9 +137,13 @@ def transport_bench(server, args):
             ours = median_ms(lambda: server.rpc.Compute(request, timeout=120), reps,
                              args.warmup)
             theirs = median_ms(lambda: echo.round_trip(data), reps, args.warmup)
+            cpp = cpp_client_ms(server, request, reps, args.warmup)
+            tuned = python_tuned_ms(server, mib, reps, args.warmup)
             rate = 2 * mib * MIB / 1e6  # bytes both ways, in MB, per ms = GB/s
             print(f"{'  ' + str(mib) + ' MiB':28s} {ours:9.2f} {rate / ours:6.2f} "
-                  f"{theirs:12.2f} {rate / theirs:6.2f} {theirs / ours:9.0%}")
+                  f"{theirs:12.2f} {rate / theirs:6.2f} {theirs / ours:9.0%} "
+                  f"{cpp:10.2f} {rate / cpp:6.2f} {theirs / cpp:8.0%} "
+                  f"{tuned:10.2f} {rate / tuned:6.2f} {theirs / tuned:6.0%}")
     finally:
         echo.close()
 
@@ -136,7 +189,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--round_trip", type=int, default=0,
+                        help="only time a round trip of this many MiB to --address")
+    parser.add_argument("--address", default="")
     args = parser.parse_args()
+    if args.round_trip:
+        return round_trip_only(args)
     server = gs.Server()
     try:
         info = server.rpc.GetServerInfo(gs.pb.GetServerInfoRequest())

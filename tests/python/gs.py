@@ -513,6 +513,24 @@ def slow_compute_request(layers=24, width=512, batch=512, seed=0, backward=True)
                            loss="L" if backward else "", fetch=["L"])
 
 
+def tiny_compute_request(rng, first="fc1", fetch=()):
+    """The 4-8-8-2 tanh/relu MLP with an MSE loss at batch 4, values from
+    `rng` (client_bench's tiny graph: a few hundred operations); `first`
+    names the first node."""
+    p = {"W1": rng.normal(size=(8, 4)), "W2": rng.normal(size=(8, 8)),
+         "W3": rng.normal(size=(2, 8))}
+    g = graph([node(first, "Linear", ["x", "W1"], ["h1"]),
+               node("act1", "Tanh", ["h1"], ["a1"]),
+               node("fc2", "Linear", ["a1", "W2"], ["h2"]),
+               node("act2", "ReLU", ["h2"], ["a2"]),
+               node("fc3", "Linear", ["a2", "W3"], ["y"]),
+               node("loss", "MSELoss", ["y", "t"], ["L"])],
+              inputs=["x", "t"], parameters=p)
+    return compute_request(g, feeds={"x": rng.normal(size=(4, 4)),
+                                     "t": rng.normal(size=(4, 2))},
+                           fetch=list(fetch), loss="L")
+
+
 def wait_until(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -150,3 +150,44 @@ def test_sessions_share_the_cache(start_server):
     server.compute(gs.compute_request(sid, models.batch("mlp", rng), loss="L"))
     server.compute(gs.compute_request(g, models.batch("mlp", rng), loss="L"))
     assert stats(server).misses <= after.misses + 1
+
+
+def tiny_request(name="fc1"):
+    """The tiny 3-layer MLP (a few hundred operations); `name` names its
+    first node (a new name, a new program)."""
+    return gs.tiny_compute_request(np.random.default_rng(1), first=name, fetch=["y"])
+
+
+def test_a_tiny_cached_program_runs_on_grpcs_thread(start_server):
+    """A cached program under --inline_compute_flops runs where the call
+    arrives, not on the pool: it is served while the only worker is busy and
+    the queue takes nothing, and computes what the pool computes, counted
+    once in the cache's statistics."""
+    server = start_server("--workers=1", "--max_queue=0")
+    pooled = start_server("--inline_compute_flops=0")
+    server.compute(tiny_request())  # compiled on the pool: now cached
+    slow = server.rpc.Compute.future(gs.slow_compute_request(layers=48), timeout=120)
+
+    compiled = []  # probes the pool took (before the slow call had it)
+
+    def worker_busy(probe=iter(range(10**6))):
+        # A program not cached yet goes to the pool, which is full while the
+        # slow call runs.
+        try:
+            server.rpc.Compute(tiny_request(f"probe{next(probe)}"), timeout=60)
+            compiled.append(1)
+            return False
+        except gs.grpc.RpcError as e:
+            assert e.code() == gs.grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            return True
+
+    assert gs.wait_until(worker_busy, timeout=30)
+    result = gs.Result(server.rpc.Compute(tiny_request(), timeout=60))
+    assert not slow.done(), "the slow call ended first: nothing was shown"
+    slow.result()
+    # Misses: the first tiny call, the slow one and the probes the pool took
+    # (refused ones compile nothing); the hit: the tiny call served here.
+    assert (stats(server).hits, stats(server).misses) == (1, 2 + len(compiled))
+    for _ in range(2):
+        assert_results_equal(result, pooled.compute(tiny_request()), "inline vs pool")
+    assert (stats(pooled).hits, stats(pooled).misses) == (1, 1)
