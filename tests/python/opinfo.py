@@ -21,6 +21,7 @@ prints the table per OpInfo; --verbose prints every sample that is not a pass.
 
 import argparse
 import collections
+import math
 import sys
 import types
 import unittest
@@ -491,8 +492,11 @@ def embedding(s):
         attrs["padding_idx"] = int(s.kwargs["padding_idx"])
     if s.kwargs.get("scale_grad_by_freq"):
         attrs["scale_grad_by_freq"] = 1
-    for name in ("max_norm", "sparse"):
-        option_if(bool(s.kwargs.get(name)), name, options)
+    if s.kwargs.get("max_norm") is not None:
+        attrs["max_norm"] = float(s.kwargs["max_norm"])
+        norm_type = float(s.kwargs.get("norm_type", 2.0))
+        attrs["norm_type"] = str(norm_type) if math.isinf(norm_type) else norm_type
+    option_if(bool(s.kwargs.get("sparse")), "sparse", options)
     return Translation("Embedding", [("indices", s.args[0]), ("weight", s.input)], attrs,
                        options)
 
