@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "core/attributes.h"
@@ -18,6 +19,19 @@ template <typename F>
 decltype(auto) DispatchFloat(DType dtype, F&& f) {
   if (dtype == DType::kFloat64) return f(double{});
   return f(float{});
+}
+
+// DispatchFloat, and f(int64_t{}) for int64: loops that also serve int64
+// tensors (ops that keep int64 as torch does).
+template <typename F>
+decltype(auto) DispatchNumeric(DType dtype, F&& f) {
+  if (dtype == DType::kInt64) return f(int64_t{});
+  return DispatchFloat(dtype, std::forward<F>(f));
+}
+
+// An input that is float (of the request's float dtype) or int64.
+inline absl::Status ExpectFloatOrInt64(const OpConfig& c, int i) {
+  return IsFloating(c.input(i).dtype) ? c.ExpectFloat(i) : c.ExpectInt64(i);
 }
 
 // torch's dtype= of softmax, log_softmax, sum and mean: "" (the input's) or
