@@ -5,6 +5,7 @@
 #define GRADSERVE_CORE_OPS_INT_MATH_H_
 
 #include <cstdint>
+#include <type_traits>
 
 namespace gradserve {
 
@@ -36,6 +37,16 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
   const int64_t quot = a / b;
   const int64_t rem = a % b;
   return rem != 0 && ((rem < 0) != (b < 0)) ? quot - 1 : quot;
+}
+
+// acc + a·b: wrapping for int64, plain arithmetic for floats.
+template <typename T>
+inline T MulAdd(T acc, T a, T b) {
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return WrapAdd(acc, WrapMul(a, b));
+  } else {
+    return acc + a * b;
+  }
 }
 
 }  // namespace gradserve

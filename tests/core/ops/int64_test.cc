@@ -207,5 +207,27 @@ TEST(Int64, MaxMinAndSum) {
   ExpectClose(mean->outputs.at("out0"), F32({}, {0.5}), 1e-7, "mean dtype");
 }
 
+TEST(Int64, MatMulAndLinear) {
+  const Tensor a = I64({2, 3}, {1, -2, 3, 4, 5, -6});
+  ExpectInts(Forward(Pair("MatMul", {2, 3}, {3, 2}),
+                     {a, I64({3, 2}, {7, 8, -9, 10, 11, -12})}),
+             {58, -48, -83, 154}, "matmul");
+  ExpectInts(Forward(Pair("MatMul", {2, 3}, {3}), {a, I64({3}, {1, 2, 3})}),
+             {6, -4}, "matrix-vector");
+  ExpectInts(Forward(Pair("MatMul", {1, 1}, {1, 1}),
+                     {I64({1, 1}, {kMax}), I64({1, 1}, {2})}),
+             {-2}, "matmul wraps");
+  OpCase linear("Linear", {IndexInput("x", {2, 3}), IndexInput("w", {2, 3}),
+                           IndexInput("b", {2})});
+  ExpectInts(
+      Forward(linear, {I64({2, 3}, {1, 2, 3, -1, 0, 2}),
+                       I64({2, 3}, {1, 0, -1, 2, 2, 2}), I64({2}, {5, -5})}),
+      {3, 7, 2, -3}, "linear");
+  // torch refuses int64 against float: "expected scalar type".
+  ExpectError(OpCase("Linear", {{"x", {2, 3}}, IndexInput("w", {2, 3})}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (Linear)", "input 'weight'", "int64"});
+}
+
 }  // namespace
 }  // namespace gradserve::testing
