@@ -22,10 +22,7 @@ class LinearOp : public Op {
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
     // x, weight and bias all int64 give int64 (wrapping), as F.linear;
     // torch refuses int64 against float.
-    bool ints = true;
-    for (int i = 0; i < c.num_inputs(); ++i) {
-      ints = ints && (!c.has_input(i) || c.input(i).dtype == DType::kInt64);
-    }
+    const bool ints = AllInt64(c);
     if (!ints) {
       RETURN_IF_ERROR(c.ExpectFloat(0));
       RETURN_IF_ERROR(c.ExpectFloat(1));

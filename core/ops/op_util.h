@@ -34,6 +34,15 @@ inline absl::Status ExpectFloatOrInt64(const OpConfig& c, int i) {
   return IsFloating(c.input(i).dtype) ? c.ExpectFloat(i) : c.ExpectInt64(i);
 }
 
+// Whether every present input is int64 (an op that then computes in int64,
+// as torch's integer kernels).
+inline bool AllInt64(const OpConfig& c) {
+  for (int i = 0; i < c.num_inputs(); ++i) {
+    if (c.has_input(i) && c.input(i).dtype != DType::kInt64) return false;
+  }
+  return true;
+}
+
 // torch's dtype= of softmax, log_softmax, sum and mean: "" (the input's) or
 // a float dtype. A request runs in one float dtype (float64 when it sends
 // float64 tensors), so the attribute must name that one.

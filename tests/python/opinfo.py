@@ -779,7 +779,8 @@ class Outcome:
 INT64_OPS = {"Add", "Sub", "Mul", "Div", "Abs", "ReLU", "Tanh", "Sigmoid", "Exp", "Log",
              "Sqrt", "Hardtanh", "ReLU6", "Clamp", "Pow", "Max", "Min", "Sum", "Pad",
              "Permute", "Transpose", "Squeeze", "Unsqueeze", "Split", "Reshape", "Flatten",
-             "Gather", "IndexSelect", "Concat", "Where", "MatMul", "Linear"}
+             "Gather", "IndexSelect", "Concat", "Where", "MatMul", "Linear", "Conv1d", "Conv2d",
+             "ConvTranspose1d", "ConvTranspose2d", "AvgPool2d"}
 
 
 def run_sample(server, opinfo, index, sample, rng, dtype=torch.float32):

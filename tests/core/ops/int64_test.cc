@@ -229,5 +229,35 @@ TEST(Int64, MatMulAndLinear) {
               {"node 'node' (Linear)", "input 'weight'", "int64"});
 }
 
+// Convolutions and average pooling of int64 tensors: torch's integer
+// kernels (avg_pool2d divides each window's sum toward zero).
+TEST(Int64, ConvolutionsAndAvgPool) {
+  const Tensor x = I64({1, 1, 6}, {1, -2, 3, 4, 0, 5});
+  const Tensor w = I64({1, 1, 3}, {1, 2, -1});
+  OpCase conv("Conv1d", {IndexInput("x", {1, 1, 6}), IndexInput("w", {1, 1, 3}),
+                         IndexInput("b", {1})});
+  ExpectInts(Forward(conv, {x, w, I64({1}, {10})}), {4, 10, 21, 9}, "conv1d");
+  OpCase transposed(
+      "ConvTranspose1d",
+      {IndexInput("x", {1, 1, 6}), IndexInput("w", {1, 1, 3}), {"", {}}});
+  ExpectInts(Forward(transposed, {x, w}), {1, 0, -2, 12, 5, 1, 10, -5},
+             "conv_transpose1d");
+  const Tensor x2 = I64({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, -7, 8, 9});
+  OpCase pool("AvgPool2d", {IndexInput("x", {1, 1, 3, 3})},
+              {{"kernel", std::vector<int64_t>{2, 2}},
+               {"stride", std::vector<int64_t>{1, 1}}});
+  ExpectInts(Forward(pool, {x2}), {3, 4, 2, 7}, "avg_pool2d");
+  pool.attrs["padding"] = std::vector<int64_t>{1, 1};
+  ExpectInts(Forward(pool, {x2}),
+             {0, 0, 1, 0, 1, 3, 4, 2, 0, 2, 7, 3, -1, 0, 4, 2}, "padded");
+  ExpectError(OpCase("Conv1d", {{"x", {1, 1, 6}}, IndexInput("w", {1, 1, 3})}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (Conv1d)", "input 'weight'", "int64"});
+  ExpectError(OpCase("MaxPool2d", {IndexInput("x", {1, 1, 3, 3})},
+                     {{"kernel", std::vector<int64_t>{2, 2}}}),
+              absl::StatusCode::kInvalidArgument,
+              {"node 'node' (MaxPool2d)", "input 'x'", "int64"});
+}
+
 }  // namespace
 }  // namespace gradserve::testing
