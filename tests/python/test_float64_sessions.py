@@ -155,9 +155,7 @@ def test_a_float32_session_misses_float64s_tolerance(server):
         feeds = float64_batch("mlp", rng)
         reply = train_step(server, session, feeds)
         assert reply.loss.dtype == np.float32
-        optimizer.zero_grad()
-        models.torch_loss(model, feeds)[0].backward()
-        optimizer.step()
+        models.torch_step(model, optimizer, feeds)
     got = server.get_parameters(session).parameters
     server.close_session(session)
     want = models.parameters_of(model)
