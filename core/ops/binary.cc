@@ -21,6 +21,7 @@
 // float dtype. Only float operands have gradients.
 #include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -167,18 +168,25 @@ class BinaryOp : public Op {
   // Backward's output-shaped products beyond the input gradients: Mul's for
   // each input it sums down to a broadcast shape; Div's dY/B and (dY/B)·Y,
   // which it needs whichever gradient is wanted.
+  // An int64 operand of a float y is promoted to a float copy.
   int64_t ExtraBytes() const override {
     const int64_t bytes = outputs_[0].num_bytes();
+    int64_t promoted = 0;
+    if (!IntOutput()) {
+      const int64_t size = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+      if (int_[0]) promoted = MulSat(ElementCount(a_), size);
+      if (int_[1]) promoted = SumSat(promoted, MulSat(ElementCount(b_), size));
+    }
     switch (kind_) {
       case Kind::kMul:
-        return bytes * ((a_ != out_) + (b_ != out_));
+        return SumSat(promoted, bytes * ((a_ != out_) + (b_ != out_)));
       case Kind::kDiv:
-        return 2 * bytes;
+        return SumSat(promoted, 2 * bytes);
       case Kind::kAdd:
       case Kind::kSub:
         break;
     }
-    return 0;
+    return promoted;
   }
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {

@@ -214,13 +214,19 @@ class ClampOp : public Op {
       op->int_ = op->int_ && b->integral;
     }
     op->outputs_ = {{op->int_ ? DType::kInt64 : c.float_dtype(), *out}};
+    for (int i = 0; i < c.num_inputs(); ++i) {
+      op->promotes_ = op->promotes_ || (!op->int_ && c.has_input(i) &&
+                                        c.input(i).dtype == DType::kInt64);
+    }
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
   // The output-shaped gradients summed down to a broadcast input.
+  // (And float copies of x and the bounds, at most y's size each, when an
+  // int64 one is promoted.)
   int64_t ExtraBytes() const override {
-    return MulSat(outputs_[0].num_bytes(), 3);
+    return MulSat(outputs_[0].num_bytes(), promotes_ ? 6 : 3);
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -366,7 +372,8 @@ class ClampOp : public Op {
   }
 
   Bound min_, max_;
-  bool int_ = false;  // int64 x and bounds: int64 y
+  bool int_ = false;       // int64 x and bounds: int64 y
+  bool promotes_ = false;  // a float y with an int64 x or bound
   Shape x_, out_;
   Reduction sum_x_;
 };

@@ -207,6 +207,10 @@ class EltwiseOp : public Op {
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+  // A promoted int64 x: its float copy.
+  int64_t ExtraBytes() const override {
+    return int_rule_ == IntRule::kToFloat ? outputs_[0].num_bytes() : 0;
+  }
 
   SavedValues Saves(const std::vector<bool>&) const override {
     switch (from_) {

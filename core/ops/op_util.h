@@ -3,6 +3,7 @@
 #define GRADSERVE_CORE_OPS_OP_UTIL_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -32,6 +33,11 @@ decltype(auto) DispatchNumeric(DType dtype, F&& f) {
 // An input that is float (of the request's float dtype) or int64.
 inline absl::Status ExpectFloatOrInt64(const OpConfig& c, int i) {
   return IsFloating(c.input(i).dtype) ? c.ExpectFloat(i) : c.ExpectInt64(i);
+}
+
+// a + b saturating at INT64_MAX (byte counts).
+inline int64_t SumSat(int64_t a, int64_t b) {
+  return CheckedAdd(a, b).value_or(std::numeric_limits<int64_t>::max());
 }
 
 // Whether every present input is int64 (an op that then computes in int64,

@@ -17,6 +17,7 @@
 // it float, the int64 one promoted. Only float operands have gradients.
 #include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "core/op_registry.h"
@@ -102,8 +103,15 @@ class PowOp : public Op {
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
   // The output-shaped gradients before they are summed down.
+  // (And the float copies of int64 operands of a float y.)
   int64_t ExtraBytes() const override {
-    return tensor_ ? MulSat(outputs_[0].num_bytes(), 2) : 0;
+    int64_t promoted = 0;
+    if (!int_out_) {
+      const int64_t size = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+      if (int_[0]) promoted = MulSat(ElementCount(x_), size);
+      if (int_[1]) promoted = SumSat(promoted, MulSat(ElementCount(e_), size));
+    }
+    return SumSat(promoted, tensor_ ? MulSat(outputs_[0].num_bytes(), 2) : 0);
   }
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {

@@ -44,6 +44,12 @@ class ReduceOp : public Op {
   }
 
   int64_t ForwardFlops() const override { return ElementCount(x_shape_); }
+  // A promoted int64 x: its float copy.
+  int64_t ExtraBytes() const override {
+    return promote_ ? MulSat(ElementCount(x_shape_),
+                             static_cast<int64_t>(DTypeSize(outputs_[0].dtype)))
+                    : 0;
+  }
   int64_t BackwardFlops() const override { return ElementCount(x_shape_); }
 
   SavedValues Saves(const std::vector<bool>&) const override { return {}; }
