@@ -95,7 +95,9 @@ absl::StatusOr<Attributes> Attributes::Create(
     }
     // No op means anything by a NaN or infinite attribute.
     bool finite = true;
-    if (spec->type == AttrType::kFloat) {
+    if (TypeOf(value) == AttrType::kString) {
+      // or_string: a word, not a number.
+    } else if (spec->type == AttrType::kFloat) {
       finite = std::isfinite(std::get<double>(value));
     } else if (spec->type == AttrType::kFloats) {
       for (double v : std::get<std::vector<double>>(value)) {

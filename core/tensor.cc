@@ -146,6 +146,20 @@ Tensor Tensor::WithLayout(std::shared_ptr<const Layout> layout) const {
   return t;
 }
 
+Tensor Tensor::ToFloating(DType dtype) const {
+  if (IsFloating(dtype_) || !IsFloating(dtype)) return CastFloat(dtype);
+  Tensor t = Empty(dtype, shape_);
+  const int64_t* from = data<int64_t>();
+  if (dtype == DType::kFloat64) {
+    std::transform(from, from + numel_, t.data<double>(),
+                   [](int64_t v) { return static_cast<double>(v); });
+  } else {
+    std::transform(from, from + numel_, t.data<float>(),
+                   [](int64_t v) { return static_cast<float>(v); });
+  }
+  return t;
+}
+
 Tensor Tensor::CastFloat(DType dtype) const {
   if (dtype == dtype_ || !IsFloating(dtype_) || !IsFloating(dtype)) {
     return *this;

@@ -161,6 +161,9 @@ class Tensor {
   Tensor WithLayout(std::shared_ptr<const Layout> layout) const;
   // Float tensors converted to `dtype` (float32 <-> float64); others shared.
   Tensor CastFloat(DType dtype) const;
+  // Converted to the floating `dtype`: float tensors as CastFloat, int64
+  // ones value by value (torch's promotion of an int64 operand).
+  Tensor ToFloating(DType dtype) const;
   // True when no other Tensor shares this storage, so it may be written.
   bool unique() const { return storage_.use_count() == 1; }
 

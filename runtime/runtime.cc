@@ -60,10 +60,6 @@ DType FloatDtypeOf(const TensorMap& feeds, const TensorMap& seeds,
              : DType::kFloat32;
 }
 
-void NarrowToFloat32(std::map<std::string, Tensor>& tensors) {
-  for (auto& [name, t] : tensors) t = t.CastFloat(DType::kFloat32);
-}
-
 Runtime::Runtime(const RuntimeOptions& options, ComputePool* pool)
     : limits_(options.limits),
       pool_(pool),
@@ -276,10 +272,9 @@ absl::StatusOr<SessionInfo> Runtime::CreateSession(const CallContext& ctx,
   spec.tenant = ctx.tenant;
   spec.route = ctx.route;
   spec.label = std::move(call.label);
+  // Sessions keep the float dtype of their graph's values (see
+  // SessionFloatDtype).
   spec.graph = std::move(call.model.graph);
-  // Sessions train in float32 (torch.optim's float32 arithmetic).
-  NarrowToFloat32(spec.graph.parameters);
-  NarrowToFloat32(spec.graph.buffers);
   spec.optimizer = std::move(call.optimizer);
   spec.frozen = std::move(call.frozen);
   spec.ttl_seconds = call.ttl_seconds;

@@ -57,8 +57,6 @@ InputMetas MetasOf(const TensorMap& feeds);
 // float32.
 DType FloatDtypeOf(const TensorMap& feeds, const TensorMap& seeds,
                    const ValueSet& values);
-// Sessions keep float32: float64 tensors given to them are narrowed.
-void NarrowToFloat32(std::map<std::string, Tensor>& tensors);
 
 class Runtime {
  public:

@@ -116,10 +116,11 @@ absl::StatusOr<SessionInfo> Runtime::SetParameters(const CallContext& ctx,
                                                    SetParametersCall call) {
   ASSIGN_OR_RETURN(auto session, sessions_.Find(ctx.tenant, call.session_id));
   auto current = session->values();
-  // Sessions keep float32: float64 tensors are narrowed.
-  NarrowToFloat32(call.parameters);
-  NarrowToFloat32(call.buffers);
-  NarrowToFloat32(call.optimizer_state);
+  // The session keeps its float dtype: float tensors of the other one are
+  // converted to it.
+  CastFloats(call.parameters, session->float_dtype());
+  CastFloats(call.buffers, session->float_dtype());
+  CastFloats(call.optimizer_state, session->float_dtype());
   RETURN_IF_ERROR(CheckSetParameters(*session, *current, call));
   auto next = std::make_shared<ValueSet>(*current);
   for (auto& [name, t] : call.parameters) next->parameters[name] = std::move(t);
@@ -157,6 +158,8 @@ absl::StatusOr<TrainStepReply> Runtime::TrainStep(const CallContext& ctx,
   request.wrt = session->trained();
   request.drop_unreached_wrt = true;
   request.mode = Mode::kTrain;
+  // The session's dtype, whatever the feeds' (they are converted to it).
+  request.float_dtype = session->float_dtype();
   Model model = SessionModel(*session);
   ASSIGN_OR_RETURN(auto program, ProgramFor(model, request));
   ASSIGN_OR_RETURN(auto reservation, ReserveRun(*program));

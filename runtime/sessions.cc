@@ -24,6 +24,20 @@ int64_t StateBytes(const std::map<std::string, Tensor>& tensors) {
 
 }  // namespace
 
+DType SessionFloatDtype(const SessionSpec& spec) {
+  for (const auto* tensors :
+       {&spec.graph.parameters, &spec.graph.buffers, &spec.optimizer_state}) {
+    for (const auto& [name, t] : *tensors) {
+      if (t.dtype() == DType::kFloat64) return DType::kFloat64;
+    }
+  }
+  return DType::kFloat32;
+}
+
+void CastFloats(std::map<std::string, Tensor>& tensors, DType dtype) {
+  for (auto& [name, t] : tensors) t = t.CastFloat(dtype);
+}
+
 int64_t SessionBytes(const GraphDef& graph,
                      const std::optional<OptimizerConfig>& optimizer,
                      const std::vector<std::string>& frozen) {
@@ -48,6 +62,7 @@ Session::Session(const SessionSpec& spec,
       optimizer_(spec.optimizer),
       frozen_(spec.frozen),
       ttl_seconds_(spec.ttl_seconds),
+      float_dtype_(SessionFloatDtype(spec)),
       store_(nullptr),
       strand_(std::move(strand)),
       last_used_(absl::Now()) {
@@ -116,6 +131,10 @@ absl::Status SessionManager::CheckSpec(const SessionSpec& spec,
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
     SessionSpec spec, const Limits& limits) {
+  const DType dtype = SessionFloatDtype(spec);
+  CastFloats(spec.graph.parameters, dtype);
+  CastFloats(spec.graph.buffers, dtype);
+  CastFloats(spec.optimizer_state, dtype);
   ASSIGN_OR_RETURN(auto index, GraphIndex::Build(spec.graph, limits));
   RETURN_IF_ERROR(CheckSpec(spec, *index));
   if (spec.optimizer && !spec.optimizer_state.empty()) {

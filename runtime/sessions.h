@@ -63,6 +63,9 @@ class Session {
   // Parameters TrainStep updates: all but the frozen ones, in name order.
   const std::vector<std::string>& trained() const { return trained_; }
   uint32_t ttl_seconds() const { return ttl_seconds_; }
+  // The dtype its floating values have and its steps run in (see
+  // SessionFloatDtype).
+  DType float_dtype() const { return float_dtype_; }
   const GraphDef& structure() const { return structure_; }
 
   std::shared_ptr<const ValueSet> values() const { return store_.Current(); }
@@ -87,6 +90,7 @@ class Session {
   std::optional<OptimizerConfig> optimizer_;
   std::vector<std::string> frozen_, trained_;
   uint32_t ttl_seconds_;
+  DType float_dtype_;
   int64_t parameter_count_ = 0;
   int64_t reserved_bytes_ = 0;
   TenantQuotas::Hold quota_;  // the tenant's share; given back when removed
@@ -138,6 +142,15 @@ class SessionManager {
   absl::flat_hash_map<std::string, std::shared_ptr<Session>> sessions_;
   int64_t reserved_ = 0;
 };
+
+// A session's float dtype: float64 when any floating parameter, buffer or
+// optimizer state tensor it is made with is float64 (torch.optim then steps
+// in float64), else float32. Its float tensors are all of that dtype.
+DType SessionFloatDtype(const SessionSpec& spec);
+
+// Floating tensors converted to `dtype` (a session's float dtype); others
+// left as they are.
+void CastFloats(std::map<std::string, Tensor>& tensors, DType dtype);
 
 // The bytes a session of this graph and optimizer comes to hold.
 int64_t SessionBytes(const GraphDef& graph,

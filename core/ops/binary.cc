@@ -13,13 +13,22 @@
 // As in PyTorch, Add and Sub take `alpha` (y = a ± alpha·b: the loop, dB
 // scaled by alpha), and Div a `rounding_mode`, "trunc" or "floor" (the loop,
 // rounding as torch.div does; no gradient: dA = dB = 0, as torch's).
+//
+// int64 operands as torch: two int64 tensors give int64 (wrapping on
+// overflow; alpha must then be integral; Div rounds, "trunc" or "floor",
+// and an integer division by zero is INVALID_ARGUMENT), or float for Div's
+// true division; an int64 operand against a float one is promoted to the
+// float dtype. Only float operands have gradients.
+#include <array>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/broadcast.h"
+#include "core/ops/int_math.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduction.h"
 #include "core/status_macros.h"
@@ -74,6 +83,20 @@ T FloorDivide(T x, T y) {
   return floored;
 }
 
+int64_t ApplyInt(Kind kind, Rounding rounding, int64_t x, int64_t y) {
+  switch (kind) {
+    case Kind::kAdd:
+      return WrapAdd(x, y);
+    case Kind::kSub:
+      return WrapSub(x, y);
+    case Kind::kMul:
+      return WrapMul(x, y);
+    case Kind::kDiv:
+      break;
+  }
+  return rounding == Rounding::kFloor ? FloorDiv(x, y) : TruncDiv(x, y);
+}
+
 template <typename T>
 T Divide(Rounding rounding, T x, T y) {
   switch (rounding) {
@@ -115,8 +138,10 @@ class BinaryOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     Kind kind) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectFloat(1));
+    for (int i : {0, 1}) {
+      RETURN_IF_ERROR(IsFloating(c.input(i).dtype) ? c.ExpectFloat(i)
+                                                   : c.ExpectInt64(i));
+    }
     std::optional<Shape> out = BroadcastShape(c.shape(0), c.shape(1));
     if (!out) {
       return c.Error(c.Describe(0), " ", ShapeToString(c.shape(0)), " and ",
@@ -126,6 +151,7 @@ class BinaryOp : public Op {
     auto op = std::make_unique<BinaryOp>();
     op->kind_ = kind;
     RETURN_IF_ERROR(op->ReadOptions(c));
+    RETURN_IF_ERROR(op->ReadDtypes(c));
     op->a_ = c.shape(0);
     op->b_ = c.shape(1);
     op->out_ = *out;
@@ -133,7 +159,7 @@ class BinaryOp : public Op {
     op->b_padded_ = PadToRank(op->b_, out->size());
     op->sum_a_ = Reduction(*out, BroadcastDims(op->a_, *out));
     op->sum_b_ = Reduction(*out, BroadcastDims(op->b_, *out));
-    op->outputs_ = {{c.float_dtype(), *out}};
+    op->outputs_ = {{op->IntOutput() ? DType::kInt64 : c.float_dtype(), *out}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
@@ -142,18 +168,25 @@ class BinaryOp : public Op {
   // Backward's output-shaped products beyond the input gradients: Mul's for
   // each input it sums down to a broadcast shape; Div's dY/B and (dY/B)·Y,
   // which it needs whichever gradient is wanted.
+  // An int64 operand of a float y is promoted to a float copy.
   int64_t ExtraBytes() const override {
     const int64_t bytes = outputs_[0].num_bytes();
+    int64_t promoted = 0;
+    if (!IntOutput()) {
+      const int64_t size = static_cast<int64_t>(DTypeSize(outputs_[0].dtype));
+      if (int_[0]) promoted = MulSat(ElementCount(a_), size);
+      if (int_[1]) promoted = SumSat(promoted, MulSat(ElementCount(b_), size));
+    }
     switch (kind_) {
       case Kind::kMul:
-        return bytes * ((a_ != out_) + (b_ != out_));
+        return SumSat(promoted, bytes * ((a_ != out_) + (b_ != out_)));
       case Kind::kDiv:
-        return 2 * bytes;
+        return SumSat(promoted, 2 * bytes);
       case Kind::kAdd:
       case Kind::kSub:
         break;
     }
-    return 0;
+    return promoted;
   }
 
   SavedValues Saves(const std::vector<bool>& needs_grad) const override {
@@ -171,8 +204,8 @@ class BinaryOp : public Op {
 
   absl::Status Prepare(const PrepareInfo& info) override {
     const DType dtype = outputs_[0].dtype;
-    const bool dnnl =
-        RunsOnDnnl({dtype, out_}) && out_.size() <= DNNL_MAX_NDIMS;
+    const bool dnnl = RunsOnDnnl({dtype, out_}) &&
+                      out_.size() <= DNNL_MAX_NDIMS && !int_[0] && !int_[1];
     if (!dnnl || alpha_ != 1 || rounding_ != Rounding::kNone) {
       return absl::OkStatus();  // the loops
     }
@@ -199,8 +232,9 @@ class BinaryOp : public Op {
   }
 
   absl::Status Forward(ForwardContext& ctx) const override {
-    const Tensor& a = ctx.input(0);
-    const Tensor& b = ctx.input(1);
+    if (IntOutput()) return IntForward(ctx);
+    const Tensor a = Promoted(ctx, 0);
+    const Tensor b = Promoted(ctx, 1);
     Tensor& y = ctx.AllocateOutput(0);
     if (forward_) {
       return swapped_ ? forward_->Run(node_, ctx.dnnl(), b, a, y)
@@ -237,17 +271,17 @@ class BinaryOp : public Op {
         break;
       case Kind::kMul:
         if (ctx.needs_grad(0)) {
-          ASSIGN_OR_RETURN(full_a,
-                           Product(ctx, times_b_, dy, ctx.input(1), b_, false));
+          ASSIGN_OR_RETURN(
+              full_a, Product(ctx, times_b_, dy, Promoted(ctx, 1), b_, false));
         }
         if (ctx.needs_grad(1)) {
-          ASSIGN_OR_RETURN(full_b,
-                           Product(ctx, times_a_, dy, ctx.input(0), a_, false));
+          ASSIGN_OR_RETURN(
+              full_b, Product(ctx, times_a_, dy, Promoted(ctx, 0), a_, false));
         }
         break;
       case Kind::kDiv: {
         ASSIGN_OR_RETURN(full_a,
-                         Product(ctx, over_b_, dy, ctx.input(1), b_, true));
+                         Product(ctx, over_b_, dy, Promoted(ctx, 1), b_, true));
         if (ctx.needs_grad(1)) {
           ASSIGN_OR_RETURN(full_b, Product(ctx, times_y_, full_a, ctx.output(0),
                                            out_, false));
@@ -282,6 +316,58 @@ class BinaryOp : public Op {
     return absl::OkStatus();
   }
 
+  // Which operands are int64; alpha must be integral when both are (torch:
+  // "For integral input tensors, argument alpha must not be a floating
+  // point number").
+  absl::Status ReadDtypes(const OpConfig& c) {
+    int_ = {c.input(0).dtype == DType::kInt64,
+            c.input(1).dtype == DType::kInt64};
+    if (IntOutput() && alpha_ != std::trunc(alpha_)) {
+      return c.attrs().Invalid(
+          "alpha", absl::StrCat("an integer for int64 ", c.Describe(0), " and ",
+                                c.Describe(1)));
+    }
+    error_prefix_ = std::string(c.Error().message());
+    divisor_ = c.Describe(1);
+    return absl::OkStatus();
+  }
+
+  // int64 in, int64 out: everything but Div's true division.
+  bool IntOutput() const {
+    return int_[0] && int_[1] &&
+           (kind_ != Kind::kDiv || rounding_ != Rounding::kNone);
+  }
+
+  // Input i in the output's float dtype (an int64 operand promoted).
+  Tensor Promoted(const ForwardContext& ctx, int i) const {
+    return int_[i] ? ctx.input(i).ToFloating(outputs_[0].dtype) : ctx.input(i);
+  }
+  Tensor Promoted(const BackwardContext& ctx, int i) const {
+    return int_[i] ? ctx.input(i).ToFloating(outputs_[0].dtype) : ctx.input(i);
+  }
+
+  absl::Status IntForward(ForwardContext& ctx) const {
+    const int64_t* ap = ctx.input(0).data<int64_t>();
+    const int64_t* bp = ctx.input(1).data<int64_t>();
+    if (kind_ == Kind::kDiv && ElementCount(out_) > 0) {
+      for (int64_t j = 0; j < ElementCount(b_); ++j) {
+        if (bp[j] == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              error_prefix_, "integer division by zero: ", divisor_,
+              " is 0 at flat index ", j));
+        }
+      }
+    }
+    Tensor& y = ctx.AllocateOutput(0);
+    int64_t* yp = y.data<int64_t>();
+    const int64_t alpha = static_cast<int64_t>(alpha_);
+    ForEachBroadcast(out_, a_, b_, [&](int64_t o, int64_t i, int64_t j) {
+      const int64_t bj = kind_ == Kind::kDiv ? bp[j] : WrapMul(alpha, bp[j]);
+      yp[o] = ApplyInt(kind_, rounding_, ap[i], bj);
+    });
+    return absl::OkStatus();
+  }
+
   // dB carries a minus sign for Sub and Div.
   bool NegatesB() const { return kind_ == Kind::kSub || kind_ == Kind::kDiv; }
 
@@ -308,6 +394,8 @@ class BinaryOp : public Op {
   }
 
   Kind kind_ = Kind::kAdd;
+  std::array<bool, 2> int_ = {false, false};
+  std::string error_prefix_, divisor_;
   double alpha_ = 1;
   Rounding rounding_ = Rounding::kNone;
   Shape a_, b_, out_, a_padded_, b_padded_;
@@ -320,7 +408,10 @@ OpSchema BinarySchema(const std::string& name, Kind kind,
                       const std::string& formula) {
   OpSchema s;
   s.name = name;
-  s.description = formula + ", with NumPy broadcasting";
+  s.description = formula +
+                  ", with NumPy broadcasting; int64 operands as torch (int64 "
+                  "out for two int64 but Div's true division, else the "
+                  "float dtype)";
   s.inputs = {{"a"}, {"b"}};
   if (kind == Kind::kAdd || kind == Kind::kSub) {
     s.attrs = {{"alpha", AttrType::kFloat, AttrValue(1.0),

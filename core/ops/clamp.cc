@@ -13,6 +13,12 @@
 //             bounds included); dL/dmin = dY where x < min (and min < max);
 //             dL/dmax = dY where x > max (or max < min).
 // All run loops in the request's dtype.
+//
+// int64 x as torch: Hardtanh and ReLU6 give int64, the bounds cast to int64
+// (toward zero); Clamp gives int64 when its tensor bounds are int64 too and
+// its scalar bounds integral (torch's int scalars), else the float dtype
+// with the int64 values promoted (as a float bound promotes in torch). An
+// int64 x or bound has no gradient.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -96,8 +102,44 @@ class PointwiseOp : public Op {
   Fns<double> f64_;
 };
 
+// Hardtanh of int64 x: clamp to the bounds cast to int64, no gradient.
+class IntHardtanhOp : public Op {
+ public:
+  IntHardtanhOp(const TensorMeta& x, double lo, double hi)
+      : lo_(static_cast<int64_t>(lo)), hi_(static_cast<int64_t>(hi)) {
+    outputs_ = {x};
+  }
+  int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+  SavedValues Saves(const std::vector<bool>&) const override { return {}; }
+  absl::Status Forward(ForwardContext& ctx) const override {
+    const int64_t* xp = ctx.input(0).data<int64_t>();
+    Tensor& y = ctx.AllocateOutput(0);
+    int64_t* yp = y.data<int64_t>();
+    for (int64_t i = 0; i < y.num_elements(); ++i) {
+      yp[i] = std::min(std::max(xp[i], lo_), hi_);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Backward(BackwardContext&) const override {
+    return absl::OkStatus();  // int64 x: no gradient
+  }
+
+ private:
+  int64_t lo_, hi_;
+};
+
+// A bound cast to int64 must fit: torch casts a Python float to int64.
+bool FitsInt64(double v) { return v >= -0x1p63 && v < 0x1p63; }
+
 absl::StatusOr<std::unique_ptr<Op>> MakeHardtanh(const OpConfig& c, double lo,
                                                  double hi) {
+  if (c.input(0).dtype == DType::kInt64) {
+    if (!FitsInt64(lo) || !FitsInt64(hi)) {
+      return c.Error("the bounds ", lo, " and ", hi, " must fit in int64 for ",
+                     c.Describe(0), " (int64)");
+    }
+    return MakeOp(std::make_unique<IntHardtanhOp>(c.input(0), lo, hi));
+  }
   RETURN_IF_ERROR(c.ExpectFloat(0));
   return MakeOp(std::make_unique<PointwiseOp>(c.input(0), [=](auto zero) {
     using T = decltype(zero);
@@ -137,6 +179,8 @@ struct Bound {
   double value = 0;
   Shape shape;  // [] unless a tensor
   Reduction sum;
+  // An int64 tensor, an integral scalar (torch's int scalar) or absent.
+  bool integral = true;
 
   bool tensor() const { return input >= 0; }
 };
@@ -144,7 +188,8 @@ struct Bound {
 class ClampOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(IsFloating(c.input(0).dtype) ? c.ExpectFloat(0)
+                                                 : c.ExpectInt64(0));
     auto op = std::make_unique<ClampOp>();
     ASSIGN_OR_RETURN(op->min_, ReadBound(c, "min", 1));
     ASSIGN_OR_RETURN(op->max_, ReadBound(c, "max", 2));
@@ -164,14 +209,24 @@ class ClampOp : public Op {
     for (Bound* b : {&op->min_, &op->max_}) {
       b->sum = Reduction(*out, BroadcastDims(b->shape, *out));
     }
-    op->outputs_ = {{c.float_dtype(), *out}};
+    op->int_ = c.input(0).dtype == DType::kInt64;
+    for (const Bound* b : {&op->min_, &op->max_}) {
+      op->int_ = op->int_ && b->integral;
+    }
+    op->outputs_ = {{op->int_ ? DType::kInt64 : c.float_dtype(), *out}};
+    for (int i = 0; i < c.num_inputs(); ++i) {
+      op->promotes_ = op->promotes_ || (!op->int_ && c.has_input(i) &&
+                                        c.input(i).dtype == DType::kInt64);
+    }
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
   // The output-shaped gradients summed down to a broadcast input.
+  // (And float copies of x and the bounds, at most y's size each, when an
+  // int64 one is promoted.)
   int64_t ExtraBytes() const override {
-    return MulSat(outputs_[0].num_bytes(), 3);
+    return MulSat(outputs_[0].num_bytes(), promotes_ ? 6 : 3);
   }
 
   SavedValues Saves(const std::vector<bool>&) const override {
@@ -184,10 +239,18 @@ class ClampOp : public Op {
 
   absl::Status Forward(ForwardContext& ctx) const override {
     Tensor& y = ctx.AllocateOutput(0);
+    const auto in = Inputs(ctx);
+    if (int_) {
+      int64_t* yp = y.data<int64_t>();
+      Each<int64_t>(in, [&](int64_t o, int64_t x, int64_t lo, int64_t hi) {
+        yp[o] = Clamped(x, lo, hi);
+      });
+      return absl::OkStatus();
+    }
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
       T* yp = y.data<T>();
-      Each<T>(ctx, [&](int64_t o, T x, T lo, T hi) {
+      Each<T>(in, [&](int64_t o, T x, T lo, T hi) {
         yp[o] = static_cast<T>(Clamped(x, lo, hi));
       });
     });
@@ -200,11 +263,12 @@ class ClampOp : public Op {
     // Full-shape gradients of x, min and max.
     Tensor full[3] = {Tensor::Zeros(dtype, out_), Tensor::Zeros(dtype, out_),
                       Tensor::Zeros(dtype, out_)};
+    const auto in = Inputs(ctx);
     DispatchFloat(dtype, [&](auto zero) {
       using T = decltype(zero);
       const T* gp = dy.data<T>();
       T* fp[3] = {full[0].data<T>(), full[1].data<T>(), full[2].data<T>()};
-      Each<T>(ctx, [&](int64_t o, T x, T lo, T hi) {
+      Each<T>(in, [&](int64_t o, T x, T lo, T hi) {
         const int k = Receiver(x, lo, hi);
         if (k >= 0) fp[k][o] = gp[o];
       });
@@ -233,28 +297,46 @@ class ClampOp : public Op {
         return c.Error("attribute '", name, "' and ", c.Describe(input),
                        " are both given; give the bound one way");
       }
-      RETURN_IF_ERROR(c.ExpectFloat(input));
+      RETURN_IF_ERROR(IsFloating(c.input(input).dtype) ? c.ExpectFloat(input)
+                                                       : c.ExpectInt64(input));
       b.present = true;
       b.input = input;
       b.shape = c.shape(input);
+      b.integral = c.input(input).dtype == DType::kInt64;
     } else if (!values.empty()) {
       b.present = true;
       b.value = values[0];
+      b.integral = values[0] == std::trunc(values[0]) && FitsInt64(values[0]);
     }
     return b;
   }
 
+  // x and the tensor bounds (null where a bound is no tensor), in the
+  // output's dtype: int64 ones promoted when it is a float dtype.
+  template <typename Context>
+  std::array<Tensor, 3> Inputs(const Context& ctx) const {
+    std::array<Tensor, 3> in;
+    in[0] = ctx.input(0);
+    for (const Bound* b : {&min_, &max_}) {
+      if (b->tensor()) in[b->input] = ctx.input(b->input);
+    }
+    if (!int_) {
+      for (Tensor& t : in) {
+        if (t.defined()) t = t.ToFloating(outputs_[0].dtype);
+      }
+    }
+    return in;
+  }
+
   // Calls f(o, x, lo, hi) over the output, the bounds broadcast (a scalar
   // or absent bound read from its value).
-  template <typename T, typename Context, typename F>
-  void Each(const Context& ctx, F&& f) const {
-    const T* xp = ctx.input(0).template data<T>();
+  template <typename T, typename F>
+  void Each(const std::array<Tensor, 3>& in, F&& f) const {
+    const T* xp = in[0].template data<T>();
     const T lo_value = static_cast<T>(min_.value);
     const T hi_value = static_cast<T>(max_.value);
-    const T* lo =
-        min_.tensor() ? ctx.input(min_.input).template data<T>() : &lo_value;
-    const T* hi =
-        max_.tensor() ? ctx.input(max_.input).template data<T>() : &hi_value;
+    const T* lo = min_.tensor() ? in[min_.input].template data<T>() : &lo_value;
+    const T* hi = max_.tensor() ? in[max_.input].template data<T>() : &hi_value;
     ForEachBroadcastN<3>(out_, {x_, min_.shape, max_.shape},
                          [&](int64_t o, const std::array<int64_t, 3>& idx) {
                            f(o, xp[idx[0]], lo[idx[1]], hi[idx[2]]);
@@ -263,9 +345,11 @@ class ClampOp : public Op {
 
   template <typename T>
   T Clamped(T x, T lo, T hi) const {
-    if ((min_.tensor() && std::isnan(lo)) ||
-        (max_.tensor() && std::isnan(hi))) {
-      return std::numeric_limits<T>::quiet_NaN();
+    if constexpr (std::is_floating_point_v<T>) {
+      if ((min_.tensor() && std::isnan(lo)) ||
+          (max_.tensor() && std::isnan(hi))) {
+        return std::numeric_limits<T>::quiet_NaN();
+      }
     }
     if (min_.present) x = std::max(x, lo);
     if (max_.present) x = std::min(x, hi);
@@ -288,6 +372,8 @@ class ClampOp : public Op {
   }
 
   Bound min_, max_;
+  bool int_ = false;       // int64 x and bounds: int64 y
+  bool promotes_ = false;  // a float y with an int64 x or bound
   Shape x_, out_;
   Reduction sum_x_;
 };
@@ -301,7 +387,8 @@ OpSchema HardtanhSchema() {
   s.name = "Hardtanh";
   s.description =
       "y = clamp(x, min_val, max_val), torch.nn.functional.hardtanh; "
-      "dL/dx = 0 at the bounds";
+      "dL/dx = 0 at the bounds; int64 x gives int64 (the bounds cast to "
+      "int64)";
   s.inputs = {{"x"}};
   s.attrs = {FloatAttr("min_val", -1.0, "lower bound"),
              FloatAttr("max_val", 1.0,
@@ -314,7 +401,8 @@ OpSchema HardtanhSchema() {
 OpSchema ReLU6Schema() {
   OpSchema s;
   s.name = "ReLU6";
-  s.description = "y = min(max(x, 0), 6), torch.nn.functional.relu6";
+  s.description =
+      "y = min(max(x, 0), 6), torch.nn.functional.relu6; int64 x gives int64";
   s.inputs = {{"x"}};
   s.create = [](const OpConfig& c) { return MakeHardtanh(c, 0, 6); };
   return s;
@@ -338,7 +426,8 @@ OpSchema ClampSchema() {
   s.name = "Clamp";
   s.description =
       "y = min(max(x, min), max), torch.clamp; bounds scalars or tensors "
-      "broadcasting with x, either may be left out";
+      "broadcasting with x, either may be left out; int64 x with int64 "
+      "tensor and integral scalar bounds gives int64, else the float dtype";
   s.inputs = {{"x"}, {"min", /*optional=*/true}, {"max", /*optional=*/true}};
   const AttrValue none{std::vector<double>{}};
   s.attrs = {{"min", AttrType::kFloats, none,

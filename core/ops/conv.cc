@@ -40,8 +40,13 @@ class ConvOp : public Op {
   static absl::StatusOr<std::unique_ptr<ConvOp>> Create(const OpConfig& c,
                                                         int spatial,
                                                         bool prepadded) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectFloat(1));
+    // x, weight and bias all int64 give int64 (wrapping), as torch's
+    // slow convolution; torch refuses int64 against float.
+    const bool ints = AllInt64(c);
+    if (!ints) {
+      RETURN_IF_ERROR(c.ExpectFloat(0));
+      RETURN_IF_ERROR(c.ExpectFloat(1));
+    }
     // (Unbatched x [C, ...] arrives here as [1, C, ...].)
     RETURN_IF_ERROR(c.ExpectRankBetween(0, spatial + 1, spatial + 2));
     RETURN_IF_ERROR(c.ExpectRank(1, spatial + 2));
@@ -73,7 +78,7 @@ class ConvOp : public Op {
                      ShapeToString(w));
     }
     if (c.has_input(2)) {
-      RETURN_IF_ERROR(c.ExpectFloat(2));
+      if (!ints) RETURN_IF_ERROR(c.ExpectFloat(2));
       RETURN_IF_ERROR(c.ExpectShape(2, {w[0]}));
     }
     ASSIGN_OR_RETURN(
@@ -88,7 +93,7 @@ class ConvOp : public Op {
     op->x_ = x;
     op->w_ = w;
     op->has_bias_ = c.has_input(2);
-    op->outputs_ = {{c.float_dtype(), y}};
+    op->outputs_ = {{ints ? DType::kInt64 : c.float_dtype(), y}};
     return op;
   }
 
@@ -177,7 +182,7 @@ class ConvOp : public Op {
   absl::Status Forward(ForwardContext& ctx) const override {
     if (!forward_) {
       Tensor& y = ctx.AllocateOutput(0);
-      DispatchFloat(y.dtype(), [&](auto zero) {
+      DispatchNumeric(y.dtype(), [&](auto zero) {
         ForwardLoop<decltype(zero)>(ctx.input(0), ctx.input(1), ctx.input(2),
                                     y);
       });
@@ -412,7 +417,7 @@ class PaddedInputOp : public WrappingOp {
 
   Tensor Padded(const Tensor& x) const {
     Tensor out = Tensor::Empty(x.dtype(), padded_);
-    DispatchFloat(x.dtype(), [&](auto zero) {
+    DispatchNumeric(x.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* in = x.data<T>();
       T* o = out.data<T>();
@@ -506,6 +511,7 @@ OpSchema ConvSchema(int spatial) {
             "with weight [F, C/groups, kh, kw], plus bias [F]"
           : "1-d convolution (cross-correlation) of x [N, C, L] (or [C, L]) "
             "with weight [F, C/groups, k], plus bias [F]";
+  s.description += "; all int64 gives int64 (no gradient)";
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   const std::string per_dim = two ? " (one int, or one per spatial dim)" : "";
   s.attrs = {

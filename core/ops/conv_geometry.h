@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/ops/int_math.h"
 #include "core/tensor.h"
 
 namespace gradserve {
@@ -46,13 +47,15 @@ struct ConvGeometry {
   // y += x ⊛ w, dx += dy ⊛ᵀ w (the full convolution), dw += dy ⋆ x.
   template <typename T>
   void Convolve(const T* x, const T* w, T* y) const {
-    ForEachTap(
-        [&](int64_t xi, int64_t wi, int64_t yi) { y[yi] += x[xi] * w[wi]; });
+    ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
+      y[yi] = MulAdd(y[yi], x[xi], w[wi]);
+    });
   }
   template <typename T>
   void InputGradient(const T* dy, const T* w, T* dx) const {
-    ForEachTap(
-        [&](int64_t xi, int64_t wi, int64_t yi) { dx[xi] += dy[yi] * w[wi]; });
+    ForEachTap([&](int64_t xi, int64_t wi, int64_t yi) {
+      dx[xi] = MulAdd(dx[xi], dy[yi], w[wi]);
+    });
   }
   template <typename T>
   void WeightGradient(const T* dy, const T* x, T* dw) const {

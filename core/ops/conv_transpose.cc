@@ -31,8 +31,13 @@ class ConvTransposeOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     int spatial) {
-    RETURN_IF_ERROR(c.ExpectFloat(kX));
-    RETURN_IF_ERROR(c.ExpectFloat(kWeight));
+    // All int64 gives int64 (wrapping), as torch; int64 against float is
+    // refused.
+    const bool ints = AllInt64(c);
+    if (!ints) {
+      RETURN_IF_ERROR(c.ExpectFloat(kX));
+      RETURN_IF_ERROR(c.ExpectFloat(kWeight));
+    }
     RETURN_IF_ERROR(c.ExpectRank(kX, spatial + 2));
     RETURN_IF_ERROR(c.ExpectRank(kWeight, spatial + 2));
     auto op = std::make_unique<ConvTransposeOp>();
@@ -50,7 +55,7 @@ class ConvTransposeOp : public Op {
     const std::optional<int64_t> out_channels = CheckedMul(w[1], g);
     if (!out_channels) return c.TooLarge("C_out/groups · groups overflows");
     if (c.has_input(kBias)) {
-      RETURN_IF_ERROR(c.ExpectFloat(kBias));
+      if (!ints) RETURN_IF_ERROR(c.ExpectFloat(kBias));
       RETURN_IF_ERROR(c.ExpectShape(kBias, {*out_channels}));
     }
     Shape y = {x[0], *out_channels};
@@ -62,7 +67,7 @@ class ConvTransposeOp : public Op {
     op->x_ = x;
     op->w_ = w;
     op->has_bias_ = c.has_input(kBias);
-    op->outputs_ = {{c.float_dtype(), y}};
+    op->outputs_ = {{ints ? DType::kInt64 : c.float_dtype(), y}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
@@ -96,7 +101,7 @@ class ConvTransposeOp : public Op {
   absl::Status Forward(ForwardContext& ctx) const override {
     Tensor& y = ctx.AllocateOutput(0);
     if (!forward_) {
-      DispatchFloat(y.dtype(), [&](auto zero) {
+      DispatchNumeric(y.dtype(), [&](auto zero) {
         using T = decltype(zero);
         T* yp = y.data<T>();
         const Shape& s = outputs_[0].shape;
@@ -361,7 +366,7 @@ OpSchema ConvTransposeSchema(int spatial) {
       two ? "[N, C_in, H, W] (or [C_in, H, W]) with weight [C_in, "
             "C_out/groups, kh, kw]"
           : "[N, C_in, L] (or [C_in, L]) with weight [C_in, C_out/groups, k]",
-      ", plus bias [C_out]");
+      ", plus bias [C_out]; all int64 gives int64 (no gradient)");
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   s.attrs = {{"stride", type, one, "step between input positions" + per_dim},
              {"padding", type, zero,

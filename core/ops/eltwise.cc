@@ -8,12 +8,17 @@
 // from the output (a *_use_dst_for_bwd algorithm) the op saves y rather than
 // x, as PyTorch does for these functions; Scale's backward is Scale itself
 // and saves nothing. float64 runs the same formulas in a loop.
+//
+// int64 x as torch: ReLU and Abs give int64 (|INT64_MIN| wraps); Tanh,
+// Sigmoid, Exp, Log and Sqrt compute on x promoted to the float dtype; the
+// others refuse it, as torch's kernels do. int64 x has no gradient.
 #include <cmath>
 #include <optional>
 #include <string>
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
+#include "core/ops/int_math.h"
 #include "core/ops/op_util.h"
 #include "core/status_macros.h"
 
@@ -158,6 +163,18 @@ absl::StatusOr<const EltwiseSpec*> SpecOf(const OpConfig& c,
   return c.attrs().Invalid("approximate", "\"none\" or \"tanh\"");
 }
 
+// What an int64 x gives.
+enum class IntRule { kRefused, kInt64, kToFloat };
+
+IntRule IntRuleOf(const EltwiseSpec& spec) {
+  const std::string name = spec.name;
+  if (name == "ReLU" || name == "Abs") return IntRule::kInt64;
+  for (const char* promoted : {"Tanh", "Sigmoid", "Exp", "Log", "Sqrt"}) {
+    if (name == promoted) return IntRule::kToFloat;
+  }
+  return IntRule::kRefused;
+}
+
 // What backward reads.
 enum class From { kInput, kOutput, kNothing };
 
@@ -165,8 +182,12 @@ class EltwiseOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     const EltwiseSpec& spec) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
     auto op = std::make_unique<EltwiseOp>();
+    const bool int_x = c.input(0).dtype == DType::kInt64;
+    op->int_rule_ = int_x ? IntRuleOf(spec) : IntRule::kRefused;
+    if (!int_x || op->int_rule_ == IntRule::kRefused) {
+      RETURN_IF_ERROR(c.ExpectFloat(0));
+    }
     ASSIGN_OR_RETURN(op->spec_, SpecOf(c, spec));
     op->alpha_ = spec.alpha_attr ? c.attrs().GetFloat(spec.alpha_attr)
                                  : spec.alpha_default;
@@ -179,10 +200,17 @@ class EltwiseOp : public Op {
       op->from_ = From::kInput;
     }
     op->outputs_ = {c.input(0)};
+    if (op->int_rule_ == IntRule::kToFloat) {
+      op->outputs_[0].dtype = c.float_dtype();
+    }
     return std::unique_ptr<Op>(std::move(op));
   }
 
   int64_t ForwardFlops() const override { return outputs_[0].num_elements(); }
+  // A promoted int64 x: its float copy.
+  int64_t ExtraBytes() const override {
+    return int_rule_ == IntRule::kToFloat ? outputs_[0].num_bytes() : 0;
+  }
 
   SavedValues Saves(const std::vector<bool>&) const override {
     switch (from_) {
@@ -205,7 +233,7 @@ class EltwiseOp : public Op {
 
   absl::Status Prepare(const PrepareInfo& info) override {
     if (!RunsOnDnnl(outputs_[0]) || outputs_[0].shape.size() > DNNL_MAX_NDIMS ||
-        spec_->loops_for_accuracy) {
+        spec_->loops_for_accuracy || int_rule_ != IntRule::kRefused) {
       return absl::OkStatus();
     }
     layout_ = info.input_layouts[0];
@@ -238,8 +266,15 @@ class EltwiseOp : public Op {
       ctx.SetOutput(0, std::move(y));
       return absl::OkStatus();
     }
-    // The loops read plain x (a convolution's output may come blocked).
-    const Tensor plain_x = Plain(x, ctx.dnnl());
+    if (int_rule_ == IntRule::kInt64) {
+      IntForward(x, ctx.AllocateOutput(0));
+      return absl::OkStatus();
+    }
+    // The loops read plain x (a convolution's output may come blocked), an
+    // int64 x promoted.
+    const Tensor plain_x = int_rule_ == IntRule::kToFloat
+                               ? x.ToFloating(outputs_[0].dtype)
+                               : Plain(x, ctx.dnnl());
     Tensor& y = ctx.AllocateOutput(0);
     DispatchFloat(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
@@ -253,6 +288,7 @@ class EltwiseOp : public Op {
   }
 
   absl::Status Backward(BackwardContext& ctx) const override {
+    if (!ctx.needs_grad(0)) return absl::OkStatus();  // an int64 x
     if (forward_) {
       Tensor dx = EmptyIn(outputs_[0], DataDesc());
       RETURN_IF_ERROR(BackwardDnnl(ctx, dx));
@@ -295,6 +331,16 @@ class EltwiseOp : public Op {
   }
   float Alpha() const { return static_cast<float>(alpha_); }
 
+  // ReLU and Abs of int64 x.
+  void IntForward(const Tensor& x, Tensor& y) const {
+    const int64_t* xp = x.data<int64_t>();
+    int64_t* yp = y.data<int64_t>();
+    const bool abs = spec_->alg == algorithm::eltwise_abs;
+    for (int64_t i = 0; i < y.num_elements(); ++i) {
+      yp[i] = abs ? WrapAbs(xp[i]) : (xp[i] > 0 ? xp[i] : 0);
+    }
+  }
+
   absl::Status Apply(DnnlRunner& dnnl, const Tensor& in, Tensor& out) const {
     const auto data = DataDesc();
     return CatchDnnl(node_, [&] {
@@ -325,6 +371,7 @@ class EltwiseOp : public Op {
   }
 
   const EltwiseSpec* spec_ = nullptr;
+  IntRule int_rule_ = IntRule::kRefused;
   double alpha_ = 0;
   From from_ = From::kInput;
   std::optional<DnnlPrimitive> forward_, backward_;
@@ -335,6 +382,16 @@ OpSchema EltwiseSchema(const EltwiseSpec& spec) {
   OpSchema s;
   s.name = spec.name;
   s.description = spec.description;
+  switch (IntRuleOf(spec)) {
+    case IntRule::kInt64:
+      s.description += "; int64 x gives int64 (no gradient)";
+      break;
+    case IntRule::kToFloat:
+      s.description += "; int64 x is promoted to the float dtype";
+      break;
+    case IntRule::kRefused:
+      break;
+  }
   s.inputs = {{"x"}};
   if (spec.alpha_attr != nullptr) {
     s.attrs = {{spec.alpha_attr, AttrType::kFloat,

@@ -7,7 +7,7 @@
 // torch.min(...): the first extreme element (or the first NaN) is chosen
 // and dL/dx is dY at the chosen element only, as torch's
 // value_selecting_reduction_backward. Reducing a dim of size 0 is
-// INVALID_ARGUMENT, as in PyTorch.
+// INVALID_ARGUMENT, as in PyTorch. int64 x gives int64 y (no gradient).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -27,7 +27,7 @@ class ExtremumOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool max) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
+    RETURN_IF_ERROR(ExpectFloatOrInt64(c, 0));
     const Shape& x = c.shape(0);
     ASSIGN_OR_RETURN(std::vector<bool> reduced, ReducedAxes(c));
     ASSIGN_OR_RETURN(Shape y, ReducedShape(c, reduced));
@@ -42,7 +42,8 @@ class ExtremumOp : public Op {
     op->max_ = max;
     op->x_ = x;
     op->reduction_ = Reduction(x, reduced);
-    op->outputs_ = {{c.float_dtype(), y}};
+    const bool int_x = c.input(0).dtype == DType::kInt64;
+    op->outputs_ = {{int_x ? DType::kInt64 : c.float_dtype(), y}};
     if (c.num_outputs() == 2) {
       ASSIGN_OR_RETURN(std::vector<int64_t> axes, c.attrs().GetInts("axes"));
       if (axes.size() != 1) {
@@ -77,13 +78,13 @@ class ExtremumOp : public Op {
     Tensor chosen = Tensor::Empty(DType::kInt64, outputs_[0].shape);
     int64_t* cp = chosen.data<int64_t>();
     std::fill(cp, cp + chosen.num_elements(), int64_t{-1});
-    DispatchFloat(y.dtype(), [&](auto zero) {
+    DispatchNumeric(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* xp = x.data<T>();
       T* yp = y.data<T>();
       reduction_.ForEachElement([&](int64_t i, int64_t o) {
         const T v = xp[i];
-        if (cp[o] < 0 || (!std::isnan(yp[o]) && Beats(v, yp[o]))) {
+        if (cp[o] < 0 || (!IsNan(yp[o]) && Beats(v, yp[o]))) {
           yp[o] = v;
           cp[o] = i;
         }
@@ -130,6 +131,11 @@ class ExtremumOp : public Op {
   }
 
  private:
+  template <typename T>
+  static bool IsNan(T v) {
+    return v != v;
+  }
+
   // Whether v replaces the current extreme e: strictly beyond it, or NaN.
   template <typename T>
   bool Beats(T v, T e) const {
@@ -147,9 +153,9 @@ OpSchema ExtremumSchema(const std::string& name, bool max) {
   OpSchema s;
   s.name = name;
   s.description = max ? "y = max of x over axes (torch.amax; with indices, "
-                        "torch.max(x, dim))"
+                        "torch.max(x, dim)); int64 x gives int64"
                       : "y = min of x over axes (torch.amin; with indices, "
-                        "torch.min(x, dim))";
+                        "torch.min(x, dim)); int64 x gives int64";
   s.inputs = {{"x"}};
   s.outputs = {"y", "indices"};
   s.attrs = ReduceAxesAttrs();

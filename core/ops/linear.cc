@@ -5,6 +5,7 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
+#include "core/ops/int_math.h"
 #include "core/ops/op_util.h"
 #include "core/status_macros.h"
 
@@ -19,8 +20,13 @@ using dnnl::prop_kind;
 class LinearOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectFloat(1));
+    // x, weight and bias all int64 give int64 (wrapping), as F.linear;
+    // torch refuses int64 against float.
+    const bool ints = AllInt64(c);
+    if (!ints) {
+      RETURN_IF_ERROR(c.ExpectFloat(0));
+      RETURN_IF_ERROR(c.ExpectFloat(1));
+    }
     if (c.shape(0).empty()) {
       return c.Error(c.Describe(0), " must have rank >= 1 ([..., in]), got ",
                      ShapeToString(c.shape(0)));
@@ -34,7 +40,7 @@ class LinearOp : public Op {
                      ShapeToString(c.shape(1)));
     }
     if (c.has_input(2)) {
-      RETURN_IF_ERROR(c.ExpectFloat(2));
+      if (!ints) RETURN_IF_ERROR(c.ExpectFloat(2));
       RETURN_IF_ERROR(c.ExpectShape(2, {out}));
     }
     auto op = std::make_unique<LinearOp>();
@@ -45,7 +51,7 @@ class LinearOp : public Op {
     op->has_bias_ = c.has_input(2);
     Shape y = c.shape(0);
     y.back() = out;
-    op->outputs_ = {{c.float_dtype(), y}};
+    op->outputs_ = {{ints ? DType::kInt64 : c.float_dtype(), y}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
@@ -116,7 +122,7 @@ class LinearOp : public Op {
       }
       return ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args));
     }
-    DispatchFloat(y.dtype(), [&](auto zero) {
+    DispatchNumeric(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* xp = x.data<T>();
       const T* wp = w.data<T>();
@@ -126,7 +132,7 @@ class LinearOp : public Op {
         for (int64_t o = 0; o < out_; ++o) {
           T sum = bp ? bp[o] : T(0);
           for (int64_t i = 0; i < in_; ++i)
-            sum += xp[n * in_ + i] * wp[o * in_ + i];
+            sum = MulAdd(sum, xp[n * in_ + i], wp[o * in_ + i]);
           yp[n * out_ + o] = sum;
         }
       }
@@ -254,7 +260,8 @@ OpSchema LinearSchema() {
   OpSchema s;
   s.name = "Linear";
   s.description =
-      "y = x · weightᵀ + bias; x [..., in], weight [out, in], bias [out]";
+      "y = x · weightᵀ + bias; x [..., in], weight [out, in], bias [out]; all "
+      "int64 gives int64 (no gradient)";
   s.inputs = {{"x"}, {"weight"}, {"bias", /*optional=*/true}};
   s.create = LinearOp::Create;
   return s;

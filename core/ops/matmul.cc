@@ -14,6 +14,7 @@
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/broadcast.h"
+#include "core/ops/int_math.h"
 #include "core/ops/op_util.h"
 #include "core/ops/reduction.h"
 #include "core/status_macros.h"
@@ -71,7 +72,7 @@ class Product {
                           {DNNL_ARG_WEIGHTS, WrapTensor(rhs_.Desc(), rhs)},
                           {DNNL_ARG_DST, WrapTensor(out_.Desc(), out)}});
     }
-    DispatchFloat(out.dtype(), [&](auto zero) {
+    DispatchNumeric(out.dtype(), [&](auto zero) {
       using T = decltype(zero);
       const T* l = lhs.data<T>();
       const T* r = rhs.data<T>();
@@ -81,7 +82,8 @@ class Product {
           for (int64_t j = 0; j < out_.cols; ++j) {
             T sum = 0;
             for (int64_t k = 0; k < lhs_.cols; ++k) {
-              sum += l[lhs_.Offset(b, i, k)] * r[rhs_.Offset(b, k, j)];
+              sum =
+                  MulAdd(sum, l[lhs_.Offset(b, i, k)], r[rhs_.Offset(b, k, j)]);
             }
             o[out_.Offset(b, i, j)] = sum;
           }
@@ -153,7 +155,7 @@ absl::StatusOr<MatMulShapes> MatMulShapesOf(const OpConfig& c) {
 // `x` (of `shape`) repeated to `full` along its broadcast dims.
 Tensor Expanded(const Tensor& x, const Shape& shape, const Shape& full) {
   Tensor out = Tensor::Empty(x.dtype(), full);
-  DispatchFloat(x.dtype(), [&](auto zero) {
+  DispatchNumeric(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* in = x.data<T>();
     T* o = out.data<T>();
@@ -166,8 +168,14 @@ Tensor Expanded(const Tensor& x, const Shape& shape, const Shape& full) {
 class MatMulOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
-    RETURN_IF_ERROR(c.ExpectFloat(1));
+    // Two int64 operands give int64 (wrapping), as torch.matmul; it refuses
+    // an int64 operand against a float one.
+    const bool ints =
+        c.input(0).dtype == DType::kInt64 && c.input(1).dtype == DType::kInt64;
+    if (!ints) {
+      RETURN_IF_ERROR(c.ExpectFloat(0));
+      RETURN_IF_ERROR(c.ExpectFloat(1));
+    }
     ASSIGN_OR_RETURN(MatMulShapes s, MatMulShapesOf(c));
     const bool batched = !Shape(s.b.begin(), s.b.end() - 2).empty();
     // A shared b multiplies all of a's rows at once: a is [1, batch * N, K].
@@ -176,7 +184,7 @@ class MatMulOp : public Op {
         batched ? s.a[s.a.size() - 2]
                 : ElementCount(absl::MakeConstSpan(s.a).first(s.a.size() - 1));
     auto op = std::make_unique<MatMulOp>(s, batch, rows);
-    op->outputs_ = {{c.float_dtype(), s.y}};
+    op->outputs_ = {{ints ? DType::kInt64 : c.float_dtype(), s.y}};
     return std::unique_ptr<Op>(std::move(op));
   }
 
@@ -283,7 +291,7 @@ OpSchema MatMulSchema() {
   s.description =
       "y = a · b as torch.matmul: a [..., N, K] or [K], b [..., K, M] or "
       "[K], batch dims broadcast; y [..., N, M] without the dims a 1-d "
-      "operand lacks";
+      "operand lacks; two int64 operands give int64 (no gradient)";
   s.inputs = {{"a"}, {"b"}};
   s.create = MatMulOp::Create;
   return s;

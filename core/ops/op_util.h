@@ -3,7 +3,9 @@
 #define GRADSERVE_CORE_OPS_OP_UTIL_H_
 
 #include <cstdint>
+#include <limits>
 #include <memory>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "core/attributes.h"
@@ -18,6 +20,33 @@ template <typename F>
 decltype(auto) DispatchFloat(DType dtype, F&& f) {
   if (dtype == DType::kFloat64) return f(double{});
   return f(float{});
+}
+
+// DispatchFloat, and f(int64_t{}) for int64: loops that also serve int64
+// tensors (ops that keep int64 as torch does).
+template <typename F>
+decltype(auto) DispatchNumeric(DType dtype, F&& f) {
+  if (dtype == DType::kInt64) return f(int64_t{});
+  return DispatchFloat(dtype, std::forward<F>(f));
+}
+
+// An input that is float (of the request's float dtype) or int64.
+inline absl::Status ExpectFloatOrInt64(const OpConfig& c, int i) {
+  return IsFloating(c.input(i).dtype) ? c.ExpectFloat(i) : c.ExpectInt64(i);
+}
+
+// a + b saturating at INT64_MAX (byte counts).
+inline int64_t SumSat(int64_t a, int64_t b) {
+  return CheckedAdd(a, b).value_or(std::numeric_limits<int64_t>::max());
+}
+
+// Whether every present input is int64 (an op that then computes in int64,
+// as torch's integer kernels).
+inline bool AllInt64(const OpConfig& c) {
+  for (int i = 0; i < c.num_inputs(); ++i) {
+    if (c.has_input(i) && c.input(i).dtype != DType::kInt64) return false;
+  }
+  return true;
 }
 
 // torch's dtype= of softmax, log_softmax, sum and mean: "" (the input's) or

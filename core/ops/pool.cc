@@ -22,6 +22,7 @@
 
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
+#include "core/ops/int_math.h"
 #include "core/ops/op_util.h"
 #include "core/ops/unbatched.h"
 #include "core/ops/window.h"
@@ -36,7 +37,10 @@ class PoolOp : public Op {
  public:
   static absl::StatusOr<std::unique_ptr<Op>> Create(const OpConfig& c,
                                                     bool max) {
-    RETURN_IF_ERROR(c.ExpectFloat(0));
+    // AvgPool2d of int64 x gives int64: each window's wrapped sum divided
+    // by its divisor toward zero, as torch's integer kernel.
+    const bool ints = !max && c.input(0).dtype == DType::kInt64;
+    if (!ints) RETURN_IF_ERROR(c.ExpectFloat(0));
     // (Unbatched x [C, H, W] arrives here as [1, C, H, W].)
     RETURN_IF_ERROR(c.ExpectRankBetween(0, 3, 4));
     auto op = std::make_unique<PoolOp>();
@@ -53,7 +57,7 @@ class PoolOp : public Op {
                                  : floor_out[d]);
     }
     op->x_ = x;
-    op->outputs_ = {{c.float_dtype(), y}};
+    op->outputs_ = {{ints ? DType::kInt64 : c.float_dtype(), y}};
     if (c.num_outputs() > 1) op->outputs_.push_back({DType::kInt64, y});
     op->defaults_ = y[2] == floor_out[0] && y[3] == floor_out[1] &&
                     op->dilation_ == std::vector<int64_t>{1, 1} &&
@@ -122,7 +126,7 @@ class PoolOp : public Op {
       int64_t* indices = ctx.num_outputs() > 1
                              ? ctx.AllocateOutput(1).data<int64_t>()
                              : nullptr;
-      DispatchFloat(y.dtype(), [&](auto zero) {
+      DispatchNumeric(y.dtype(), [&](auto zero) {
         using T = decltype(zero);
         const T* xp = x.data<T>();
         T* yp = y.data<T>();
@@ -135,7 +139,7 @@ class PoolOp : public Op {
             }
           } else {
             T sum = 0;
-            taps([&](int64_t i) { sum += xp[i]; });
+            taps([&](int64_t i) { sum = MulAdd(sum, xp[i], T(1)); });
             yp[o] = sum / static_cast<T>(divisor);
           }
         });
@@ -314,7 +318,8 @@ OpSchema PoolSchema(bool max) {
                         "the maxima's indices within each H·W plane"
                       : "mean over each kernel window of x [N, C, H, W] (or "
                         "[C, H, W]), the zero padding counted unless "
-                        "count_include_pad is 0";
+                        "count_include_pad is 0; int64 x gives int64 (sums "
+                        "divided toward zero)";
   s.inputs = {{"x"}};
   if (max) {
     s.outputs = {"y", "indices"};

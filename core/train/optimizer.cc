@@ -100,17 +100,34 @@ absl::string_view OptimizerName(const OptimizerConfig& config) {
 
 // ---- Inputs ----------------------------------------------------------------
 
-absl::Status CheckFloat32(absl::string_view what, const Tensor& t) {
+absl::Status CheckPlain(absl::string_view what, const Tensor& t) {
   if (!t.defined()) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has no value"));
-  }
-  if (t.dtype() != DType::kFloat32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " must be float32, got ", DTypeName(t.dtype())));
   }
   if (!t.is_plain()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " must be a plain row-major tensor"));
+  }
+  return absl::OkStatus();
+}
+
+// A parameter: float32 or float64.
+absl::Status CheckParameter(absl::string_view what, const Tensor& t) {
+  RETURN_IF_ERROR(CheckPlain(what, t));
+  if (t.dtype() != DType::kFloat32 && t.dtype() != DType::kFloat64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " must be float32 or float64, got ", DTypeName(t.dtype())));
+  }
+  return absl::OkStatus();
+}
+
+// A gradient or state tensor: its parameter's dtype.
+absl::Status CheckDtype(absl::string_view what, const Tensor& t, DType dtype) {
+  RETURN_IF_ERROR(CheckPlain(what, t));
+  if (t.dtype() != dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be ", DTypeName(dtype),
+                     " (its parameter's dtype), got ", DTypeName(t.dtype())));
   }
   return absl::OkStatus();
 }
@@ -122,8 +139,8 @@ absl::Status CheckGradient(const std::string& name, const Tensor& param,
     return absl::InvalidArgumentError(
         absl::StrCat("no gradient for parameter '", name, "'"));
   }
-  RETURN_IF_ERROR(
-      CheckFloat32(absl::StrCat("gradient '", name, "'"), it->second));
+  RETURN_IF_ERROR(CheckDtype(absl::StrCat("gradient '", name, "'"), it->second,
+                             param.dtype()));
   if (it->second.shape() != param.shape()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gradient '", name, "' has shape ", ShapeToString(it->second.shape()),
@@ -149,7 +166,7 @@ absl::Status ValidateStepInput(const OptimizerConfig& config,
   std::map<std::string, TensorMeta> metas;
   for (const auto& [name, param] : *input.parameters) {
     RETURN_IF_ERROR(
-        CheckFloat32(absl::StrCat("parameter '", name, "'"), param));
+        CheckParameter(absl::StrCat("parameter '", name, "'"), param));
     RETURN_IF_ERROR(CheckGradient(name, param, *input.gradients));
     metas.emplace(name, param.meta());
   }
@@ -164,57 +181,66 @@ absl::Status ValidateStepInput(const OptimizerConfig& config,
 }
 
 // ---- Kernels ---------------------------------------------------------------
+//
+// Each kernel is a template over the parameter's element type T: float
+// (torch's float32 arithmetic, scalars rounded to float where torch rounds
+// them) or double (a float64 parameter: torch computes in float64 and takes
+// the Python floats as they are).
 
-// torch.norm(x, 2) of a contiguous float32 tensor: eight lanes of fused
-// squares, the lanes summed in order, the tail fused onto that sum.
+// torch.norm(x, 2) of a contiguous tensor: eight lanes of fused squares, the
+// lanes summed in order, the tail fused onto that sum.
 constexpr int kLanes = 8;
 
-GS_FMA_CLONES float TorchNorm2(const float* x, int64_t n) {
-  float lanes[kLanes] = {};
+template <typename T>
+GS_FMA_CLONES T TorchNorm2(const T* x, int64_t n) {
+  T lanes[kLanes] = {};
   const int64_t body = n - n % kLanes;
   for (int64_t i = 0; i < body; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
       lanes[j] = std::fma(x[i + j], x[i + j], lanes[j]);
     }
   }
-  float sum = lanes[0];
+  T sum = lanes[0];
   for (int j = 1; j < kLanes; ++j) sum += lanes[j];
   for (int64_t i = body; i < n; ++i) sum = std::fma(x[i], x[i], sum);
   return std::sqrt(sum);
 }
 
 // clip_grad_norm_'s clamped coefficient: `max_norm / (total_norm + 1e-6)` is
-// Tensor.__rtruediv__, reciprocal() * max_norm, in float32; clamp(max=1)
-// keeps a NaN.
-float ClipCoefficient(float total_norm, double max_norm) {
-  const float coef = (1.0f / (total_norm + static_cast<float>(1e-6))) *
-                     static_cast<float>(max_norm);
-  return coef > 1.0f ? 1.0f : coef;
+// Tensor.__rtruediv__, reciprocal() * max_norm, in the norm's dtype;
+// clamp(max=1) keeps a NaN.
+template <typename T>
+T ClipCoefficient(T total_norm, double max_norm) {
+  const T coef =
+      (T(1) / (total_norm + static_cast<T>(1e-6))) * static_cast<T>(max_norm);
+  return coef > T(1) ? T(1) : coef;
 }
 
 // torch's _single_tensor_sgd for one parameter.
+template <typename T>
 struct SgdScalars {
-  float grad_scale;  // the clipping coefficient, or 1
+  T grad_scale;  // the clipping coefficient, or 1
   bool has_weight_decay;
-  float weight_decay;
+  T weight_decay;
   bool has_momentum;
-  float momentum;
-  float dampening_complement;  // 1 - dampening
+  T momentum;
+  T dampening_complement;  // 1 - dampening
   bool nesterov;
-  float neg_lr;
+  T neg_lr;
 };
 
 // buf_in null: the first step, whose buffer is the gradient.
-GS_FMA_CLONES void SgdKernel(const SgdScalars s, int64_t n, const float* param,
-                             const float* grad, const float* buf_in,
-                             float* buf_out, float* param_out) {
+template <typename T>
+GS_FMA_CLONES void SgdKernel(const SgdScalars<T> s, int64_t n, const T* param,
+                             const T* grad, const T* buf_in, T* buf_out,
+                             T* param_out) {
   for (int64_t i = 0; i < n; ++i) {
-    float d = grad[i] * s.grad_scale;
+    T d = grad[i] * s.grad_scale;
     if (s.has_weight_decay) d = std::fma(param[i], s.weight_decay, d);
     if (s.has_momentum) {
-      const float buf = buf_in == nullptr ? d
-                                          : std::fma(d, s.dampening_complement,
-                                                     buf_in[i] * s.momentum);
+      const T buf = buf_in == nullptr ? d
+                                      : std::fma(d, s.dampening_complement,
+                                                 buf_in[i] * s.momentum);
       buf_out[i] = buf;
       d = s.nesterov ? std::fma(buf, s.momentum, d) : buf;
     }
@@ -223,14 +249,15 @@ GS_FMA_CLONES void SgdKernel(const SgdScalars s, int64_t n, const float* param,
 }
 
 // torch's _single_tensor_adam and _single_tensor_adamw for one parameter.
+template <typename T>
 struct AdamScalars {
-  float grad_scale;
-  float param_scale;      // AdamW: 1 - lr * weight_decay; Adam: 1
+  T grad_scale;
+  T param_scale;          // AdamW: 1 - lr * weight_decay; Adam: 1
   bool has_weight_decay;  // Adam's L2 term
-  float weight_decay;
-  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  T weight_decay;
+  T beta1, one_minus_beta1, beta2, one_minus_beta2;
   bool amsgrad;
-  float bias_correction2_sqrt, eps, neg_step_size;
+  T bias_correction2_sqrt, eps, neg_step_size;
 };
 
 template <typename T>
@@ -241,43 +268,46 @@ struct Moments {
 };
 
 // torch.maximum: NaN when either is.
-inline float Maximum(float a, float b) { return (a < b || b != b) ? b : a; }
+template <typename T>
+inline T Maximum(T a, T b) {
+  return (a < b || b != b) ? b : a;
+}
 
 // The tensors never overlap: __restrict lets the loop vectorize without
 // run-time alias checks.
-template <bool kAmsgrad>
-inline void AdamLoop(const AdamScalars& s, int64_t n,
-                     const float* __restrict param,
-                     const float* __restrict grad, Moments<const float> in,
-                     Moments<float> out, float* __restrict param_out) {
-  const float* __restrict m_in = in.exp_avg;
-  const float* __restrict v_in = in.exp_avg_sq;
-  const float* __restrict v_max_in = in.max_exp_avg_sq;
-  float* __restrict m_out = out.exp_avg;
-  float* __restrict v_out = out.exp_avg_sq;
-  float* __restrict v_max_out = out.max_exp_avg_sq;
+template <bool kAmsgrad, typename T>
+inline void AdamLoop(const AdamScalars<T>& s, int64_t n,
+                     const T* __restrict param, const T* __restrict grad,
+                     Moments<const T> in, Moments<T> out,
+                     T* __restrict param_out) {
+  const T* __restrict m_in = in.exp_avg;
+  const T* __restrict v_in = in.exp_avg_sq;
+  const T* __restrict v_max_in = in.max_exp_avg_sq;
+  T* __restrict m_out = out.exp_avg;
+  T* __restrict v_out = out.exp_avg_sq;
+  T* __restrict v_max_out = out.max_exp_avg_sq;
   for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i] * s.grad_scale;
-    const float p = param[i] * s.param_scale;
+    T g = grad[i] * s.grad_scale;
+    const T p = param[i] * s.param_scale;
     if (s.has_weight_decay) g = std::fma(param[i], s.weight_decay, g);
-    const float m = std::fma(g, s.one_minus_beta1, m_in[i] * s.beta1);
-    const float v = std::fma(s.one_minus_beta2 * g, g, v_in[i] * s.beta2);
+    const T m = std::fma(g, s.one_minus_beta1, m_in[i] * s.beta1);
+    const T v = std::fma(s.one_minus_beta2 * g, g, v_in[i] * s.beta2);
     m_out[i] = m;
     v_out[i] = v;
-    float v_max = v;
+    T v_max = v;
     if constexpr (kAmsgrad) {
       v_max = Maximum(v_max_in[i], v);
       v_max_out[i] = v_max;
     }
-    const float denom = std::sqrt(v_max) / s.bias_correction2_sqrt + s.eps;
+    const T denom = std::sqrt(v_max) / s.bias_correction2_sqrt + s.eps;
     param_out[i] = p + (s.neg_step_size * m) / denom;
   }
 }
 
-GS_FMA_CLONES void AdamKernel(const AdamScalars s, int64_t n,
-                              const float* param, const float* grad,
-                              Moments<const float> in, Moments<float> out,
-                              float* param_out) {
+template <typename T>
+GS_FMA_CLONES void AdamKernel(const AdamScalars<T> s, int64_t n, const T* param,
+                              const T* grad, Moments<const T> in,
+                              Moments<T> out, T* param_out) {
   if (s.amsgrad) {
     AdamLoop<true>(s, n, param, grad, in, out, param_out);
   } else {
@@ -287,7 +317,8 @@ GS_FMA_CLONES void AdamKernel(const AdamScalars s, int64_t n,
 
 // ---- Steps -----------------------------------------------------------------
 
-// One parameter's update: its inputs, and where the new tensors go.
+// One parameter's update: its inputs, and where the new tensors go (of the
+// parameter's dtype).
 struct ParamStep {
   const std::string& name;
   const Tensor& param;
@@ -302,94 +333,145 @@ struct ParamStep {
   // The old tensor, or zeros where torch would start from them.
   Tensor OldStateOrZeros(absl::string_view state_name) const {
     const Tensor* t = OldState(state_name);
-    return t != nullptr ? *t : Tensor::Zeros(DType::kFloat32, param.shape());
+    return t != nullptr ? *t : Tensor::Zeros(param.dtype(), param.shape());
   }
-  float* NewState(absl::string_view state_name) const {
+  template <typename T>
+  T* NewState(absl::string_view state_name) const {
     Tensor& t = result.state[absl::StrCat(name, "/", state_name)];
-    t = Tensor::Empty(DType::kFloat32, param.shape());
-    return t.data<float>();
+    t = Tensor::Empty(param.dtype(), param.shape());
+    return t.data<T>();
   }
-  float* NewParam() const {
+  template <typename T>
+  T* NewParam() const {
     Tensor& t = result.parameters[name];
-    t = Tensor::Empty(DType::kFloat32, param.shape());
-    return t.data<float>();
+    t = Tensor::Empty(param.dtype(), param.shape());
+    return t.data<T>();
   }
 };
 
-SgdScalars MakeSgdScalars(const SgdConfig& c, double lr, float grad_scale) {
-  SgdScalars s;
+template <typename T>
+SgdScalars<T> MakeSgdScalars(const SgdConfig& c, double lr, T grad_scale) {
+  SgdScalars<T> s;
   s.grad_scale = grad_scale;
   s.has_weight_decay = c.weight_decay != 0;
-  s.weight_decay = static_cast<float>(c.weight_decay);
+  s.weight_decay = static_cast<T>(c.weight_decay);
   s.has_momentum = c.momentum != 0;
-  s.momentum = static_cast<float>(c.momentum);
-  s.dampening_complement = static_cast<float>(1 - c.dampening);
+  s.momentum = static_cast<T>(c.momentum);
+  s.dampening_complement = static_cast<T>(1 - c.dampening);
   s.nesterov = c.nesterov;
-  s.neg_lr = static_cast<float>(-lr);
+  s.neg_lr = static_cast<T>(-lr);
   return s;
 }
 
-void SgdStep(const SgdScalars& s, const ParamStep& p) {
-  const float* buf_in = nullptr;
-  float* buf_out = nullptr;
+template <typename T>
+void SgdStep(const SgdScalars<T>& s, const ParamStep& p) {
+  const T* buf_in = nullptr;
+  T* buf_out = nullptr;
   if (s.has_momentum) {
     const Tensor* old = p.OldState(kMomentumBuffer);
-    if (old != nullptr) buf_in = old->data<float>();
-    buf_out = p.NewState(kMomentumBuffer);
+    if (old != nullptr) buf_in = old->data<T>();
+    buf_out = p.NewState<T>(kMomentumBuffer);
   }
-  SgdKernel(s, p.param.num_elements(), p.param.data<float>(),
-            p.grad.data<float>(), buf_in, buf_out, p.NewParam());
+  SgdKernel(s, p.param.num_elements(), p.param.data<T>(), p.grad.data<T>(),
+            buf_in, buf_out, p.NewParam<T>());
 }
 
-AdamScalars MakeAdamScalars(const AdamConfig& c, double lr, int64_t step,
-                            float grad_scale) {
-  // As torch: Python floats, rounded to float32 where the tensor ops take
-  // them.
+template <typename T>
+AdamScalars<T> MakeAdamScalars(const AdamConfig& c, double lr, int64_t step,
+                               T grad_scale) {
+  // As torch: Python floats, rounded to T where the tensor ops take them.
   const double bias_correction1 = 1 - std::pow(c.beta1, step);
   const double bias_correction2 = 1 - std::pow(c.beta2, step);
   const double step_size = lr / bias_correction1;
-  AdamScalars s;
+  AdamScalars<T> s;
   s.grad_scale = grad_scale;
-  s.param_scale = c.decoupled_weight_decay
-                      ? static_cast<float>(1 - lr * c.weight_decay)
-                      : 1.0f;
+  s.param_scale =
+      c.decoupled_weight_decay ? static_cast<T>(1 - lr * c.weight_decay) : T(1);
   s.has_weight_decay = !c.decoupled_weight_decay && c.weight_decay != 0;
-  s.weight_decay = static_cast<float>(c.weight_decay);
-  s.beta1 = static_cast<float>(c.beta1);
-  s.one_minus_beta1 = static_cast<float>(1 - c.beta1);
-  s.beta2 = static_cast<float>(c.beta2);
-  s.one_minus_beta2 = static_cast<float>(1 - c.beta2);
+  s.weight_decay = static_cast<T>(c.weight_decay);
+  s.beta1 = static_cast<T>(c.beta1);
+  s.one_minus_beta1 = static_cast<T>(1 - c.beta1);
+  s.beta2 = static_cast<T>(c.beta2);
+  s.one_minus_beta2 = static_cast<T>(1 - c.beta2);
   s.amsgrad = c.amsgrad;
-  s.bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
-  s.eps = static_cast<float>(c.eps);
-  s.neg_step_size = static_cast<float>(-step_size);
+  s.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+  s.eps = static_cast<T>(c.eps);
+  s.neg_step_size = static_cast<T>(-step_size);
   return s;
 }
 
-void AdamStep(const AdamScalars& s, const ParamStep& p) {
+template <typename T>
+void AdamStep(const AdamScalars<T>& s, const ParamStep& p) {
   const Tensor exp_avg = p.OldStateOrZeros(kExpAvg);
   const Tensor exp_avg_sq = p.OldStateOrZeros(kExpAvgSq);
   Tensor max_exp_avg_sq;
-  Moments<const float> in{exp_avg.data<float>(), exp_avg_sq.data<float>(),
-                          nullptr};
-  Moments<float> out{p.NewState(kExpAvg), p.NewState(kExpAvgSq), nullptr};
+  Moments<const T> in{exp_avg.data<T>(), exp_avg_sq.data<T>(), nullptr};
+  Moments<T> out{p.NewState<T>(kExpAvg), p.NewState<T>(kExpAvgSq), nullptr};
   if (s.amsgrad) {
     max_exp_avg_sq = p.OldStateOrZeros(kMaxExpAvgSq);
-    in.max_exp_avg_sq = max_exp_avg_sq.data<float>();
-    out.max_exp_avg_sq = p.NewState(kMaxExpAvgSq);
+    in.max_exp_avg_sq = max_exp_avg_sq.data<T>();
+    out.max_exp_avg_sq = p.NewState<T>(kMaxExpAvgSq);
   }
-  AdamKernel(s, p.param.num_elements(), p.param.data<float>(),
-             p.grad.data<float>(), in, out, p.NewParam());
+  AdamKernel(s, p.param.num_elements(), p.param.data<T>(), p.grad.data<T>(), in,
+             out, p.NewParam<T>());
 }
 
-// clip_grad_norm_'s total_norm over the gradients in name order.
-float TotalGradNorm(const std::map<std::string, Tensor>& gradients) {
-  std::vector<float> norms;
-  norms.reserve(gradients.size());
-  for (const auto& [name, grad] : gradients) {
-    norms.push_back(TorchNorm2(grad.data<float>(), grad.num_elements()));
+// clip_grad_norm_'s total_norm over the gradients in name order: the norm
+// of the per-gradient norms, in float64 when any gradient is (torch.stack
+// promotes), else in float32.
+bool AnyFloat64(const std::map<std::string, Tensor>& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (t.dtype() == DType::kFloat64) return true;
   }
+  return false;
+}
+
+template <typename T>
+T GradNorm(const Tensor& grad) {
+  if (grad.dtype() == DType::kFloat64) {
+    return static_cast<T>(TorchNorm2(grad.data<double>(), grad.num_elements()));
+  }
+  return static_cast<T>(TorchNorm2(grad.data<float>(), grad.num_elements()));
+}
+
+template <typename T>
+T TotalGradNorm(const std::map<std::string, Tensor>& gradients) {
+  std::vector<T> norms;
+  norms.reserve(gradients.size());
+  for (const auto& [name, grad] : gradients) norms.push_back(GradNorm<T>(grad));
   return TorchNorm2(norms.data(), static_cast<int64_t>(norms.size()));
+}
+
+// The clipping coefficient (1 without clipping) and the total norm, both in
+// the norm's dtype T.
+struct Clipping {
+  double total_norm;
+  double coefficient;
+};
+
+template <typename T>
+Clipping ClipOf(const OptimizerConfig& config,
+                const std::map<std::string, Tensor>& gradients) {
+  const T total = TotalGradNorm<T>(gradients);
+  const T coef = config.max_grad_norm > 0
+                     ? ClipCoefficient(total, config.max_grad_norm)
+                     : T(1);
+  return {total, coef};
+}
+
+// One parameter's step in its dtype T; `clip.coefficient` is rounded to T
+// (clip_coef_clamped.to(g) for a float32 gradient of a float64 norm).
+template <typename T>
+void StepParameter(const OptimizerConfig& config, double lr, int64_t step,
+                   const Clipping& clip, const ParamStep& p) {
+  const T grad_scale = static_cast<T>(clip.coefficient);
+  if (const auto* sgd = std::get_if<SgdConfig>(&config.kind)) {
+    SgdStep(MakeSgdScalars<T>(*sgd, lr, grad_scale), p);
+  } else {
+    AdamStep(MakeAdamScalars<T>(std::get<AdamConfig>(config.kind), lr, step,
+                                grad_scale),
+             p);
+  }
 }
 
 // The state key's parameter and state name, split at the last '/'.
@@ -426,7 +508,7 @@ absl::Status CheckStateKey(
 absl::Status CheckStateTensor(absl::string_view key, const TensorMeta& param,
                               const Tensor& t) {
   const std::string what = absl::StrCat("optimizer state '", key, "'");
-  RETURN_IF_ERROR(CheckFloat32(what, t));
+  RETURN_IF_ERROR(CheckDtype(what, t, param.dtype));
   if (t.shape() != param.shape) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": expected shape ", ShapeToString(param.shape),
@@ -477,25 +559,22 @@ absl::StatusOr<StepResult> ApplyStep(const OptimizerConfig& config,
   RETURN_IF_ERROR(ValidateOptimizer(config));
   RETURN_IF_ERROR(ValidateStepInput(config, input));
   StepResult result;
-  const float total_norm = TotalGradNorm(*input.gradients);
-  result.grad_norm = total_norm;
-  const float grad_scale =
-      config.max_grad_norm > 0
-          ? ClipCoefficient(total_norm, config.max_grad_norm)
-          : 1.0f;
+  const Clipping clip = AnyFloat64(*input.gradients)
+                            ? ClipOf<double>(config, *input.gradients)
+                            : ClipOf<float>(config, *input.gradients);
+  result.grad_norm = clip.total_norm;
   const OptimizerState no_state;
   const OptimizerState& state = input.state ? *input.state : no_state;
   const auto* sgd = std::get_if<SgdConfig>(&config.kind);
-  const auto* adam = std::get_if<AdamConfig>(&config.kind);
   const double lr = input.learning_rate != 0 ? input.learning_rate
-                    : sgd                    ? sgd->lr
-                                             : adam->lr;
+                    : sgd != nullptr         ? sgd->lr
+                                     : std::get<AdamConfig>(config.kind).lr;
   for (const auto& [name, param] : *input.parameters) {
     const ParamStep p{name, param, input.gradients->at(name), state, result};
-    if (sgd != nullptr) {
-      SgdStep(MakeSgdScalars(*sgd, lr, grad_scale), p);
+    if (param.dtype() == DType::kFloat64) {
+      StepParameter<double>(config, lr, input.step, clip, p);
     } else {
-      AdamStep(MakeAdamScalars(*adam, lr, input.step, grad_scale), p);
+      StepParameter<float>(config, lr, input.step, clip, p);
     }
   }
   return result;

@@ -1,8 +1,9 @@
 // Optimizer steps computed exactly as torch.optim 1.13 computes them on CPU
 // (SGD, Adam, AdamW; torch.nn.utils.clip_grad_norm_ before the step), in
-// float32 and in torch's operation order. A step never writes its inputs: it
-// returns new parameter and state tensors, so a held activation or another
-// reader can keep using the old version.
+// each parameter's dtype (float32, or float64 as torch.optim steps a
+// float64 parameter) and in torch's operation order. A step never writes its
+// inputs: it returns new parameter and state tensors, so a held activation or
+// another reader can keep using the old version.
 #ifndef GRADSERVE_CORE_TRAIN_OPTIMIZER_H_
 #define GRADSERVE_CORE_TRAIN_OPTIMIZER_H_
 
@@ -59,10 +60,10 @@ std::vector<std::string> OptimizerStateNames(const OptimizerConfig& config);
 using OptimizerState = std::map<std::string, Tensor>;
 
 struct StepInput {
-  // The trained parameters (float32), current version. Frozen ones are left
-  // out by the caller.
+  // The trained parameters (float32 or float64), current version. Frozen ones
+  // are left out by the caller.
   const std::map<std::string, Tensor>* parameters = nullptr;
-  // One per parameter, same names and shapes.
+  // One per parameter, same names, shapes and dtypes.
   const std::map<std::string, Tensor>* gradients = nullptr;
   // May lack entries (the first step): a missing tensor starts as torch
   // starts it (zeros; SGD's momentum buffer: the first gradient).
@@ -83,13 +84,14 @@ struct StepResult {
 
 // One optimizer step: clipping (when max_grad_norm > 0), then the update.
 // INVALID_ARGUMENT naming the tensor or field for a bad config, a missing or
-// misshapen gradient, a non-float32 tensor, bad state, step < 1 or a negative
-// or non-finite learning_rate.
+// misshapen gradient, a parameter not float32 or float64, a gradient or
+// state tensor of another dtype than its parameter's, bad state, step < 1 or a
+// negative or non-finite learning_rate.
 absl::StatusOr<StepResult> ApplyStep(const OptimizerConfig& config,
                                      const StepInput& input);
 
 // For restoring checkpoints: every key must be "<parameter>/<a state name
-// this optimizer uses>" with the parameter's shape, float32. The message
+// this optimizer uses>" with the parameter's shape and dtype. The message
 // names the key and what was expected. A subset of the keys is fine.
 absl::Status ValidateOptimizerState(
     const OptimizerConfig& config,

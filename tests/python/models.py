@@ -110,6 +110,13 @@ def batch(kind, rng, n=8):
     return {"x": x, "labels": labels, "mask": mask}
 
 
+def torch_step(model, optimizer, feeds):
+    """One plain torch.optim step of the model on a batch."""
+    optimizer.zero_grad()
+    torch_loss(model, feeds)[0].backward()
+    optimizer.step()
+
+
 def torch_loss(model, feeds):
     """(loss, logits) of the torch model on a batch."""
     mask = torch.from_numpy(feeds["mask"]) if "mask" in feeds else None

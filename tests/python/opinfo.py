@@ -21,6 +21,7 @@ prints the table per OpInfo; --verbose prints every sample that is not a pass.
 
 import argparse
 import collections
+import math
 import sys
 import types
 import unittest
@@ -491,8 +492,11 @@ def embedding(s):
         attrs["padding_idx"] = int(s.kwargs["padding_idx"])
     if s.kwargs.get("scale_grad_by_freq"):
         attrs["scale_grad_by_freq"] = 1
-    for name in ("max_norm", "sparse"):
-        option_if(bool(s.kwargs.get(name)), name, options)
+    if s.kwargs.get("max_norm") is not None:
+        attrs["max_norm"] = float(s.kwargs["max_norm"])
+        norm_type = float(s.kwargs.get("norm_type", 2.0))
+        attrs["norm_type"] = str(norm_type) if math.isinf(norm_type) else norm_type
+    option_if(bool(s.kwargs.get("sparse")), "sparse", options)
     return Translation("Embedding", [("indices", s.args[0]), ("weight", s.input)], attrs,
                        options)
 
@@ -751,8 +755,13 @@ def compare(what, got, want):
 
 
 class Outcome:
-    def __init__(self, opinfo, index, sample, klass, detail="", options=()):
+    def __init__(self, opinfo, index, sample, klass, detail="", options=(),
+                 dtype=torch.float32):
         self.opinfo = opinfo_id(opinfo)
+        self.dtype = dtype
+        # The table's row: the OpInfo, with " int64" for its int64 samples.
+        self.row = self.opinfo + ("" if dtype == torch.float32 else
+                                  " " + str(dtype).replace("torch.", ""))
         self.index = index
         self.sample = sample
         self.klass = klass
@@ -761,14 +770,26 @@ class Outcome:
 
     def __str__(self):
         options = f" [{', '.join(self.options)}]" if self.options else ""
-        return f"{self.opinfo}#{self.index} {self.klass}{options}: {self.detail}"
+        return f"{self.row}#{self.index} {self.klass}{options}: {self.detail}"
 
 
-def run_sample(server, opinfo, index, sample, rng):
+# The gradserve ops that take int64 tensors (the README's op table says how):
+# refusing one of their int64 samples is a gap; the int64 samples of other
+# ops use the option "int64".
+INT64_OPS = {"Add", "Sub", "Mul", "Div", "Abs", "ReLU", "Tanh", "Sigmoid", "Exp", "Log",
+             "Sqrt", "Hardtanh", "ReLU6", "Clamp", "Pow", "Max", "Min", "Sum", "Pad",
+             "Permute", "Transpose", "Squeeze", "Unsqueeze", "Split", "Reshape", "Flatten",
+             "Gather", "IndexSelect", "Concat", "Where", "MatMul", "Linear", "Conv1d", "Conv2d",
+             "ConvTranspose1d", "ConvTranspose2d", "AvgPool2d"}
+
+
+def run_sample(server, opinfo, index, sample, rng, dtype=torch.float32):
     translation = TRANSLATORS[(opinfo.name, opinfo.variant_test_name)](sample)
+    if dtype == torch.int64 and translation.op not in INT64_OPS:
+        translation.options.append("int64")
 
     def outcome(klass, detail=""):
-        return Outcome(opinfo, index, sample, klass, detail, translation.options)
+        return Outcome(opinfo, index, sample, klass, detail, translation.options, dtype)
 
     try:
         want, grads, buffers, seed = reference(opinfo, sample, translation, rng)
@@ -797,31 +818,47 @@ def run_sample(server, opinfo, index, sample, rng):
     return outcome("wrong", problem) if problem else outcome("pass")
 
 
-def samples(opinfo):
-    return list(opinfo.sample_inputs("cpu", torch.float32, requires_grad=True))
+DTYPES = (torch.float32, torch.int64)
 
 
-def run_all(server, opinfos=None):
-    """Every sample of every mapped OpInfo, as Outcomes."""
+def samples(opinfo, dtype=torch.float32):
+    """The OpInfo's samples of `dtype`: float32 ones require grad; int64 ones
+    (none where torch's CPU kernel does not take int64) cannot."""
+    if dtype == torch.float32:
+        return list(opinfo.sample_inputs("cpu", torch.float32, requires_grad=True))
+    if dtype not in opinfo.supported_dtypes("cpu"):
+        return []
+    return list(opinfo.sample_inputs("cpu", dtype, requires_grad=False))
+
+
+def run_all(server, opinfos=None, dtypes=DTYPES):
+    """Every sample of every mapped OpInfo in each of `dtypes`, as Outcomes."""
     outcomes = []
-    for opinfo in opinfos or mapped_opinfos():
-        rng = np.random.default_rng(0)
-        torch.manual_seed(0)
-        for index, sample in enumerate(samples(opinfo)):
-            outcomes.append(run_sample(server, opinfo, index, sample, rng))
+    for dtype in dtypes:
+        for opinfo in opinfos or mapped_opinfos():
+            rng = np.random.default_rng(0)
+            torch.manual_seed(0)
+            for index, sample in enumerate(samples(opinfo, dtype)):
+                outcomes.append(run_sample(server, opinfo, index, sample, rng, dtype))
     return outcomes
 
 
 def table(outcomes):
     counts = collections.OrderedDict()
     for o in outcomes:
-        counts.setdefault(o.opinfo, collections.Counter())[o.klass] += 1
+        counts.setdefault(o.row, collections.Counter())[o.klass] += 1
     total = collections.Counter()
     lines = [f"{'OpInfo':52}" + "".join(f"{c:>12}" for c in CLASSES)]
     for name, c in counts.items():
         total.update(c)
         lines.append(f"{name:52}" + "".join(f"{c[k]:>12}" for k in CLASSES))
-    lines.append(f"{'total (' + str(len(counts)) + ' OpInfos)':52}" +
+    for dtype in DTYPES:
+        by_dtype = collections.Counter(o.klass for o in outcomes if o.dtype == dtype)
+        if by_dtype:
+            lines.append(f"{'  ' + str(dtype).replace('torch.', '') + ' samples':52}" +
+                         "".join(f"{by_dtype[k]:>12}" for k in CLASSES))
+    opinfos = len({o.opinfo for o in outcomes})
+    lines.append(f"{'total (' + str(opinfos) + ' OpInfos)':52}" +
                  "".join(f"{total[k]:>12}" for k in CLASSES))
     missing = collections.Counter(opt for o in outcomes if o.klass == "unsupported"
                                   for opt in o.options)
@@ -834,11 +871,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--only", help="OpInfo names containing this")
+    parser.add_argument("--dtype", choices=[str(d).replace("torch.", "") for d in DTYPES],
+                        help="only the samples of this dtype")
     flags = parser.parse_args()
     opinfos = [o for o in mapped_opinfos() if not flags.only or flags.only in opinfo_id(o)]
+    dtypes = [d for d in DTYPES if not flags.dtype or str(d) == "torch." + flags.dtype]
     server = gs.Server("--workers=1", "--threads_per_worker=1")
     try:
-        outcomes = run_all(server, opinfos)
+        outcomes = run_all(server, opinfos, dtypes)
     finally:
         server.close()
     if flags.verbose:

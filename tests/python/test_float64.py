@@ -1,7 +1,7 @@
 """float64 end to end: a stateless request with any DATA_TYPE_FLOAT64 tensor
 runs in float64 (float32 tensors widened) and answers in float64, matching
 float64 PyTorch to float64 precision; ops' dtype attribute names the
-request's dtype; sessions keep float32."""
+request's dtype. Sessions: test_float64_sessions.py."""
 
 import grpc
 import numpy as np
@@ -73,23 +73,3 @@ def test_a_dtype_other_than_the_requests_is_unimplemented(server):
     result = server.compute(float64_request(g, {"x": np.full(3, 0.1)}))
     assert result.outputs["y"].dtype == np.float64
     assert result.outputs["y"] == np.full(3, 0.1).sum()
-
-
-def test_sessions_keep_float32(server):
-    g = gs.graph([gs.node("fc", "Linear", ["x", "W"], ["y"]),
-                  gs.node("loss", "MSELoss", ["y", "t"], ["L"])], inputs=["x", "t"])
-    g.parameters["W"].CopyFrom(gs.tensor(np.full((2, 3), 0.1), float64=True))
-    info = server.create_session(g, optimizer=gs.sgd(0.1))
-    try:
-        assert server.get_parameters(info.session_id).parameters["W"].dtype == np.float32
-        step = server.train_step(info.session_id,
-                                 {"x": np.ones((1, 3), np.float32),
-                                  "t": np.zeros((1, 2), np.float32)}, "L")
-        assert step.loss.dtype == np.float32
-        request = gs.spb.SetParametersRequest(session_id=info.session_id)
-        request.parameters["W"].CopyFrom(gs.tensor(np.zeros((2, 3)), float64=True))
-        server.rpc.SetParameters(request, timeout=30)
-        w = server.get_parameters(info.session_id).parameters["W"]
-        assert w.dtype == np.float32 and not w.any()
-    finally:
-        server.close_session(info.session_id)

@@ -284,6 +284,15 @@ CASES = [
          lambda i, w: F.embedding(i, w, padding_idx=-1, scale_grad_by_freq=True),
          {"padding_idx": -1, "scale_grad_by_freq": 1}, name="Embedding-padding-scaled",
          derivative=False),
+    # max_norm renormalises the looked-up rows (torch: in place, without
+    # autograd): y has the scaled rows, dL/dw is the plain scatter-add.
+    Case("Embedding", [("i", class_map((3, 4), 6)), ("w", uniform((6, 3), -2, 2))],
+         lambda i, w: F.embedding(i, w.clone(), max_norm=1.0),
+         {"max_norm": 1.0}, name="Embedding-max-norm", derivative=False),
+    Case("Embedding", [("i", class_map((5,), 4)), ("w", uniform((4, 3), -2, 2))],
+         lambda i, w: F.embedding(i, w.clone(), max_norm=1.5, norm_type=1.0),
+         {"max_norm": 1.5, "norm_type": 1.0}, name="Embedding-max-norm-l1",
+         derivative=False),
     Case("Conv2d", [("x", uniform((2, 3, 7, 7))), ("w", uniform((4, 3, 3, 3))),
                     ("b", uniform((4,)))], F.conv2d),
     Case("Conv2d", [("x", uniform((2, 4, 9, 8))), ("w", uniform((6, 2, 3, 2))), ("", None)],

@@ -175,9 +175,7 @@ def test_torch_reference_is_not_trivially_matched(quick_server):
     for _ in range(5):
         feeds = models.batch("mlp", rng)
         quick_server.train_step(session, feeds, "L")
-        optimizer.zero_grad()
-        models.torch_loss(model, feeds)[0].backward()
-        optimizer.step()
+        models.torch_step(model, optimizer, feeds)
     got = quick_server.get_parameters(session).parameters
     quick_server.close_session(session)
     want = models.parameters_of(model)

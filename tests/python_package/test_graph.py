@@ -103,3 +103,15 @@ def test_load_onnx(client, tmp_path):
                                module(torch.tensor(x, dtype=torch.float32)).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
     assert client.describe(loaded, {"x": [8, 4]}).total_parameters == 4 * 6 + 6 + 6 * 2 + 2
+
+
+def test_embedding_max_norm_attributes():
+    g = gradserve.Graph()
+    g.embedding("i", "w")
+    assert set(g.proto.nodes[-1].attributes) == set()
+    g.embedding("i", "w", max_norm=1, norm_type=float("inf"))
+    attrs = g.proto.nodes[-1].attributes
+    assert attrs["max_norm"].f == 1.0 and attrs["norm_type"].s == "inf"
+    g.embedding("i", "w", max_norm=0.5, norm_type=1)
+    attrs = g.proto.nodes[-1].attributes
+    assert attrs["max_norm"].f == 0.5 and attrs["norm_type"].f == 1.0

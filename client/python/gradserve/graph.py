@@ -16,6 +16,7 @@ adds any op by name. Attributes are keyword arguments with the server's names.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -439,11 +440,20 @@ class Graph:
         return self.node("Where", [condition, x, y], name=name)
 
     def embedding(self, indices: ValueLike, weight: ValueLike, *,
-                  padding_idx: Optional[int] = None, scale_grad_by_freq: bool = False,
+                  padding_idx: Optional[int] = None, max_norm: Optional[float] = None,
+                  norm_type: float = 2.0, scale_grad_by_freq: bool = False,
                   name: Optional[str] = None) -> Value:
-        """weight's rows at int64 indices (torch.nn.functional.embedding)."""
+        """weight's rows at int64 indices (torch.nn.functional.embedding);
+        max_norm renormalises the looked-up rows as torch does."""
+        if max_norm is None:
+            norm = None
+        elif math.isinf(norm_type):
+            norm = "inf" if norm_type > 0 else "-inf"
+        else:
+            norm = float(norm_type)
         return self.node("Embedding", [indices, weight], name=name, padding_idx=padding_idx,
-                         scale_grad_by_freq=scale_grad_by_freq or None)
+                         max_norm=None if max_norm is None else float(max_norm),
+                         norm_type=norm, scale_grad_by_freq=scale_grad_by_freq or None)
 
     def dropout2d(self, x: ValueLike, p: float = 0.5, *, mask: Optional[ValueLike] = None,
                   return_mask: bool = False, name: Optional[str] = None) -> Any:

@@ -100,11 +100,6 @@ TEST(Binary, RejectsShapesThatDoNotBroadcast) {
               absl::StatusCode::kInvalidArgument, {"(Div)", "[5]", "[2, 4]"});
 }
 
-TEST(Binary, RejectsInt64) {
-  ExpectRejectsInt64Input(OpCase("Mul", {{"a", {3}}, {"b", {3}}}), 1, "b");
-  ExpectRejectsInt64Input(OpCase("Sub", {{"a", {3}}, {"b", {3}}}), 0, "a");
-}
-
 // torch.add/sub's alpha: y = a ± alpha·b, dB = ±alpha·ΣdY.
 TEST(Binary, AlphaOfAddAndSub) {
   for (const std::string op : {"Add", "Sub"}) {

@@ -353,5 +353,88 @@ TEST(OptimizerTest, BadStepInputsNameTheTensor) {
                         code, {"gradients"});
 }
 
+Tensors Widened(const Tensors& tensors) {
+  Tensors wide;
+  for (const auto& [name, t] : tensors)
+    wide[name] = t.CastFloat(DType::kFloat64);
+  return wide;
+}
+
+// A float64 parameter steps in float64, as torch.optim steps one: SGD with
+// momentum and Adam written out in double, two steps (the second from the
+// first's state).
+TEST(OptimizerTest, Float64ParametersStepInFloat64) {
+  std::mt19937 rng(3);
+  const Tensors params = Widened(RandomTensors(rng, 1.0f));
+  const Tensors grads1 = Widened(RandomTensors(rng, 0.5f));
+  const Tensors grads2 = Widened(RandomTensors(rng, 0.5f));
+  const double lr = 0.1, mu = 0.9, b1 = 0.8, b2 = 0.99, eps = 1e-6;
+  for (bool adam : {false, true}) {
+    AdamConfig ac;
+    ac.lr = lr, ac.beta1 = b1, ac.beta2 = b2, ac.eps = eps;
+    const OptimizerConfig config = adam ? Adam(ac) : Sgd({lr, mu});
+    auto first = ApplyStep(config, {&params, &grads1, nullptr, 1});
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto second =
+        ApplyStep(config, {&first->parameters, &grads2, &first->state, 2});
+    ASSERT_TRUE(second.ok()) << second.status();
+    for (const auto& [name, p0] : params) {
+      const Tensor& got = second->parameters.at(name);
+      ASSERT_EQ(got.dtype(), DType::kFloat64) << name;
+      for (int64_t i = 0; i < p0.num_elements(); ++i) {
+        const double g1 = grads1.at(name).data<double>()[i];
+        const double g2 = grads2.at(name).data<double>()[i];
+        double want = p0.data<double>()[i];
+        if (adam) {
+          double m = 0, v = 0;
+          for (int t = 1; t <= 2; ++t) {
+            const double g = t == 1 ? g1 : g2;
+            m = b1 * m + (1 - b1) * g;
+            v = b2 * v + (1 - b2) * g * g;
+            want -= lr / (1 - std::pow(b1, t)) * m /
+                    (std::sqrt(v) / std::sqrt(1 - std::pow(b2, t)) + eps);
+          }
+        } else {
+          const double buf2 = mu * g1 + g2;
+          want -= lr * g1 + lr * buf2;
+        }
+        EXPECT_NEAR(got.data<double>()[i], want, 1e-14 * (1 + std::abs(want)))
+            << name << "[" << i << "] adam=" << adam;
+      }
+    }
+    for (const auto& [key, t] : second->state) {
+      EXPECT_EQ(t.dtype(), DType::kFloat64) << key;
+    }
+  }
+}
+
+// The total norm of float64 gradients is a float64 norm: a float32 one
+// would round 1 + 1e-12 to 1.
+TEST(OptimizerTest, Float64GradNormAndClippingAreFloat64) {
+  const double tiny = 1e-12;
+  const Tensors params = {{"w", Tensor::Zeros(DType::kFloat64, {1})}};
+  const Tensors grads = {{"w", Tensor::FromValues<double>({1}, {{1 + tiny}})}};
+  const OptimizerConfig sgd = Sgd({1.0}, /*max_grad_norm=*/1.0);
+  auto step = ApplyStep(sgd, {&params, &grads, nullptr, 1});
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(step->grad_norm, 1 + tiny);
+  const double coef = (1 / (1 + tiny + 1e-6)) * 1.0;
+  EXPECT_EQ(step->parameters.at("w").data<double>()[0], -(1 + tiny) * coef);
+}
+
+TEST(OptimizerTest, GradientAndStateMustHaveTheParametersDtype) {
+  const Tensors params = {{"W", Tensor::Zeros(DType::kFloat64, {2, 3})}};
+  const Tensors grads32 = {{"W", Tensor::Zeros(DType::kFloat32, {2, 3})}};
+  const auto code = absl::StatusCode::kInvalidArgument;
+  testing::ExpectStatus(
+      ApplyStep(Sgd({0.1}), {&params, &grads32, nullptr, 1}).status(), code,
+      {"gradient 'W'", "must be float64", "got float32"});
+  const OptimizerState state32 = {
+      {"W/momentum_buffer", Tensor::Zeros(DType::kFloat32, {2, 3})}};
+  testing::ExpectStatus(
+      ApplyStep(Sgd({0.1, 0.9}), {&params, &params, &state32, 2}).status(),
+      code, {"'W/momentum_buffer'", "must be float64", "got float32"});
+}
+
 }  // namespace
 }  // namespace gradserve
