@@ -483,7 +483,6 @@ absl::Status Tape::CheckBackward(const BackwardArgs& args) const {
   return CheckReached(p, args);
 }
 
-
 absl::StatusOr<std::map<std::string, Tensor>> Tape::Backward(
     const BackwardArgs& args, const RunControl& control) {
   RETURN_IF_ERROR(CheckBackward(args));
