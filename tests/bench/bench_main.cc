@@ -386,22 +386,27 @@ void DiagnosticsOverhead(const Case& c) {
               median(on), median(on) / median(off));
 }
 
+// One row: gradserve in-process, the raw-oneDNN step, PyTorch's `torch_case`.
+void CompareRow(const Case& c, const std::function<void()>& raw_step,
+                const std::string& torch_case, int threads) {
+  const Stats ours = MeasureInProcess(c);
+  const Stats raw = Measure(raw_step);
+  const double torch = TorchMedianMs(torch_case, threads);
+  std::printf(
+      "%-34s %12.2f %12.2f %12s %9.2fx %10s\n", c.name.c_str(), ours.median_ms,
+      raw.median_ms, torch > 0 ? absl::StrFormat("%.2f", torch).c_str() : "n/a",
+      ours.median_ms / raw.median_ms,
+      torch > 0 ? absl::StrFormat("%.2fx", ours.median_ms / torch).c_str()
+                : "n/a");
+}
+
 void CompareWithBaselines(int threads) {
   std::printf("\n%-34s %12s %12s %12s %10s %10s\n",
               "fwd+bwd, in-process (median ms)", "gradserve", "raw oneDNN",
               "PyTorch", "/oneDNN", "/PyTorch");
   std::mt19937 rng(7);
-  const Case conv = ConvCase(&rng);
-  const Stats ours = MeasureInProcess(conv);
-  const Stats raw = Measure(RawOnednnConvStep());
-  const double torch = TorchMedianMs("conv", threads);
-  std::printf("%-34s %12.2f %12.2f %12s %9.2fx %10s\n", conv.name.c_str(),
-              ours.median_ms, raw.median_ms,
-              torch > 0 ? absl::StrFormat("%.2f", torch).c_str() : "n/a",
-              ours.median_ms / raw.median_ms,
-              torch > 0
-                  ? absl::StrFormat("%.2fx", ours.median_ms / torch).c_str()
-                  : "n/a");
+  CompareRow(LinearCase(&rng), RawOnednnLinearStep(), "linear", threads);
+  CompareRow(ConvCase(&rng), RawOnednnConvStep(), "conv", threads);
   const Case cnn = CnnCase(&rng);
   const Stats step = MeasureInProcess(cnn);
   const double torch_cnn = TorchMedianMs("cnn", threads);

@@ -23,6 +23,18 @@ def conv_case():
     return step
 
 
+def linear_case():
+    x = torch.randn(256, 1024, requires_grad=True)
+    fc = torch.nn.Linear(1024, 1024)
+    dy = torch.randn(256, 1024)
+
+    def step():
+        fc.zero_grad(set_to_none=True)
+        x.grad = None
+        fc(x).backward(dy)
+    return step
+
+
 class SmallCnn(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -76,7 +88,7 @@ def resnet18_case(export_path):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["conv", "cnn", "resnet18"])
+    parser.add_argument("case", choices=["linear", "conv", "cnn", "resnet18"])
     parser.add_argument("--export", default="", help="resnet18: write its ONNX here")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=20)
@@ -84,7 +96,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    step = {"conv": conv_case, "cnn": cnn_case,
+    step = {"linear": linear_case, "conv": conv_case, "cnn": cnn_case,
             "resnet18": lambda: resnet18_case(args.export)}[args.case]()
     for _ in range(args.warmup):
         step()
