@@ -160,8 +160,11 @@ class GroupNormOp : public Op {
     return absl::OkStatus();
   }
 
-  int64_t RowSize() const { return c_ / groups_ * s_; }
-  int64_t Channel(int64_t i) const { return s_ == 0 ? 0 : i / s_ % c_; }
+  // InstanceNorm of no channels has no groups (and no rows).
+  int64_t RowSize() const { return groups_ == 0 ? 0 : c_ / groups_ * s_; }
+  int64_t Channel(int64_t i) const {
+    return s_ == 0 || c_ == 0 ? 0 : i / s_ % c_;
+  }
 
   // Each row's mean and 1/sqrt(biased variance + epsilon), two passes in
   // double; the variance too when `var` is defined.

@@ -649,3 +649,17 @@ def test_cross_entropy_gradient_is_softmax_minus_target_over_n(server):
     y = e / e.sum(axis=1, keepdims=True)
     onehot = np.eye(4)[t]
     np.testing.assert_allclose(result.gradients["z"], (y - onehot) / 8, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5), (2, 0, 3, 5)], ids=["unbatched", "batched"])
+def test_instance_norm_of_no_channels(server, shape):
+    """torch normalises no channels to an empty result (the fuzzer found a
+    division by zero there: an instance norm of no channels has no groups)."""
+    x = torch.zeros(shape, requires_grad=True)
+    y = F.instance_norm(x.unsqueeze(0) if len(shape) == 3 else x)
+    g = gs.graph([gs.node("n", "InstanceNorm2d", ["x"], ["y"])], inputs=["x"], outputs=["y"])
+    result = server.compute(gs.compute_request(
+        g, {"x": np.zeros(shape, np.float32)}, fetch=["y"],
+        output_gradients={"y": np.zeros(shape, np.float32)}, wrt=["x"]))
+    assert result.outputs["y"].shape == tuple(y.shape[-len(shape):]) == shape
+    assert result.gradients["x"].shape == shape
