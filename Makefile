@@ -125,6 +125,10 @@ test-sanitize: deps
 # The libFuzzer request fuzzer (tests/fuzz), built by clang with ASan and
 # UBSan into $(FUZZ_DIR): `make fuzz FUZZ_SECONDS=600`. New inputs go to
 # $(FUZZ_DIR)/fuzz-corpus, crashes to $(FUZZ_DIR)/fuzz-artifacts.
+# -entropic=0: with the entropic schedule, libFuzzer's own bookkeeping of
+# our ~60,000 features took two thirds of the time (144 executions/s);
+# without it the same minute ran 449/s and reached more coverage.
+# FUZZ_ARGS=-fork=2 runs one fuzzer per core.
 fuzz-build:
 	@tools/install-deps.sh build
 	@tools/install-deps.sh fuzz
@@ -136,7 +140,7 @@ fuzz-build:
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_DIR)/fuzz-corpus $(FUZZ_DIR)/fuzz-artifacts
 	$(SANITIZER_ENV) $(FUZZ_DIR)/tests/fuzz/request_fuzzer \
-	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=4096 \
+	  -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=4096 -entropic=0 \
 	  -print_final_stats=1 -artifact_prefix=$(abspath $(FUZZ_DIR))/fuzz-artifacts/ \
 	  $(FUZZ_ARGS) $(FUZZ_DIR)/fuzz-corpus tests/fuzz/corpus
 

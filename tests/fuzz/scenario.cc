@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <future>
 #include <map>
 #include <optional>
 #include <regex>
@@ -38,8 +37,17 @@ constexpr int kMaxBackwards = 4;
 // being fixed elsewhere, so that fuzzing goes on past them.
 struct KnownFinding {};
 
-// The ops of the case being run, for findings and the known list.
-thread_local std::string current_ops;
+// The case being run: its ops name a finding and match the known list.
+thread_local const FuzzCase* current_case = nullptr;
+
+std::string OpsOf(const FuzzCase& c) {
+  std::set<std::string> ops;
+  FuzzCase copy = c;
+  for (pb::Graph* g : Collect(&copy).graphs) {
+    for (const pb::Node& n : g->nodes()) ops.insert(n.op());
+  }
+  return absl::StrJoin(ops, ",");
+}
 
 class KnownFindings {
  public:
@@ -71,7 +79,8 @@ class KnownFindings {
 };
 
 [[noreturn]] void Finding(const std::string& what) {
-  const std::string finding = absl::StrCat(what, " [ops: ", current_ops, "]");
+  const std::string finding = absl::StrCat(
+      what, " [ops: ", current_case ? OpsOf(*current_case) : "", "]");
   const KnownFindings& known = KnownFindings::Get();
   if (const int i = known.Match(finding); i >= 0) {
     static std::set<int>* reported = new std::set<int>;
@@ -84,15 +93,6 @@ class KnownFindings {
   std::fprintf(stderr, "\n=== request fuzzer finding: %s\n", finding.c_str());
   std::fflush(stderr);
   std::abort();
-}
-
-std::string OpsOf(const FuzzCase& c) {
-  std::set<std::string> ops;
-  FuzzCase copy = c;
-  for (pb::Graph* g : Collect(&copy).graphs) {
-    for (const pb::Node& n : g->nodes()) ops.insert(n.op());
-  }
-  return absl::StrJoin(ops, ",");
 }
 
 // A status is an answer, except the codes that only bugs may give.
@@ -466,18 +466,13 @@ runtime::RuntimeOptions FuzzRuntimeOptions() {
 }
 
 void RunCase(const FuzzCase& c, runtime::ComputePool& pool) {
-  std::promise<void> done;
-  const bool queued = pool.Submit([&] {
-    current_ops = OpsOf(c);
-    try {
-      Runner runner(pool);
-      runner.Run(c);
-    } catch (const KnownFinding&) {
-    }
-    done.set_value();
-  });
-  if (!queued) Finding("the compute pool refused the case");
-  done.get_future().wait();
+  current_case = &c;
+  try {
+    Runner runner(pool);
+    runner.Run(c);
+  } catch (const KnownFinding&) {
+  }
+  current_case = nullptr;
 }
 
 }  // namespace gradserve::fuzz

@@ -17,8 +17,7 @@ namespace gradserve::fuzz {
 // checks themselves are in reach of the mutator.
 runtime::RuntimeOptions FuzzRuntimeOptions();
 
-// Runs `c` on a fresh runtime over `pool` (on one of its workers, as the
-// server runs requests), and waits for it.
+// Runs `c` on a fresh runtime over `pool`, on the calling thread.
 void RunCase(const FuzzCase& c, runtime::ComputePool& pool);
 
 }  // namespace gradserve::fuzz
