@@ -74,14 +74,19 @@ LogLevel LevelOf(grpc::StatusCode code) {
 }
 
 std::string AccessLog::Line(const CallRecord& call, absl::Time now) {
+  // paced_ms only on a refusal held back (server/refusal_pacer.h).
+  const std::string paced =
+      call.paced_nanoseconds > 0
+          ? absl::StrFormat(" paced_ms=%.3f", call.paced_nanoseconds / 1e6)
+          : "";
   return absl::StrFormat(
       "ts=%s level=%s rpc=%s peer=%s tenant=%s code=%s bytes_in=%d "
-      "bytes_out=%d ms=%.3f\n",
+      "bytes_out=%d ms=%.3f%s\n",
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", now, absl::UTCTimeZone()),
       LogLevelName(LevelOf(call.code)), Value(MethodName(call.method)),
       Value(call.peer), Value(call.tenant),
       absl::StatusCodeToString(static_cast<absl::StatusCode>(call.code)),
-      call.bytes_in, call.bytes_out, call.nanoseconds / 1e6);
+      call.bytes_in, call.bytes_out, call.nanoseconds / 1e6, paced);
 }
 
 void AccessLog::OnCall(const CallRecord& call) {

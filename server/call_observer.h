@@ -19,6 +19,8 @@ struct CallRecord {
   int64_t bytes_in = 0;     // request messages, serialized
   int64_t bytes_out = 0;    // reply messages, serialized
   int64_t nanoseconds = 0;  // from the call's arrival to its status
+  // Of those, how long its refusal was held back (server/refusal_pacer.h).
+  int64_t paced_nanoseconds = 0;
 };
 
 class CallObserver {

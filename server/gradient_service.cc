@@ -89,14 +89,16 @@ class UnaryEnd {
         start_(std::chrono::steady_clock::now()) {}
 
   void Finish(const absl::Status& status, absl::string_view peer,
-              absl::string_view tenant, int64_t bytes_out = 0) const {
+              absl::string_view tenant, int64_t bytes_out = 0,
+              absl::Duration paced = absl::ZeroDuration()) const {
     grpc::Status reply = ToGrpcStatus(status);
     if (observer_ != nullptr) {
       const auto elapsed = std::chrono::steady_clock::now() - start_;
       observer_->OnCall(
           {method_, peer, tenant, reply.error_code(), bytes_in_, bytes_out,
            std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed)
-               .count()});
+               .count(),
+           absl::ToInt64Nanoseconds(paced)});
     }
     reactor_->Finish(reply);
     if (gate_ != nullptr) gate_->Leave();
@@ -224,10 +226,15 @@ std::optional<GradientServiceImpl::Admitted> GradientServiceImpl::Admit(
     end.Finish(caller.status(), context->peer(), "");
     return std::nullopt;
   }
-  // What needs no compute is refused here, without a turn on the pool.
+  // What needs no compute is refused here, without a turn on the pool, at
+  // the pace of the caller's host.
   absl::Status valid = check.Check(request, runtime_->limits());
   if (!valid.ok()) {
-    end.Finish(valid, caller->connection, caller->tenant);
+    pacer_.Refuse(caller->connection,
+                  [end, valid, peer = caller->connection,
+                   tenant = caller->tenant](absl::Duration waited) {
+                    end.Finish(valid, peer, tenant, 0, waited);
+                  });
     return std::nullopt;
   }
   // The tenant's call in flight, then the message and its parsed copy,

@@ -22,6 +22,7 @@
 #include "server/codec/shared_memory_codec.h"
 #include "server/codec/wire_check.h"
 #include "server/codec/wire_message.h"
+#include "server/refusal_pacer.h"
 #include "server/security.h"
 
 namespace gradserve::server {
@@ -37,6 +38,8 @@ struct ServiceOptions {
   // instead of the compute pool: the hand-off and the thread wake-ups cost
   // more than such a program. 0 = every Compute runs on the pool.
   int64_t inline_compute_flops = int64_t{1} << 18;
+  // The pace of refusals by the wire check, per host.
+  PaceOptions refusal_pace;
   // Listed in GetServerInfo's features ("tls", "mutual_tls", "auth").
   bool tls = false;
   bool mutual_tls = false;
@@ -162,6 +165,8 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   std::set<DrainableStream*> streams_;
   bool streams_draining_ = false;
   const WireCheck compute_check_{*pb::ComputeRequest::descriptor()};
+  // Paces the wire check's refusals (Admit).
+  RefusalPacer pacer_{options_.refusal_pace};
 };
 
 // The index of a GradientService method, for gRPC's handler table.

@@ -83,6 +83,19 @@ ABSL_FLAG(int64_t, inline_compute_flops,
           "a Compute whose program is cached and plans at most this many "
           "operations runs on gRPC's thread, without the compute pool's "
           "hand-off; 0 = every Compute on the pool");
+ABSL_FLAG(double, refusal_pace_per_second,
+          gradserve::server::PaceOptions{}.per_second,
+          "requests refused by the wire check (sizes that do not match their "
+          "data) are answered at once up to --refusal_pace_burst per client "
+          "host, then at this many per second, each held back at most "
+          "--refusal_pace_max_ms: a client that keeps lying cannot loop "
+          "faster; valid calls are never held; 0 = never held");
+ABSL_FLAG(int64_t, refusal_pace_burst, gradserve::server::PaceOptions{}.burst,
+          "refusals of one host answered at once before the pace applies");
+ABSL_FLAG(
+    double, refusal_pace_max_ms,
+    absl::ToDoubleMilliseconds(gradserve::server::PaceOptions{}.max_delay),
+    "the longest a paced refusal is held back");
 ABSL_FLAG(int64_t, malloc_retain_mb, 512,
           "freed memory (MiB) kept for reuse rather than returned to the OS: "
           "large tensors then reuse warm pages; 0 = the C library's default");
@@ -289,6 +302,11 @@ int main(int argc, char** argv) {
   options.service.stream_window = absl::GetFlag(FLAGS_stream_window);
   options.service.inline_compute_flops =
       absl::GetFlag(FLAGS_inline_compute_flops);
+  options.service.refusal_pace.per_second =
+      absl::GetFlag(FLAGS_refusal_pace_per_second);
+  options.service.refusal_pace.burst = absl::GetFlag(FLAGS_refusal_pace_burst);
+  options.service.refusal_pace.max_delay =
+      absl::Milliseconds(absl::GetFlag(FLAGS_refusal_pace_max_ms));
   options.persistence.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.persistence.snapshot_interval =
       absl::Seconds(absl::GetFlag(FLAGS_snapshot_seconds));

@@ -25,6 +25,13 @@ absl::StatusOr<std::unique_ptr<GradientServer>> GradientServer::Start(
         "max_message_bytes must be > 0; max_queue, workers and "
         "threads_per_worker must be >= 0");
   }
+  const PaceOptions& pace = options.service.refusal_pace;
+  if (!(pace.per_second >= 0) || pace.burst < 0 ||
+      pace.max_delay < absl::ZeroDuration() || pace.max_waiting < 0) {
+    return absl::InvalidArgumentError(
+        "refusal_pace_per_second, refusal_pace_burst and refusal_pace_max_ms "
+        "must be >= 0");
+  }
   absl::Status transport = CheckTransportLimits(options.transport);
   if (!transport.ok()) return transport;
   auto server = std::unique_ptr<GradientServer>(new GradientServer());

@@ -55,6 +55,11 @@ void ServiceMetrics::AddCallMetrics(Registry* registry) {
   auto* sent =
       registry->AddCounter("gradserve_sent_bytes_total",
                            "Serialized reply messages sent, by RPC.", {"rpc"});
+  auto* paced = registry->AddCounter(
+      "gradserve_paced_refusals_total",
+      "Refusals by the wire check held back because their client host kept "
+      "sending requests whose sizes do not match their data, by RPC.",
+      {"rpc"});
   for (int m = 0; m < MethodCount(); ++m) {
     const std::string rpc = MethodName(m);
     PerMethod per;
@@ -65,6 +70,7 @@ void ServiceMetrics::AddCallMetrics(Registry* registry) {
     per.latency = latency->Get({rpc});
     per.bytes_in = received->Get({rpc});
     per.bytes_out = sent->Get({rpc});
+    per.paced = paced->Get({rpc});
     methods_.push_back(per);
   }
 }
@@ -156,6 +162,7 @@ void ServiceMetrics::OnCall(const CallRecord& call) {
   per.latency->Observe(call.nanoseconds);
   per.bytes_in->Add(call.bytes_in);
   per.bytes_out->Add(call.bytes_out);
+  if (call.paced_nanoseconds > 0) per.paced->Add(1);
 }
 
 }  // namespace gradserve::server

@@ -33,6 +33,7 @@ class ServiceMetrics final : public CallObserver {
     metrics::Histogram* latency;
     metrics::Counter* bytes_in;
     metrics::Counter* bytes_out;
+    metrics::Counter* paced;
   };
   void AddCallMetrics(metrics::Registry* registry);
   static void AddRuntimeMetrics(metrics::Registry* registry,

@@ -10,7 +10,8 @@
 2. Liars: the median latency of honest Computes alone and next to clients
    that lie about sizes (shapes far larger than their data, byte counts that
    do not match, length prefixes of a gigabyte in a few bytes); the liars may
-   not slow honest clients more than 2x.
+   not slow honest clients more than 2x. The server paces their refusals
+   (--refusal_pace_*, defaults); the figures say how many it held back.
 3. Cancel and deadline storms: calls cancelled or timed out at random points
    (queued, computing, creating sessions and activations); afterwards the
    server holds what it held before (sessions, activations, this tenant's
@@ -19,7 +20,9 @@
    accepted call completes OK with a correct result, every other one is
    UNAVAILABLE (refused before being accepted); no other status, exit code 0.
 
-Prints the figures and exits 1 if any check failed."""
+LOAD_PARTS (mixed,liars,storms,sigterm) chooses the parts, LOAD_FLAGS adds
+server flags to the first three. Prints the figures
+and exits 1 if any check failed."""
 
 import multiprocessing
 import os
@@ -37,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import gs  # noqa: E402
 from gradserve.v1 import gradient_service_pb2 as pb  # noqa: E402
 from gradserve.v1 import session_pb2 as spb  # noqa: E402
+from test_metrics import Metrics, delta  # noqa: E402
 from test_quotas import slow_graph  # noqa: E402
 
 OK = grpc.StatusCode.OK
@@ -44,6 +48,10 @@ SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "8"))
 LIAR_SECONDS = float(os.environ.get("LIAR_SECONDS", "10"))
 STORM_SECONDS = float(os.environ.get("STORM_SECONDS", "8"))
+# The parts to run, e.g. LOAD_PARTS=liars.
+PARTS = os.environ.get("LOAD_PARTS", "mixed,liars,storms,sigterm").split(",")
+# More server flags, e.g. LOAD_FLAGS=--refusal_pace_per_second=0.
+FLAGS = os.environ.get("LOAD_FLAGS", "").split()
 C = grpc.StatusCode
 failures = []
 
@@ -354,6 +362,7 @@ def liars(server):
     print(f"\n== liars: 4 honest clients, {LIAR_SECONDS:.0f} s alone and "
           f"{LIAR_SECONDS:.0f} s with 4 lying clients", flush=True)
     alone, wrong = honest_latencies(server, LIAR_SECONDS)
+    before = server.metrics.scrape()
     stop = multiprocessing.Event()
     counts = [multiprocessing.Array("l", 2) for _ in range(4)]
     procs = [multiprocessing.Process(target=liar, args=(server.address, stop, c))
@@ -367,9 +376,12 @@ def liars(server):
         proc.join(30)
     lies = sum(c[0] for c in counts)
     bad = sum(c[1] for c in counts)
+    paced = delta(before, server.metrics.scrape(), "gradserve_paced_refusals_total",
+                  rpc="Compute")
     m0, m1 = statistics.median(alone), statistics.median(with_liars)
     print(f"honest median {1e3 * m0:.2f} ms alone ({len(alone)} calls), {1e3 * m1:.2f} ms "
-          f"with liars ({len(with_liars)} calls; {lies} lies refused): {m1 / m0:.2f}x")
+          f"with liars ({len(with_liars)} calls; {lies} lies refused, {paced:.0f} of them "
+          f"held back by the pace): {m1 / m0:.2f}x")
     check(bad == 0 and lies > 0, f"every lie refused with INVALID_ARGUMENT or "
           f"RESOURCE_EXHAUSTED ({bad} not)")
     check(not wrong and not wrong2, "honest results correct")
@@ -556,14 +568,21 @@ def sigterm_under_load():
 
 
 def main():
-    server = gs.Server("--workers=2", "--threads_per_worker=1")
+    port = gs.free_port()
+    server = gs.Server("--workers=2", "--threads_per_worker=1",
+                       f"--metrics_address=127.0.0.1:{port}", *FLAGS)
+    server.metrics = Metrics(port)
     try:
-        mixed_load(server)
-        liars(server)
-        storms(server)
+        if "mixed" in PARTS:
+            mixed_load(server)
+        if "liars" in PARTS:
+            liars(server)
+        if "storms" in PARTS:
+            storms(server)
     finally:
         server.close()
-    sigterm_under_load()
+    if "sigterm" in PARTS:
+        sigterm_under_load()
     print(f"\n{len(failures)} check(s) failed" if failures else "\nall checks passed")
     return 1 if failures else 0
 

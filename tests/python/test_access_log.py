@@ -19,7 +19,7 @@ TOKEN = "s3cret-token-" + "q" * 24
 WRONG = "wr0ng-token-" + "z" * 24
 LINE = re.compile(r"^ts=\S+Z level=(error|warning|info) rpc=(\w+) peer=(\S+) "
                   r"tenant=(\S+) code=([A-Z_]+) bytes_in=(\d+) bytes_out=(\d+) "
-                  r"ms=(\d+\.\d{3})$")
+                  r"ms=(\d+\.\d{3})(?: paced_ms=(\d+\.\d{3}))?$")
 
 
 def access_lines(server):
@@ -31,7 +31,7 @@ def access_lines(server):
             m = LINE.match(line)
             assert m, f"malformed access line: {line!r}"
             lines.append(dict(zip(("level", "rpc", "peer", "tenant", "code", "bytes_in",
-                                   "bytes_out", "ms"), m.groups())))
+                                   "bytes_out", "ms", "paced_ms"), m.groups())))
     return lines
 
 

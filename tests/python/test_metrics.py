@@ -119,6 +119,7 @@ def test_exposition_is_well_formed_and_lists_every_metric(metered):
     expected = {
         "gradserve_calls_total": "counter", "gradserve_call_duration_seconds": "histogram",
         "gradserve_received_bytes_total": "counter", "gradserve_sent_bytes_total": "counter",
+        "gradserve_paced_refusals_total": "counter",
         "gradserve_compute_queue_depth": "gauge", "gradserve_compute_workers_busy": "gauge",
         "gradserve_compute_workers": "gauge", "gradserve_sessions": "gauge",
         "gradserve_session_bytes": "gauge", "gradserve_activations": "gauge",
