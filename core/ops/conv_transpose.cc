@@ -121,10 +121,12 @@ class ConvTransposeOp : public Op {
       std::unordered_map<int, memory> args = {
           {DNNL_ARG_SRC, WrapTensor(PlainDesc(As2d(x_)), ctx.input(kX))},
           {DNNL_ARG_WEIGHTS, WrapTensor(fwd_weights_, weights)},
-          {DNNL_ARG_DST, WrapTensor(PlainDesc(As2d(y.shape())), y)}};
+          // This op's own shape: under the unbatched wrapper y has the
+          // node's shape, without the batch dim.
+          {DNNL_ARG_DST, WrapTensor(PlainDesc(As2d(outputs_[0].shape)), y)}};
       if (has_bias_) {
         args[DNNL_ARG_BIAS] =
-            WrapTensor(PlainDesc({y.shape()[1]}), ctx.input(kBias));
+            WrapTensor(PlainDesc({outputs_[0].shape[1]}), ctx.input(kBias));
       }
       dnnl.Execute(*forward_, std::move(args));
       return absl::OkStatus();
