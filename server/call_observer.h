@@ -19,7 +19,9 @@ struct CallRecord {
   int64_t bytes_in = 0;     // request messages, serialized
   int64_t bytes_out = 0;    // reply messages, serialized
   int64_t nanoseconds = 0;  // from the call's arrival to its status
-  // Of those, how long its refusal was held back (server/refusal_pacer.h).
+  // Refusals held back (server/refusal_pacer.h): 1 or 0 for a unary call,
+  // a ComputeStream's items; and how long, summed.
+  int64_t paced_refusals = 0;
   int64_t paced_nanoseconds = 0;
 };
 

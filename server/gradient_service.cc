@@ -98,6 +98,7 @@ class UnaryEnd {
           {method_, peer, tenant, reply.error_code(), bytes_in_, bytes_out,
            std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed)
                .count(),
+           paced > absl::ZeroDuration() ? 1 : 0,
            absl::ToInt64Nanoseconds(paced)});
     }
     reactor_->Finish(reply);
@@ -230,11 +231,11 @@ std::optional<GradientServiceImpl::Admitted> GradientServiceImpl::Admit(
   // the pace of the caller's host.
   absl::Status valid = check.Check(request, runtime_->limits());
   if (!valid.ok()) {
-    pacer_.Refuse(caller->connection,
-                  [end, valid, peer = caller->connection,
+    auto refuse = [end, valid, peer = caller->connection,
                    tenant = caller->tenant](absl::Duration waited) {
-                    end.Finish(valid, peer, tenant, 0, waited);
-                  });
+      end.Finish(valid, peer, tenant, 0, waited);
+    };
+    if (!pacer_.Hold(caller->connection, refuse)) refuse(absl::ZeroDuration());
     return std::nullopt;
   }
   // The tenant's call in flight, then the message and its parsed copy,

@@ -75,8 +75,10 @@ class GradientServiceImpl final : public pb::GradientService::Service {
   void AddStream(DrainableStream* stream);
   void RemoveStream(DrainableStream* stream);
   void DrainStreams();
-  // ComputeRequest's tensors checked on the wire (ComputeStream's items).
+  // ComputeRequest's tensors checked on the wire (ComputeStream's items),
+  // and the pace of the check's refusals.
   const WireCheck& compute_check() const { return compute_check_; }
+  RefusalPacer& pacer() { return pacer_; }
 
   // One Compute: the unary RPC's work, and each item of ComputeStream's.
   absl::Status ComputeOne(const runtime::CallContext& ctx,

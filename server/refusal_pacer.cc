@@ -63,23 +63,22 @@ RefusalPacer::~RefusalPacer() {
   if (thread_.joinable()) thread_.join();
 }
 
-void RefusalPacer::Refuse(absl::string_view peer,
-                          std::function<void(absl::Duration)> answer) {
-  if (enabled_) {
-    const std::string host = HostOfPeer(peer);
-    const absl::Time now = absl::Now();
-    absl::MutexLock lock(&mu_);
-    const absl::Duration wait = pace_.Next(host, now);
-    if (wait > absl::ZeroDuration() && !stopping_ &&
-        static_cast<int64_t>(waiting_.size()) < max_waiting_) {
-      ++held_;
-      auto it = waiting_.emplace(
-          now + wait, [answer = std::move(answer), wait] { answer(wait); });
-      if (it == waiting_.begin()) changed_.Signal();
-      return;
-    }
+bool RefusalPacer::Hold(absl::string_view peer,
+                        std::function<void(absl::Duration)> answer) {
+  if (!enabled_) return false;
+  const std::string host = HostOfPeer(peer);
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mu_);
+  const absl::Duration wait = pace_.Next(host, now);
+  if (wait == absl::ZeroDuration() || stopping_ ||
+      static_cast<int64_t>(waiting_.size()) >= max_waiting_) {
+    return false;
   }
-  answer(absl::ZeroDuration());
+  ++held_;
+  auto it = waiting_.emplace(
+      now + wait, [answer = std::move(answer), wait] { answer(wait); });
+  if (it == waiting_.begin()) changed_.Signal();
+  return true;
 }
 
 int64_t RefusalPacer::held() const {

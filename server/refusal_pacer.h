@@ -67,10 +67,10 @@ class RefusalPacer {
   RefusalPacer(const RefusalPacer&) = delete;
   RefusalPacer& operator=(const RefusalPacer&) = delete;
 
-  // Runs answer(wait) now, with a zero wait, or once the wait is over on
-  // the pacer's thread.
-  void Refuse(absl::string_view peer,
-              std::function<void(absl::Duration)> answer);
+  // True when the refusal of a call from `peer` is held: answer(wait)
+  // then runs on the pacer's thread once the wait is over. False when it
+  // is not: the caller answers at once (and `answer` is dropped).
+  bool Hold(absl::string_view peer, std::function<void(absl::Duration)> answer);
   int64_t held() const;  // refusals held back so far
 
  private:

@@ -162,7 +162,7 @@ void ServiceMetrics::OnCall(const CallRecord& call) {
   per.latency->Observe(call.nanoseconds);
   per.bytes_in->Add(call.bytes_in);
   per.bytes_out->Add(call.bytes_out);
-  if (call.paced_nanoseconds > 0) per.paced->Add(1);
+  if (call.paced_refusals > 0) per.paced->Add(call.paced_refusals);
 }
 
 }  // namespace gradserve::server

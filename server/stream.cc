@@ -68,7 +68,13 @@ class ComputeStreamReactor
     auto admitted = valid.ok()
                         ? service_->runtime().AdmitCall(ctx_, request->Length())
                         : valid;
-    if (!admitted.ok()) {
+    if (!valid.ok() && !draining_ &&
+        service_->pacer().Hold(ctx_.connection,
+                               [this, index, valid](absl::Duration waited) {
+                                 AnswerHeld(index, valid, waited);
+                               })) {
+      // A lie, answered in band at its host's pace.
+    } else if (!admitted.ok()) {
       Complete(index, admitted.status(), nullptr);
     } else {
       auto admission =
@@ -148,8 +154,8 @@ class ComputeStreamReactor
     observer->OnCall(
         {MethodIndex("ComputeStream"), ctx_.connection, ctx_.tenant,
          finished_ ? code_ : grpc::StatusCode::CANCELLED, bytes_in_, bytes_out_,
-         std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed)
-             .count()});
+         std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count(),
+         paced_refusals_, absl::ToInt64Nanoseconds(paced_)});
   }
 
   size_t Window() const {
@@ -172,6 +178,18 @@ class ComputeStreamReactor
     *admission = runtime::Admission();  // given back before the reply
     std::unique_lock<std::mutex> lock(mu_);
     Complete(index, status, status.ok() ? &response : nullptr);
+    const bool last = done_ && outstanding_ == 0;
+    lock.unlock();
+    if (last) delete this;
+  }
+
+  // On the pacer's thread: a refusal held back (OnReadDone).
+  void AnswerHeld(uint64_t index, const absl::Status& status,
+                  absl::Duration waited) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++paced_refusals_;
+    paced_ += waited;
+    Complete(index, status, nullptr);
     const bool last = done_ && outstanding_ == 0;
     lock.unlock();
     if (last) delete this;
@@ -234,6 +252,8 @@ class ComputeStreamReactor
   const runtime::CallContext ctx_;
   const std::chrono::steady_clock::time_point start_;
   int64_t bytes_in_ = 0, bytes_out_ = 0;  // messages read, replies written
+  int64_t paced_refusals_ = 0;            // items held back, and how long
+  absl::Duration paced_;
   grpc::StatusCode code_ = grpc::StatusCode::OK;  // as finished
   std::atomic<bool> cancelled_{false};
   std::mutex mu_;

@@ -1,7 +1,7 @@
 """The pace of the wire check's refusals (--refusal_pace_*): a host whose
 requests keep lying about sizes gets its first refusals at once and the rest
-held back, with the same status; a valid call from that host, on the same
-connection or another, is never held; the access log says paced_ms= and the
+held back, with the same status (a ComputeStream's items in band, in order);
+a valid call from that host, on the same connection or another, is never held; the access log says paced_ms= and the
 metrics count each held refusal; 0 turns it off; bad values stop the server."""
 
 import re
@@ -103,6 +103,28 @@ def test_the_access_line_format_holds_paced_lines(paced):
     # access_lines() refuses any ts= line that its pattern does not match.
     lines = access_lines(paced)
     assert sum(1 for line in lines if line.get("paced_ms")) == len(paced_ms(paced))
+
+
+def test_a_streams_lies_are_paced_in_band_and_in_order(start_server):
+    port = gs.free_port()
+    s = start_server(f"--metrics_address=127.0.0.1:{port}", "--log_level=info",
+                     "--refusal_pace_per_second=0.5", f"--refusal_pace_burst={BURST}",
+                     f"--refusal_pace_max_ms={MAX_MS}")
+    stream = s.channel.stream_stream("/gradserve.v1.GradientService/ComputeStream",
+                                     request_serializer=lambda b: b,
+                                     response_deserializer=pb.ComputeStreamResponse.FromString)
+    items = [lie()] * (BURST + 1 + 3) + [honest()]
+    replies = list(stream(iter(items), timeout=60))
+    assert [r.index for r in replies] == list(range(len(items)))
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [r.code for r in replies] == [invalid] * (len(items) - 1) + [0]
+    assert len({r.error_message for r in replies[:-1]}) == 1
+    assert gs.to_numpy(replies[-1].response.outputs["y"]) == 6
+    m = Metrics(port).scrape()
+    assert m.get("gradserve_paced_refusals_total", rpc="ComputeStream") == 3
+    # The stream's one access line says how long its items were held.
+    [line] = [x for x in access_lines(s) if x["rpc"] == "ComputeStream"]
+    assert line["code"] == "OK" and 0 < float(line["paced_ms"]) <= 3 * MAX_MS
 
 
 def test_zero_turns_pacing_off(start_server):

@@ -1,6 +1,7 @@
 // The pace of the wire check's refusals: a host's burst at once, then one
 // per interval, never more than max_delay behind, recovered once it stops;
-// hosts apart; the pacer answers every refusal it holds, also when stopped.
+// hosts apart; the pacer answers every refusal it holds, also when stopped,
+// and holds none when off or full.
 #include "server/refusal_pacer.h"
 
 #include <atomic>
@@ -98,20 +99,24 @@ TEST(RefusalPace, ForgetsRecoveredHostsBeyondItsBound) {
 
 TEST(RefusalPacer, HoldsRefusalsPastTheBurstAndAnswersEachOnce) {
   RefusalPacer pacer(TenPerSecond(1));
-  std::atomic<int> answered{0}, held{0};
+  std::atomic<int> answered{0};
   absl::Notification last;
+  int at_once = 0;
   for (int i = 0; i < 6; ++i) {
-    pacer.Refuse("ipv4:10.0.0.1:" + std::to_string(4000 + i),
-                 [&](absl::Duration wait) {
-                   if (wait > absl::ZeroDuration()) ++held;
-                   if (++answered == 6) last.Notify();
-                 });
+    // Ports differ: the pace is the host's.
+    const bool held = pacer.Hold("ipv4:10.0.0.1:" + std::to_string(4000 + i),
+                                 [&](absl::Duration wait) {
+                                   EXPECT_GT(wait, absl::ZeroDuration());
+                                   if (++answered == 4) last.Notify();
+                                 });
+    if (!held) ++at_once;
   }
-  // The burst (2) answered on the caller's thread, the rest later.
-  EXPECT_GE(answered.load(), 2);
+  // The burst and one more are the caller's to answer, the rest held.
+  EXPECT_EQ(at_once, 2);
   ASSERT_TRUE(last.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(held.load(), 4);
   EXPECT_EQ(pacer.held(), 4);
+  // Another host is not held back by this one.
+  EXPECT_FALSE(pacer.Hold("ipv4:10.0.0.9:1", [](absl::Duration) {}));
 }
 
 TEST(RefusalPacer, AnswersWhatItHoldsWhenStopped) {
@@ -121,41 +126,36 @@ TEST(RefusalPacer, AnswersWhatItHoldsWhenStopped) {
   std::atomic<int> answered{0};
   {
     RefusalPacer pacer(options);
-    for (int i = 0; i < 3; ++i) {
-      pacer.Refuse("ipv4:10.0.0.2:1", [&](absl::Duration) { ++answered; });
+    EXPECT_FALSE(pacer.Hold("ipv4:10.0.0.2:1", [&](absl::Duration) {}));
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_TRUE(
+          pacer.Hold("ipv4:10.0.0.2:1", [&](absl::Duration) { ++answered; }));
     }
-    EXPECT_EQ(answered.load(), 1);
+    EXPECT_EQ(answered.load(), 0);
   }
-  EXPECT_EQ(answered.load(), 3);
+  EXPECT_EQ(answered.load(), 2);
 }
 
-TEST(RefusalPacer, AnswersAtOnceWhenOffOrFull) {
+TEST(RefusalPacer, HoldsNothingWhenOffOrFull) {
   PaceOptions off = TenPerSecond(0);
   off.per_second = 0;
   RefusalPacer unpaced(off);
-  int answered = 0;
   for (int i = 0; i < 10; ++i) {
-    unpaced.Refuse("ipv4:10.0.0.3:1", [&](absl::Duration wait) {
-      EXPECT_EQ(wait, absl::ZeroDuration());
-      ++answered;
-    });
+    EXPECT_FALSE(unpaced.Hold("ipv4:10.0.0.3:1", [](absl::Duration) {}));
   }
-  EXPECT_EQ(answered, 10);
   EXPECT_EQ(unpaced.held(), 0);
 
   PaceOptions small = TenPerSecond(0);
   small.per_second = 0.001;
   small.max_delay = absl::Hours(1);
   small.max_waiting = 2;
-  std::atomic<int> now{0};
   RefusalPacer full(small);
+  std::vector<bool> held;
   for (int i = 0; i < 5; ++i) {
-    full.Refuse("ipv4:10.0.0.4:1", [&](absl::Duration wait) {
-      if (wait == absl::ZeroDuration()) ++now;
-    });
+    held.push_back(full.Hold("ipv4:10.0.0.4:1", [](absl::Duration) {}));
   }
   // One at once (no burst), two held, the two past max_waiting at once.
-  EXPECT_EQ(now.load(), 3);
+  EXPECT_EQ(held, (std::vector<bool>{false, true, true, false, false}));
   EXPECT_EQ(full.held(), 2);
 }
 
