@@ -209,6 +209,16 @@ def test_gather_of_constants_still_folds(server):
     assert [n.op for n in server.rpc.Describe(describe, timeout=30).nodes] == ["Reshape"]
 
 
+def test_gather_of_a_constant_matrix_folds_each_row(server):
+    """Known data and indices along axis 1: each row's picks (the fold
+    once copied whole rows past its output: make test-sanitize)."""
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nodes = [const("d", data), const("i", np.array([[2, 0], [3, 3]], np.int64)),
+             node("Gather", ["d", "i"], ["g"], axis=1), node("Add", ["x", "g"])]
+    check(server, nodes, {"x": normal(3, 2, 2)},
+          lambda x: {"y": x + torch.from_numpy(data[:, [[2, 0], [3, 3]]])})
+
+
 def test_gather_elements(server):
     check(server, [node("GatherElements", ["x", "i"], axis=1)],
           {"x": normal(3, 4), "i": np.array([[0, -1], [2, 2], [-4, 1]], np.int64)},

@@ -119,12 +119,12 @@ absl::Status FoldShape(NodeImport& node, const char*) {
   return absl::OkStatus();
 }
 
-// Copies `outer` blocks of `block` bytes from `from`, block i to
-// out + i·stride.
-void CopyBlocks(const char* from, int64_t outer, int64_t block, char* out,
-                int64_t stride) {
+// Copies `outer` blocks of `block` bytes, block i from from + i·from_stride
+// to out + i·out_stride.
+void CopyBlocks(const char* from, int64_t from_stride, int64_t outer,
+                int64_t block, char* out, int64_t out_stride) {
   for (int64_t i = 0; i < outer; ++i) {
-    std::memcpy(out + i * stride, from + i * block, block);
+    std::memcpy(out + i * out_stride, from + i * from_stride, block);
   }
 }
 
@@ -149,8 +149,9 @@ absl::Status FoldGather(NodeImport& node, const char*) {
       return node.Invalid("index ", index[k], " is outside [", -n, ", ", n,
                           ")");
     }
-    CopyBlocks(static_cast<const char*>(data.raw_data()) + i * block, outer,
-               n * block, static_cast<char*>(out.raw_data()) + k * block,
+    // Row i of each outer block of data to row k of out's.
+    CopyBlocks(static_cast<const char*>(data.raw_data()) + i * block, n * block,
+               outer, block, static_cast<char*>(out.raw_data()) + k * block,
                static_cast<int64_t>(index.size()) * block);
   }
   node.SetConstant(0, std::move(out));
@@ -289,7 +290,7 @@ absl::Status ConcatConstants(NodeImport& node, int axis) {
   int64_t offset = 0;
   for (const Tensor& t : parts) {
     const int64_t block = Product(t.shape(), axis, t.rank()) * size;
-    CopyBlocks(static_cast<const char*>(t.raw_data()), outer, block,
+    CopyBlocks(static_cast<const char*>(t.raw_data()), block, outer, block,
                static_cast<char*>(out.raw_data()) + offset, stride);
     offset += block;
   }
