@@ -30,6 +30,21 @@ GRADSERVE = os.path.join(BUILD_DIR, "server", "gradserve")
 GRADCTL = os.path.join(BUILD_DIR, "client", "gradctl")
 MAX_MESSAGE = 1 << 30
 
+
+def _sanitized():
+    """Whether BUILD_DIR was configured with sanitizers (make test-sanitize)."""
+    try:
+        with open(os.path.join(BUILD_DIR, "CMakeCache.txt")) as cache:
+            return any(line.startswith("GRADSERVE_SANITIZE:STRING=") and
+                       line.strip().split("=", 1)[1] for line in cache)
+    except OSError:
+        return False
+
+
+# ASan keeps freed memory in quarantine (256 MiB) and pads every block, so
+# RSS says nothing about what a request allocated there.
+SANITIZED = _sanitized()
+
 _DTYPES = {
     np.dtype(np.float32): tensor_pb2.DATA_TYPE_FLOAT32,
     np.dtype(np.int64): tensor_pb2.DATA_TYPE_INT64,

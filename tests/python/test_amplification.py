@@ -195,5 +195,5 @@ def test_every_amplifying_request_is_refused_before_allocating(amp_server):
     # Nothing of the 64 MiB (or far more) that each would take was allocated:
     # what grows is parsing (131072 input names of a Concat take ~6 MiB).
     grown = amp_server.peak_rss_bytes() - before
-    assert grown < (16 << 20), f"peak RSS grew by {grown} bytes"
+    assert gs.SANITIZED or grown < (16 << 20), f"peak RSS grew by {grown} bytes"
     assert {op for op, _ in refusals} == set(AMPLIFYING), refusals
