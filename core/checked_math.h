@@ -15,6 +15,9 @@
 
 namespace gradserve {
 
+// Whether a double converts to int64 without overflow (NaN does not).
+inline bool FitsInt64(double v) { return v >= -0x1p63 && v < 0x1p63; }
+
 inline std::optional<int64_t> CheckedAdd(int64_t a, int64_t b) {
   int64_t r;
   if (__builtin_add_overflow(a, b, &r)) return std::nullopt;

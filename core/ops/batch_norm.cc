@@ -44,6 +44,8 @@ class BatchNormOp : public Op {
                      "(x, weight, bias, running_mean, running_var): leave "
                      "weight or bias out with \"\"");
     }
+    // An [N] x has as many channels as its statistics say.
+    if (x.size() == 1) RETURN_IF_ERROR(c.ExpectRankBetween(kMean, 1, 1));
     const int64_t channels = x.size() == 1 ? c.shape(kMean)[0] : x[1];
     for (int i : {kWeight, kBias, kMean, kVar}) {
       if (!c.has_input(i)) continue;

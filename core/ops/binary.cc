@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 
+#include "core/checked_math.h"
 #include "core/dnnl_util.h"
 #include "core/op_registry.h"
 #include "core/ops/broadcast.h"
@@ -322,7 +323,7 @@ class BinaryOp : public Op {
   absl::Status ReadDtypes(const OpConfig& c) {
     int_ = {c.input(0).dtype == DType::kInt64,
             c.input(1).dtype == DType::kInt64};
-    if (IntOutput() && alpha_ != std::trunc(alpha_)) {
+    if (IntOutput() && (alpha_ != std::trunc(alpha_) || !FitsInt64(alpha_))) {
       return c.attrs().Invalid(
           "alpha", absl::StrCat("an integer for int64 ", c.Describe(0), " and ",
                                 c.Describe(1)));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/checked_math.h"
 #include "core/op_registry.h"
 #include "core/ops/op_util.h"
 #include "core/ops/source_grad.h"
@@ -74,6 +75,11 @@ class PadOp : public Op {
       return c.Error("attribute 'value' is ", op->value_, " but mode \"",
                      c.attrs().GetString("mode"),
                      "\" takes no value (as in PyTorch)");
+    }
+    if (c.input(0).dtype == DType::kInt64 && !FitsInt64(op->value_)) {
+      return c.attrs().Invalid(
+          "value",
+          absl::StrCat("a value an int64 holds for int64 ", c.Describe(0)));
     }
     ASSIGN_OR_RETURN(std::vector<int64_t> pads, c.attrs().GetInts("pads"));
     const Shape& x = c.shape(0);

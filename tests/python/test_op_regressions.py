@@ -171,3 +171,35 @@ def test_blocked_output_gradient_from_a_plain_op(serving, between, tail, mode):
     for name in wrt:
         np.testing.assert_allclose(got[name], t[name].grad.numpy(), rtol=1e-4, atol=1e-4,
                                    err_msg=f"d{name} after conv -> {between} -> {tail}")
+
+
+def refused(server, nodes, feeds, inputs, **kw):
+    g = gs.graph(nodes, inputs=inputs, outputs=["y"])
+    with pytest.raises(grpc.RpcError) as e:
+        server.rpc.Compute(gs.compute_request(g, feeds, **kw), timeout=60)
+    assert e.value.code() == INVALID, e.value
+    return e.value.details()
+
+
+# The long fuzz run of stop 21: each was undefined behaviour (UBSan) or a
+# read through an empty shape; their inputs are in tests/fuzz/regressions.
+
+def test_int64_pad_value_beyond_int64_is_refused(serving):
+    x = np.arange(6, dtype=np.int64).reshape(2, 3)
+    message = refused(serving, [gs.node("p", "Pad", ["x"], ["y"], pads=[1, 1],
+                                        value=1.7976931348623157e308)], {"x": x}, ["x"])
+    assert "node 'p'" in message and "'value'" in message and "int64" in message
+
+
+def test_int64_add_alpha_beyond_int64_is_refused(serving):
+    a = np.arange(4, dtype=np.int64)
+    message = refused(serving, [gs.node("s", "Add", ["a", "b"], ["y"], alpha=1e300)],
+                      {"a": a, "b": a}, ["a", "b"])
+    assert "node 's'" in message and "'alpha'" in message
+
+
+def test_batch_norm_of_an_empty_vector_needs_vector_statistics(serving):
+    message = refused(serving, [gs.node("bn", "BatchNorm", ["x", "", "", "m", "v"], ["y"])],
+                      {"x": np.zeros((0,), np.float32), "m": np.zeros((), np.float32),
+                       "v": np.ones((), np.float32)}, ["x", "m", "v"])
+    assert "node 'bn'" in message and "running_mean" in message
