@@ -128,6 +128,13 @@ class ConvOp : public Op {
       memory::dims strides(stride_.begin(), stride_.end());
       memory::dims dilates, padding(padding_.begin(), padding_.end());
       const memory::dims padding_r(padding_r_.begin(), padding_r_.end());
+      // A stride past the padded extent is never taken (one window): the
+      // extent gives the same result, and oneDNN's avx512 kernels compute
+      // weight gradients of 0 for strides near 2^31.
+      for (size_t d = 0; d < strides.size(); ++d) {
+        strides[d] =
+            std::min(strides[d], x_[2 + d] + padding[d] + padding_r[d]);
+      }
       for (int64_t d : dilation_) dilates.push_back(d - 1);  // 0 = dense
       const auto src = AnyDesc(DnnlDims(x_));
       const auto weights = AnyDesc(WeightDims());
