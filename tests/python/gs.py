@@ -2,6 +2,7 @@
 process on a free loopback port, wrappers for Compute, sessions and
 Forward/Backward (numpy in and out), and same-host shared memory."""
 
+import math
 import mmap
 import os
 import secrets
@@ -526,6 +527,20 @@ def slow_compute_request(layers=24, width=512, batch=512, seed=0, backward=True)
               parameters={"W": rng.normal(size=(width, width)).astype(np.float32) * 0.05})
     return compute_request(g, {"h0": rng.normal(size=(batch, width)).astype(np.float32)},
                            loss="L" if backward else "", fetch=["L"])
+
+
+def slow_layers(server, seconds, backward=False):
+    """The depth of slow_compute_request that takes about `seconds` on
+    `server` (machines and their ISAs differ by 3x and more): a 16-layer
+    call is timed there, after a first one that compiles it. At most 1536
+    layers: the up-front memory bound counts 2 MiB a layer against the
+    default 4 GiB."""
+    probe = slow_compute_request(layers=16, backward=backward)
+    server.rpc.Compute(probe, timeout=120)
+    start = time.monotonic()
+    server.rpc.Compute(probe, timeout=120)
+    per_layer = (time.monotonic() - start) / 16
+    return max(16, min(1536, math.ceil(seconds / per_layer)))
 
 
 def tiny_compute_request(rng, first="fc1", fetch=()):

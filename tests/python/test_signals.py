@@ -22,10 +22,11 @@ import pytest
 import gs
 
 
-def start_slow_call(server, layers=128):
-    """A slow Compute (forward only: `layers` deep, about a second on one
-    thread) on its own thread, running when this returns; returns (thread,
-    result dict)."""
+def start_slow_call(server, seconds=1.0):
+    """A slow Compute (forward only, deep enough to take about `seconds` on
+    this server) on its own thread, running when this returns; returns
+    (thread, result dict)."""
+    layers = gs.slow_layers(server, seconds)
     data = gs.slow_compute_request(layers=layers, backward=False).SerializeToString()
     call = server.channel.unary_unary("/gradserve.v1.GradientService/Compute",
                                       request_serializer=lambda b: b,
@@ -64,7 +65,7 @@ def test_two_signals_at_once_still_shut_down_gracefully(start_server, sig, gap):
 
 def test_a_later_second_signal_stops_at_once(start_server):
     server = start_server("--workers=1", "--threads_per_worker=1")
-    thread, result = start_slow_call(server, layers=768)
+    thread, result = start_slow_call(server, seconds=3.0)
     server.process.send_signal(signal.SIGTERM)
     time.sleep(1.5)  # past the second that counts as the same signal
     assert thread.is_alive(), result
@@ -144,7 +145,7 @@ def test_the_drain_turns_health_not_serving_and_refuses_new_calls(start_server):
     a new call is refused with UNAVAILABLE (after the notice) while the slow
     one goes on, and the slow one completes."""
     server = start_server("--workers=1", "--drain_notice_seconds=0")
-    thread, result = start_slow_call(server, layers=384)
+    thread, result = start_slow_call(server, seconds=2.0)
     server.process.send_signal(signal.SIGTERM)
     check = server.channel.unary_unary("/grpc.health.v1.Health/Check",
                                        request_serializer=lambda b: b,
