@@ -8,6 +8,24 @@ namespace gradserve {
 
 namespace {
 thread_local int64_t primitives_created = 0;
+
+// The row-major descriptor of `ndims` dims, built in place (every primitive
+// call wraps its tensors in these: the C++ constructor's vectors were a
+// fifth of a tiny program's allocations).
+dnnl_memory_desc_t RowMajor(int ndims, const dnnl_dim_t* dims,
+                            dnnl_data_type_t type) {
+  dnnl_dims_t strides;
+  dnnl_dim_t stride = 1;
+  for (int i = ndims - 1; i >= 0; --i) {
+    strides[i] = stride;
+    stride *= std::max<dnnl_dim_t>(dims[i], 1);
+  }
+  dnnl_memory_desc_t desc;
+  dnnl::error::wrap_c_api(
+      dnnl_memory_desc_init_by_strides(&desc, ndims, dims, type, strides),
+      "could not construct a memory descriptor using strides");
+  return desc;
+}
 }  // namespace
 
 int64_t PrimitivesCreatedOnThisThread() { return primitives_created; }
@@ -66,32 +84,27 @@ dnnl::memory::dims DnnlDims(const Shape& shape) {
   return dnnl::memory::dims(shape.begin(), shape.end());
 }
 
-// Built in place (every primitive call wraps its tensors in these: the
-// C++ constructor's vectors were a fifth of a tiny program's allocations).
 dnnl::memory::desc PlainDesc(const Shape& shape, DType dtype) {
   const int ndims = shape.empty() ? 1 : static_cast<int>(shape.size());
   if (ndims > DNNL_MAX_NDIMS) {  // oneDNN refuses it, with its message
     return dnnl::memory::desc(DnnlDims(shape), DnnlType(dtype),
                               dnnl::memory::dims(shape.size(), 1));
   }
-  dnnl_dims_t dims, strides;
-  dnnl_dim_t stride = 1;
-  for (int i = ndims - 1; i >= 0; --i) {
-    dims[i] = shape.empty() ? 1 : shape[i];
-    strides[i] = stride;
-    stride *= std::max<dnnl_dim_t>(dims[i], 1);
-  }
-  dnnl_memory_desc_t desc;
-  dnnl::error::wrap_c_api(
-      dnnl_memory_desc_init_by_strides(
-          &desc, ndims, dims, dnnl::memory::convert_to_c(DnnlType(dtype)),
-          strides),
-      "could not construct a memory descriptor using strides");
-  return dnnl::memory::desc(desc);
+  dnnl_dims_t dims;
+  for (int i = 0; i < ndims; ++i) dims[i] = shape.empty() ? 1 : shape[i];
+  return dnnl::memory::desc(
+      RowMajor(ndims, dims, dnnl::memory::convert_to_c(DnnlType(dtype))));
 }
 
-dnnl::memory WrapTensor(const dnnl::memory::desc& desc, const Tensor& t) {
-  return dnnl::memory(desc, CpuEngine(), const_cast<void*>(t.raw_data()));
+DnnlArg WrapTensor(const dnnl::memory::desc& desc, const Tensor& t) {
+  return {desc, const_cast<void*>(t.raw_data())};
+}
+
+DnnlArg& DnnlArgs::operator[](int id) {
+  for (auto& [arg, value] : args_) {
+    if (arg == id) return value;
+  }
+  return args_.emplace_back(id, DnnlArg{}).second;
 }
 
 dnnl::primitive_attr DefaultAttr() {
@@ -102,21 +115,38 @@ dnnl::primitive_attr DefaultAttr() {
 
 DnnlRunner::DnnlRunner() : stream_(CpuEngine()) {}
 
-void DnnlRunner::Execute(const DnnlPrimitive& p,
-                         std::unordered_map<int, dnnl::memory> args) {
-  size_t bytes = p.scratchpad.get_size();
+dnnl_memory_t DnnlRunner::Bind(const DnnlPrimitive& p, int id,
+                               const dnnl::memory::desc& desc, void* data) {
+  auto [it, added] = memories_.try_emplace({p.primitive.get(), id});
+  dnnl::memory& memory = it->second;
+  if (!added) {
+    const dnnl_memory_desc_t* kept = nullptr;
+    dnnl::error::wrap_c_api(dnnl_memory_get_memory_desc(memory.get(), &kept),
+                            "could not get a memory descriptor");
+    if (dnnl_memory_desc_equal(kept, &desc.data)) {
+      memory.set_data_handle(data);
+      return memory.get();
+    }
+  }
+  memory = dnnl::memory(desc, CpuEngine(), data);
+  return memory.get();
+}
+
+void DnnlRunner::Execute(const DnnlPrimitive& p, const DnnlArgs& args) {
+  if (memories_.size() + args.size() + 1 > kMaxMemories) memories_.clear();
+  absl::InlinedVector<dnnl_exec_arg_t, 8> c_args;
+  for (const auto& [id, value] : args)
+    c_args.push_back({id, Bind(p, id, value.desc, value.data)});
+  const size_t bytes = p.scratchpad.get_size();
   if (bytes > 0) {
     if (scratch_.num_bytes() < bytes) {
       scratch_ = Tensor::Empty(DType::kFloat64,
                                {static_cast<int64_t>((bytes + 7) / 8)});
     }
-    args.emplace(DNNL_ARG_SCRATCHPAD,
-                 dnnl::memory(p.scratchpad, CpuEngine(), scratch_.raw_data()));
+    c_args.push_back(
+        {DNNL_ARG_SCRATCHPAD,
+         Bind(p, DNNL_ARG_SCRATCHPAD, p.scratchpad, scratch_.raw_data())});
   }
-  // The C++ execute's argument vector, on the stack.
-  absl::InlinedVector<dnnl_exec_arg_t, 8> c_args;
-  for (const auto& [arg, memory] : args)
-    c_args.push_back({arg, memory.get(true)});
   dnnl::error::wrap_c_api(
       dnnl_primitive_execute(p.primitive.get(), stream_.get(),
                              static_cast<int>(c_args.size()), c_args.data()),
@@ -129,11 +159,13 @@ namespace {
 // Whether `desc` is dense row-major for its own dims: the bytes of a plain
 // tensor, whatever dims it views them with (grouped weights add one).
 bool IsPlainLayout(const dnnl::memory::desc& desc) {
-  const dnnl::memory::dims dims = desc.dims();
-  return desc == PlainDesc(Shape(dims.begin(), dims.end()),
-                           desc.data_type() == dnnl::memory::data_type::f32
-                               ? DType::kFloat32
-                               : DType::kInt64);
+  const dnnl_memory_desc_t& d = desc.data;
+  if (d.ndims <= 0 || d.ndims > DNNL_MAX_NDIMS) return false;
+  // Tensors oneDNN runs are float32; others are plain with no type.
+  const dnnl_memory_desc_t plain =
+      RowMajor(d.ndims, d.dims,
+               d.data_type == dnnl_f32 ? dnnl_f32 : dnnl_data_type_undef);
+  return dnnl_memory_desc_equal(&d, &plain) != 0;
 }
 
 std::shared_ptr<const Layout> LayoutOf(const dnnl::memory::desc& desc) {

@@ -3,10 +3,12 @@
 #ifndef GRADSERVE_CORE_DNNL_UTIL_H_
 #define GRADSERVE_CORE_DNNL_UTIL_H_
 
+#include <initializer_list>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "core/tensor.h"
@@ -24,12 +26,33 @@ dnnl::memory::data_type DnnlType(DType dtype);
 dnnl::memory::dims DnnlDims(const Shape& shape);
 // Row-major ("abcd...") descriptor of a float32/int64 shape; a scalar is [1].
 dnnl::memory::desc PlainDesc(const Shape& shape, DType dtype = DType::kFloat32);
-// A memory object over a tensor's storage (oneDNN reads const inputs only).
-// It does not own the storage: the tensor must outlive every use of the
-// memory, so a temporary (a Reordered() copy, say) is refused at compile time
-// (an argument map built from one used to point at freed storage).
-dnnl::memory WrapTensor(const dnnl::memory::desc& desc, const Tensor& t);
-dnnl::memory WrapTensor(const dnnl::memory::desc& desc, Tensor&& t) = delete;
+// One argument of a primitive execution: a tensor's storage as `desc`
+// describes it. It does not own the storage: the tensor must outlive the
+// execution, so a temporary (a Reordered() copy, say) is refused at compile
+// time (an argument built from one used to point at freed storage).
+struct DnnlArg {
+  dnnl::memory::desc desc;
+  void* data = nullptr;
+};
+// oneDNN reads const inputs only.
+DnnlArg WrapTensor(const dnnl::memory::desc& desc, const Tensor& t);
+DnnlArg WrapTensor(const dnnl::memory::desc& desc, Tensor&& t) = delete;
+
+// The arguments of one execution, by oneDNN argument id (DNNL_ARG_SRC, ...),
+// on the stack.
+class DnnlArgs {
+ public:
+  DnnlArgs(std::initializer_list<std::pair<int, DnnlArg>> args)
+      : args_(args.begin(), args.end()) {}
+  // Argument `id`, added if absent.
+  DnnlArg& operator[](int id);
+  auto begin() const { return args_.begin(); }
+  auto end() const { return args_.end(); }
+  size_t size() const { return args_.size(); }
+
+ private:
+  absl::InlinedVector<std::pair<int, DnnlArg>, 5> args_;
+};
 
 // Attributes every primitive is created with: a user-provided scratchpad,
 // so that primitives may run on any thread and concurrently.
@@ -54,16 +77,29 @@ DnnlPrimitive MakePrimitive(const typename P::primitive_desc& pd) {
 }
 
 // Executes primitives on a stream of the calling thread, with a scratchpad
-// buffer reused across primitives. One per executing thread.
+// buffer reused across primitives. One per executing thread. The oneDNN
+// memory object of each (primitive, argument) is kept and pointed at the
+// next execution's storage, instead of created and freed per execution.
 class DnnlRunner {
  public:
   DnnlRunner();
-  void Execute(const DnnlPrimitive& p,
-               std::unordered_map<int, dnnl::memory> args);
+  void Execute(const DnnlPrimitive& p, const DnnlArgs& args);
+
+  // Memory objects kept (bounded: all are dropped past kMaxMemories).
+  size_t memories() const { return memories_.size(); }
+  static constexpr size_t kMaxMemories = 1024;
 
  private:
+  // The memory object for argument `id` of `p` over `data`. A kept one
+  // is reused when its descriptor is `desc` (a primitive freed and another
+  // created at its address may differ).
+  dnnl_memory_t Bind(const DnnlPrimitive& p, int id,
+                     const dnnl::memory::desc& desc, void* data);
+
   dnnl::stream stream_;
   Tensor scratch_;  // grown on demand, as bytes
+  absl::flat_hash_map<std::pair<const_dnnl_primitive_t, int>, dnnl::memory>
+      memories_;
 };
 
 // Runs `f`, turning a dnnl::error into a status that names `node`:
@@ -105,10 +141,9 @@ inline bool RunsOnDnnl(const TensorMeta& meta) {
 
 // Executes `p` on the runner; a dnnl::error becomes a status naming `node`.
 inline absl::Status ExecuteDnnl(DnnlRunner& runner, absl::string_view node,
-                                const DnnlPrimitive& p,
-                                std::unordered_map<int, dnnl::memory> args) {
+                                const DnnlPrimitive& p, const DnnlArgs& args) {
   return CatchDnnl(node, [&] {
-    runner.Execute(p, std::move(args));
+    runner.Execute(p, args);
     return absl::OkStatus();
   });
 }

@@ -6,14 +6,19 @@
 #include <chrono>
 #include <new>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "core/dnnl_util.h"
 #include "core/exec/op_times.h"
 #include "core/status_macros.h"
 
 namespace gradserve {
+
+// A node's inputs, outputs or gradients: a handful, kept off the heap.
+using NodeTensors = absl::InlinedVector<Tensor, 4>;
 
 // What one node sees of a pass, shared by its two contexts. Tensors are as
 // the op takes them: plain unless it handles layouts.
@@ -23,11 +28,11 @@ struct NodeRunState {
   std::vector<Tensor>& values;  // the tape's values, where outputs go
   std::vector<Tensor>& saved;
   uint64_t seed;
-  std::vector<Tensor> inputs;   // undefined where left out (or not saved)
-  std::vector<Tensor> outputs;  // backward: the saved outputs
-  std::vector<Tensor> grads;    // backward: dL/d(output j), or undefined
+  NodeTensors inputs;   // undefined where left out (or not saved)
+  NodeTensors outputs;  // backward: the saved outputs
+  NodeTensors grads;    // backward: dL/d(output j), or undefined
   // Forward: state updates per input. Backward: gradients per input.
-  std::vector<Tensor> per_input;
+  NodeTensors per_input;
 };
 
 namespace {
@@ -193,7 +198,7 @@ class Tape::Pass {
           Present(pn, pn.node->inputs),
           {},
           {},
-          std::vector<Tensor>(pn.node->inputs.size())};
+          NodeTensors(pn.node->inputs.size())};
       ForwardContext ctx(state, dnnl_);
       team_.ForNode(pn.forward_alone);
       RETURN_IF_ERROR(
@@ -282,7 +287,7 @@ class Tape::Pass {
   // New values of graph buffers (BatchNorm running statistics) go to the
   // results; updates of other inputs are not state and are dropped.
   absl::Status TakeStateUpdates(const ProgramNode& pn,
-                                const std::vector<Tensor>& updates,
+                                const NodeTensors& updates,
                                 ForwardResult* result) {
     for (size_t i = 0; i < updates.size(); ++i) {
       const int in = pn.node->inputs[i];
@@ -323,9 +328,9 @@ class Tape::Pass {
     for (int out : node.outputs) any = any || grads[out].defined();
     if (!any) return absl::OkStatus();
     // Only what the op declared saved is still there to present.
-    std::vector<int> saved_inputs(node.inputs.size(), -1);
+    absl::InlinedVector<int, 8> saved_inputs(node.inputs.size(), -1);
     for (int i : pn.saves.inputs) saved_inputs[i] = node.inputs[i];
-    std::vector<int> saved_outputs(node.outputs.size(), -1);
+    absl::InlinedVector<int, 8> saved_outputs(node.outputs.size(), -1);
     for (int j : pn.saves.outputs) saved_outputs[j] = node.outputs[j];
     NodeRunState state{program_,
                        pn,
@@ -335,7 +340,7 @@ class Tape::Pass {
                        Present(pn, saved_inputs),
                        Present(pn, saved_outputs),
                        Present(pn, node.outputs, &grads),
-                       std::vector<Tensor>(node.inputs.size())};
+                       NodeTensors(node.inputs.size())};
     BackwardContext ctx(state, dnnl_);
     team_.ForNode(pn.backward_alone);
     RETURN_IF_ERROR(
@@ -366,10 +371,9 @@ class Tape::Pass {
 
   // The tensors of `ids` (-1: none) as `pn`'s op takes them, from `from`
   // (the tape's values by default).
-  std::vector<Tensor> Present(const ProgramNode& pn,
-                              const std::vector<int>& ids,
-                              const std::vector<Tensor>* from = nullptr) {
-    std::vector<Tensor> out(ids.size());
+  NodeTensors Present(const ProgramNode& pn, absl::Span<const int> ids,
+                      const std::vector<Tensor>* from = nullptr) {
+    NodeTensors out(ids.size());
     const bool layouts = pn.op->HandlesLayouts();
     for (size_t k = 0; k < ids.size(); ++k) {
       if (ids[k] < 0) continue;

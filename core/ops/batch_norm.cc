@@ -144,13 +144,13 @@ class BatchNormOp : public Op {
       RETURN_IF_ERROR(CatchDnnl(node_, [&] {
         Tensor y = EmptyIn(outputs_[0], data_);
         const Tensor x = Reordered(ctx.input(kX), data_, ctx.dnnl());
-        std::unordered_map<int, memory> args = {
+        DnnlArgs args = {
             {DNNL_ARG_SRC, WrapTensor(data_, x)},
             {DNNL_ARG_DST, WrapTensor(data_, y)},
             {DNNL_ARG_MEAN, WrapTensor(PlainDesc({channels_}), mean)},
             {DNNL_ARG_VARIANCE, WrapTensor(PlainDesc({channels_}), var)}};
         AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
-        ctx.dnnl().Execute(*forward_, std::move(args));
+        ctx.dnnl().Execute(*forward_, args);
         ctx.SetOutput(0, std::move(y));
         return absl::OkStatus();
       }));
@@ -242,16 +242,15 @@ class BatchNormOp : public Op {
       // Held here: the map's memories point into them until Execute.
       const Tensor x = Reordered(ctx.input(kX), data_, dnnl);
       const Tensor dy = Reordered(ctx.grad_output(0), data_, dnnl);
-      std::unordered_map<int, memory> args = {
-          {DNNL_ARG_SRC, WrapTensor(data_, x)},
-          {DNNL_ARG_DIFF_DST, WrapTensor(data_, dy)},
-          {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
-          {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
-          {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
+      DnnlArgs args = {{DNNL_ARG_SRC, WrapTensor(data_, x)},
+                       {DNNL_ARG_DIFF_DST, WrapTensor(data_, dy)},
+                       {DNNL_ARG_MEAN, WrapTensor(c_desc, mean)},
+                       {DNNL_ARG_VARIANCE, WrapTensor(c_desc, var)},
+                       {DNNL_ARG_DIFF_SRC, WrapTensor(data_, dx)}};
       AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
       if (has_weight_) args[DNNL_ARG_DIFF_SCALE] = WrapTensor(c_desc, dscale);
       if (has_bias_) args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(c_desc, dshift);
-      dnnl.Execute(*backward_, std::move(args));
+      dnnl.Execute(*backward_, args);
       ctx.SetGradInput(kX, std::move(dx));
       if (ctx.needs_grad(kWeight)) ctx.SetGradInput(kWeight, std::move(dscale));
       if (ctx.needs_grad(kBias)) ctx.SetGradInput(kBias, std::move(dshift));
@@ -260,7 +259,7 @@ class BatchNormOp : public Op {
   }
 
   void AddAffine(const Tensor& weight, const Tensor& bias,
-                 std::unordered_map<int, memory>* args) const {
+                 DnnlArgs* args) const {
     if (has_weight_)
       (*args)[DNNL_ARG_SCALE] = WrapTensor(PlainDesc({channels_}), weight);
     if (has_bias_ && bias.defined()) {

@@ -104,15 +104,14 @@ class ConcatOp : public Op {
   absl::Status Forward(ForwardContext& ctx) const override {
     Tensor& y = ctx.AllocateOutput(0);
     if (forward_) {
-      std::unordered_map<int, dnnl::memory> args = {
-          {DNNL_ARG_DST, WrapTensor(Desc(split_.dim), y)}};
+      DnnlArgs args = {{DNNL_ARG_DST, WrapTensor(Desc(split_.dim), y)}};
       int k = 0;
       for (size_t i = 0; i < sizes_.size(); ++i) {
         if (sizes_[i] == 0) continue;
         args[DNNL_ARG_MULTIPLE_SRC + k++] =
             WrapTensor(Desc(sizes_[i]), ctx.input(i));
       }
-      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args));
+      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, args);
     }
     for (size_t i = 0; i < sizes_.size(); ++i) {
       const size_t block = BlockBytes(sizes_[i]);

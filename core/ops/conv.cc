@@ -201,14 +201,13 @@ class ConvOp : public Op {
       Tensor weights =
           Reordered(ctx.input(1), PlainWeightDesc(), weights_desc_, dnnl);
       Tensor y = EmptyIn(outputs_[0], output_layout_->desc);
-      std::unordered_map<int, memory> args = {
-          {DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
-          {DNNL_ARG_WEIGHTS, WrapTensor(weights_desc_, weights)},
-          {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
+      DnnlArgs args = {{DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
+                       {DNNL_ARG_WEIGHTS, WrapTensor(weights_desc_, weights)},
+                       {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
       if (has_bias_) {
         args[DNNL_ARG_BIAS] = WrapTensor(PlainDesc({w_[0]}), ctx.input(2));
       }
-      dnnl.Execute(*forward_, std::move(args));
+      dnnl.Execute(*forward_, args);
       ctx.SetOutput(0, std::move(y));
       return absl::OkStatus();
     });
@@ -257,13 +256,13 @@ class ConvOp : public Op {
         Tensor src = Reordered(ctx.input(0), bw_src_, dnnl);
         Tensor dw_blocked = EmptyIn({dtype, w_}, bw_diff_weights_);
         Tensor db = Tensor::Empty(dtype, {w_[0]});
-        std::unordered_map<int, memory> args = {
+        DnnlArgs args = {
             {DNNL_ARG_DIFF_DST, WrapTensor(bw_diff_dst_, diff_dst)},
             {DNNL_ARG_SRC, WrapTensor(bw_src_, src)},
             {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(bw_diff_weights_, dw_blocked)}};
         if (has_bias_)
           args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({w_[0]}), db);
-        dnnl.Execute(*backward_weights_, std::move(args));
+        dnnl.Execute(*backward_weights_, args);
         if (need_dw) {
           ctx.SetGradInput(1, Reordered(dw_blocked, bw_diff_weights_,
                                         PlainWeightDesc(), dnnl));

@@ -118,7 +118,7 @@ class ConvTransposeOp : public Op {
       DnnlRunner& dnnl = ctx.dnnl();
       Tensor weights =
           Reordered(ctx.input(kWeight), PlainWeightDesc(), fwd_weights_, dnnl);
-      std::unordered_map<int, memory> args = {
+      DnnlArgs args = {
           {DNNL_ARG_SRC, WrapTensor(PlainDesc(As2d(x_)), ctx.input(kX))},
           {DNNL_ARG_WEIGHTS, WrapTensor(fwd_weights_, weights)},
           // This op's own shape: under the unbatched wrapper y has the
@@ -128,7 +128,7 @@ class ConvTransposeOp : public Op {
         args[DNNL_ARG_BIAS] =
             WrapTensor(PlainDesc({outputs_[0].shape[1]}), ctx.input(kBias));
       }
-      dnnl.Execute(*forward_, std::move(args));
+      dnnl.Execute(*forward_, args);
       return absl::OkStatus();
     });
   }
@@ -167,14 +167,14 @@ class ConvTransposeOp : public Op {
           Tensor blocked = EmptyIn({dtype, w_}, bw_diff_weights_);
           Tensor bias_grad =
               has_bias_ ? Tensor::Empty(dtype, {y[1]}) : Tensor();
-          std::unordered_map<int, memory> args = {
+          DnnlArgs args = {
               {DNNL_ARG_DIFF_DST, diff_dst},
               {DNNL_ARG_SRC, WrapTensor(PlainDesc(As2d(x_)), ctx.input(kX))},
               {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(bw_diff_weights_, blocked)}};
           if (has_bias_) {
             args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({y[1]}), bias_grad);
           }
-          dnnl.Execute(*backward_weights_, std::move(args));
+          dnnl.Execute(*backward_weights_, args);
           // Into torch's plain [C_in, C_out/groups, k...], which oneDNN
           // sees as (g)iohw.
           dw = Tensor::Empty(dtype, w_);

@@ -106,14 +106,13 @@ class LayerNormOp : public Op {
     Tensor mean = Tensor::Empty(y.dtype(), {rows_});
     Tensor var = Tensor::Empty(y.dtype(), {rows_});
     if (forward_) {
-      std::unordered_map<int, memory> args = {
+      DnnlArgs args = {
           {DNNL_ARG_SRC, WrapTensor(Data(), ctx.input(kX))},
           {DNNL_ARG_DST, WrapTensor(Data(), y)},
           {DNNL_ARG_MEAN, WrapTensor(PlainDesc({rows_}), mean)},
           {DNNL_ARG_VARIANCE, WrapTensor(PlainDesc({rows_}), var)}};
       AddAffine(ctx.input(kWeight), ctx.input(kBias), &args);
-      RETURN_IF_ERROR(
-          ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args)));
+      RETURN_IF_ERROR(ExecuteDnnl(ctx.dnnl(), node_, *forward_, args));
     } else {
       DispatchFloat(y.dtype(), [&](auto zero) {
         ForwardLoop<decltype(zero)>(ctx.input(kX), ctx.input(kWeight),
@@ -163,7 +162,7 @@ class LayerNormOp : public Op {
         dw.defined() || !has_weight_ ? dw : Tensor::Empty(dtype, normalized_);
     Tensor dshift =
         db.defined() || !has_bias_ ? db : Tensor::Empty(dtype, normalized_);
-    std::unordered_map<int, memory> args = {
+    DnnlArgs args = {
         {DNNL_ARG_SRC, WrapTensor(Data(), ctx.input(kX))},
         {DNNL_ARG_DIFF_DST, WrapTensor(Data(), ctx.grad_output(0))},
         {DNNL_ARG_MEAN, WrapTensor(PlainDesc({rows_}), ctx.saved()[0])},
@@ -174,11 +173,11 @@ class LayerNormOp : public Op {
       args[DNNL_ARG_DIFF_SCALE] = WrapTensor(PlainDesc({cols_}), dscale);
     if (has_bias_)
       args[DNNL_ARG_DIFF_SHIFT] = WrapTensor(PlainDesc({cols_}), dshift);
-    return ExecuteDnnl(ctx.dnnl(), node_, *backward_, std::move(args));
+    return ExecuteDnnl(ctx.dnnl(), node_, *backward_, args);
   }
 
   void AddAffine(const Tensor& weight, const Tensor& bias,
-                 std::unordered_map<int, memory>* args) const {
+                 DnnlArgs* args) const {
     if (has_weight_)
       (*args)[DNNL_ARG_SCALE] = WrapTensor(PlainDesc({cols_}), weight);
     if (has_bias_)

@@ -113,14 +113,14 @@ class LinearOp : public Op {
     const Tensor& x = ctx.input(0);
     const Tensor& w = ctx.input(1);
     if (forward_) {
-      std::unordered_map<int, dnnl::memory> args = {
+      DnnlArgs args = {
           {DNNL_ARG_SRC, WrapTensor(PlainDesc({batch_, in_}), x)},
           {DNNL_ARG_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), w)},
           {DNNL_ARG_DST, WrapTensor(PlainDesc({batch_, out_}), y)}};
       if (has_bias_) {
         args[DNNL_ARG_BIAS] = WrapTensor(PlainDesc({out_}), ctx.input(2));
       }
-      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, std::move(args));
+      return ExecuteDnnl(ctx.dnnl(), node_, *forward_, args);
     }
     DispatchNumeric(y.dtype(), [&](auto zero) {
       using T = decltype(zero);
@@ -189,14 +189,14 @@ class LinearOp : public Op {
              {DNNL_ARG_DIFF_SRC, WrapTensor(PlainDesc({batch_, in_}), dx)}});
       }
       if (dw.defined()) {
-        std::unordered_map<int, dnnl::memory> args = {
+        DnnlArgs args = {
             {DNNL_ARG_DIFF_DST, dy_mem},
             {DNNL_ARG_SRC, WrapTensor(PlainDesc({batch_, in_}), ctx.input(0))},
             {DNNL_ARG_DIFF_WEIGHTS, WrapTensor(PlainDesc({out_, in_}), dw)}};
         if (backward_bias_) {
           args[DNNL_ARG_DIFF_BIAS] = WrapTensor(PlainDesc({out_}), db);
         }
-        ctx.dnnl().Execute(*backward_weights_, std::move(args));
+        ctx.dnnl().Execute(*backward_weights_, args);
       }
       return absl::OkStatus();
     });

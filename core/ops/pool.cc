@@ -149,9 +149,8 @@ class PoolOp : public Op {
     return CatchDnnl(node_, [&] {
       Tensor src = Reordered(ctx.input(0), src_desc_, ctx.dnnl());
       Tensor y = EmptyIn(outputs_[0], output_layout_->desc);
-      std::unordered_map<int, memory> args = {
-          {DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
-          {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
+      DnnlArgs args = {{DNNL_ARG_SRC, WrapTensor(src_desc_, src)},
+                       {DNNL_ARG_DST, WrapTensor(output_layout_->desc, y)}};
       if (workspace_) {
         Tensor ws = Tensor::Empty(
             DType::kFloat32,
@@ -159,7 +158,7 @@ class PoolOp : public Op {
         args[DNNL_ARG_WORKSPACE] = WrapTensor(*workspace_, ws);
         ctx.Save(std::move(ws));
       }
-      ctx.dnnl().Execute(*forward_, std::move(args));
+      ctx.dnnl().Execute(*forward_, args);
       ctx.SetOutput(0, std::move(y));
       return absl::OkStatus();
     });
@@ -191,13 +190,12 @@ class PoolOp : public Op {
     return CatchDnnl(node_, [&] {
       Tensor dy = Reordered(ctx.grad_output(0), diff_dst_desc_, ctx.dnnl());
       Tensor dx = EmptyIn({outputs_[0].dtype, x_}, diff_src_desc_);
-      std::unordered_map<int, memory> args = {
-          {DNNL_ARG_DIFF_DST, WrapTensor(diff_dst_desc_, dy)},
-          {DNNL_ARG_DIFF_SRC, WrapTensor(diff_src_desc_, dx)}};
+      DnnlArgs args = {{DNNL_ARG_DIFF_DST, WrapTensor(diff_dst_desc_, dy)},
+                       {DNNL_ARG_DIFF_SRC, WrapTensor(diff_src_desc_, dx)}};
       if (workspace_) {
         args[DNNL_ARG_WORKSPACE] = WrapTensor(*workspace_, ctx.saved()[0]);
       }
-      ctx.dnnl().Execute(*backward_, std::move(args));
+      ctx.dnnl().Execute(*backward_, args);
       ctx.SetGradInput(0, std::move(dx));
       return absl::OkStatus();
     });
