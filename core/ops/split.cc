@@ -24,7 +24,8 @@ absl::StatusOr<std::vector<int64_t>> ChunkSizes(const OpConfig& c, int64_t n) {
     int64_t total = 0;
     for (int64_t s : v) {
       if (s < 0) return c.attrs().Invalid(name, "sizes >= 0");
-      total = std::min(total + s, kMaxTensorElements);
+      // Saturated (total never exceeds it): a size near 2^63 must not wrap.
+      total = s > kMaxTensorElements - total ? kMaxTensorElements : total + s;
     }
     if (total != n) {
       return c.Error("attribute '", name, "' ", ShapeToString(v),
@@ -38,6 +39,14 @@ absl::StatusOr<std::vector<int64_t>> ChunkSizes(const OpConfig& c, int64_t n) {
         name, absl::StrCat("a chunk size >= 1 (0 only for a dim of size 0; "
                            "the dim has size ",
                            n, ")"));
+  }
+  // Counted before the list is built: a size of 1 on a long dim would
+  // list a chunk per element.
+  const int64_t chunks = n == 0 ? 1 : (n - 1) / size + 1;
+  if (chunks != c.num_outputs()) {
+    return c.Error("splitting a dim of size ", n, " into chunks of ", size,
+                   " gives ", chunks, " chunks, but the node defines ",
+                   c.num_outputs(), " outputs");
   }
   std::vector<int64_t> sizes;
   for (int64_t start = 0; start < n; start += size) {

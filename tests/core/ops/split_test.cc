@@ -30,6 +30,9 @@ TEST(Split, RejectsBadAttributes) {
   expect(split, {"gives 3 chunks", "defines 1 outputs"});
   split.attrs["split_size_or_sections"] = V{2, 2};
   expect(split, {"must sum to the dim's size 5, got 4"});
+  // Sizes past int64's range saturate (they used to wrap the sum).
+  split.attrs["split_size_or_sections"] = V{4, INT64_MAX, 1};
+  expect(split, {"must sum to the dim's size 5, got 72057594037927936"});
   split.attrs["split_size_or_sections"] = int64_t{0};
   expect(split, {"a chunk size >= 1"});
   expect(OpCase("Split", {{"x", {}}}, {{"split_size_or_sections", int64_t{1}}}),
