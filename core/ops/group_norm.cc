@@ -89,6 +89,12 @@ class GroupNormOp : public Op {
   absl::Status Forward(ForwardContext& ctx) const override {
     const Tensor& x = ctx.input(kX);
     const DType dtype = x.dtype();
+    if (x.num_elements() == 0 && !updates_) {
+      // Nothing to normalise and no statistics to keep (Backward of an empty
+      // x reads none): [N, C, 0] must not allocate N·groups of them.
+      ctx.AllocateOutput(0);
+      return absl::OkStatus();
+    }
     const int64_t rows = n_ * groups_;
     Tensor mean = Tensor::Empty(dtype, {rows});
     Tensor rstd = Tensor::Empty(dtype, {rows});
