@@ -119,7 +119,8 @@ dnnl_memory_t DnnlRunner::Bind(const DnnlPrimitive& p, int id,
                                const dnnl::memory::desc& desc, void* data) {
   auto [it, added] = memories_.try_emplace({p.primitive.get(), id});
   dnnl::memory& memory = it->second;
-  if (!added) {
+  // Empty when a creation for this key threw: created afresh below.
+  if (!added && memory) {
     const dnnl_memory_desc_t* kept = nullptr;
     dnnl::error::wrap_c_api(dnnl_memory_get_memory_desc(memory.get(), &kept),
                             "could not get a memory descriptor");
